@@ -1,0 +1,241 @@
+"""Run directories on disk: write ours atomically, read ours, the original study's and SAELens'.
+
+Layout of a run directory (ours and the original study's share the first three files):
+
+    sae_weights.safetensors       encoder.weight [F, d], encoder.bias [F],
+                                  decoder.weight [d, F]  (columns are features), decoder.bias [d]
+    sae_weights.safetensors.json  {"input_dim": d, "n_features": F, "k": k, ...}
+    feature_analysis.json         {"features": [{"feature_index", "dead", "fire_count", ...}]}
+    run.json                      ours only: config, model, hook, corpus, tokens, metrics, timings
+
+SAELens checkpoints (`cfg.json` + `sae_weights.safetensors` with `W_dec` [F, d]) are read too.
+Orientation always comes from the format, never from the shapes (F == d happens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHTS = "sae_weights.safetensors"
+WEIGHTS_META = "sae_weights.safetensors.json"
+FEATURES = "feature_analysis.json"
+RUN = "run.json"
+SAELENS_CFG = "cfg.json"
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be read: missing, corrupt or inconsistent files."""
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temp file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_run_dir(
+    run_dir: Path,
+    *,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    k: int,
+    features: list[dict[str, Any]],
+    run_info: dict[str, Any],
+    weights_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete run directory atomically: all files land in a temp sibling that is
+    renamed into place, so `run_dir` either holds a whole run or does not exist.
+
+    Shapes: W_enc [F, d], b_enc [F], W_dec [F, d] (rows are features; stored transposed as
+    the original format's `decoder.weight` [d, F]), b_dec [d].
+    """
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    F, d = W_enc.shape
+    if W_dec.shape != (F, d) or b_enc.shape != (F,) or b_dec.shape != (d,):
+        raise ValueError(
+            f"inconsistent SAE shapes: W_enc {tuple(W_enc.shape)}, b_enc {tuple(b_enc.shape)}, "
+            f"W_dec {tuple(W_dec.shape)}, b_dec {tuple(b_dec.shape)}")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
+    try:
+        tensors = {
+            "encoder.weight": W_enc.detach().float().contiguous().cpu(),
+            "encoder.bias": b_enc.detach().float().contiguous().cpu(),
+            "decoder.weight": W_dec.detach().float().t().contiguous().cpu(),  # [d, F]
+            "decoder.bias": b_dec.detach().float().contiguous().cpu(),
+        }
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "saefast"})
+        meta = {"input_dim": d, "n_features": F, "k": k,
+                "decoder_layout": "decoder.weight is [input_dim, n_features]"}
+        meta.update(weights_meta or {})
+        write_json_atomic(tmp / WEIGHTS_META, meta)
+        write_json_atomic(tmp / FEATURES, {"n_features": F, "features": features})
+        write_json_atomic(tmp / RUN, run_info)
+        if run_dir.exists():  # a stale, incomplete dir (no run.json) from a killed run
+            shutil.rmtree(run_dir)
+        os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def is_complete_run(run_dir: Path) -> bool:
+    """A run directory counts as finished when its run.json and weights are present."""
+    run_dir = Path(run_dir)
+    return (run_dir / RUN).is_file() and (run_dir / WEIGHTS).is_file()
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LoadedSAE:
+    """What the stability analysis needs from a run directory, in one orientation."""
+
+    path: Path
+    name: str
+    decoder: torch.Tensor  # [F, d], rows are features (not normalised)
+    k: int | None
+    format: str  # "saefast", "original" or "saelens"
+    dead: torch.Tensor | None  # [F] bool, from feature_analysis.json when present
+    info: dict[str, Any]  # run.json (ours) or cfg.json (SAELens), else {}
+
+    @property
+    def n_features(self) -> int:
+        return self.decoder.shape[0]
+
+    @property
+    def live_indices(self) -> torch.Tensor:
+        if self.dead is None:
+            raise RunDirError(
+                f"{self.path}: no {FEATURES}, so live features are unknown (needed for live-only)")
+        return torch.nonzero(~self.dead, as_tuple=False).flatten()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: corrupt JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise RunDirError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+
+
+def _need(tensors: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
+    if key not in tensors:
+        raise RunDirError(f"{path}: missing tensor {key!r} (has {', '.join(sorted(tensors))})")
+    return tensors[key]
+
+
+def load_sae(run_dir: str | Path) -> LoadedSAE:
+    """Read a run directory in any supported format; errors name the file and what is wrong."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: not a directory")
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise RunDirError(f"{run_dir}: missing {WEIGHTS}")
+    tensors = _read_tensors(weights)
+    if (run_dir / SAELENS_CFG).is_file() and "W_dec" in tensors:
+        cfg = _read_json(run_dir / SAELENS_CFG)
+        dec = _need(tensors, "W_dec", weights).float()  # SAELens: [F, d]
+        d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+        if dec.ndim != 2 or (d_sae is not None and d_in is not None
+                             and tuple(dec.shape) != (d_sae, d_in)):
+            raise RunDirError(
+                f"{weights}: W_dec is {list(dec.shape)} but cfg.json says d_sae={d_sae}, d_in={d_in}")
+        k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+        fmt, info = "saelens", cfg
+    else:
+        dec_t = _need(tensors, "decoder.weight", weights).float()  # [d, F]
+        if dec_t.ndim != 2:
+            raise RunDirError(f"{weights}: decoder.weight must be 2-D, got {list(dec_t.shape)}")
+        meta = _read_json(run_dir / WEIGHTS_META) if (run_dir / WEIGHTS_META).is_file() else {}
+        d, F = dec_t.shape
+        want = (meta.get("input_dim", d), meta.get("n_features", F))
+        if (d, F) != want:
+            raise RunDirError(
+                f"{weights}: decoder.weight is {[d, F]} but {WEIGHTS_META} says "
+                f"input_dim={want[0]}, n_features={want[1]}")
+        enc = tensors.get("encoder.weight")
+        if enc is not None and tuple(enc.shape) != (F, d):
+            raise RunDirError(
+                f"{weights}: encoder.weight is {list(enc.shape)}, expected {[F, d]} "
+                f"to match decoder.weight {[d, F]}")
+        dec = dec_t.t().contiguous()
+        k = meta.get("k")
+        fmt = "saefast" if (run_dir / RUN).is_file() else "original"
+        info = _read_json(run_dir / RUN) if fmt == "saefast" else {}
+    if not torch.isfinite(dec).all():
+        raise RunDirError(f"{weights}: decoder contains NaN or infinite values")
+    dead = _read_dead(run_dir, dec.shape[0])
+    name = info.get("name") if isinstance(info.get("name"), str) else run_dir.name
+    return LoadedSAE(path=run_dir, name=name, decoder=dec, k=k, format=fmt, dead=dead, info=info)
+
+
+def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
+    path = run_dir / FEATURES
+    if not path.is_file():
+        return None
+    feats = _read_json(path).get("features")
+    if not isinstance(feats, list):
+        raise RunDirError(f"{path}: expected a 'features' list")
+    dead = torch.zeros(n_features, dtype=torch.bool)
+    for entry in feats:
+        try:
+            i = int(entry["feature_index"])
+            flag = bool(entry["dead"])
+        except (KeyError, TypeError, ValueError):
+            raise RunDirError(f"{path}: each feature needs 'feature_index' and 'dead'") from None
+        if not 0 <= i < n_features:
+            raise RunDirError(f"{path}: feature_index {i} out of range for {n_features} features")
+        dead[i] = flag
+    return dead
