@@ -149,7 +149,7 @@ class LoadedSAE:
         return torch.nonzero(~self.dead, as_tuple=False).flatten()
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
@@ -185,7 +185,7 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         raise RunDirError(f"{run_dir}: missing {WEIGHTS}")
     tensors = _read_tensors(weights)
     if (run_dir / SAELENS_CFG).is_file() and "W_dec" in tensors:
-        cfg = _read_json(run_dir / SAELENS_CFG)
+        cfg = read_json(run_dir / SAELENS_CFG)
         dec = _need(tensors, "W_dec", weights).float()  # SAELens: [F, d]
         d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
         if dec.ndim != 2 or (d_sae is not None and d_in is not None
@@ -198,7 +198,7 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         dec_t = _need(tensors, "decoder.weight", weights).float()  # [d, F]
         if dec_t.ndim != 2:
             raise RunDirError(f"{weights}: decoder.weight must be 2-D, got {list(dec_t.shape)}")
-        meta = _read_json(run_dir / WEIGHTS_META) if (run_dir / WEIGHTS_META).is_file() else {}
+        meta = read_json(run_dir / WEIGHTS_META) if (run_dir / WEIGHTS_META).is_file() else {}
         d, F = dec_t.shape
         want = (meta.get("input_dim", d), meta.get("n_features", F))
         if (d, F) != want:
@@ -213,7 +213,7 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         dec = dec_t.t().contiguous()
         k = meta.get("k")
         fmt = "saefast" if (run_dir / RUN).is_file() else "original"
-        info = _read_json(run_dir / RUN) if fmt == "saefast" else {}
+        info = read_json(run_dir / RUN) if fmt == "saefast" else {}
     if not torch.isfinite(dec).all():
         raise RunDirError(f"{weights}: decoder contains NaN or infinite values")
     dead = _read_dead(run_dir, dec.shape[0])
@@ -225,7 +225,7 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
     path = run_dir / FEATURES
     if not path.is_file():
         return None
-    feats = _read_json(path).get("features")
+    feats = read_json(path).get("features")
     if not isinstance(feats, list):
         raise RunDirError(f"{path}: expected a 'features' list")
     dead = torch.zeros(n_features, dtype=torch.bool)
@@ -239,3 +239,5 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
             raise RunDirError(f"{path}: feature_index {i} out of range for {n_features} features")
         dead[i] = flag
     return dead
+
+_read_json = read_json  # older name, kept while modules migrate

@@ -1,0 +1,232 @@
+"""The `saefast` command: sweep, analyze, report, info.
+
+Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) print
+one line and exit with status 2; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from saefast.cli import tables
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_OUT = "saefast-out"
+DEFAULT_EXPERIMENT = "experiments/seed_repro.yaml"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'your input is wrong', shown as one line."""
+    from saefast.artifacts import RunDirError
+    from saefast.config import ConfigError
+
+    errors: list[type[BaseException]] = [ConfigError, RunDirError, ValueError, FileNotFoundError]
+    try:
+        from saefast.sweep import SweepError
+
+        errors.append(SweepError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# ---------------------------------------------------------------------------- sweep
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="harvest activations, train a grid of SAEs, match every pair, report",
+        description="Train a grid of Top-K SAEs (variants x grid of an experiment YAML, plus "
+                    "--axis and shorthand flags), match every pair of seeds, and report "
+                    "stability next to a random-dictionary baseline. Re-running the same "
+                    "command skips finished runs.",
+        epilog='examples:\n  saefast sweep experiments/seed_repro.yaml\n'
+               '  saefast sweep --features 16384 --seeds 20 --tokens 200000\n'
+               '  saefast sweep exp.yaml --axis "train.seed=1..10" --axis "sae.k=8,32" --dry-run',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="experiment YAML (base / variants / grid); "
+                   "optional: without it the defaults and flags define one group")
+    p.add_argument("--axis", action="append", default=[], metavar="KEY=VALUES",
+                   help='add a grid axis, e.g. "train.seed=1..20" or "sae.k=8,16,32" (repeatable)')
+    p.add_argument("--model", help="minilm (default), gemma-270m, tiny, a HF name or a local dir")
+    p.add_argument("--hook", help="hook point, e.g. blocks.3.hook_resid_pre (default blocks.0...)")
+    p.add_argument("--corpus", help="python-docs (default), python-code, a .txt/.jsonl file or "
+                   "folder, or hf:<dataset>")
+    p.add_argument("--tokens", help="activation vectors to harvest, e.g. 30000 or 30k "
+                   "(default 30000; the last 10%% are held out)")
+    p.add_argument("--features", type=int, help="dictionary size (default 128)")
+    p.add_argument("--k", type=int, help="active features per token (default 8)")
+    p.add_argument("--epochs", type=int, help="passes over the training tokens (default 8)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--seeds", type=int, help="train seeds 1..N (default: the config's, else 1..5)")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1 ...")
+    p.add_argument("--live-only", action="store_true", help="also report live-only matching")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--cache-dir", help="activation cache (default $SAEFAST_CACHE_DIR, else the "
+                   "user cache dir)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the runs, pairs and estimated memory and time; run nothing")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _sweep_runs(args: argparse.Namespace):
+    from saefast import sweep
+
+    exp = sweep.load_experiment(args.config) if args.config else sweep.Experiment()
+    flags = {"model.name": args.model, "model.hook": args.hook, "data.corpus": args.corpus,
+             "data.tokens": args.tokens, "sae.n_features": args.features, "sae.k": args.k,
+             "train.epochs": args.epochs, "train.lr": args.lr, "model.device": args.device}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.live_only:
+        overrides["match.live_only"] = True
+    axes = [sweep.parse_axis(a) for a in args.axis]
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        axes.append(("train.seed", list(range(1, args.seeds + 1))))
+    elif not args.config and not any(k == "train.seed" for k, _ in axes):
+        axes.append(("train.seed", [1, 2, 3, 4, 5]))
+    # shorthand flags set base keys, but a user who types --features means it for every run
+    for variant in exp.variants:
+        for key in overrides:
+            variant.pop(key, None)
+    return sweep.expand(exp, axes, overrides)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from saefast import sweep
+
+    runs = _sweep_runs(args)
+    for warning in sweep.undertrained_warnings(runs):
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    if args.dry_run:
+        tables.print_plan(console, runs, sweep.estimate(runs), Path(args.out))
+        return 0
+    events = tables.RichEvents(console)
+    try:
+        summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events)
+    finally:
+        events.close()
+    tables.print_summary(console, summary, Path(args.out))
+    failed = summary["runs"]["failed"]
+    for f in failed:
+        err_console.print(f"[red]failed:[/] {f['name']}: {f['error']}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------- analyze
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze", help="match SAEs you already trained and report their stability",
+        description="Match every pair of the given run directories (saefast, the original "
+                    "study's format, or SAELens checkpoints) one-to-one by decoder cosine, "
+                    "and write stability.json, feature_recurrence.csv and plots into --out.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--live-only", action="store_true",
+                   help="also match only live features (needs feature_analysis.json)")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="cosine that counts as the same feature (default 0.9)")
+    p.add_argument("--top-k", type=int, default=20, help="best matches listed per pair (default 20)")
+    p.add_argument("--solver", default="auto", choices=["auto", "lapjv", "scipy", "native"])
+    p.add_argument("--out", default="saefast-analysis", help="report folder (default saefast-analysis)")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from saefast import stability
+
+    report = stability.analyze_runs(
+        [Path(d) for d in args.run_dirs], Path(args.out), threshold=args.threshold,
+        top_k=args.top_k, live_only=args.live_only, solver=args.solver)
+    tables.print_report(console, report, title="stability")
+    console.print(f"report: {Path(args.out) / 'stability.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="table and plots of an existing sweep",
+                       description="Print the summary table of a finished (or partial) sweep "
+                                   "and redraw its plots, without training anything.")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from saefast import plots, sweep
+    from saefast.artifacts import read_json
+
+    out = Path(args.out_dir)
+    summary_path = out / sweep.SUMMARY
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{out}: no {sweep.SUMMARY}; is this a sweep's --out folder?")
+    summary = read_json(summary_path)
+    for report_path in sorted((out / sweep.REPORTS_DIR).glob("*/stability.json")):
+        report = read_json(report_path)
+        plots.plot_all(report, report_path.parent)
+    tables.print_summary(console, summary, out)
+    return 0
+
+
+# ---------------------------------------------------------------------------- info
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="versions, native build, devices",
+                       description="Show what saefast was built with and what it can use here.")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import saefast
+
+    tables.print_info(console, saefast.build_info())
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import saefast
+
+    parser = argparse.ArgumentParser(
+        prog="saefast",
+        description="Train many Top-K SAEs and measure how reproducible their features are.")
+    parser.add_argument("--version", action="version", version=f"saefast {saefast.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_sweep(sub)
+    _add_analyze(sub)
+    _add_report(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished runs are kept, re-run the command to resume")
+        return 130
+    except _user_errors() as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

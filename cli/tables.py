@@ -1,0 +1,160 @@
+"""What the `saefast` command draws: progress while a sweep runs, tables at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from saefast.sweep import Events, HarvestJob, RunOutcome, RunSpec
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**28 else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RichEvents(Events):
+    """Two bars while training: all runs, and the steps of the current run with its loss."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+        self.runs_task = self.steps_task = None
+
+    def _start(self, total: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=self.console, transient=False)
+            self.progress.start()
+            self.runs_task = self.progress.add_task("runs", total=total, info="")
+            self.steps_task = self.progress.add_task("steps", total=1, info="")
+
+    def harvest_started(self, job: HarvestJob) -> None:
+        self.console.print(f"harvesting {job.tokens:,} tokens of [bold]{job.corpus}[/] through "
+                           f"[bold]{job.model}[/] at {', '.join(job.hooks)}")
+
+    def run_started(self, spec: RunSpec, index: int, total: int) -> None:
+        self._start(total)
+        self.progress.update(self.runs_task, completed=index, info=spec.name)
+        self.progress.reset(self.steps_task, total=1, info="")
+
+    def run_step(self, step: int, total: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.steps_task, completed=step, total=total,
+                                 info=f"loss {loss:.4g}")
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        if self.progress is not None and outcome.status != "skipped":
+            self.progress.advance(self.runs_task)
+        if outcome.status == "failed":
+            self.console.print(f"[red]run {outcome.spec.name} failed:[/] {outcome.error}")
+
+    def report_started(self, group: str) -> None:
+        self.close()
+        self.console.print(f"matching pairs of [bold]{group}[/]")
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> None:
+    table = Table(title=f"{len(runs)} runs -> {out}", show_lines=False)
+    for col in ("run", "model", "hook", "corpus", "tokens", "F", "k", "epochs", "seed"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        c = r.config
+        table.add_row(r.name, c.model.name, c.model.hook, c.data.corpus, f"{c.data.tokens:,}",
+                      str(c.sae.n_features), str(c.sae.k), str(c.train.epochs), str(c.train.seed))
+    console.print(table)
+    console.print(
+        f"{est['groups']} groups, {est['pairs']} pairs to match; harvest {est['harvest_tokens']:,}"
+        f" tokens (~{_duration(est['harvest_seconds'])}), training ~"
+        f"{_duration(est['train_seconds'])}, matching ~{_duration(est['match_seconds'])}, "
+        f"peak memory ~{_gib(est['peak_memory_bytes'])} (rough CPU estimates; cached "
+        "activations and finished runs are skipped)")
+
+
+def print_summary(console: Console, summary: dict, out: Path) -> None:
+    table = Table(title="seed stability (matched decoder cosines; baseline = random dictionaries "
+                        "of the same shapes)")
+    cols = ["group", "runs", "pairs", "median of medians", "global median", ">=0.5", ">=0.7",
+            ">=0.9", "baseline median", "live-only median", "dead", "cos to init", "held-out FVU"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for row in summary.get("groups", []):
+        frac = row.get("fraction_above") or {}
+        table.add_row(
+            row["group"], str(row["runs"]), str(row["pairs"]), _fmt(row["median_of_medians"]),
+            _fmt(row["global_median"]), _fmt(frac.get("0.5")), _fmt(frac.get("0.7")),
+            _fmt(frac.get("0.9")), _fmt(row["baseline_median"]),
+            _fmt(row.get("live_only_global_median")), _fmt(row["dead_fraction"], 2),
+            _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
+    console.print(table)
+    runs = summary.get("runs", {})
+    console.print(
+        f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
+        f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
+        f"Runs in {out / 'runs'}, reports and plots in {out / 'reports'}.")
+    console.print("[dim]cos to init near 1 means the decoder barely moved from its random "
+                  "initialisation; a median near the baseline means features did not recur.[/]")
+
+
+def print_report(console: Console, report: dict, title: str) -> None:
+    table = Table(title=title)
+    for col in ("run a", "run b", "matched", ">= threshold", "median", "mean", "baseline median",
+                "solver"):
+        table.add_column(col, justify="left" if col.startswith("run") else "right")
+    for p in report.get("pairs", []):
+        table.add_row(p["run_a_name"], p["run_b_name"], str(p["n_matched_pairs"]),
+                      str(p["matched_count_above_threshold"]), _fmt(p["median_cosine"]),
+                      _fmt(p["mean_cosine"]), _fmt(p.get("baseline_median_cosine")),
+                      str(p.get("solver", "-")))
+    console.print(table)
+    s = report.get("summary", {})
+    base = s.get("baseline") or {}
+    console.print(
+        f"{s.get('n_runs')} runs, {s.get('n_pairs')} pairs: median of medians "
+        f"{_fmt(s.get('median_of_medians'))}, global median {_fmt(s.get('global_median'))}, "
+        f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
+        f"{s.get('threshold')}; random baseline median "
+        f"{_fmt(base.get('median_cosine', base.get('median')))}")
+    live = report.get("live_only")
+    if live:
+        print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},
+                     title=f"{title} (live features only)")
+
+
+def print_info(console: Console, info: dict) -> None:
+    table = Table(title="saefast", show_header=False)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        table.add_row(str(key), ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    console.print(table)

@@ -1,0 +1,254 @@
+"""Text corpora: the documents that activations are harvested from.
+
+A corpus is named by one string:
+
+- ``python-docs`` (default): CPython's pydoc help topics (``pydoc_data.topics``), ~65K
+  words of English prose in ~80 documents; ships with every Python, so it is always offline.
+- ``python-code``: the standard library's ``.py`` files (test folders, site-packages,
+  idlelib and ``__pycache__`` left out); ~660 files, ~12 MB, a few million tokens.
+- a local ``.txt`` file: documents are separated by one or more blank lines (so a file of
+  paragraphs is a corpus of paragraphs; a file with no blank lines is one document).
+- a local ``.jsonl`` file: one JSON object a line, its ``"text"`` field is a document.
+- a local folder: every ``.txt`` / ``.jsonl`` file below it, in sorted path order.
+- ``hf:<name>[:<split>]``: a Hugging Face dataset streamed with
+  ``datasets.load_dataset(name, split=split, streaming=True)`` (split defaults to
+  ``train``), field ``"text"``; needs the network.
+
+Built-in corpora are shuffled at the document level with a fixed seed (``SHUFFLE_SEED``) so
+that a small token budget spans several topics instead of the first one alphabetically;
+local files and Hugging Face datasets keep their own order. `corpus_fingerprint` hashes
+the documents in iteration order (seed included), so a changed file or Python version gives
+a different fingerprint and so a different activation cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sysconfig
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_CORPUS = "python-docs"
+BUILTIN_CORPORA = ("python-docs", "python-code")
+SHUFFLE_SEED = 0
+LOCAL_SUFFIXES = (".txt", ".jsonl")
+
+# folders of the standard library that are not "library code" (tests, third-party, caches)
+_CODE_EXCLUDED_DIRS = {"test", "tests", "idle_test", "idlelib", "site-packages",
+                       "dist-packages", "__pycache__", "lib2to3"}
+
+_fingerprint_memo: dict[tuple, str] = {}
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read: unknown name, missing file, bad format, empty, too small."""
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def iter_documents(corpus: str) -> Iterator[str]:
+    """Yield the corpus's documents (non-empty strings) in a deterministic order."""
+    if corpus == "python-docs":
+        yield from _shuffled(_python_docs())
+    elif corpus == "python-code":
+        for path in _shuffled(_python_code_files()):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if text.strip():
+                yield text
+    elif corpus.startswith("hf:"):
+        yield from _iter_hf(corpus)
+    else:
+        count = 0
+        for path in _local_files(corpus):
+            for doc in _iter_local_file(corpus, path):
+                count += 1
+                yield doc
+        if count == 0:
+            raise CorpusError(f"corpus '{corpus}' is empty: no non-blank documents found")
+
+
+def corpus_fingerprint(corpus: str) -> str:
+    """A short content hash of the corpus (documents in order + shuffle seed).
+
+    Local files are memoised by (path, mtime, size) within a process; built-ins are cheap to
+    hash (python-code, ~12 MB, takes well under a second). A Hugging Face corpus cannot be
+    hashed without downloading it, so its fingerprint is the dataset's hub revision when the
+    hub answers, else a hash of the name alone.
+    """
+    if corpus.startswith("hf:"):
+        name, split = parse_hf_corpus(corpus)
+        return _hash_strings(["hf", name, split, _hf_revision(name)])
+    key = _memo_key(corpus)
+    if key is not None and key in _fingerprint_memo:
+        return _fingerprint_memo[key]
+    h = hashlib.sha256(f"saefast-corpus-v1 seed={SHUFFLE_SEED}\n".encode())
+    n_docs = 0
+    for doc in iter_documents(corpus):
+        data = doc.encode("utf-8", errors="replace")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+        n_docs += 1
+    if n_docs == 0:
+        raise CorpusError(f"corpus '{corpus}' is empty: no non-blank documents found")
+    fingerprint = h.hexdigest()[:16]
+    if key is not None:
+        _fingerprint_memo[key] = fingerprint
+    return fingerprint
+
+
+def describe_corpus(corpus: str) -> str:
+    """One line saying what the corpus is, for docs and the CLI."""
+    if corpus == "python-docs":
+        docs = _python_docs()
+        words = sum(len(d.split()) for d in docs)
+        return (f"python-docs: CPython's pydoc help topics, {len(docs)} documents, "
+                f"~{words // 1000}K words of English prose (built-in, offline)")
+    if corpus == "python-code":
+        files = _python_code_files()
+        size = sum(p.stat().st_size for p in files)
+        return (f"python-code: the standard library's .py files, {len(files)} files, "
+                f"{size / 1e6:.1f} MB of Python source (built-in, offline)")
+    if corpus.startswith("hf:"):
+        name, split = parse_hf_corpus(corpus)
+        return f"{corpus}: Hugging Face dataset '{name}', split '{split}', field 'text' (streamed, online)"
+    files = _local_files(corpus)
+    size = sum(p.stat().st_size for p in files)
+    kind = "folder" if Path(corpus).is_dir() else "file"
+    return f"{corpus}: local {kind}, {len(files)} file(s), {size / 1e6:.2f} MB"
+
+
+def parse_hf_corpus(corpus: str) -> tuple[str, str]:
+    """'hf:<name>[:<split>]' -> (name, split); split defaults to 'train'."""
+    parts = corpus[len("hf:"):].split(":") if corpus.startswith("hf:") else []
+    if not parts or not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
+        raise CorpusError(f"corpus '{corpus}': expected 'hf:<dataset name>[:<split>]', "
+                          "e.g. 'hf:roneneldan/TinyStories:validation'")
+    return parts[0], parts[1] if len(parts) == 2 else "train"
+
+
+# ---------------------------------------------------------------------------- built-ins
+
+
+def _shuffled(items: list) -> list:
+    items = list(items)
+    random.Random(SHUFFLE_SEED).shuffle(items)
+    return items
+
+
+def _python_docs() -> list[str]:
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics) if topics[key].strip()]
+
+
+def _python_code_files() -> list[Path]:
+    """Sorted .py files of the standard library (walk prunes excluded folders early)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _CODE_EXCLUDED_DIRS)
+        files += [Path(folder) / n for n in names if n.endswith(".py")]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+# ---------------------------------------------------------------------------- local files
+
+
+def _local_files(corpus: str) -> list[Path]:
+    path = Path(corpus).expanduser()
+    if not path.exists():
+        builtins = ", ".join(BUILTIN_CORPORA)
+        raise CorpusError(f"corpus '{corpus}' not found: not a built-in ({builtins}), "
+                          "not an existing file or folder, and not 'hf:<name>'")
+    if path.is_file():
+        if path.suffix not in LOCAL_SUFFIXES:
+            raise CorpusError(f"corpus '{corpus}': unsupported file type '{path.suffix}' "
+                              "(use .txt or .jsonl)")
+        return [path]
+    files = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES),
+                   key=lambda p: p.relative_to(path).as_posix())
+    if not files:
+        raise CorpusError(f"corpus '{corpus}' is empty: the folder has no .txt or .jsonl files")
+    return files
+
+
+def _iter_local_file(corpus: str, path: Path) -> Iterator[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".txt":
+        doc: list[str] = []
+        for line in text.splitlines():
+            if line.strip():
+                doc.append(line)
+            elif doc:
+                yield "\n".join(doc)
+                doc = []
+        if doc:
+            yield "\n".join(doc)
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CorpusError(f"corpus '{corpus}': {path.name} line {lineno} is not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise CorpusError(f"corpus '{corpus}': {path.name} line {lineno} has no string field 'text'")
+        if record["text"].strip():
+            yield record["text"]
+
+
+def _memo_key(corpus: str) -> tuple | None:
+    """(corpus, stats of its files) for local corpora; None for built-ins (always rehashed)."""
+    if corpus in BUILTIN_CORPORA:
+        return None
+    files = _local_files(corpus)
+    return (str(Path(corpus).resolve()),
+            tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+
+def _hash_strings(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+
+
+def _iter_hf(corpus: str) -> Iterator[str]:
+    name, split = parse_hf_corpus(corpus)
+    try:
+        import datasets
+
+        stream = datasets.load_dataset(name, split=split, streaming=True)
+        rows = iter(stream)
+        first = next(rows, None)
+    except Exception as err:  # offline, unknown dataset, bad split: all one line for people
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorpusError(f"corpus '{corpus}': could not load from Hugging Face ({reason[:200]})") from None
+    if first is None:
+        raise CorpusError(f"corpus '{corpus}' is empty: split '{split}' has no rows")
+    if "text" not in first:
+        raise CorpusError(f"corpus '{corpus}': rows have no 'text' field (fields: {', '.join(first)})")
+    for row in _chain(first, rows):
+        text = row.get("text")
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def _chain(first: dict, rows: Iterator[dict]) -> Iterator[dict]:
+    yield first
+    yield from rows
+
+
+def _hf_revision(name: str) -> str:
+    """The dataset's hub commit when the hub answers quickly, else 'unknown'."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name, timeout=5).sha or "unknown"
+    except Exception:
+        return "unknown"

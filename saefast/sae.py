@@ -1,0 +1,61 @@
+"""Top-K sparse autoencoder (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+
+    z     = TopK(relu(W_enc (x - b_dec) + b_enc))     # k non-zeros per token
+    x_hat = W_dec^T z + b_dec
+
+Encode and decode go through `saefast.ops` (fused/native where built, pure PyTorch else),
+so the backward only touches the k kept latents per token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from saefast import ops
+
+
+class TopKSAE(nn.Module):
+    """One Top-K SAE. Parameters are stored rows-are-features: W_enc [F, d], W_dec [F, d]."""
+
+    def __init__(self, d_in: int, n_features: int, k: int, *, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+        super().__init__()
+        if not 1 <= k <= n_features:
+            raise ValueError(f"k must be between 1 and n_features={n_features}, got {k}")
+        self.d_in, self.n_features, self.k = d_in, n_features, k
+        gen = torch.Generator().manual_seed(seed)
+        # Decoder rows: random unit directions. Encoder starts as the decoder's transpose
+        # (Gao et al.), which makes every latent fire on inputs near its direction at step 0.
+        W_dec = torch.randn(n_features, d_in, generator=gen, dtype=torch.float64)  # [F, d]
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec.to(dtype=dtype, device=device))
+        self.W_enc = nn.Parameter(W_dec.clone().to(dtype=dtype, device=device))  # [F, d]
+        self.b_enc = nn.Parameter(torch.zeros(n_features, dtype=dtype, device=device))  # [F]
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype, device=device))  # [d]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, d] -> (values [B, k], indices [B, k]); values are >= 0, sorted descending."""
+        return ops.topk_encode(x - self.b_dec, self.W_enc, self.b_enc, self.k)
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(values [B, k], indices [B, k]) -> x_hat [B, d]."""
+        return ops.sparse_decode(values, indices, self.W_dec, self.b_dec)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values, indices = self.encode(x)
+        return self.decode(values, indices), values, indices
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Keep decoder rows unit norm, so latent magnitudes live in the activations alone."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_parallel_grad_(self) -> None:
+        """Drop the gradient component along each decoder row: with unit-norm rows it would
+        only change the norm, which normalize_decoder_ undoes anyway (Bricken et al. 2023)."""
+        if self.W_dec.grad is None:
+            return
+        W, G = self.W_dec, self.W_dec.grad  # [F, d]
+        G -= (G * W).sum(dim=1, keepdim=True) * W
