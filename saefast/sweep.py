@@ -57,7 +57,18 @@ def parse_values(text: Any) -> list:
         if hi < lo:
             raise ConfigError(f"empty range {text!r}")
         return list(range(lo, hi + 1))
-    return [yaml.safe_load(v.strip()) for v in text.split(",") if v.strip()]
+    return [_scalar(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _scalar(text: str) -> Any:
+    """YAML scalar, but `1e-3` is a number (YAML 1.1 would keep it a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_axis(text: str) -> tuple[str, list]:

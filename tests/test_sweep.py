@@ -1,0 +1,113 @@
+import textwrap
+
+import pytest
+
+from saefast.config import ConfigError, RunConfig, apply_overrides
+from saefast.sweep import (Experiment, expand, group_name, harvest_jobs, load_experiment,
+                           parse_axis, parse_values, run_name, undertrained_warnings)
+
+
+def test_parse_values_ranges_and_lists():
+    assert parse_values("1..5") == [1, 2, 3, 4, 5]
+    assert parse_values("8,16, 32") == [8, 16, 32]
+    assert parse_values("1e-3,3e-4") == [1e-3, 3e-4]
+    assert parse_values([1000, "2..3"]) == [1000, 2, 3]
+    with pytest.raises(ConfigError):
+        parse_values("5..1")
+
+
+def test_parse_axis():
+    assert parse_axis("train.seed=1..3") == ("train.seed", [1, 2, 3])
+    with pytest.raises(ConfigError, match="KEY=VALUES"):
+        parse_axis("train.seed")
+
+
+def test_run_names_are_stable_and_group_by_seed():
+    cfg = apply_overrides(RunConfig(), {"model.hook": "blocks.3.hook_resid_pre", "data.tokens": 30000,
+                                        "train.seed": 2})
+    assert run_name(cfg) == "L3-f128-k8-t30000-s2"
+    assert group_name(cfg) == "L3-f128-k8-t30000"
+    other = apply_overrides(cfg, {"train.lr": 3e-4, "model.name": "tiny", "data.corpus": "/x/my.txt"})
+    assert run_name(other) == "tiny-my.txt-L3-f128-k8-t30000-lr0.0003-s2"
+    mlp = apply_overrides(cfg, {"model.hook": "blocks.1.hook_mlp_out"})
+    assert run_name(mlp).startswith("L1mlp_out-")
+
+
+def test_expand_variants_times_grid_and_axes_add_to_grid():
+    exp = Experiment(base={"sae.k": 4}, variants=[{"model.hook": "blocks.0.hook_resid_pre"},
+                                                  {"model.hook": "blocks.1.hook_resid_pre"}],
+                     grid={"train.seed": [1, 2]})
+    runs = expand(exp, axes=[("data.tokens", [100, 200])])
+    assert len(runs) == 2 * 2 * 2
+    assert len({r.name for r in runs}) == 8
+    assert len({r.group for r in runs}) == 4
+    assert all(r.config.sae.k == 4 for r in runs)
+    # growing the grid keeps existing names
+    more = expand(exp, axes=[("data.tokens", [100, 200]), ("train.seed", [1, 2, 3])])
+    assert {r.name for r in runs} < {r.name for r in more}
+
+
+def test_overrides_set_base_keys_and_bad_keys_fail():
+    runs = expand(Experiment(), overrides={"sae.n_features": 64, "sae.k": 2})
+    assert runs[0].config.sae.n_features == 64
+    with pytest.raises(ConfigError, match="unknown config key 'sae.features'"):
+        expand(Experiment(), axes=[("sae.features", [1])])
+
+
+def test_load_experiment(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent("""
+        base:
+          sae: {n_features: 32, k: 4}
+        variants:
+          - {model: {hook: blocks.1.hook_resid_pre}}
+        grid:
+          train.seed: 1..3
+    """))
+    exp = load_experiment(path)
+    runs = expand(exp)
+    assert [r.config.train.seed for r in runs] == [1, 2, 3]
+    assert runs[0].config.model.hook == "blocks.1.hook_resid_pre"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: {sae: {n_feat: 3}}", "unknown config key 'sae.n_feat'"),
+    ("bsae: {}", "unknown top-level key"),
+    ("base: [1, 2]", "mapping"),
+    ("base: {sae: {k: 999}}", "sae.k must be between"),
+    ("base: {sae: {k: [", "invalid YAML"),
+])
+def test_bad_experiment_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(path)
+
+
+def test_missing_experiment_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+def test_one_harvest_serves_all_hooks_at_the_largest_budget():
+    exp = Experiment(variants=[{"model.hook": "blocks.0.hook_resid_pre"}, {"model.hook": "blocks.3.hook_resid_pre"}],
+                     grid={"data.tokens": [1000, 30000], "train.seed": [1, 2]})
+    jobs = harvest_jobs(expand(exp))
+    assert len(jobs) == 1
+    assert jobs[0].tokens == 30000 and sorted(jobs[0].hooks) == ["blocks.0.hook_resid_pre", "blocks.3.hook_resid_pre"]
+
+
+def test_warns_when_the_budget_cannot_train_the_dictionary():
+    small = expand(Experiment(), overrides={"sae.n_features": 16384, "data.tokens": 1000})
+    assert undertrained_warnings(small) and "--tokens" in undertrained_warnings(small)[0]
+    assert undertrained_warnings(expand(Experiment())) == []
+
+
+def test_shipped_experiment_is_the_documented_study():
+    from pathlib import Path
+
+    runs = expand(load_experiment(Path(__file__).parents[1] / "experiments" / "seed_repro.yaml"))
+    assert len(runs) == 3 * 2 * 5
+    groups = {r.group for r in runs}
+    assert groups == {"L0-f128-k8-t1000", "L0-f128-k8-t30000", "L3-f128-k8-t1000",
+                      "L3-f128-k8-t30000", "L3-f512-k32-t1000-e10", "L3-f512-k32-t30000-e10"}
