@@ -1,0 +1,385 @@
+"""Feature stability across runs: match every pair of SAEs, summarise, compare to the null.
+
+The original study's names and JSON keys are kept unchanged (keys are only ever added):
+
+    compute_sae_pair_alignment(run_a, run_b, threshold=0.9, top_k=20)          -> pair dict
+    compute_stability_report(run_dirs, threshold=0.9, top_k=20)                -> report
+    compute_live_only_alignment(run_a, run_b, threshold=0.9, top_k=20)         -> pair dict
+    compute_live_only_stability_report(run_dirs, threshold=0.9, top_k=20)      -> report
+
+A matched pair "counts" when its cosine is >= threshold. Live-only variants restrict each run
+to the features that `feature_analysis.json` marks `dead: false`; indices in their output
+(`top_matches`, `a_indices`, ...) are the runs' ORIGINAL feature indices.
+
+Pair dict keys: run_a, run_b, run_a_name, run_b_name, threshold, n_matched_pairs,
+matched_count_above_threshold, median_cosine, mean_cosine, top_matches [{a_idx, b_idx,
+cosine}] (best first), all_cosines (ordered like a_indices, ascending in A) -- the original
+keys -- plus mode ("full" | "live_only"), stability_fraction, fraction_above {"0.5","0.7",
+"0.9"}, a_indices, b_indices, n_features_a, n_features_b, d_model, solver, certified,
+timings, baseline_median_cosine (None when baseline=False), index_a/index_b (positions in
+summary.runs, reports only) and, live-only, live_features_a / live_features_b (counts).
+
+Report: {"pairs": [...], "summary": {n_runs, n_pairs, threshold, median_of_medians,
+mean_of_means, stability_fraction_per_pair (list, pair order), mean_stability_fraction -- the
+original keys -- plus mode, top_k, solver, certified, d_model, global_median, global_mean,
+fraction_above (pooled), best_pair {run_a_name, run_b_name, median_cosine}, baseline (the
+null for the most common pair shape, with its `cosines`; None when baseline=False), runs
+[{name, label, path, format, n_features, n_live, k}], feature_recurrence}}.
+
+feature_recurrence = {threshold, mode, runs: {label: {recurs_in: {"<feature_index>":
+[labels of the other runs where its match is >= threshold]}, best_cosine: [per feature, the
+best matched cosine over all other runs, or None if it took part in no matching]}}}. Run
+labels are run names, made unique with the path where two runs share a name.
+`recurrence_rows` flattens it to one row per matched feature.
+
+`analyze_runs` writes OUT/stability.json (the full report; with live_only=True the live-only
+report is stored inside it under the key "live_only"), feature_recurrence.csv
+(+ feature_recurrence_live_only.csv) and PNGs, and returns the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .artifacts import LoadedSAE, RunDirError, load_sae, write_json_atomic
+from .match import match_decoders, resolve_solver
+from .stats import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
+
+DEFAULT_THRESHOLD = 0.9
+DEFAULT_TOP_K = 20
+
+STABILITY_JSON = "stability.json"
+RECURRENCE_CSV = "feature_recurrence.csv"
+RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _check_args(threshold: float, top_k: int) -> None:
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold!r}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
+
+
+def _as_sae(run: str | Path | LoadedSAE) -> LoadedSAE:
+    return run if isinstance(run, LoadedSAE) else load_sae(run)
+
+
+def _load_runs(run_dirs) -> list[LoadedSAE]:
+    if isinstance(run_dirs, (str, Path, LoadedSAE)):
+        run_dirs = [run_dirs]
+    run_dirs = list(run_dirs)
+    if len(run_dirs) < 2:
+        raise ValueError(f"need at least two runs to compare, got {len(run_dirs)}")
+    saes = [_as_sae(r) for r in run_dirs]
+    _check_same_d(saes)
+    return saes
+
+
+def _check_same_d(saes: Sequence[LoadedSAE]) -> None:
+    d0 = saes[0].decoder.shape[1]
+    for s in saes[1:]:
+        if s.decoder.shape[1] != d0:
+            raise ValueError(
+                f"runs have different d_model: {saes[0].path} has d={d0}, {s.path} has "
+                f"d={s.decoder.shape[1]}; only SAEs on the same activations can be matched")
+
+
+def _labels(saes: Sequence[LoadedSAE]) -> list[str]:
+    counts = Counter(s.name for s in saes)
+    labels = [s.name if counts[s.name] == 1 else str(s.path) for s in saes]
+    seen: Counter = Counter()
+    out = []
+    for lab in labels:  # the same directory passed twice
+        seen[lab] += 1
+        out.append(lab if seen[lab] == 1 else f"{lab}#{seen[lab]}")
+    return out
+
+
+def _features(sae: LoadedSAE, live_only: bool) -> tuple[np.ndarray, Any]:
+    """(original indices [n] int64, decoder rows [n, d]) of the features taking part."""
+    if not live_only:
+        return np.arange(sae.n_features, dtype=np.int64), sae.decoder
+    live = sae.live_indices  # raises RunDirError when feature_analysis.json is missing
+    if live.numel() == 0:
+        raise RunDirError(f"{sae.path}: every feature is dead, nothing to match in live-only mode")
+    return live.numpy().astype(np.int64), sae.decoder[live]
+
+
+def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold: float, top_k: int, solver: str,
+          live_only: bool, baseline: bool) -> dict[str, Any]:
+    _check_same_d([sa, sb])
+    idx_a, dec_a = _features(sa, live_only)
+    idx_b, dec_b = _features(sb, live_only)
+    m = match_decoders(dec_a, dec_b, solver=solver)
+    a_idx, b_idx, cos = idx_a[m.rows], idx_b[m.cols], m.cosines  # original indices
+    n = int(cos.size)
+    count = int(np.count_nonzero(cos >= threshold))
+    best = np.argsort(-cos, kind="stable")[:top_k]
+    d = int(sa.decoder.shape[1])
+    null = None
+    if baseline:
+        null = random_baseline(len(idx_a), len(idx_b), d, solver=solver)["median_cosine"]
+    out: dict[str, Any] = {
+        "run_a": str(sa.path),
+        "run_b": str(sb.path),
+        "run_a_name": sa.name,
+        "run_b_name": sb.name,
+        "threshold": float(threshold),
+        "n_matched_pairs": n,
+        "matched_count_above_threshold": count,
+        "median_cosine": float(np.median(cos)),
+        "mean_cosine": float(np.mean(cos)),
+        "top_matches": [{"a_idx": int(a_idx[i]), "b_idx": int(b_idx[i]), "cosine": float(cos[i])}
+                        for i in best],
+        "all_cosines": cos.tolist(),
+        # ---- added by saefast
+        "mode": "live_only" if live_only else "full",
+        "stability_fraction": count / n,
+        "fraction_above": matched_statistics(cos, DEFAULT_THRESHOLDS)["fraction_above"],
+        "a_indices": a_idx.tolist(),
+        "b_indices": b_idx.tolist(),
+        "n_features_a": sa.n_features,
+        "n_features_b": sb.n_features,
+        "d_model": d,
+        "solver": m.solver,
+        "certified": bool(m.certified),
+        "timings": {k: round(v, 6) for k, v in m.timings.items()},
+        "baseline_median_cosine": null,
+    }
+    if live_only:
+        out["live_features_a"] = int(len(idx_a))
+        out["live_features_b"] = int(len(idx_b))
+    return out
+
+
+# ---------------------------------------------------------------------------- pairs
+
+
+def compute_sae_pair_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                               solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
+    """Match all features of run_a and run_b (run directories) one-to-one by decoder cosine."""
+    _check_args(threshold, top_k)
+    return _pair(_as_sae(run_a), _as_sae(run_b), threshold=threshold, top_k=top_k,
+                 solver=solver, live_only=False, baseline=baseline)
+
+
+def compute_live_only_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                                solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
+    """Like compute_sae_pair_alignment, on each run's live features only (original indices)."""
+    _check_args(threshold, top_k)
+    return _pair(_as_sae(run_a), _as_sae(run_b), threshold=threshold, top_k=top_k,
+                 solver=solver, live_only=True, baseline=baseline)
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def compute_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                             solver: str = "auto", baseline: bool = True,
+                             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Match every pair of runs (all features) and summarise; see the module docstring.
+    `progress(i, n_pairs, pair_dict)` is called after each pair when given."""
+    return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
+                   live_only=False, baseline=baseline, progress=progress)
+
+
+def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                                       *, solver: str = "auto", baseline: bool = True,
+                                       progress: Callable[[int, int, dict], None] | None = None
+                                       ) -> dict:
+    """compute_stability_report on each run's live features only."""
+    return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
+                   live_only=True, baseline=baseline, progress=progress)
+
+
+def _report(run_dirs, *, threshold, top_k, solver, live_only, baseline, progress) -> dict:
+    _check_args(threshold, top_k)
+    resolve_solver(solver)  # fail on a bad solver name before loading anything
+    saes = _load_runs(run_dirs)
+    labels = _labels(saes)
+    n_runs = len(saes)
+    if live_only:
+        for s in saes:
+            _features(s, True)  # every run must have live features: fail before matching
+    index_pairs = [(i, j) for i in range(n_runs) for j in range(i + 1, n_runs)]
+    pairs = []
+    for p, (i, j) in enumerate(index_pairs):
+        pair = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k, solver=solver,
+                     live_only=live_only, baseline=baseline)
+        pair["index_a"], pair["index_b"] = i, j
+        pairs.append(pair)
+        if progress is not None:
+            progress(p + 1, len(index_pairs), pair)
+    return {"pairs": pairs,
+            "summary": _summary(saes, labels, pairs, threshold=threshold, top_k=top_k,
+                                solver=solver, live_only=live_only, baseline=baseline)}
+
+
+def _summary(saes, labels, pairs, *, threshold, top_k, solver, live_only, baseline) -> dict:
+    medians = [p["median_cosine"] for p in pairs]
+    fractions = [p["stability_fraction"] for p in pairs]
+    pooled = np.concatenate([np.asarray(p["all_cosines"], dtype=np.float64) for p in pairs])
+    pooled_stats = matched_statistics(pooled, DEFAULT_THRESHOLDS)
+    best = max(pairs, key=lambda p: p["median_cosine"])
+    d = int(saes[0].decoder.shape[1])
+    null = None
+    if baseline:
+        shapes = Counter(_matched_shape(p) for p in pairs)
+        (n_a, n_b), count = shapes.most_common(1)[0]
+        null = dict(random_baseline(n_a, n_b, d, solver=solver), n_pairs_with_this_shape=count)
+    runs = []
+    for s, label in zip(saes, labels):
+        runs.append({"name": s.name, "label": label, "path": str(s.path), "format": s.format,
+                     "n_features": s.n_features,
+                     "n_live": None if s.dead is None else int((~s.dead).sum()),
+                     "k": s.k})
+    summary = {
+        "n_runs": len(saes),
+        "n_pairs": len(pairs),
+        "threshold": float(threshold),
+        "median_of_medians": float(np.median(medians)),
+        "mean_of_means": float(np.mean([p["mean_cosine"] for p in pairs])),
+        "stability_fraction_per_pair": fractions,
+        "mean_stability_fraction": float(np.mean(fractions)),
+        # ---- added by saefast
+        "mode": "live_only" if live_only else "full",
+        "top_k": int(top_k),
+        "solver": sorted({p["solver"] for p in pairs}),
+        "certified": all(p["certified"] for p in pairs),
+        "d_model": d,
+        "global_median": pooled_stats["median"],
+        "global_mean": pooled_stats["mean"],
+        "fraction_above": pooled_stats["fraction_above"],
+        "best_pair": {"run_a_name": best["run_a_name"], "run_b_name": best["run_b_name"],
+                      "median_cosine": best["median_cosine"]},
+        "baseline": null,
+        "runs": runs,
+        "feature_recurrence": _recurrence(saes, labels, pairs, threshold, live_only),
+    }
+    return summary
+
+
+def _matched_shape(pair: dict) -> tuple[int, int]:
+    """(n_a, n_b) of the dictionaries that were matched: all features, or the live ones."""
+    if pair["mode"] == "live_only":
+        return pair["live_features_a"], pair["live_features_b"]
+    return pair["n_features_a"], pair["n_features_b"]
+
+
+def _recurrence(saes, labels, pairs, threshold, live_only) -> dict:
+    best = [np.full(s.n_features, np.nan) for s in saes]  # [F_i] best matched cosine
+    recurs: list[dict[int, list[str]]] = [{} for _ in saes]
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        a_idx = np.asarray(p["a_indices"], dtype=np.int64)
+        b_idx = np.asarray(p["b_indices"], dtype=np.int64)
+        cos = np.asarray(p["all_cosines"], dtype=np.float64)
+        best[i][a_idx] = np.fmax(best[i][a_idx], cos)
+        best[j][b_idx] = np.fmax(best[j][b_idx], cos)
+        hit = cos >= threshold
+        for f in a_idx[hit].tolist():
+            recurs[i].setdefault(f, []).append(labels[j])
+        for f in b_idx[hit].tolist():
+            recurs[j].setdefault(f, []).append(labels[i])
+    order = {lab: n for n, lab in enumerate(labels)}
+    runs = {}
+    for n, lab in enumerate(labels):
+        runs[lab] = {
+            "recurs_in": {str(f): sorted(others, key=order.__getitem__)
+                          for f, others in sorted(recurs[n].items())},
+            "best_cosine": [None if np.isnan(c) else float(c) for c in best[n]],
+        }
+    return {"threshold": float(threshold), "mode": "live_only" if live_only else "full",
+            "runs": runs}
+
+
+# ---------------------------------------------------------------------------- recurrence
+
+
+def recurrence_rows(report: dict) -> list[dict[str, Any]]:
+    """One row per feature that took part in a matching: {run, feature_index, n_recurs,
+    recurs_in (list of run labels, match >= threshold), best_cosine}. Accepts a report, its
+    summary, or the feature_recurrence dict itself."""
+    rec = report
+    if "summary" in rec:
+        rec = rec["summary"]
+    if "feature_recurrence" in rec:
+        rec = rec["feature_recurrence"]
+    rows = []
+    for label, entry in rec["runs"].items():
+        recurs_in = entry["recurs_in"]
+        for f, cos in enumerate(entry["best_cosine"]):
+            if cos is None:
+                continue
+            others = recurs_in.get(str(f), [])
+            rows.append({"run": label, "feature_index": f, "n_recurs": len(others),
+                         "recurs_in": list(others), "best_cosine": cos})
+    return rows
+
+
+def write_recurrence_csv(report: dict, path: str | Path) -> Path:
+    """Write recurrence_rows(report) as CSV (recurs_in joined with ';'), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"])
+            for r in recurrence_rows(report):
+                w.writerow([r["run"], r["feature_index"], r["n_recurs"], ";".join(r["recurs_in"]),
+                            repr(r["best_cosine"])])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- one call
+
+
+def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                 live_only=False, solver="auto", plots=True, baseline=True,
+                 progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Compute the stability report of run_dirs and write it to out_dir.
+
+    Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
+    then stability.json last (so its presence means the analysis finished). With
+    live_only=True the live-only report is also computed and stored in the same JSON under
+    the key "live_only", with feature_recurrence_live_only.csv and live_only_*.png beside.
+    Returns the report (report["files"] lists what was written, relative to out_dir).
+    """
+    _check_args(threshold, top_k)
+    resolve_solver(solver)
+    saes = _load_runs(run_dirs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
+              progress=progress)
+    report = _report(saes, live_only=False, **kw)
+    live = _report(saes, live_only=True, **kw) if live_only else None
+    files = [RECURRENCE_CSV]
+    write_recurrence_csv(report, out_dir / RECURRENCE_CSV)
+    if live is not None:
+        report["live_only"] = live
+        write_recurrence_csv(live, out_dir / RECURRENCE_CSV_LIVE)
+        files.append(RECURRENCE_CSV_LIVE)
+    if plots:
+        from .plots import plot_all
+
+        files += [p.name for p in plot_all(report, out_dir)]
+    files.append(STABILITY_JSON)
+    report["files"] = files
+    write_json_atomic(out_dir / STABILITY_JSON, report)
+    return report

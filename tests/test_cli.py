@@ -1,0 +1,182 @@
+"""The `saefast` command end to end on a tiny random model (no files, no network)."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from saefast.cli.main import main
+
+COMMANDS = ["sweep", "analyze", "report", "info"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
+    return path
+
+
+def sweep_args(corpus, out, cache, *extra):
+    return ["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus", str(corpus),
+            "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "3", "--out", str(out),
+            "--cache-dir", str(cache), *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, corpus):
+    root = tmp_path_factory.mktemp("sweep")
+    rc = main(sweep_args(corpus, root / "out", root / "cache", "--seeds", "3", "--live-only"))
+    assert rc == 0
+    return root
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(([command] if command else []) + ["--help"])
+    assert e.value.code == 0
+    assert "usage: saefast" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "saefast.cli.main", "info"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "saefast" in out.stdout
+
+
+def test_sweep_writes_runs_reports_and_plots(finished_sweep):
+    out = finished_sweep / "out"
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [f"tiny-docs.txt-L1-f16-k2-t800-e3-s{s}" for s in (1, 2, 3)]
+    for name in runs:
+        info = json.loads((out / "runs" / name / "run.json").read_text())
+        assert info["tokens"] == {"harvested": 800, "train": 720, "held_out": 80, "seen": 720 * 3}
+        assert info["config"]["sae"] == {"n_features": 16, "k": 2}
+        assert (out / "runs" / name / "sae_weights.safetensors").is_file()
+        assert (out / "runs" / name / "feature_analysis.json").is_file()
+    report_dir = out / "reports" / "tiny-docs.txt-L1-f16-k2-t800-e3"
+    report = json.loads((report_dir / "stability.json").read_text())
+    assert report["summary"]["n_runs"] == 3 and report["summary"]["n_pairs"] == 3
+    pngs = list(report_dir.glob("*.png"))
+    assert len(pngs) >= 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["groups"][0]
+    assert row["runs"] == 3 and row["pairs"] == 3
+    assert row["baseline_median"] is not None and row["dead_fraction"] is not None
+
+
+def test_second_run_skips_everything_without_loading_the_model(finished_sweep, corpus, monkeypatch, capsys):
+    from saefast import activations
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded when everything is cached")
+
+    monkeypatch.setattr(activations, "load_model", no_model)
+    before = {p: p.stat().st_mtime_ns for p in (finished_sweep / "out").rglob("*") if p.is_file()}
+    rc = main(sweep_args(corpus, finished_sweep / "out", finished_sweep / "cache", "--seeds", "3", "--live-only"))
+    assert rc == 0
+    assert "0 trained, 3 already done" in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in before}
+    changed = [p.name for p in before if before[p] != after[p]]
+    assert set(changed) <= {"summary.json"}
+
+
+def test_growing_the_grid_trains_only_the_new_seed(finished_sweep, corpus, capsys):
+    rc = main(sweep_args(corpus, finished_sweep / "out", finished_sweep / "cache", "--seeds", "4", "--live-only"))
+    assert rc == 0
+    assert "1 trained, 3 already done" in capsys.readouterr().out
+    report = json.loads(next((finished_sweep / "out" / "reports").glob("*/stability.json")).read_text())
+    assert report["summary"]["n_runs"] == 4
+
+
+def test_report_command_prints_the_table(finished_sweep, capsys):
+    assert main(["report", str(finished_sweep / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-docs.txt-L1-f16-k2-t800-e3" in out and "baseline" in out
+
+
+def test_analyze_command(finished_sweep, tmp_path, capsys):
+    runs = sorted((finished_sweep / "out" / "runs").iterdir())[:2]
+    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a"), "--threshold", "0.5"]) == 0
+    report = json.loads((tmp_path / "a" / "stability.json").read_text())
+    assert report["summary"]["threshold"] == 0.5 and report["summary"]["n_pairs"] == 1
+
+
+def test_dry_run_runs_nothing(tmp_path, capsys):
+    rc = main(["sweep", "--features", "16384", "--seeds", "20", "--out", str(tmp_path / "o"), "--dry-run"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "20 runs" in out and "190 pairs" in out
+    assert not (tmp_path / "o").exists()
+
+
+def one_line_error(capsys, rc):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "no-such-model-xyz"], "unknown model"),
+    (["--hook", "blocks.1.hook_resid_prex"], "hook"),
+    (["--k", "64"], "sae.k must be between 1 and sae.n_features=16"),
+    (["--tokens", "10000000"], "tokens"),
+    (["--axis", "train.sed=1,2"], "unknown config key 'train.sed'"),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, corpus, capsys, extra, message):
+    args = sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--seeds", "2")
+    # later flags win in argparse, so the bad value is appended
+    rc = main(args + extra)
+    err = one_line_error(capsys, rc)
+    assert message in err
+    assert not list((tmp_path / "out").glob("runs/*/run.json"))
+
+
+def test_empty_corpus(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    rc = main(sweep_args(empty, tmp_path / "out", tmp_path / "cache"))
+    assert "empty" in one_line_error(capsys, rc)
+
+
+def test_analyze_bad_inputs(finished_sweep, tmp_path, capsys):
+    run = sorted((finished_sweep / "out" / "runs").iterdir())[0]
+    assert "at least two runs" in one_line_error(capsys, main(["analyze", str(run), "--out", str(tmp_path / "x")]))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    assert "missing sae_weights.safetensors" in one_line_error(
+        capsys, main(["analyze", str(run), str(broken), "--out", str(tmp_path / "x")]))
+    assert "no summary.json" in one_line_error(capsys, main(["report", str(tmp_path)]))
+
+
+def test_diverging_run_is_reported_and_the_others_finish(tmp_path, corpus, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(textwrap.dedent("""
+        base:
+          model: {name: tiny, hook: blocks.0.hook_resid_pre}
+          data: {tokens: 400}
+          sae: {n_features: 8, k: 2}
+          train: {epochs: 2, optimizer: sgd}
+        variants:
+          - {train: {lr: 0.001}}
+          - {train: {lr: 1.0e+30}}
+        grid:
+          train.seed: [1, 2]
+    """))
+    rc = main(["sweep", str(exp), "--corpus", str(corpus), "--out", str(tmp_path / "out"),
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 1
+    captured = capsys.readouterr()
+    assert re.search(r"failed:.*lr1e_30.*at step \d+", captured.err)
+    names = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(names) == 2 and all("lr1e_30" not in n for n in names)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(summary["runs"]["failed"]) == 2
