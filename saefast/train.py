@@ -79,7 +79,7 @@ def train_sae(
             x = acts_train[perm[start:start + batch]].to(device=device, dtype=dtype)  # [B, d]
             x_hat, _, _ = sae(x)
             loss = (x_hat - x).pow(2).sum(dim=-1).mean()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(step, loss_value)
             opt.zero_grad(set_to_none=True)

@@ -40,8 +40,8 @@ def test_same_seed_same_weights_and_different_seed_differs():
 
 
 def test_training_reduces_error_and_recovers_planted_directions():
-    acts, atoms = planted_activations()
-    held, _ = planted_activations(n=256, seed=1)
+    acts, atoms = planted_activations(n=2048 + 256)
+    acts, held = acts[:2048], acts[2048:]
     res = train_sae(acts, held, SAEConfig(24, 2), TrainConfig(seed=1, epochs=30, batch_size=128, lr=3e-3))
     m = res.metrics
     assert m["held_out"]["fvu"] < 0.2 and m["train"]["fvu"] < 0.2
