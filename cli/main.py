@@ -15,7 +15,7 @@ from rich.console import Console
 from saefast.cli import tables
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 DEFAULT_OUT = "saefast-out"
 DEFAULT_EXPERIMENT = "experiments/seed_repro.yaml"

@@ -102,18 +102,21 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> N
 
 
 def print_summary(console: Console, summary: dict, out: Path) -> None:
-    table = Table(title="seed stability (matched decoder cosines; baseline = random dictionaries "
-                        "of the same shapes)")
-    cols = ["group", "runs", "pairs", "median of medians", "global median", ">=0.5", ">=0.7",
-            ">=0.9", "baseline median", "live-only median", "dead", "cos to init", "held-out FVU"]
-    for col in cols:
-        table.add_column(col, justify="left" if col == "group" else "right")
+    table = Table(title="seed stability: matched decoder cosines vs random dictionaries (null)",
+                  caption="pair medians: min-max over pairs; >=.5/.7/.9: fraction of matched "
+                          "pairs at or above; null: the same matching of random unit dictionaries")
+    table.add_column("group", no_wrap=True)
+    for col in ("runs", "pairs", "pair medians", "median", ">=.5/.7/.9", "null", "live median",
+                "dead", "cos to init", "FVU"):
+        table.add_column(col, justify="right")
     for row in summary.get("groups", []):
         frac = row.get("fraction_above") or {}
+        fracs = "/".join(_fmt(frac.get(t), 2) for t in ("0.5", "0.7", "0.9")) if frac else "-"
+        lo, hi = row.get("pair_median_min"), row.get("pair_median_max")
+        pair_medians = f"{lo:.3f}-{hi:.3f}" if lo is not None else "-"
         table.add_row(
-            row["group"], str(row["runs"]), str(row["pairs"]), _fmt(row["median_of_medians"]),
-            _fmt(row["global_median"]), _fmt(frac.get("0.5")), _fmt(frac.get("0.7")),
-            _fmt(frac.get("0.9")), _fmt(row["baseline_median"]),
+            row["group"], str(row["runs"]), str(row["pairs"]), pair_medians,
+            _fmt(row["global_median"]), fracs, _fmt(row["baseline_median"]),
             _fmt(row.get("live_only_global_median")), _fmt(row["dead_fraction"], 2),
             _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(table)
@@ -122,8 +125,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
         f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
         f"Runs in {out / 'runs'}, reports and plots in {out / 'reports'}.")
-    console.print("[dim]cos to init near 1 means the decoder barely moved from its random "
-                  "initialisation; a median near the baseline means features did not recur.[/]")
+    console.print("[dim]cos to init near 1: the decoder barely moved from its random init. "
+                  "median near null: features did not recur beyond chance. FVU: held-out "
+                  "fraction of variance unexplained.[/]")
 
 
 def print_report(console: Console, report: dict, title: str) -> None:
