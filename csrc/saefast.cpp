@@ -76,8 +76,12 @@ std::string build_info() {
 #else
   const bool openmp = false;
 #endif
-#ifdef __VERSION__
-  const std::string compiler = __VERSION__;
+#if defined(__clang__)
+  const std::string compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+  const std::string compiler = "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+  const std::string compiler = "msvc " + std::to_string(_MSC_VER);
 #else
   const std::string compiler = "unknown";
 #endif

@@ -1,0 +1,93 @@
+"""Load the C++ op library `saefast._C` once, and say what this install can do.
+
+Environment:
+  SAEFAST_DISABLE_NATIVE=1  never load the extension: every op runs saefast/reference.py.
+  SAEFAST_REQUIRE_NATIVE=1  a missing, failed or disabled native build is an ImportError
+                            (raised by `load()`, so by `import saefast.ops`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+_FAILURE_FILE = Path(__file__).with_name("_build_failure.txt")
+_state: tuple[bool, str | None] | None = None  # (loaded, reason it is not)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _try_load() -> tuple[bool, str | None]:
+    if _env_flag("SAEFAST_DISABLE_NATIVE"):
+        return False, "disabled by SAEFAST_DISABLE_NATIVE=1"
+    try:
+        importlib.import_module("saefast._C")  # runs TORCH_LIBRARY(saefast, ...)
+    except ModuleNotFoundError as exc:
+        if exc.name != "saefast._C":
+            return False, f"import error: {exc}"
+        if _FAILURE_FILE.exists():
+            return False, _FAILURE_FILE.read_text().strip()
+        return False, ("not built: no compiled saefast._C "
+                       "(reinstall with `pip install --no-build-isolation -e .` and a C++ compiler)")
+    except (ImportError, OSError) as exc:  # e.g. built against another torch (undefined symbol)
+        return False, f"import error: {exc} (rebuild against torch {torch.__version__})"
+    return True, None
+
+
+def _load_state() -> tuple[bool, str | None]:
+    global _state
+    if _state is None:
+        _state = _try_load()
+    return _state
+
+
+def load() -> bool:
+    """Load the extension (once). True if its ops are registered; False if the pure-PyTorch
+    path must be used. Raises ImportError if SAEFAST_REQUIRE_NATIVE=1 and it did not load."""
+    loaded, reason = _load_state()
+    if not loaded and _env_flag("SAEFAST_REQUIRE_NATIVE"):
+        raise ImportError(f"saefast native ops are required (SAEFAST_REQUIRE_NATIVE=1) "
+                          f"but unavailable: {reason}")
+    return loaded
+
+
+def is_loaded() -> bool:
+    """Whether the native extension is loaded (never raises)."""
+    return _load_state()[0]
+
+
+def build_info() -> dict:
+    """What this install can do, as a dict.
+
+    With the native build: the extension's own report (`native`: True, `torch_version` and
+    `compiler` it was built with, `cuda`, `cuda_version`, `openmp`, `cpu_kernels`,
+    `cuda_kernels`: ops with native kernels) plus `loaded`: True. Without it: `native`: False
+    and `reason` (disabled by env / not built / the build failure / the import error).
+    Always: `torch` (runtime version), `python`, `saefast`, `devices` ({"cpu": True,
+    "cuda": device count}), `lapjv` and `scipy` (importable).
+    """
+    from saefast import __version__
+
+    loaded, reason = _load_state()
+    if loaded:
+        info = json.loads(torch.ops.saefast.build_info())
+        info["loaded"] = True
+    else:
+        info = {"native": False, "reason": reason}
+    info.update(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        saefast=__version__,
+        devices={"cpu": True, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0},
+        lapjv=importlib.util.find_spec("lapjv") is not None,
+        scipy=importlib.util.find_spec("scipy") is not None,
+    )
+    return info
