@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -101,33 +102,47 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> N
         "activations and finished runs are skipped)")
 
 
+def _compact_table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
+                 collapse_padding=True,
+                 title_justify="left", caption_justify="left")
+
+
 def print_summary(console: Console, summary: dict, out: Path) -> None:
-    table = Table(title="seed stability: matched decoder cosines vs random dictionaries (null)",
-                  caption="pair medians: min-max over pairs; >=.5/.7/.9: fraction of matched "
-                          "pairs at or above; null: the same matching of random unit dictionaries")
-    table.add_column("group", no_wrap=True)
-    for col in ("runs", "pairs", "pair medians", "median", ">=.5/.7/.9", "null", "live median",
-                "dead", "cos to init", "FVU"):
-        table.add_column(col, justify="right")
-    for row in summary.get("groups", []):
+    """Two narrow tables (they fit 80 columns): stability against the null, training health."""
+    rows = summary.get("groups", [])
+    stab = _compact_table(
+        "seed stability: matched decoder cosines",
+        "pair medians: min-max over pairs. >=.5/.7/.9: fraction of matched pairs at or above. "
+        "null: the same matching of random unit dictionaries of the same shapes.")
+    stab.add_column("group", no_wrap=True)
+    for col in ("pairs", "pair medians", "median", ">=.5/.7/.9", "null", "live"):
+        stab.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
         frac = row.get("fraction_above") or {}
-        fracs = "/".join(_fmt(frac.get(t), 2) for t in ("0.5", "0.7", "0.9")) if frac else "-"
+        fracs = "/".join(_fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9")) if frac else "-"
         lo, hi = row.get("pair_median_min"), row.get("pair_median_max")
-        pair_medians = f"{lo:.3f}-{hi:.3f}" if lo is not None else "-"
-        table.add_row(
-            row["group"], str(row["runs"]), str(row["pairs"]), pair_medians,
-            _fmt(row["global_median"]), fracs, _fmt(row["baseline_median"]),
-            _fmt(row.get("live_only_global_median")), _fmt(row["dead_fraction"], 2),
-            _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
-    console.print(table)
+        stab.add_row(row["group"], str(row["pairs"]),
+                     f"{lo:.3f}-{hi:.3f}".replace("0.", ".") if lo is not None else "-",
+                     _fmt(row["global_median"]), fracs, _fmt(row["baseline_median"]),
+                     _fmt(row.get("live_only_global_median")))
+    console.print(stab)
+    health = _compact_table(
+        "training",
+        "dead: never fired on the training tokens. cos to init: decoder rows vs their random "
+        "init (near 1: barely trained). FVU: held-out fraction of variance unexplained.")
+    health.add_column("group", no_wrap=True)
+    for col in ("runs", "dead", "cos to init", "FVU"):
+        health.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        health.add_row(row["group"], str(row["runs"]), _fmt(row["dead_fraction"], 2),
+                       _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
+    console.print(health)
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
         f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
         f"Runs in {out / 'runs'}, reports and plots in {out / 'reports'}.")
-    console.print("[dim]cos to init near 1: the decoder barely moved from its random init. "
-                  "median near null: features did not recur beyond chance. FVU: held-out "
-                  "fraction of variance unexplained.[/]")
 
 
 def print_report(console: Console, report: dict, title: str) -> None:
