@@ -26,7 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from saefast.artifacts import RunDirError
     from saefast.config import ConfigError
 
-    errors: list[type[BaseException]] = [ConfigError, RunDirError, ValueError, FileNotFoundError]
+    from saefast.memory import MemoryBudgetError
+
+    errors: list[type[BaseException]] = [ConfigError, RunDirError, ValueError, FileNotFoundError,
+                                         MemoryBudgetError]
     try:
         from saefast.sweep import SweepError
 
@@ -70,6 +73,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--cache-dir", help="activation cache (default $SAEFAST_CACHE_DIR, else the "
                    "user cache dir)")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="memory for training, e.g. 8G (default: 80%% of what is free); seeds "
+                        "that do not fit together are trained in several passes")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
     p.set_defaults(func=cmd_sweep)
@@ -101,16 +107,19 @@ def _sweep_runs(args: argparse.Namespace):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast import sweep
+    from saefast.memory import parse_bytes
 
     runs = _sweep_runs(args)
     for warning in sweep.undertrained_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {warning}")
     if args.dry_run:
-        tables.print_plan(console, runs, sweep.estimate(runs), Path(args.out))
+        tables.print_plan(console, runs, sweep.estimate(runs, parse_bytes(args.memory_budget)),
+                          Path(args.out))
         return 0
     events = tables.RichEvents(console)
     try:
-        summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events)
+        summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
+                                  memory_budget=parse_bytes(args.memory_budget))
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))

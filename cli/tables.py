@@ -49,26 +49,27 @@ class RichEvents(Events):
                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                 TimeRemainingColumn(), console=self.console, transient=False)
             self.progress.start()
-            self.runs_task = self.progress.add_task("runs", total=total, info="")
+            self.runs_task = self.progress.add_task("passes", total=total, info="")
             self.steps_task = self.progress.add_task("steps", total=1, info="")
 
     def harvest_started(self, job: HarvestJob) -> None:
         self.console.print(f"harvesting {job.tokens:,} tokens of [bold]{job.corpus}[/] through "
                            f"[bold]{job.model}[/] at {', '.join(job.hooks)}")
 
-    def run_started(self, spec: RunSpec, index: int, total: int) -> None:
+    def batch_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
         self._start(total)
-        self.progress.update(self.runs_task, completed=index, info=spec.name)
+        self.progress.update(self.runs_task, completed=index,
+                             info=f"{label} ({n_seeds} SAE{'s' if n_seeds > 1 else ''} together)")
         self.progress.reset(self.steps_task, total=1, info="")
 
-    def run_step(self, step: int, total: int, loss: float) -> None:
+    def run_step(self, step: int, total: int, stats: dict) -> None:
         if self.progress is not None:
-            self.progress.update(self.steps_task, completed=step, total=total,
-                                 info=f"loss {loss:.4g}")
+            self.progress.update(
+                self.steps_task, completed=step, total=total,
+                info=f"loss {stats['loss']:.4g}  dead {stats['dead']:.0%}  "
+                     f"{stats['tokens_per_second']:,.0f} tok/s")
 
     def run_finished(self, outcome: RunOutcome) -> None:
-        if self.progress is not None and outcome.status != "skipped":
-            self.progress.advance(self.runs_task)
         if outcome.status == "failed":
             self.console.print(f"[red]run {outcome.spec.name} failed:[/] {outcome.error}")
 
@@ -85,21 +86,29 @@ class RichEvents(Events):
             self.progress = None
 
 
+def _seed_list(seeds: list[int]) -> str:
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> None:
-    table = Table(title=f"{len(runs)} runs -> {out}", show_lines=False)
-    for col in ("run", "model", "hook", "corpus", "tokens", "F", "k", "epochs", "seed"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
-        c = r.config
-        table.add_row(r.name, c.model.name, c.model.hook, c.data.corpus, f"{c.data.tokens:,}",
-                      str(c.sae.n_features), str(c.sae.k), str(c.train.epochs), str(c.train.seed))
+    table = _compact_table(f"{len(runs)} runs in {est['groups']} groups -> {out}")
+    table.add_column("group", no_wrap=True)
+    for col in ("seeds", "model", "corpus", "epochs", "passes", "memory"):
+        table.add_column(col, justify="right")
+    for row in est["rows"]:
+        c = row["config"]
+        table.add_row(row["group"], _seed_list(row["seeds"]), c.model.name, c.data.corpus,
+                      str(c.train.epochs), str(row["passes"] or "too big"),
+                      _gib(row["memory_bytes"]))
     console.print(table)
     console.print(
-        f"{est['groups']} groups, {est['pairs']} pairs to match; harvest {est['harvest_tokens']:,}"
-        f" tokens (~{_duration(est['harvest_seconds'])}), training ~"
-        f"{_duration(est['train_seconds'])}, matching ~{_duration(est['match_seconds'])}, "
-        f"peak memory ~{_gib(est['peak_memory_bytes'])} (rough CPU estimates; cached "
-        "activations and finished runs are skipped)")
+        f"{est['pairs']} pairs to match; harvest {est['harvest_tokens']:,} tokens (~"
+        f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
+        f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
+        f"{_gib(est['peak_memory_bytes'])} (rough CPU estimates; cached activations and "
+        "finished runs are skipped)")
 
 
 def _compact_table(title: str, caption: str | None = None) -> Table:

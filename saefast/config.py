@@ -54,17 +54,43 @@ class SAEConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1
-    """Seed for initialisation and data order; same seed, same weights on CPU."""
+    """Seed of the SAE's initialisation (and of its data order when data_order is per_seed)."""
     epochs: int = 8
     """Passes over the training tokens."""
     batch_size: int = 256
     """Tokens per optimizer step."""
-    lr: float = 1e-3
-    """Adam learning rate."""
+    lr: float = 0.0
+    """Adam learning rate; 0 = auto: 2e-4 / sqrt(n_features / 16384) (Gao et al. 2024)."""
+    warmup_fraction: float = 0.05
+    """Fraction of steps over which the lr rises linearly from 0 (a fraction, not sparsify's
+    1,000 steps, so that short runs warm up too)."""
+    decay_fraction: float = 0.2
+    """Final fraction of steps over which the lr decays linearly to 0 (Conerly et al. 2024)."""
     optimizer: str = "adam"
     """`adam` (torch.optim.Adam, betas 0.9/0.999) or `sgd`."""
     dtype: str = "float32"
     """Training dtype of the SAE parameters."""
+    b_dec_init: str = "geometric_median"
+    """Initial decoder bias: `geometric_median` of the training tokens (Bricken et al. 2023),
+    `mean`, or `zeros`."""
+    aux_k: int = 0
+    """Latents in the AuxK loss on dead latents; 0 = auto: the power of two nearest
+    d_model / 2 (Gao et al. 2024)."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK loss (Gao et al. 2024); 0 turns AuxK off."""
+    dead_window: int = 0
+    """A latent is dead for AuxK when it has not fired in this many training tokens;
+    0 = auto: 10M (Gao et al.) capped at one pass over the training tokens, so AuxK also acts
+    in short runs."""
+    data_order: str = "per_seed"
+    """`per_seed`: each seed shuffles tokens with its own generator; `shared`: all seeds see
+    the same order (separates init variance from data-order variance)."""
+    data_seed: int = 0
+    """Seed of the shared parts of the data order (window order; token order when shared)."""
+    shuffle_buffer: int = 262_144
+    """Tokens shuffled together (one window); larger budgets stream window by window."""
+    checkpoint_every: int = 1_000_000
+    """Training tokens between checkpoints (taken at window boundaries); 0 = never."""
 
 
 @dataclass
@@ -131,6 +157,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 return int(number)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if isinstance(default, float):
+        if key == "train.lr" and isinstance(value, str) and value.strip().lower() == "auto":
+            return 0.0  # 0 means auto
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -197,8 +225,26 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
-    if not cfg.train.lr > 0:
-        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if not cfg.train.lr >= 0:
+        raise ConfigError(f"train.lr must be > 0 (or 0 for auto), got {cfg.train.lr}")
+    for name in ("warmup_fraction", "decay_fraction"):
+        value = getattr(cfg.train, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"train.{name} must be in [0, 1], got {value}")
+    if cfg.train.warmup_fraction + cfg.train.decay_fraction > 1.0:
+        raise ConfigError("train.warmup_fraction + train.decay_fraction must be <= 1")
+    if cfg.train.b_dec_init not in ("geometric_median", "mean", "zeros"):
+        raise ConfigError(
+            f"train.b_dec_init must be geometric_median, mean or zeros, got {cfg.train.b_dec_init!r}")
+    if cfg.train.data_order not in ("per_seed", "shared"):
+        raise ConfigError(f"train.data_order must be per_seed or shared, got {cfg.train.data_order!r}")
+    for name in ("aux_k", "dead_window", "checkpoint_every"):
+        if getattr(cfg.train, name) < 0:
+            raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg.train, name)}")
+    if cfg.train.aux_coef < 0:
+        raise ConfigError(f"train.aux_coef must be >= 0, got {cfg.train.aux_coef}")
+    if cfg.train.shuffle_buffer < 1:
+        raise ConfigError(f"train.shuffle_buffer must be >= 1, got {cfg.train.shuffle_buffer}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {cfg.train.optimizer!r}")
     if cfg.train.dtype not in ("float32", "float64", "bfloat16"):

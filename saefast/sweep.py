@@ -126,24 +126,31 @@ def expand(exp: Experiment, axes: list[tuple[str, list]] = (),
     for key, values in axes:
         grid[key] = values
     keys = list(grid)
+    labeled = varied_keys(exp, axes)
     runs: dict[str, RunSpec] = {}
     for variant in exp.variants:
         vcfg = apply_overrides(base, variant)
         for combo in itertools.product(*(grid[k] for k in keys)):
             cfg = apply_overrides(vcfg, dict(zip(keys, combo)))
-            name = run_name(cfg)
-            runs.setdefault(name, RunSpec(name=name, group=group_name(cfg), config=cfg))
+            name = run_name(cfg, labeled)
+            runs.setdefault(name, RunSpec(name=name, group=group_name(cfg, labeled), config=cfg))
     return list(runs.values())
 
 
 # ---------------------------------------------------------------------------- naming
 
-# Keys that change a trained SAE but are not in the name's fixed core, with short labels.
-_NAME_EXTRAS = [
-    ("model.context_length", "ctx"), ("model.drop_special_tokens", "special"),
-    ("data.held_out", "ho"), ("train.epochs", "e"), ("train.batch_size", "b"),
-    ("train.lr", "lr"), ("train.optimizer", ""), ("train.dtype", ""),
-]
+# Always in a name: hook, n_features, k, tokens, seed. Never: settings that do not change
+# the trained weights. Any other key gets a label when the experiment varies it.
+_CORE = {"model.hook", "sae.n_features", "sae.k", "data.tokens", "train.seed"}
+_UNNAMED = {"model.device", "train.checkpoint_every"}
+_LABELS = {
+    "model.name": "", "data.corpus": "", "model.context_length": "ctx",
+    "model.drop_special_tokens": "special", "data.held_out": "ho", "train.epochs": "e",
+    "train.batch_size": "b", "train.lr": "lr", "train.optimizer": "", "train.dtype": "",
+    "train.warmup_fraction": "wu", "train.decay_fraction": "dc", "train.b_dec_init": "bdec",
+    "train.aux_k": "auxk", "train.aux_coef": "aux", "train.dead_window": "dw",
+    "train.data_order": "", "train.data_seed": "ds", "train.shuffle_buffer": "buf",
+}
 
 
 def _slug(text: str) -> str:
@@ -160,28 +167,36 @@ def _hook_label(hook: str) -> str:
     return _slug(hook)
 
 
-def run_name(cfg: RunConfig) -> str:
-    """`L3-f128-k8-t30000-s2`, plus labels for every non-default training setting, so a
-    name is stable when the grid grows and two different trainings never share a name."""
-    default = RunConfig()
+def varied_keys(exp: Experiment, axes: list[tuple[str, list]] = ()) -> list[str]:
+    """Keys the experiment varies (variants, grid, --axis) that get a label in run names."""
+    keys = {k for v in exp.variants for k in v} | set(exp.grid) | {k for k, _ in axes}
+    return sorted(k for k in keys if k not in _CORE and k not in _UNNAMED
+                  and not k.startswith("match."))
+
+
+def run_name(cfg: RunConfig, labeled: list[str] = ()) -> str:
+    """`L3-f128-k8-t30000-s2`, plus a label for each varied key (`e10`, `lr0.0003`), so a name
+    is stable when a grid grows. Two runs with one name but different configs in one output
+    folder are refused (sweep._pending), never silently mixed."""
     parts = []
-    if cfg.model.name != default.model.name:
-        parts.append(_slug(Path(cfg.model.name).name or cfg.model.name))
-    if cfg.data.corpus != default.data.corpus:
-        parts.append(_slug(Path(cfg.data.corpus).name or cfg.data.corpus))
+    for key in ("model.name", "data.corpus"):
+        if key in labeled:
+            value = str(getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]))
+            parts.append(_slug(Path(value).name or value))
     parts += [_hook_label(cfg.model.hook), f"f{cfg.sae.n_features}", f"k{cfg.sae.k}",
               f"t{cfg.data.tokens}"]
-    for key, label in _NAME_EXTRAS:
+    for key in labeled:
+        if key in ("model.name", "data.corpus"):
+            continue
         section, attr = key.split(".")
         value = getattr(getattr(cfg, section), attr)
-        if value != getattr(getattr(default, section), attr):
-            parts.append(f"{label}{_slug(str(value))}")
+        parts.append(f"{_LABELS.get(key, attr)}{_slug(str(value))}")
     return "-".join(parts + [f"s{cfg.train.seed}"])
 
 
-def group_name(cfg: RunConfig) -> str:
+def group_name(cfg: RunConfig, labeled: list[str] = ()) -> str:
     """Runs that differ only by seed form a group; their pairs are matched."""
-    return run_name(cfg).rsplit("-s", 1)[0]
+    return run_name(cfg, labeled).rsplit("-s", 1)[0]
 
 
 def groups(runs: list[RunSpec]) -> dict[str, list[RunSpec]]:
@@ -247,31 +262,41 @@ def held_out_count(cfg: RunConfig) -> int:
 D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
 
 
-def estimate(runs: list[RunSpec]) -> dict[str, Any]:
+def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
     """Rough memory and time for --dry-run. CPU throughput assumptions are stated, not measured:
-    ~20 GFLOP/s for SAE training (the encoder GEMM dominates), ~700 tokens/s harvesting."""
+    ~20 GFLOP/s for SAE training (the encoder GEMM dominates), ~5,000 tokens/s harvesting,
+    dense matching ~16 s per 16K pair. d_model is guessed from the model name (768 if unknown)."""
+    from saefast import memory
+
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
-    peak_mem, flops, harvest_tokens = 0, 0.0, 0
-    for job in harvest_jobs(runs):
-        harvest_tokens += job.tokens
-    for r in runs:
-        c = r.config
+    harvest_tokens = sum(job.tokens for job in harvest_jobs(runs))
+    rows, flops, match_s, peak = [], 0.0, 0.0, 0
+    for gname, members in groups(runs).items():
+        c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
-        params = 2 * c.sae.n_features * d * 4  # W_enc + W_dec, fp32
-        acts = c.data.tokens * d * 4
-        batch = min(c.train.batch_size, c.data.tokens) * c.sae.n_features * 4 * 2
-        peak_mem = max(peak_mem, params * 4 + acts + batch)  # params, grads, Adam m and v
-        seen = (c.data.tokens - held_out_count(c)) * c.train.epochs
-        flops += 2 * seen * c.sae.n_features * d * 2  # forward GEMM + its backward share
-    match_s = 0.0
-    for members in groups(runs).values():
-        F = members[0].config.sae.n_features
+        budget = memory_budget or memory.available_bytes("cpu")
+        train_tokens = c.data.tokens - held_out_count(c)
+        resident = train_tokens if _resident(c, d, budget) else 0
+        window = min(c.train.shuffle_buffer, train_tokens)
+        try:
+            per_pass = memory.seeds_per_pass(len(members), c.sae.n_features, d,
+                                             c.train.batch_size, window, resident, budget,
+                                             c.train.dtype)
+        except memory.MemoryBudgetError:
+            per_pass = 0
+        need = memory.shared_bytes(d, window, resident) + max(per_pass, 1) * \
+            memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
+        peak = max(peak, need)
+        flops += len(members) * 2 * train_tokens * c.train.epochs * c.sae.n_features * d * 2
         pairs = len(members) * (len(members) - 1) // 2
-        match_s += pairs * (F / 16384) ** 2.5 * 16.0  # dense GEMM + lapjv, ~16 s at 16K here
+        match_s += pairs * (c.sae.n_features / 16384) ** 2.5 * 16.0
+        rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
+                     "passes": -(-len(members) // per_pass) if per_pass else None,
+                     "memory_bytes": need, "config": c})
     return {
-        "runs": len(runs), "groups": len(groups(runs)), "pairs": n_pairs,
-        "peak_memory_bytes": peak_mem, "harvest_tokens": harvest_tokens,
-        "harvest_seconds": harvest_tokens / 700.0,
+        "runs": len(runs), "groups": len(rows), "pairs": n_pairs, "rows": rows,
+        "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
+        "harvest_seconds": harvest_tokens / 5000.0,
         "train_seconds": flops / 20e9, "match_seconds": match_s,
     }
 
@@ -292,15 +317,16 @@ class Events:
     """What a sweep reports while it works; the CLI draws it with rich. No-ops by default."""
 
     def harvest_started(self, job: HarvestJob) -> None: ...
-    def run_started(self, spec: RunSpec, index: int, total: int) -> None: ...
-    def run_step(self, step: int, total: int, loss: float) -> None: ...
+    def batch_started(self, label: str, n_seeds: int, index: int, total: int) -> None: ...
+    def run_step(self, step: int, total: int, stats: dict) -> None: ...
     def run_finished(self, outcome: RunOutcome) -> None: ...
     def report_started(self, group: str) -> None: ...
     def message(self, text: str) -> None: ...
 
 
 def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              events: Events | None = None, analyze: bool = True) -> dict[str, Any]:
+              events: Events | None = None, analyze: bool = True,
+              memory_budget: int | None = None) -> dict[str, Any]:
     """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json)."""
     from saefast.artifacts import write_json_atomic
 
@@ -308,7 +334,8 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     out_dir = Path(out_dir)
     (out_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    outcomes = execute_runs(runs, out_dir, cache_dir=cache_dir, events=events)
+    outcomes = execute_runs(runs, out_dir, cache_dir=cache_dir, events=events,
+                            memory_budget=memory_budget)
     reports = analyze_groups(runs, out_dir, events=events) if analyze else {}
     summary = summarize(outcomes, reports)
     summary["seconds"] = time.perf_counter() - t0
@@ -317,7 +344,7 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
 
 
 def _pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[RunOutcome]]:
-    from saefast.artifacts import RUN, read_json, is_complete_run
+    from saefast.artifacts import RUN, is_complete_run, read_json
 
     pending, skipped = [], []
     for spec in runs:
@@ -326,7 +353,8 @@ def _pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[Ru
             stored = read_json(path / RUN).get("config", {})
             mine = spec.config.to_dict()
             diff = [f"{s}.{k}" for s in mine if s != "match" for k in mine[s]
-                    if k != "device" and stored.get(s, {}).get(k) != mine[s][k]]
+                    if k not in ("device", "checkpoint_every")
+                    and stored.get(s, {}).get(k) != mine[s][k]]
             if diff:
                 raise SweepError(f"{path} already holds a run with a different config "
                                  f"({', '.join(diff[:3])}); use another --out or remove it")
@@ -337,89 +365,150 @@ def _pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[Ru
     return pending, skipped
 
 
+def _same_but_seed(a: RunConfig, b: RunConfig) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    da["train"].pop("seed"), db["train"].pop("seed")
+    return da == db
+
+
+def training_batches(pending: list[RunSpec], d_model: dict[str, int],
+                     memory_budget: int | None = None) -> list[list[RunSpec]]:
+    """Runs that differ only by seed train together, split into passes that fit in memory.
+    `d_model` maps a group to its activation width."""
+    from saefast import memory
+
+    batches = []
+    for gname, members in groups(pending).items():
+        sets: list[list[RunSpec]] = []
+        for spec in members:  # a group's configs should only differ by seed; be sure
+            for s in sets:
+                if _same_but_seed(s[0].config, spec.config):
+                    s.append(spec)
+                    break
+            else:
+                sets.append([spec])
+        for same in sets:
+            c = same[0].config
+            budget = memory_budget or memory.available_bytes(c.model.device)
+            train_tokens = c.data.tokens - held_out_count(c)
+            resident = train_tokens if _resident(c, d_model[gname], budget) else 0
+            per_pass = memory.seeds_per_pass(
+                len(same), c.sae.n_features, d_model[gname], c.train.batch_size,
+                min(c.train.shuffle_buffer, train_tokens), resident, budget, c.train.dtype)
+            batches += [same[i:i + per_pass] for i in range(0, len(same), per_pass)]
+    return batches
+
+
+def _resident(cfg: RunConfig, d_model: int, budget: int) -> bool:
+    """Hold all training activations in memory when they take under a quarter of the budget;
+    otherwise stream them from the memory-mapped cache. Both give the same weights."""
+    return cfg.data.tokens * d_model * 4 <= budget // 4
+
+
 def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | None = None,
-                 events: Events | None = None) -> list[RunOutcome]:
+                 events: Events | None = None,
+                 memory_budget: int | None = None) -> list[RunOutcome]:
     """Train every run that is not finished yet. The one place runs are executed: harvest each
-    corpus once for all its hooks, then train run by run. A diverged run is recorded and
-    the others go on; nothing is written for it."""
+    corpus once for all its hooks, then train each group's seeds together (in as many passes
+    as memory needs). A diverged run is recorded and the others go on; nothing is written
+    for it."""
     from saefast import activations
 
     events = events or Events()
-    pending, outcomes = _pending(runs, Path(out_dir))
+    out_dir = Path(out_dir)
+    pending, outcomes = _pending(runs, out_dir)
     for o in outcomes:
         events.run_finished(o)
     if not pending:
         return outcomes
-    stores: dict[tuple, Path] = {}
-    harvest_seconds: dict[tuple, float] = {}
+    stores: dict[str, Path] = {}  # group -> activation store
     for job in harvest_jobs(pending):
         events.harvest_started(job)
-        t = time.perf_counter()
         got = activations.harvest(
             job.model, job.hooks, job.corpus, job.tokens, context_length=job.context_length,
             drop_special_tokens=job.drop_special_tokens, device=job.device,
             cache_dir=cache_dir, progress=True)
-        for hook, store in got.items():
-            key = (job.model, job.corpus, job.context_length, job.drop_special_tokens, hook)
-            stores[key] = store
-            harvest_seconds[key] = time.perf_counter() - t
-    for i, spec in enumerate(pending):
-        m = spec.config.model
-        key = (m.name, spec.config.data.corpus, m.context_length, m.drop_special_tokens, m.hook)
-        events.run_started(spec, i, len(pending))
-        outcome = train_one(spec, stores[key], Path(out_dir), events=events)
-        outcomes.append(outcome)
-        events.run_finished(outcome)
+        for spec in pending:
+            m, d = spec.config.model, spec.config.data
+            if (m.name, d.corpus, m.context_length, m.drop_special_tokens, m.device) == (
+                    job.model, job.corpus, job.context_length, job.drop_special_tokens, job.device):
+                stores[spec.group] = got[m.hook]
+    d_model = {g: int(activations.store_info(s)["d_model"]) for g, s in stores.items()}
+    batches = training_batches(pending, d_model, memory_budget)
+    for i, batch in enumerate(batches):
+        seeds = ",".join(str(r.config.train.seed) for r in batch)
+        events.batch_started(f"{batch[0].group} seeds {seeds}", len(batch), i, len(batches))
+        for outcome in train_batch(batch, stores[batch[0].group], out_dir, events=events,
+                                   memory_budget=memory_budget):
+            outcomes.append(outcome)
+            events.run_finished(outcome)
     return outcomes
 
 
-def train_one(spec: RunSpec, store: Path, out_dir: Path, *, events: Events) -> RunOutcome:
-    """Train one run from its activation store and write its directory atomically."""
+def train_batch(batch: list[RunSpec], store: Path, out_dir: Path, *, events: Events,
+                memory_budget: int | None = None) -> list[RunOutcome]:
+    """Train the seeds of `batch` together from one activation store; write each run dir."""
     import torch
 
-    from saefast import activations, artifacts, train
+    from saefast import activations, artifacts, checkpoints, memory, train
     from saefast import __version__
+    from saefast.batches import StoreSource, TensorSource, split
 
-    cfg = spec.config
+    cfg = batch[0].config
     t0 = time.perf_counter()
-    acts = activations.load_activations(store, cfg.data.tokens)  # [N, d]
-    n_eval = held_out_count(cfg)
-    acts_train, acts_eval = acts[: len(acts) - n_eval], acts[len(acts) - n_eval:]
-    try:
-        result = train.train_sae(acts_train, acts_eval, cfg.sae, cfg.train,
-                                 device=cfg.model.device, on_step=events.run_step)
-    except train.TrainingDiverged as e:
-        return RunOutcome(spec, "failed", error=str(e))
+    n_tokens, n_eval = cfg.data.tokens, held_out_count(cfg)
     store_meta = activations.store_info(store)
-    sae = result.sae
-    run_info = {
-        "name": spec.name,
-        "group": spec.group,
-        "config": cfg.to_dict(),
-        "seed": cfg.train.seed,
-        "model": {"name": cfg.model.name, "hook": cfg.model.hook,
-                  "weights_hash": store_meta.get("weights_hash"),
-                  "d_model": int(acts.shape[1])},
-        "corpus": {"name": cfg.data.corpus, "fingerprint": store_meta.get("corpus_fingerprint")},
-        "tokens": {"harvested": int(acts.shape[0]), "train": int(acts_train.shape[0]),
-                   "held_out": int(acts_eval.shape[0]),
-                   "seen": int(acts_train.shape[0]) * cfg.train.epochs},
-        "metrics": result.metrics,
-        "history": result.history,
-        "encoder_input": "x - decoder.bias",
-        "activation_store": str(store),
-        "timings": {"train_seconds": result.metrics["train_seconds"],
-                    "total_seconds": time.perf_counter() - t0},
-        "versions": {"saefast": __version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    path = artifacts.write_run_dir(
-        out_dir / RUNS_DIR / spec.name,
-        W_enc=sae.W_enc, b_enc=sae.b_enc, W_dec=sae.W_dec, b_dec=sae.b_dec, k=cfg.sae.k,
-        features=train.feature_records(result.fire_counts, int(acts_train.shape[0])),
-        run_info=run_info)
-    return RunOutcome(spec, "done", path=path, metrics=result.metrics)
+    d_model = int(store_meta["d_model"])
+    budget = memory_budget or memory.available_bytes(cfg.model.device)
+    if _resident(cfg, d_model, budget):
+        source = TensorSource(activations.load_activations(store, n_tokens))  # [N, d]
+    else:
+        source = StoreSource(store, 0, n_tokens)
+    train_src = split(source, 0, n_tokens - n_eval)
+    eval_src = split(source, n_tokens - n_eval, n_tokens)
+    seeds = [r.config.train.seed for r in batch]
+    ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{batch[0].group}-s{'_'.join(map(str, seeds))}"
+    results = train.train_saes(
+        train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
+        on_step=events.run_step, checkpoint_dir=ckpt_dir,
+        data_key=f"{store_meta.get('weights_hash')}:{store_meta.get('corpus_fingerprint')}:{store.name}")
+    outcomes = []
+    for spec, result in zip(batch, results):
+        if isinstance(result, train.TrainingDiverged):
+            outcomes.append(RunOutcome(spec, "failed", error=str(result)))
+            continue
+        sae = result.sae
+        run_info = {
+            "name": spec.name,
+            "group": spec.group,
+            "config": spec.config.to_dict(),
+            "seed": spec.config.train.seed,
+            "model": {"name": cfg.model.name, "hook": cfg.model.hook,
+                      "weights_hash": store_meta.get("weights_hash"), "d_model": d_model},
+            "corpus": {"name": cfg.data.corpus,
+                       "fingerprint": store_meta.get("corpus_fingerprint")},
+            "tokens": {"harvested": n_tokens, "train": train_src.n_tokens,
+                       "held_out": eval_src.n_tokens,
+                       "seen": train_src.n_tokens * cfg.train.epochs},
+            "metrics": result.metrics,
+            "history": result.history,
+            "encoder_input": "x - decoder.bias",
+            "activation_store": str(store),
+            "timings": {"train_seconds": result.metrics["train_seconds"],
+                        "total_seconds": time.perf_counter() - t0,
+                        "seeds_trained_together": len(batch)},
+            "versions": {"saefast": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        path = artifacts.write_run_dir(
+            out_dir / RUNS_DIR / spec.name,
+            W_enc=sae.W_enc, b_enc=sae.b_enc, W_dec=sae.W_dec, b_dec=sae.b_dec, k=cfg.sae.k,
+            features=train.feature_records(result.fire_counts, train_src.n_tokens),
+            run_info=run_info)
+        outcomes.append(RunOutcome(spec, "done", path=path, metrics=result.metrics))
+    checkpoints.clear(ckpt_dir)  # every run of the batch is written (or failed for good)
+    return outcomes
 
 
 # ---------------------------------------------------------------------------- reports

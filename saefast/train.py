@@ -1,25 +1,37 @@
-"""Train one Top-K SAE on an activation matrix and measure it.
+"""Train Top-K SAEs, several seeds at once, on activations that may not fit in memory.
 
-Deterministic: the seed fixes the initialisation (its own generator) and the data order
-(a second generator), so the same seed gives the same weights on CPU.
+`train_saes` trains S independent SAEs (one per seed) in one pass over the data: every
+window of activations is read once and feeds all S. Each seed keeps its own init generator
+and, with data_order=per_seed, its own token order, so a seed trained in a group ends with
+exactly the weights it gets when trained alone (same kernels, same order, same updates).
+
+Training follows current practice (Gao et al. 2024, "Scaling and evaluating sparse
+autoencoders"; EleutherAI sparsify; SAELens): unit-norm decoder rows with the parallel
+gradient component removed, AuxK on dead latents, lr scaled with dictionary size, b_dec at
+the geometric median, linear warm-up and decay. Defaults and their sources: config.TrainConfig.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from saefast import checkpoints, ops
+from saefast.batches import Position, TensorSource, TokenSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.sae import TopKSAE
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
-# on_step(step, total_steps, loss) -> None; used by the CLI's progress bar
-StepCallback = Callable[[int, int, float], None]
+# on_step(step, total_steps, stats) with stats = {"loss", "dead", "tokens_per_second"}
+StepCallback = Callable[[int, int, dict], None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,101 +51,286 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train_sae(
-    acts_train: torch.Tensor,
-    acts_eval: torch.Tensor | None,
-    sae_cfg: SAEConfig,
-    train_cfg: TrainConfig,
-    *,
-    device: str = "cpu",
-    on_step: StepCallback | None = None,
-    log_every: int = 50,
-) -> TrainResult:
-    """Train a TopKSAE on acts_train [N, d]; evaluate on acts_train and acts_eval [M, d]."""
-    if acts_train.ndim != 2 or acts_train.shape[0] == 0:
-        raise ValueError(f"training activations must be [N, d] with N > 0, got {list(acts_train.shape)}")
-    if not torch.isfinite(acts_train).all():
-        raise ValueError("training activations contain NaN or infinite values")
-    n, d = acts_train.shape
-    dtype = DTYPES[train_cfg.dtype]
-    sae = TopKSAE(d, sae_cfg.n_features, sae_cfg.k, seed=train_cfg.seed, dtype=dtype, device=device)
-    init_dec = sae.W_dec.detach().clone()  # [F, d], for decoder drift
-    with torch.no_grad():  # b_dec from the data: the mean activation
-        sae.b_dec.copy_(acts_train.mean(dim=0).to(dtype))
+# ---------------------------------------------------------------------------- settings
 
-    params = list(sae.parameters())
-    if train_cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=train_cfg.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=train_cfg.lr)
-    order_gen = torch.Generator().manual_seed(train_cfg.seed + 1_000_003)
-    batch = min(train_cfg.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total = steps_per_epoch * train_cfg.epochs
-    history: list[dict] = []
-    step = 0
-    t0 = time.perf_counter()
-    for _epoch in range(train_cfg.epochs):
-        perm = torch.randperm(n, generator=order_gen)  # [N]
-        for start in range(0, n, batch):
-            x = acts_train[perm[start:start + batch]].to(device=device, dtype=dtype)  # [B, d]
-            x_hat, _, _ = sae(x)
-            loss = (x_hat - x).pow(2).sum(dim=-1).mean()
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(step, loss_value)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            sae.remove_parallel_grad_()
-            opt.step()
-            sae.normalize_decoder_()
-            step += 1
-            if step % log_every == 0 or step == total:
-                history.append({"step": step, "loss": loss_value})
-            if on_step is not None:
-                on_step(step, total, loss_value)
-    train_s = time.perf_counter() - t0
 
-    train_eval = evaluate(sae, acts_train, device=device)
-    metrics = {
-        "steps": step,
-        "train_seconds": train_s,
-        "tokens_per_second": n * train_cfg.epochs / max(train_s, 1e-9),
-        "train": {k: v for k, v in train_eval.items() if k != "fire_counts"},
-        "held_out": None,
-        "decoder_drift": decoder_drift(init_dec, sae.W_dec.detach()),
-        "final_loss": history[-1]["loss"] if history else None,
-    }
-    if acts_eval is not None and acts_eval.shape[0] > 0:
-        held = evaluate(sae, acts_eval, device=device)
-        metrics["held_out"] = {k: v for k, v in held.items() if k != "fire_counts"}
-    return TrainResult(sae=sae, metrics=metrics, fire_counts=train_eval["fire_counts"],
-                       history=history)
+def resolve_lr(cfg: TrainConfig, n_features: int) -> float:
+    """lr, or the Top-K paper's scaling 2e-4 / sqrt(F / 2^14) when lr is 0 (auto)."""
+    return cfg.lr if cfg.lr > 0 else 2e-4 / math.sqrt(n_features / 2**14)
+
+
+def resolve_aux_k(cfg: TrainConfig, d_model: int, n_features: int) -> int:
+    """aux_k, or the power of two nearest d_model / 2 (Gao et al.), at most n_features."""
+    k = cfg.aux_k or 2 ** round(math.log2(max(d_model / 2, 1)))
+    return max(1, min(k, n_features))
+
+
+def resolve_dead_window(cfg: TrainConfig, n_train_tokens: int) -> int:
+    """Tokens without firing after which a latent counts as dead for AuxK."""
+    return cfg.dead_window or min(10_000_000, n_train_tokens)
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float, decay_fraction: float) -> float:
+    """Linear warm-up from 0, constant, then linear decay to 0 over the last steps."""
+    warmup = math.ceil(warmup_fraction * total)
+    decay = math.ceil(decay_fraction * total)
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay and step >= total - decay:
+        return (total - step) / decay
+    return 1.0
 
 
 @torch.no_grad()
-def evaluate(sae: TopKSAE, acts: torch.Tensor, *, device: str = "cpu",
-             batch_size: int = 4096) -> dict:
+def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the summed distance to `points` [N, d]."""
+    x = points.double()
+    median = x.mean(dim=0)  # [d]
+    for _ in range(iters):
+        dist = (x - median).norm(dim=1).clamp_min(1e-12)  # [N]
+        weights = 1.0 / dist
+        new = (weights[:, None] * x).sum(dim=0) / weights.sum()
+        if (new - median).norm() <= tol * max(1.0, float(median.norm())):
+            median = new
+            break
+        median = new
+    return median.float()
+
+
+def initial_b_dec(source: TokenSource, how: str, sample: int = 32_768) -> torch.Tensor:
+    """b_dec before training, from (a prefix of at most `sample`) training tokens."""
+    x = source.read(0, min(sample, source.n_tokens)).double()  # [n, d]
+    if how == "zeros":
+        return torch.zeros(source.d)
+    if how == "mean":
+        return x.mean(dim=0).float()
+    return geometric_median(x)
+
+
+def _fingerprint(sae_cfg: SAEConfig, cfg: TrainConfig, seeds: list[int], source: TokenSource,
+                 data_key: str) -> str:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("seed", "checkpoint_every")}
+    text = json.dumps([asdict(sae_cfg), settings, seeds, source.n_tokens, data_key], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def seed_loss(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor, dead_window: int,
+              aux_k: int, aux_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction loss (+ AuxK on dead latents) for one SAE on x [B, d]; updates
+    since_fired [F] (tokens since each latent last fired). Returns (loss, n_dead)."""
+    x_hat, values, indices = sae(x)
+    loss = (x_hat - x).pow(2).sum(dim=-1).mean()
+    dead = since_fired >= dead_window  # [F], from before this batch
+    n_dead = dead.sum()
+    if aux_coef > 0 and int(n_dead) > 0:
+        # AuxK: reconstruct the residual with the top aux_k dead latents, so they get
+        # gradient again (Gao et al. 2024, section 2.4). The residual is the target.
+        dead_idx = torch.nonzero(dead).squeeze(1)  # [n_dead]
+        ka = min(aux_k, dead_idx.numel())
+        v_aux, i_aux = ops.topk_encode((x - sae.b_dec).detach(), sae.W_enc[dead_idx],
+                                       sae.b_enc[dead_idx], ka)  # [B, ka]
+        e_hat = ops.sparse_decode(v_aux, dead_idx[i_aux], sae.W_dec,
+                                  torch.zeros_like(sae.b_dec))  # [B, d]
+        residual = (x - x_hat).detach()
+        loss = loss + aux_coef * (e_hat - residual).pow(2).sum(dim=-1).mean()
+    with torch.no_grad():
+        since_fired += x.shape[0]
+        since_fired[indices[values > 0]] = 0
+    return loss, n_dead
+
+
+def train_saes(
+    train_src: TokenSource | torch.Tensor,
+    eval_src: TokenSource | torch.Tensor | None,
+    sae_cfg: SAEConfig,
+    cfg: TrainConfig,
+    seeds: list[int],
+    *,
+    device: str = "cpu",
+    on_step: StepCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    data_key: str = "",
+    log_every: int = 50,
+    stop_after_steps: int | None = None,
+) -> list[TrainResult | TrainingDiverged]:
+    """Train one SAE per seed together; one result (or the divergence) per seed.
+
+    Checkpoints (when checkpoint_dir is given) go there every cfg.checkpoint_every training
+    tokens, at window boundaries; an interrupted call resumes from the newest good one and
+    ends with the same weights as an uninterrupted call. `stop_after_steps` simulates a kill.
+    """
+    train_src = TensorSource(train_src) if isinstance(train_src, torch.Tensor) else train_src
+    if isinstance(eval_src, torch.Tensor):
+        eval_src = TensorSource(eval_src)
+    n, d = train_src.n_tokens, train_src.d
+    if n == 0:
+        raise ValueError("no training tokens")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    dtype = DTYPES[cfg.dtype]
+    F = sae_cfg.n_features
+    saes = [TopKSAE(d, F, sae_cfg.k, seed=s, dtype=dtype, device=device) for s in seeds]
+    b_dec = initial_b_dec(train_src, cfg.b_dec_init)
+    if not torch.isfinite(b_dec).all():
+        raise ValueError("training activations contain NaN or infinite values")
+    for sae in saes:
+        with torch.no_grad():
+            sae.b_dec.copy_(b_dec.to(dtype))
+    init_decs = [sae.W_dec.detach().clone() for sae in saes]
+    lr = resolve_lr(cfg, F)
+    params = [p for sae in saes for p in sae.parameters()]
+    opt = (torch.optim.Adam(params, lr=lr) if cfg.optimizer == "adam"
+           else torch.optim.SGD(params, lr=lr))
+    schedule = WindowSchedule(n, cfg.shuffle_buffer, cfg.epochs, cfg.data_seed, seeds,
+                              per_seed=cfg.data_order == "per_seed")
+    batch = min(cfg.batch_size, n)
+    total = schedule.steps(batch)
+    dead_window = resolve_dead_window(cfg, n)
+    aux_k = resolve_aux_k(cfg, d, F)
+    since_fired = torch.zeros(len(seeds), F, dtype=torch.int64, device=device)  # [S, F]
+    failed: dict[int, TrainingDiverged] = {}
+    histories: list[list[dict]] = [[] for _ in seeds]
+    step, position, last_ckpt_tokens = 0, Position(), 0
+    fingerprint = _fingerprint(sae_cfg, cfg, list(seeds), train_src, data_key)
+
+    if checkpoint_dir is not None:
+        state = checkpoints.load_latest(checkpoint_dir, fingerprint)
+        if state is not None:
+            for sae, sd in zip(saes, state["saes"]):
+                sae.load_state_dict(sd)
+            opt.load_state_dict(state["optimizer"])
+            since_fired.copy_(state["since_fired"])
+            step, position = state["step"], Position(*state["position"])
+            failed = {i: TrainingDiverged(*v) for i, v in state["failed"].items()}
+            histories = state["histories"]
+            last_ckpt_tokens = step * batch
+
+    t0, tokens_this_call = time.perf_counter(), 0
+    for window in schedule.windows(train_src, position):
+        tokens = window.tokens.to(device=device, dtype=dtype)  # [W, d]
+        for start in range(0, tokens.shape[0], batch):
+            if stop_after_steps is not None and step >= stop_after_steps:
+                return []  # a simulated kill: whatever was checkpointed stays
+            active = [i for i in range(len(seeds)) if i not in failed]
+            if not active:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, total, cfg.warmup_fraction, cfg.decay_fraction)
+            opt.zero_grad(set_to_none=True)
+            losses, total_loss, dead_counts = {}, None, []
+            for i in active:
+                x = tokens[window.orders[i][start:start + batch]]  # [B, d]
+                loss, n_dead = seed_loss(saes[i], x, since_fired[i], dead_window, aux_k,
+                                         cfg.aux_coef)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    failed[i] = TrainingDiverged(step, value)
+                    continue
+                losses[i] = value
+                dead_counts.append(int(n_dead))
+                total_loss = loss if total_loss is None else total_loss + loss
+            if total_loss is not None:
+                total_loss.backward()
+                for i in losses:
+                    saes[i].remove_parallel_grad_()
+                opt.step()
+                for i in losses:
+                    saes[i].normalize_decoder_()
+            step += 1
+            tokens_this_call += min(batch, tokens.shape[0] - start)
+            if step % log_every == 0 or step == total:
+                for i, value in losses.items():
+                    histories[i].append({"step": step, "loss": value})
+            if on_step is not None and losses:
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                on_step(step, total, {
+                    "loss": sum(losses.values()) / len(losses),
+                    "dead": sum(dead_counts) / (len(dead_counts) * F),
+                    "tokens_per_second": tokens_this_call / elapsed})
+        position = schedule.next_position(window.position)
+        tokens_done = step * batch
+        if (checkpoint_dir is not None and cfg.checkpoint_every
+                and tokens_done - last_ckpt_tokens >= cfg.checkpoint_every and step < total):
+            checkpoints.save(checkpoint_dir, step, fingerprint, {
+                "saes": [sae.state_dict() for sae in saes], "optimizer": opt.state_dict(),
+                "since_fired": since_fired.cpu(), "step": step,
+                "position": [position.epoch, position.window],
+                "failed": {i: [e.step, e.loss] for i, e in failed.items()},
+                "histories": histories})
+            last_ckpt_tokens = tokens_done
+    train_s = time.perf_counter() - t0
+
+    results: list[TrainResult | TrainingDiverged] = []
+    for i, sae in enumerate(saes):
+        if i in failed:
+            results.append(failed[i])
+            continue
+        train_eval = evaluate(sae, train_src, device=device)
+        metrics = {
+            "steps": step,
+            "lr": lr,
+            "aux_k": aux_k,
+            "dead_window": dead_window,
+            "train_seconds": train_s,
+            "seeds_trained_together": len(seeds),
+            "tokens_per_second": tokens_this_call * len(seeds) / max(train_s, 1e-9),
+            "train": {k: v for k, v in train_eval.items() if k != "fire_counts"},
+            "held_out": None,
+            "decoder_drift": decoder_drift(init_decs[i], sae.W_dec.detach()),
+            "final_loss": histories[i][-1]["loss"] if histories[i] else None,
+        }
+        if eval_src is not None and eval_src.n_tokens > 0:
+            held = evaluate(sae, eval_src, device=device)
+            metrics["held_out"] = {k: v for k, v in held.items() if k != "fire_counts"}
+        results.append(TrainResult(sae=sae, metrics=metrics, fire_counts=train_eval["fire_counts"],
+                                   history=histories[i]))
+    return results
+
+
+def train_sae(acts_train, acts_eval, sae_cfg: SAEConfig, train_cfg: TrainConfig, *,
+              device: str = "cpu", on_step: StepCallback | None = None,
+              log_every: int = 50) -> TrainResult:
+    """Train one SAE (seed train_cfg.seed); raises TrainingDiverged if its loss goes NaN."""
+    (result,) = train_saes(acts_train, acts_eval, sae_cfg, train_cfg, [train_cfg.seed],
+                           device=device, on_step=on_step, log_every=log_every)
+    if isinstance(result, TrainingDiverged):
+        raise result
+    return result
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def evaluate(sae: TopKSAE, acts: TokenSource | torch.Tensor, *, device: str = "cpu",
+             batch_size: int = 8192) -> dict:
     """Reconstruction metrics over acts [N, d] plus how often each feature fired.
 
     A feature fires on a token when it is among the k kept latents with a value > 0
     (ReLU can leave fewer than k positive). dead = never fired over these tokens.
     """
+    source = TensorSource(acts) if isinstance(acts, torch.Tensor) else acts
     dtype = sae.W_dec.dtype
     fire = torch.zeros(sae.n_features, dtype=torch.int64)  # [F]
+    n, d = source.n_tokens, source.d
+    total = torch.zeros(d, dtype=torch.float64)
+    total_sq = 0.0
     sq_err = 0.0
-    l0_sum = 0.0
-    n = acts.shape[0]
-    mean = acts.double().mean(dim=0)  # [d]
-    total_var = float((acts.double() - mean).pow(2).sum())
+    l0_sum = 0
     for start in range(0, n, batch_size):
-        x = acts[start:start + batch_size].to(device=device, dtype=dtype)  # [B, d]
+        x64 = source.read(start, min(start + batch_size, n)).double()  # [b, d]
+        total += x64.sum(dim=0)
+        total_sq += float(x64.pow(2).sum())
+        x = x64.to(device=device, dtype=dtype)
         x_hat, values, indices = sae(x)
-        sq_err += float((x_hat.double() - x.double()).pow(2).sum())
-        active = values > 0  # [B, k]
-        l0_sum += float(active.sum())
-        fire.index_add_(0, indices[active].cpu(), torch.ones(int(active.sum()), dtype=torch.int64))
-    d = acts.shape[1]
+        sq_err += float((x_hat.double().cpu() - x64).pow(2).sum())
+        active = values > 0  # [b, k]
+        l0_sum += int(active.sum())
+        fire += torch.bincount(indices[active].cpu(), minlength=sae.n_features)
+    total_var = total_sq - float(total.pow(2).sum()) / max(n, 1)  # sum of squared deviations
     return {
         "tokens": n,
         "mse": sq_err / (n * d),

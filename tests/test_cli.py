@@ -54,14 +54,14 @@ def test_console_script_is_installed():
 def test_sweep_writes_runs_reports_and_plots(finished_sweep):
     out = finished_sweep / "out"
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == [f"tiny-docs.txt-L1-f16-k2-t800-e3-s{s}" for s in (1, 2, 3)]
+    assert runs == [f"L1-f16-k2-t800-s{s}" for s in (1, 2, 3)]
     for name in runs:
         info = json.loads((out / "runs" / name / "run.json").read_text())
         assert info["tokens"] == {"harvested": 800, "train": 720, "held_out": 80, "seen": 720 * 3}
         assert info["config"]["sae"] == {"n_features": 16, "k": 2}
         assert (out / "runs" / name / "sae_weights.safetensors").is_file()
         assert (out / "runs" / name / "feature_analysis.json").is_file()
-    report_dir = out / "reports" / "tiny-docs.txt-L1-f16-k2-t800-e3"
+    report_dir = out / "reports" / "L1-f16-k2-t800"
     report = json.loads((report_dir / "stability.json").read_text())
     assert report["summary"]["n_runs"] == 3 and report["summary"]["n_pairs"] == 3
     pngs = list(report_dir.glob("*.png"))
@@ -99,7 +99,7 @@ def test_growing_the_grid_trains_only_the_new_seed(finished_sweep, corpus, capsy
 def test_report_command_prints_the_table(finished_sweep, capsys):
     assert main(["report", str(finished_sweep / "out")]) == 0
     out = capsys.readouterr().out
-    assert "tiny-docs.txt-L1-f16-k2-t800-e3" in out and "null" in out
+    assert "L1-f16-k2-t800" in out and "null" in out
 
 
 def test_analyze_command(finished_sweep, tmp_path, capsys):

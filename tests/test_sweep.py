@@ -28,9 +28,19 @@ def test_run_names_are_stable_and_group_by_seed():
     assert run_name(cfg) == "L3-f128-k8-t30000-s2"
     assert group_name(cfg) == "L3-f128-k8-t30000"
     other = apply_overrides(cfg, {"train.lr": 3e-4, "model.name": "tiny", "data.corpus": "/x/my.txt"})
-    assert run_name(other) == "tiny-my.txt-L3-f128-k8-t30000-lr0.0003-s2"
+    # only the keys an experiment varies get labels
+    assert run_name(other) == "L3-f128-k8-t30000-s2"
+    assert run_name(other, ["data.corpus", "model.name", "train.lr"]) == "tiny-my.txt-L3-f128-k8-t30000-lr0.0003-s2"
     mlp = apply_overrides(cfg, {"model.hook": "blocks.1.hook_mlp_out"})
     assert run_name(mlp).startswith("L1mlp_out-")
+
+
+def test_varied_keys_label_names_but_core_and_match_keys_do_not():
+    exp = Experiment(variants=[{"train.lr": 1e-3}, {"train.lr": 3e-4}],
+                     grid={"train.seed": [1], "sae.k": [4, 8], "match.threshold": [0.5]})
+    names = {r.name for r in expand(exp)}
+    assert names == {"L0-f128-k4-t30000-lr0.001-s1", "L0-f128-k4-t30000-lr0.0003-s1",
+                     "L0-f128-k8-t30000-lr0.001-s1", "L0-f128-k8-t30000-lr0.0003-s1"}
 
 
 def test_expand_variants_times_grid_and_axes_add_to_grid():
@@ -109,5 +119,9 @@ def test_shipped_experiment_is_the_documented_study():
     runs = expand(load_experiment(Path(__file__).parents[1] / "experiments" / "seed_repro.yaml"))
     assert len(runs) == 3 * 2 * 5
     groups = {r.group for r in runs}
-    assert groups == {"L0-f128-k8-t1000", "L0-f128-k8-t30000", "L3-f128-k8-t1000",
-                      "L3-f128-k8-t30000", "L3-f512-k32-t1000-e10", "L3-f512-k32-t30000-e10"}
+    assert groups == {"L0-f128-k8-t1000-e8", "L0-f128-k8-t30000-e8", "L3-f128-k8-t1000-e8",
+                      "L3-f128-k8-t30000-e8", "L3-f512-k32-t1000-e10", "L3-f512-k32-t30000-e10"}
+    # the study pins the original recipe, whatever the defaults become
+    cfg = runs[0].config
+    assert (cfg.train.lr, cfg.train.aux_coef, cfg.train.warmup_fraction, cfg.train.b_dec_init) == \
+        (0.001, 0.0, 0.0, "mean")

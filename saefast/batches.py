@@ -1,0 +1,143 @@
+"""Training batches from activations that may not fit in memory, in a resumable order.
+
+The training tokens are cut into windows of `shuffle_buffer` tokens. Each epoch visits the
+windows in a shuffled order (shared by all seeds, so one read of a window feeds every SAE
+trained together) and shuffles the tokens inside a window (per seed, or shared). Every
+permutation comes from a generator seeded by (seed, epoch, window), so a position
+(epoch, window) is all a checkpoint needs to resume bitwise: no RNG state, and the shuffle
+buffer is empty at every window boundary.
+
+When the training tokens fit in one window this is a plain per-epoch shuffle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+class TokenSource:
+    """Activation vectors [N, d] that can be read by contiguous range."""
+
+    n_tokens: int
+    d: int
+
+    def read(self, start: int, end: int) -> torch.Tensor:  # [end - start, d] float32
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+
+class TensorSource(TokenSource):
+    def __init__(self, acts: torch.Tensor):
+        if acts.ndim != 2:
+            raise ValueError(f"activations must be [N, d], got {list(acts.shape)}")
+        self.acts, (self.n_tokens, self.d) = acts, acts.shape
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        return self.acts[start:end]
+
+
+class StoreSource(TokenSource):
+    """Tokens [start, end) of an activation store's .npy shards, memory-mapped: only the
+    window being trained on is in memory."""
+
+    def __init__(self, store: Path, start: int, end: int):
+        from saefast.activations import store_info
+
+        meta = store_info(store)
+        self.shards = [np.load(Path(store) / s["file"], mmap_mode="r") for s in meta["shards"]]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # [n_shards + 1]
+        if end > self.offsets[-1]:
+            raise ValueError(f"{store}: holds {self.offsets[-1]:,} tokens, asked for {end:,}")
+        self.start, self.n_tokens, self.d = start, end - start, int(meta["d_model"])
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        a, b = self.start + start, self.start + end
+        parts = []
+        first = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        for i in range(first, len(self.shards)):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            if lo >= b:
+                break
+            parts.append(self.shards[i][max(a, lo) - lo: min(b, hi) - lo])
+        return torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False))
+
+
+def split(source: TokenSource, start: int, end: int) -> TokenSource:
+    """A contiguous sub-range of a source, e.g. the training part or the held-out part."""
+    if isinstance(source, TensorSource):
+        return TensorSource(source.acts[start:end])
+    if isinstance(source, StoreSource):
+        out = object.__new__(StoreSource)
+        out.shards, out.offsets, out.d = source.shards, source.offsets, source.d
+        out.start, out.n_tokens = source.start + start, end - start
+        return out
+    raise TypeError(f"cannot split {type(source).__name__}")
+
+
+def _generator(*keys: int) -> torch.Generator:
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training is: the next window to train on (index into the epoch's window order)."""
+
+    epoch: int = 0
+    window: int = 0
+
+
+@dataclass
+class Window:
+    position: Position  # the position of this window
+    tokens: torch.Tensor  # [W, d]
+    orders: list[torch.Tensor]  # one token permutation [W] per seed
+
+
+class WindowSchedule:
+    """The order in which `source` is visited for `epochs` epochs."""
+
+    def __init__(self, n_tokens: int, window: int, epochs: int, data_seed: int,
+                 seeds: list[int], per_seed: bool):
+        self.n_tokens, self.window, self.epochs = n_tokens, max(1, window), epochs
+        self.data_seed, self.seeds, self.per_seed = data_seed, list(seeds), per_seed
+        self.n_windows = -(-n_tokens // self.window)
+
+    def window_order(self, epoch: int) -> list[int]:
+        if self.n_windows == 1:
+            return [0]
+        return torch.randperm(self.n_windows, generator=_generator(self.data_seed, epoch, -1)).tolist()
+
+    def bounds(self, w: int) -> tuple[int, int]:
+        return w * self.window, min((w + 1) * self.window, self.n_tokens)
+
+    def token_orders(self, epoch: int, w: int, n: int) -> list[torch.Tensor]:
+        if self.per_seed:
+            return [torch.randperm(n, generator=_generator(s, epoch, w)) for s in self.seeds]
+        shared = torch.randperm(n, generator=_generator(self.data_seed, epoch, w))
+        return [shared for _ in self.seeds]
+
+    def steps(self, batch_size: int) -> int:
+        per_epoch = sum(-(-(b - a) // batch_size) for a, b in map(self.bounds, range(self.n_windows)))
+        return per_epoch * self.epochs
+
+    def windows(self, source: TokenSource, start: Position = Position()) -> Iterator[Window]:
+        for epoch in range(start.epoch, self.epochs):
+            order = self.window_order(epoch)
+            first = start.window if epoch == start.epoch else 0
+            for i in range(first, len(order)):
+                a, b = self.bounds(order[i])
+                tokens = source.read(a, b)
+                yield Window(Position(epoch, i), tokens, self.token_orders(epoch, order[i], b - a))
+
+    def next_position(self, pos: Position) -> Position:
+        return Position(pos.epoch, pos.window + 1) if pos.window + 1 < self.n_windows \
+            else Position(pos.epoch + 1, 0)

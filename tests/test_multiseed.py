@@ -1,0 +1,181 @@
+"""Many SAEs in one pass: stacked equals separate, AuxK, checkpoints and resume, streaming."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from saefast import checkpoints
+from saefast.batches import StoreSource, TensorSource, WindowSchedule
+from saefast.config import SAEConfig, TrainConfig
+from saefast.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
+from saefast.train import TrainingDiverged, train_sae, train_saes
+
+SAE = SAEConfig(n_features=32, k=4)
+
+
+def acts(n=700, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.nn.functional.normalize(torch.randn(48, d, generator=g), dim=1)
+    idx = torch.randint(0, 48, (n, 3), generator=g)
+    return (torch.rand(n, 3, generator=g)[..., None] * atoms[idx]).sum(1) + 0.1 * torch.randn(n, d, generator=g)
+
+
+def cfg(**kw):
+    base = dict(epochs=3, batch_size=32, lr=3e-3, shuffle_buffer=200, checkpoint_every=150)
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(result):
+    return {k: v.detach().clone() for k, v in result.sae.state_dict().items()}
+
+
+def assert_same(a, b):
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("order", ["per_seed", "shared"])
+def test_seeds_trained_together_equal_seeds_trained_alone(order):
+    x = acts()
+    together = train_saes(x[:600], x[600:], SAE, cfg(data_order=order), [1, 2, 3])
+    for seed, result in zip([1, 2, 3], together):
+        alone = train_sae(x[:600], x[600:], SAE, cfg(data_order=order, seed=seed))
+        assert_same(weights(result), weights(alone))
+        assert result.metrics["held_out"] == alone.metrics["held_out"]
+    assert not torch.equal(together[0].sae.W_dec, together[1].sae.W_dec)
+
+
+def test_data_order_per_seed_or_shared():
+    per_seed = WindowSchedule(1000, 300, 2, 0, [1, 2], per_seed=True)
+    shared = WindowSchedule(1000, 300, 2, 0, [1, 2], per_seed=False)
+    a, b = per_seed.token_orders(0, 1, 300)
+    assert not torch.equal(a, b)
+    c, d = shared.token_orders(0, 1, 300)
+    assert torch.equal(c, d)
+    # windows are visited in the same (shuffled) order by both: one read feeds all seeds
+    assert per_seed.window_order(1) == shared.window_order(1)
+    assert sorted(per_seed.window_order(0)) == [0, 1, 2, 3]
+
+
+def test_streaming_from_the_memory_mapped_store_gives_the_same_weights(tmp_path):
+    x = acts(n=1000)
+    store = tmp_path / "store"
+    store.mkdir()
+    np.save(store / "shard-00000.npy", x[:450].numpy())
+    np.save(store / "shard-00001.npy", x[450:].numpy())
+    (store / "meta.json").write_text('{"d_model": 16, "n_tokens": 1000, "chunks_consumed": 9, "exhausted": false, "shards": ['
+                                     '{"file": "shard-00000.npy", "n_tokens": 450},'
+                                     '{"file": "shard-00001.npy", "n_tokens": 550}]}')
+    src = StoreSource(store, 0, 1000)
+    assert torch.equal(src.read(400, 600), x[400:600])
+    from_store = train_saes(src, None, SAE, cfg(), [5])[0]
+    in_memory = train_saes(TensorSource(x), None, SAE, cfg(), [5])[0]
+    assert_same(weights(from_store), weights(in_memory))
+
+
+def test_resume_after_a_kill_gives_identical_weights(tmp_path):
+    x = acts()
+    uninterrupted = train_saes(x, None, SAE, cfg(), [1, 2])
+    ckpt = tmp_path / "ckpt"
+    assert train_saes(x, None, SAE, cfg(), [1, 2], checkpoint_dir=ckpt, stop_after_steps=40) == []
+    assert len(list(ckpt.glob("ckpt-*.pt"))) >= 1
+    resumed = train_saes(x, None, SAE, cfg(), [1, 2], checkpoint_dir=ckpt)
+    for a, b in zip(uninterrupted, resumed):
+        assert_same(weights(a), weights(b))
+
+
+def test_a_corrupt_checkpoint_is_skipped_for_the_previous_good_one(tmp_path):
+    x = acts()
+    uninterrupted = train_saes(x, None, SAE, cfg(), [3])
+    ckpt = tmp_path / "ckpt"
+    train_saes(x, None, SAE, cfg(), [3], checkpoint_dir=ckpt, stop_after_steps=55)
+    saved = sorted(ckpt.glob("ckpt-*.pt"))
+    assert len(saved) == 2
+    saved[-1].write_bytes(saved[-1].read_bytes()[:100])  # torn by a kill mid-write
+    with pytest.warns(UserWarning, match="skipping checkpoint .*torn or corrupt"):
+        resumed = train_saes(x, None, SAE, cfg(), [3], checkpoint_dir=ckpt)
+    assert_same(weights(uninterrupted[0]), weights(resumed[0]))
+
+
+def test_a_checkpoint_of_another_setup_is_not_used(tmp_path):
+    x = acts()
+    ckpt = tmp_path / "ckpt"
+    train_saes(x, None, SAE, cfg(), [1], checkpoint_dir=ckpt, stop_after_steps=40)
+    with pytest.warns(UserWarning, match="different training setup"):
+        other = train_saes(x, None, SAE, cfg(lr=1e-3), [1], checkpoint_dir=ckpt)
+    fresh = train_saes(x, None, SAE, cfg(lr=1e-3), [1])
+    assert_same(weights(other[0]), weights(fresh[0]))
+
+
+def test_auxk_revives_dead_latents():
+    # 24 planted directions, k=1, 64 latents: from a random init some directions have no
+    # latent of their own (their tokens go to a neighbour's latent, which stays busy). AuxK
+    # trains dead latents on the residual until each direction has one.
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(24, 32, generator=g), dim=1)
+    which = torch.randint(0, 24, (4000,), generator=g)
+    x = (torch.rand(4000, 1, generator=g) + 1) * dirs[which] + 0.01 * torch.randn(4000, 32, generator=g)
+    common = dict(epochs=8, batch_size=100, lr=5e-3, warmup_fraction=0.0, decay_fraction=0.0,
+                  dead_window=400, aux_k=1, b_dec_init="zeros")
+    sae = SAEConfig(n_features=64, k=1)
+    without = train_sae(x, None, sae, TrainConfig(aux_coef=0.0, **common))
+    with_aux = train_sae(x, None, sae, TrainConfig(aux_coef=1 / 32, **common))
+    live = lambda r: int((r.fire_counts > 0).sum())  # noqa: E731
+    assert live(without) < 24 and without.metrics["train"]["fvu"] > 0.05
+    assert live(with_aux) == 24 and with_aux.metrics["train"]["fvu"] < 0.01
+
+
+def test_one_diverging_seed_does_not_stop_the_others(monkeypatch):
+    from saefast import train
+
+    real, seen, calls = train.seed_loss, [], {}
+
+    def second_seed_diverges_at_step_4(sae, x, *args):
+        if not any(s is sae for s in seen):
+            seen.append(sae)
+        i = next(j for j, s in enumerate(seen) if s is sae)
+        calls[i] = calls.get(i, 0) + 1
+        loss, n_dead = real(sae, x, *args)
+        return (loss * float("nan"), n_dead) if i == 1 and calls[i] == 5 else (loss, n_dead)
+
+    x = acts()
+    monkeypatch.setattr(train, "seed_loss", second_seed_diverges_at_step_4)
+    first, second = train_saes(x, None, SAE, cfg(), [1, 2])
+    monkeypatch.setattr(train, "seed_loss", real)
+    assert isinstance(second, TrainingDiverged) and second.step == 4
+    assert_same(weights(first), weights(train_sae(x, None, SAE, cfg(seed=1))))
+
+
+def test_lr_schedule_and_auto_lr():
+    from saefast.train import lr_factor, resolve_aux_k, resolve_lr
+
+    assert resolve_lr(TrainConfig(lr=0.0), 16384) == pytest.approx(2e-4)
+    assert resolve_lr(TrainConfig(lr=0.0), 4096) == pytest.approx(4e-4)
+    assert resolve_aux_k(TrainConfig(), 768, 16384) == 512
+    assert resolve_aux_k(TrainConfig(), 384, 100) == 100
+    factors = [lr_factor(s, 100, 0.1, 0.2) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[50] == 1.0
+    assert factors[-1] == pytest.approx(1 / 20) and factors[80] == 1.0
+
+
+def test_memory_splits_seeds_into_passes_and_refuses_one_seed_too_big():
+    gib = 2**30
+    assert seeds_per_pass(20, 16384, 768, 2048, 262144, 0, 64 * gib) == 20
+    few = seeds_per_pass(20, 16384, 768, 2048, 262144, 0, 6 * gib)
+    assert 1 <= few < 20
+    with pytest.raises(MemoryBudgetError, match="one SAE with 131,072 features"):
+        seeds_per_pass(20, 131072, 4096, 2048, 262144, 0, 8 * gib)
+    assert parse_bytes("8G") == 8 * gib and parse_bytes("512M") == 512 * 2**20
+
+
+def test_sweep_splits_a_group_that_does_not_fit(monkeypatch):
+    from saefast import sweep
+
+    runs = sweep.expand(sweep.Experiment(), axes=[("train.seed", [1, 2, 3, 4, 5])],
+                        overrides={"sae.n_features": 4096, "data.tokens": 2000})
+    one = __import__("saefast.memory", fromlist=["x"]).per_seed_bytes(4096, 384, 256)
+    batches = sweep.training_batches(runs, {runs[0].group: 384}, memory_budget=int(2.5 * one) + 4 * 384 * 8000)
+    assert [len(b) for b in batches] == [2, 2, 1]
