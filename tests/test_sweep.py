@@ -125,3 +125,13 @@ def test_shipped_experiment_is_the_documented_study():
     cfg = runs[0].config
     assert (cfg.train.lr, cfg.train.aux_coef, cfg.train.warmup_fraction, cfg.train.b_dec_init) == \
         (0.001, 0.0, 0.0, "mean")
+
+
+def test_scale_experiment_spans_1k_to_1m_tokens_with_five_seeds():
+    from pathlib import Path
+
+    runs = expand(load_experiment(Path(__file__).parents[1] / "experiments" / "scale.yaml"))
+    budgets = sorted({r.config.data.tokens for r in runs})
+    assert budgets[0] == 1000 and budgets[-1] == 1_000_000
+    assert all(sum(r.config.data.tokens == t for r in runs) == 5 for t in budgets)
+    assert {r.config.data.corpus for r in runs} == {"python-code"}

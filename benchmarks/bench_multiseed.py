@@ -1,0 +1,127 @@
+"""Many seeds in one sweep vs the original workflow of one run per seed.
+
+    python benchmarks/bench_multiseed.py [--seeds 8] [--features 4096] [--k 32] [--tokens 20000]
+                                         [--epochs 2] [--json out.json]
+
+Three ways to get S trained SAEs and their pairwise matching, each timed end to end as a
+user runs them (fresh processes, so start-up and imports count):
+  one sweep        `saefast sweep --seeds S` from a cold activation cache: one harvest,
+                   S SAEs trained together, all pairs matched
+  separate, cold   the original study's workflow: S single-seed runs that each harvest their
+                   own activations (own cache), then `saefast analyze` on the S run dirs
+  separate, warm   the same S runs sharing an already-warm cache, then `saefast analyze`
+Plus the training throughput of `saefast sweep --features 16384 --seeds 20` (in-process,
+a few steps of 20 SAEs at d=384, batch 256): token-steps per second summed over seeds.
+
+Ratios are of the same run. Batching saves no SAE FLOPs: the gain is one harvest and one
+start-up, plus fewer, larger passes over the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, print_table, write_json  # noqa: E402
+
+
+def _saefast(*args: str) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "saefast.cli.main", *args],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"saefast {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def workflows(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    common = ["--model", args.model, "--features", str(args.features), "--k", str(args.k),
+              "--tokens", str(args.tokens), "--epochs", str(args.epochs)]
+    seeds = range(1, args.seeds + 1)
+    out: dict[str, float] = {}
+    out["one sweep"] = _saefast("sweep", *common, "--seeds", str(args.seeds),
+                                "--out", str(work / "A"), "--cache-dir", str(work / "cacheA"))
+    total = 0.0
+    for s in seeds:
+        total += _saefast("sweep", *common, "--axis", f"train.seed={s}", "--out", str(work / "B"),
+                          "--cache-dir", str(work / f"cacheB{s}"))
+        shutil.rmtree(work / f"cacheB{s}")
+    out["separate, cold"] = total + _saefast(
+        "analyze", *map(str, sorted((work / "B" / "runs").glob("*-s*"))), "--out", str(work / "B" / "report"))
+    total = 0.0
+    for s in seeds:
+        total += _saefast("sweep", *common, "--axis", f"train.seed={s}", "--out", str(work / "C"),
+                          "--cache-dir", str(work / "cacheA"))
+    out["separate, warm"] = total + _saefast(
+        "analyze", *map(str, sorted((work / "C" / "runs").glob("*-s*"))), "--out", str(work / "C" / "report"))
+    return out
+
+
+def throughput_16k_20_seeds(steps: int = 3) -> dict:
+    """Token-steps per second of 20 SAEs (F=16384, k=8, d=384, batch 256) trained together."""
+    import torch
+
+    from saefast.config import SAEConfig, TrainConfig
+    from saefast.train import train_saes
+
+    x = torch.randn(256 * (steps + 1), 384)
+    cfg = TrainConfig(epochs=1, batch_size=256, warmup_fraction=0.0, decay_fraction=0.0)
+    seeds = list(range(1, 21))
+    train_saes(x[:256], None, SAEConfig(16384, 8), cfg, seeds[:1])  # warm-up
+    t0 = time.perf_counter()
+    train_saes(x, None, SAEConfig(16384, 8), cfg, seeds, stop_after_steps=steps)
+    seconds = time.perf_counter() - t0
+    return {"steps": steps, "seconds": seconds, "tokens_per_second": steps * 256 * 20 / seconds,
+            "note": "includes building 20 SAEs and their optimizer"}
+
+
+def multiseed_section(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="saefast-bench-"))
+    try:
+        times = workflows(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    thr = throughput_16k_20_seeds()
+    base = times["one sweep"]
+    rows = [[name, f"{t:.1f} s", f"{t / base:.2f}x"] for name, t in times.items()]
+    rows.append(["16384 x 20 seeds training", f"{thr['tokens_per_second']:,.0f} tok/s", "-"])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "title": f"{args.seeds} seeds x {args.features} features (k={args.k}, {args.tokens:,} "
+                 f"tokens, {args.epochs} epochs, {args.model}); time relative to one sweep",
+        "columns": ["workflow", "time", "vs one sweep"],
+        "rows": rows,
+        "results": {"seconds": times, "ratios": {k: v / base for k, v in times.items()},
+                    "throughput_16384x20": thr, "peak_child_rss_mb": peak,
+                    "settings": vars(args)},
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--features", type=int, default=4096)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--model", default="minilm")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    section = multiseed_section(args)
+    print_table(section["title"], section["columns"], section["rows"])
+    write_json(args.json, {"machine": machine(), "multiseed": section["results"]})
+
+
+if __name__ == "__main__":
+    main()
