@@ -183,6 +183,8 @@ _lib.impl("sparse_decode",
           "CompositeExplicitAutograd")
 _lib.impl("cosine_topk", _checked(reference.cosine_topk, _check_cosine_topk),
           "CompositeExplicitAutograd")
+_lib.impl("topk_encode_backward", reference.topk_encode_backward, "CompositeExplicitAutograd")
+_lib.impl("sparse_decode_backward", reference.sparse_decode_backward, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("saefast::topk_encode", lib=_lib)
@@ -205,36 +207,49 @@ def _cosine_topk_fake(A, B, k):
             A.new_empty(m, k), A.new_empty(m, k, dtype=torch.int64))
 
 
+@torch.library.register_fake("saefast::topk_encode_backward", lib=_lib)
+def _topk_encode_backward_fake(grad_values, x, W_enc, values, indices, output_mask):
+    return (x.new_empty(x.shape if output_mask[0] else (0,)),
+            W_enc.new_empty(W_enc.shape if output_mask[1] else (0,)),
+            W_enc.new_empty((W_enc.shape[0],) if output_mask[2] else (0,)))
+
+
+@torch.library.register_fake("saefast::sparse_decode_backward", lib=_lib)
+def _sparse_decode_backward_fake(grad_out, values, indices, W_dec, output_mask):
+    return (values.new_empty(values.shape if output_mask[0] else (0,)),
+            W_dec.new_empty(W_dec.shape if output_mask[1] else (0,)),
+            W_dec.new_empty((W_dec.shape[1],) if output_mask[2] else (0,)))
+
+
 def _topk_encode_setup(ctx, inputs, output):
-    x, W_enc, b_enc, _k = inputs
+    x, W_enc, _b_enc, _k = inputs
     values, indices = output
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    # grad_x needs W_enc, grad_W_enc needs x: save only those
-    ctx.save_for_backward(x if need_w else None, W_enc if need_x else None, values, indices)
-    ctx.n_features = W_enc.shape[0]
+    # x and W_enc are kept whole (no copy); the backward op reads x only for grad_W_enc and
+    # W_enc only for grad_x
+    ctx.save_for_backward(x, W_enc, values, indices)
 
 
 def _topk_encode_backward(ctx, grad_values, _grad_indices):
     x, W_enc, values, indices = ctx.saved_tensors
-    grads = reference.topk_encode_backward(grad_values, x, W_enc, values, indices,
-                                           ctx.n_features, ctx.needs_input_grad[:3])
-    return (*grads, None)
+    mask = list(ctx.needs_input_grad[:3])
+    grads = torch.ops.saefast.topk_encode_backward.default(grad_values, x, W_enc, values,
+                                                           indices, mask)
+    return (*(g if need else None for g, need in zip(grads, mask)), None)
 
 
 def _sparse_decode_setup(ctx, inputs, output):
     values, indices, W_dec, _b_dec = inputs
-    need_values, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-    # grad_values needs W_dec, grad_W_dec needs values
-    ctx.save_for_backward(values if need_w else None, indices, W_dec if need_values else None)
-    ctx.n_features = W_dec.shape[0]
+    ctx.save_for_backward(values, indices, W_dec)
 
 
 def _sparse_decode_backward(ctx, grad_out):
     values, indices, W_dec = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    grad_values, grad_w, grad_b = reference.sparse_decode_backward(
-        grad_out, values, indices, W_dec, ctx.n_features, (needs[0], needs[2], needs[3]))
-    return grad_values, None, grad_w, grad_b
+    mask = [needs[0], needs[2], needs[3]]
+    grad_values, grad_w, grad_b = torch.ops.saefast.sparse_decode_backward.default(
+        grad_out, values, indices, W_dec, mask)
+    return (grad_values if mask[0] else None, None, grad_w if mask[1] else None,
+            grad_b if mask[2] else None)
 
 
 torch.library.register_autograd("saefast::topk_encode", _topk_encode_backward,

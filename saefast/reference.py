@@ -139,43 +139,43 @@ def cosine_topk(A: Tensor, B: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, T
 
 def topk_encode_backward(
     grad_values: Tensor,
-    x: Tensor | None,
-    W_enc: Tensor | None,
+    x: Tensor,
+    W_enc: Tensor,
     values: Tensor,
     indices: Tensor,
-    n_features: int,
-    needs_grad: tuple[bool, bool, bool] = (True, True, True),
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(grad_x, grad_W_enc, grad_b_enc) of topk_encode, nonzero only where a value was kept
-    and positive (relu). x is needed for grad_W_enc, W_enc for grad_x; None where not needed."""
+    output_mask: list[bool],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_x [B, d], grad_W_enc [F, d], grad_b_enc [F]) of topk_encode, nonzero only where a
+    value was kept and positive (relu). A gradient whose output_mask entry is False is
+    returned empty ([0]), as the schema (saefast/schemas.inc) says."""
     acc = _acc_dtype(values.dtype)
+    n_features = W_enc.shape[0]
     g = grad_values.to(acc) * (values > 0)  # [B, k]
-    grad_x = grad_w = grad_b = None
-    if needs_grad[0]:
-        grad_x = _weighted_rows(W_enc, indices, g).to(W_enc.dtype)  # [B, d]
-    if needs_grad[1]:
-        grad_w = _scatter_rows(indices, g, x, n_features).to(x.dtype)  # [F, d]
-    if needs_grad[2]:
+    grad_x, grad_w, grad_b = x.new_empty(0), W_enc.new_empty(0), W_enc.new_empty(0)
+    if output_mask[0]:
+        grad_x = _weighted_rows(W_enc, indices, g).to(x.dtype)  # [B, d]
+    if output_mask[1]:
+        grad_w = _scatter_rows(indices, g, x, n_features).to(W_enc.dtype)  # [F, d]
+    if output_mask[2]:
         grad_b = torch.zeros(n_features, dtype=acc, device=g.device)  # [F]
-        grad_b = grad_b.index_add_(0, indices.reshape(-1), g.reshape(-1)).to(values.dtype)
+        grad_b = grad_b.index_add_(0, indices.reshape(-1), g.reshape(-1)).to(W_enc.dtype)
     return grad_x, grad_w, grad_b
 
 
 def sparse_decode_backward(
     grad_out: Tensor,
-    values: Tensor | None,
+    values: Tensor,
     indices: Tensor,
-    W_dec: Tensor | None,
-    n_features: int,
-    needs_grad: tuple[bool, bool, bool] = (True, True, True),
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(grad_values, grad_W_dec, grad_b_dec) of sparse_decode; indices get no gradient.
-    W_dec is needed for grad_values, values for grad_W_dec; None where not needed."""
-    grad_values = grad_w = grad_b = None
-    if needs_grad[0]:
-        grad_values = _gather_dot(W_dec, indices, grad_out).to(W_dec.dtype)  # [B, k]
-    if needs_grad[1]:
-        grad_w = _scatter_rows(indices, values, grad_out, n_features).to(values.dtype)  # [F, d]
-    if needs_grad[2]:
-        grad_b = grad_out.sum(0, dtype=_acc_dtype(grad_out.dtype)).to(grad_out.dtype)  # [d]
+    W_dec: Tensor,
+    output_mask: list[bool],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_values [B, k], grad_W_dec [F, d], grad_b_dec [d]) of sparse_decode; indices get
+    no gradient. A gradient whose output_mask entry is False is returned empty ([0])."""
+    grad_values, grad_w, grad_b = values.new_empty(0), W_dec.new_empty(0), W_dec.new_empty(0)
+    if output_mask[0]:
+        grad_values = _gather_dot(W_dec, indices, grad_out).to(values.dtype)  # [B, k]
+    if output_mask[1]:
+        grad_w = _scatter_rows(indices, values, grad_out, W_dec.shape[0]).to(W_dec.dtype)  # [F, d]
+    if output_mask[2]:
+        grad_b = grad_out.sum(0, dtype=_acc_dtype(grad_out.dtype)).to(W_dec.dtype)  # [d]
     return grad_values, grad_w, grad_b

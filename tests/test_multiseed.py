@@ -179,3 +179,16 @@ def test_sweep_splits_a_group_that_does_not_fit(monkeypatch):
     one = __import__("saefast.memory", fromlist=["x"]).per_seed_bytes(4096, 384, 256)
     batches = sweep.training_batches(runs, {runs[0].group: 384}, memory_budget=int(2.5 * one) + 4 * 384 * 8000)
     assert [len(b) for b in batches] == [2, 2, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_training_on_cuda_matches_cpu_closely():
+    x = acts()
+    on_cpu = train_saes(x, x[:100], SAE, cfg(), [1, 2])
+    on_gpu = train_saes(x, x[:100], SAE, cfg(), [1, 2], device="cuda")
+    for a, b in zip(on_cpu, on_gpu):
+        assert b.sae.W_dec.device.type == "cuda"
+        assert b.fire_counts.sum() == a.fire_counts.sum()
+        # same math, different kernels: close over a short run, not bitwise
+        assert torch.allclose(a.sae.W_dec, b.sae.W_dec.cpu(), atol=1e-3)
+        assert abs(a.metrics["held_out"]["fvu"] - b.metrics["held_out"]["fvu"]) < 1e-3

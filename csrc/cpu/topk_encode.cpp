@@ -1,0 +1,178 @@
+// topk_encode on the CPU: a GEMM tiled over features with a running top-k per row, and its
+// sparse backward (DESIGN.md, "Ops").
+//
+// Forward: threads take blocks of rows (dynamically); for each block, the features are walked in tiles of
+// kTileF: pre = x_block @ W_tile.T (one single-threaded BLAS call, result in cache), then each
+// row's values (+ b_enc) are offered to the row's running top-k. [B, F] is never held, only
+// [rows a block, kTileF] a thread. ReLU is applied to the kept values (relu is monotone, so the
+// top-k of the raw values is a top-k of the relu'd ones).
+//
+// Backward (grad_values [B, k]; g = grad_values where the kept value is > 0, else 0):
+//   grad_x[b]     = sum_j g[b, j] W_enc[idx[b, j]]          gather, threads over rows
+//   grad_W_enc[f] = sum_{(b, j): idx = f} g[b, j] x[b]       grouped by latent (counting sort),
+//   grad_b_enc[f] = sum_{(b, j): idx = f} g[b, j]            threads own latent ranges
+// Deterministic, no atomics.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <array>
+#include <vector>
+
+#include "checks.h"
+#include "parallel.h"
+#include "sparse_rows.h"
+#include "topk_heap.h"
+
+namespace saefast {
+namespace {
+
+constexpr int64_t kTileF = 1024;     // features a GEMM tile
+constexpr int64_t kMaxRowBlock = 256;  // rows a block (a thread's unit of work)
+
+void check_topk_encode(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& b_enc,
+                       int64_t k) {
+  const char* op = "topk_encode";
+  check_matrix(op, "x", x, "[B, d]");
+  check_matrix(op, "W_enc", W_enc, "[F, d]");
+  TORCH_CHECK_VALUE(W_enc.size(1) == x.size(1), "saefast.topk_encode: W_enc must be [F, d] with d = ",
+                    x.size(1), " (x is ", shape_str(x), "), got ", shape_str(W_enc));
+  TORCH_CHECK_VALUE(b_enc.dim() == 1 && b_enc.size(0) == W_enc.size(0),
+                    "saefast.topk_encode: b_enc must be [F] with F = ", W_enc.size(0),
+                    ", got shape ", shape_str(b_enc));
+  check_same_float(op, "x, W_enc, b_enc", x, W_enc);
+  check_same_float(op, "x, W_enc, b_enc", x, b_enc);
+  check_cpu(op, x, "x");
+  check_cpu(op, W_enc, "W_enc");
+  check_cpu(op, b_enc, "b_enc");
+  check_k(op, k, W_enc.size(0), "F");
+}
+
+int64_t row_block(int64_t B) {
+  // about four blocks a thread when B allows (dynamic balance), at most kMaxRowBlock rows
+  const int64_t threads = at::get_num_threads();
+  const int64_t want = (B + 4 * threads - 1) / (4 * threads);
+  return std::max<int64_t>(1, std::min<int64_t>(kMaxRowBlock, want));
+}
+
+template <typename S, typename A>
+void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, int64_t k,
+            S* out_vals, int64_t* out_idx) {
+  const int64_t B = xa.size(0), F = wa.size(0);
+  const int64_t rb = row_block(B);
+  const int64_t n_blocks = (B + rb - 1) / rb;
+  const A* bias = ba.data_ptr<A>();
+  struct Scratch {
+    at::Tensor buf;               // [rows, tile] pre-activations
+    std::vector<A> heap_v;        // [rows, k]
+    std::vector<int64_t> heap_i;  // [rows, k]
+  };
+  auto make_scratch = [&] {
+    return Scratch{at::empty({rb * std::min(kTileF, F)}, xa.options()), std::vector<A>(rb * k),
+                   std::vector<int64_t>(rb * k)};
+  };
+  parallel_items(n_blocks, make_scratch, [&](int64_t blk, Scratch& sc) {
+    const int64_t r0 = blk * rb, rows = std::min(rb, B - r0);
+    std::vector<RunningTopK<A>> heaps;
+    heaps.reserve(rows);
+    for (int64_t r = 0; r < rows; ++r) heaps.emplace_back(&sc.heap_v[r * k], &sc.heap_i[r * k], k);
+    const at::Tensor x_blk = xa.narrow(0, r0, rows);  // [rows, d]
+    for (int64_t f0 = 0; f0 < F; f0 += kTileF) {
+      const int64_t cols = std::min(kTileF, F - f0);
+      at::Tensor pre = sc.buf.narrow(0, 0, rows * cols).view({rows, cols});  // [rows, cols]
+      at::mm_out(pre, x_blk, wa.narrow(0, f0, cols).t());
+      const A* p = pre.data_ptr<A>();
+      for (int64_t r = 0; r < rows; ++r) offer_row(p + r * cols, bias + f0, cols, f0, heaps[r]);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      heaps[r].sort_descending();
+      for (int64_t j = 0; j < k; ++j) {
+        const A v = heaps[r].vals[j];
+        out_vals[(r0 + r) * k + j] = static_cast<S>(v > A(0) ? v : A(0));
+        out_idx[(r0 + r) * k + j] = heaps[r].idx[j];
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> topk_encode_cpu(const at::Tensor& x, const at::Tensor& W_enc,
+                                                   const at::Tensor& b_enc, int64_t k) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
+  check_topk_encode(x, W_enc, b_enc, k);
+  const at::ScalarType acc = acc_type(x.scalar_type());
+  // GEMM operands in the accumulation type (bfloat16 is widened once, not a tile at a time),
+  // detached: worker threads do not inherit this thread's below-autograd guard
+  const at::Tensor xa = x.detach().to(acc).contiguous();      // [B, d]
+  const at::Tensor wa = W_enc.detach().to(acc).contiguous();  // [F, d]
+  const at::Tensor ba = b_enc.to(acc).contiguous();  // [F]
+  at::Tensor values = at::empty({x.size(0), k}, x.options());                   // [B, k]
+  at::Tensor indices = at::empty({x.size(0), k}, x.options().dtype(at::kLong));  // [B, k]
+  if (x.size(0) == 0) return {values, indices};
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_cpu", [&] {
+    using S = scalar_t;
+    if constexpr (std::is_same_v<S, double>) {
+      encode<S, double>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
+    } else {
+      encode<S, float>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
+    }
+  });
+  return {values, indices};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
+    const at::Tensor& grad_values, const at::Tensor& x, const at::Tensor& W_enc,
+    const at::Tensor& values, const at::Tensor& indices, std::array<bool, 3> output_mask) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
+  check_topk_encode(x, W_enc, W_enc.select(1, 0), values.size(1));
+  TORCH_CHECK_VALUE(values.dim() == 2 && values.size(0) == x.size(0) &&
+                        grad_values.sizes() == values.sizes() && indices.sizes() == values.sizes(),
+                    "saefast.topk_encode_backward: grad_values, values and indices must be [B, k] "
+                    "with B = ", x.size(0), ", got ", shape_str(grad_values), ", ",
+                    shape_str(values), ", ", shape_str(indices));
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "saefast.topk_encode_backward: indices must be int64");
+  const int64_t B = x.size(0), d = x.size(1), F = W_enc.size(0), k = values.size(1);
+  const at::ScalarType acc = acc_type(x.scalar_type());
+  // g [B, k]: the incoming gradient where relu let the value through
+  const at::Tensor g = (grad_values.to(acc) * values.gt(0)).contiguous();
+  const at::Tensor idx = indices.contiguous();
+  check_index_range("topk_encode_backward", idx, F);
+  at::Tensor grad_x = output_mask[0] ? at::empty({B, d}, x.options()) : at::empty({0}, x.options());
+  at::Tensor grad_w = output_mask[1] ? at::empty({F, d}, W_enc.options()) : at::empty({0}, W_enc.options());
+  at::Tensor grad_b = output_mask[2] ? at::empty({F}, W_enc.options()) : at::empty({0}, W_enc.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_backward_cpu", [&] {
+    using S = scalar_t;
+    using A = std::conditional_t<std::is_same_v<S, double>, double, float>;
+    const A* gp = g.data_ptr<A>();
+    const int64_t* ip = idx.data_ptr<int64_t>();
+    if (output_mask[0]) {
+      const at::Tensor w = W_enc.contiguous();
+      gather_weighted_rows<S, A, A>(w.data_ptr<S>(), ip, gp, nullptr, grad_x.data_ptr<S>(), B, k, d);
+    }
+    if (output_mask[1] || output_mask[2]) {
+      const LatentBuckets buckets(ip, B * k, F);
+      if (output_mask[1]) {
+        const at::Tensor xc = x.contiguous();
+        scatter_rows_by_latent<S, A, A>(buckets, gp, xc.data_ptr<S>(), k, d, grad_w.data_ptr<S>(),
+                                        output_mask[2] ? grad_b.data_ptr<S>() : nullptr);
+      } else {
+        grad_b.zero_();
+        S* bp = grad_b.data_ptr<S>();
+        for (int64_t f = 0; f < F; ++f) {
+          A s = 0;
+          for (int64_t e = buckets.start[f]; e < buckets.start[f + 1]; ++e) s += gp[buckets.order[e]];
+          bp[f] = static_cast<S>(s);
+        }
+      }
+    }
+  });
+  return {grad_x, grad_w, grad_b};
+}
+
+}  // namespace
+}  // namespace saefast
+
+TORCH_LIBRARY_IMPL(saefast, CPU, m) {
+  m.impl("topk_encode", &saefast::topk_encode_cpu);
+  m.impl("topk_encode_backward", &saefast::topk_encode_backward_cpu);
+}
