@@ -162,7 +162,11 @@ def single_section(args) -> dict:
             "rows": rows, "results": results}
 
 
-SECTIONS = {"single": single_section}
+from bench_multiseed import add_arguments as add_multiseed_arguments  # noqa: E402
+from bench_multiseed import multiseed_section  # noqa: E402
+
+# `multiseed`: S seeds in one sweep vs S separate runs (benchmarks/bench_multiseed.py)
+SECTIONS = {"single": single_section, "multiseed": multiseed_section}
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     parser.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True) for every contender")
     parser.add_argument("--json", help="write the results here")
+    add_multiseed_arguments(parser)
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
