@@ -1,8 +1,9 @@
 """Build saefast.
 
 The C++ op library `saefast._C` is built with torch.utils.cpp_extension: a CppExtension from
-csrc/saefast.cpp + csrc/cpu/*.cpp, or a CUDAExtension adding csrc/cuda/*.cu when torch was
-built with CUDA and a CUDA toolkit is found. If that build fails (no compiler, ...), the
+csrc/saefast.cpp + csrc/cpu/*.cpp + csrc/lap/*.cpp (the assignment solver), or a
+CUDAExtension adding csrc/cuda/*.cu when torch was built with CUDA and a CUDA toolkit is
+found. If that build fails (no compiler, ...), the
 install still succeeds on the pure-PyTorch path and the reason goes to
 saefast/_build_failure.txt, which `saefast.build_info()` reports.
 
@@ -78,7 +79,8 @@ def _extensions():
               "Install torch first and use `pip install --no-build-isolation`.")
         return [], {}
 
-    sources = ["csrc/saefast.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))]
+    sources = ["csrc/saefast.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)),
+               *sorted(glob.glob("csrc/lap/*.cpp", root_dir=ROOT))]  # lap: assignment solver
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu", root_dir=ROOT))
     # No -std flag: torch adds the standard its headers need (C++17 or later); csrc is C++17.
     cxx_flags = ["-O3"]
