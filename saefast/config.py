@@ -100,7 +100,8 @@ class MatchConfig:
     top_k: int = 20
     """How many of the best matches each pair report lists."""
     solver: str = "auto"
-    """Assignment solver: `auto` (lapjv if installed, else scipy), `lapjv`, `scipy`."""
+    """Assignment solver: `auto` (native certified sparse solver if built, else lapjv, else
+    scipy), `native`, `lapjv`, `scipy`."""
     live_only: bool = False
     """Also report the matching restricted to each run's live (ever-firing) features."""
 
