@@ -239,5 +239,3 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
             raise RunDirError(f"{path}: feature_index {i} out of range for {n_features} features")
         dead[i] = flag
     return dead
-
-_read_json = read_json  # older name, kept while modules migrate
