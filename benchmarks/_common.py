@@ -134,3 +134,14 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         table.add_row(*map(str, row))
     Console(width=120).print(table)
+
+
+def run_sections(args, sections: dict) -> None:
+    """Run the sections named in args.sections, print each table, write the JSON."""
+    payload = {"machine": machine(), "sections": {}}
+    for name in args.sections.split(","):
+        section = sections[name](args)
+        print_table(section["title"], section["columns"], section["rows"])
+        payload["sections"][name] = section["results"]
+    payload["machine_after"] = {"load_average": machine()["load_average"]}
+    write_json(args.json, payload)

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (machine, measure_in_subprocess, peak_rss_mb, print_table, reset_peak_rss,  # noqa: E402
-                     rss_mb, time_interleaved, write_json)
+from _common import (measure_in_subprocess, peak_rss_mb, reset_peak_rss,  # noqa: E402
+                     rss_mb, run_sections, time_interleaved)
 from bench_train import SHAPES, SparseBackwardTopK, make_params  # noqa: E402
 
 import saefast.ops  # noqa: E402
@@ -168,13 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(*args.child)
         return
-    payload = {"machine": machine(), "sections": {}}
-    for name in args.sections.split(","):
-        section = SECTIONS[name](args)
-        print_table(section["title"], section["columns"], section["rows"])
-        payload["sections"][name] = section["results"]
-    payload["machine_after"] = {"load_average": machine()["load_average"]}
-    write_json(args.json, payload)
+    run_sections(args, SECTIONS)
 
 
 if __name__ == "__main__":

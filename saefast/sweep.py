@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -222,11 +222,17 @@ class HarvestJob:
     tokens: int
 
 
+def _harvest_key(cfg: RunConfig) -> tuple:
+    """What decides which forward pass a run's activations come from (HarvestJob's fields)."""
+    m = cfg.model
+    return (m.name, cfg.data.corpus, m.context_length, m.drop_special_tokens, m.device)
+
+
 def harvest_jobs(runs: list[RunSpec]) -> list[HarvestJob]:
     jobs: dict[tuple, HarvestJob] = {}
     for r in runs:
         m, d = r.config.model, r.config.data
-        key = (m.name, d.corpus, m.context_length, m.drop_special_tokens, m.device)
+        key = _harvest_key(r.config)
         job = jobs.setdefault(key, HarvestJob(*key, hooks=[], tokens=0))
         if m.hook not in job.hooks:
             job.hooks.append(m.hook)
@@ -271,10 +277,10 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
     harvest_tokens = sum(job.tokens for job in harvest_jobs(runs))
     rows, flops, match_s, peak = [], 0.0, 0.0, 0
+    budget = memory_budget or memory.available_bytes("cpu")
     for gname, members in groups(runs).items():
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
-        budget = memory_budget or memory.available_bytes("cpu")
         train_tokens = c.data.tokens - held_out_count(c)
         resident = train_tokens if _resident(c, d, budget) else 0
         window = min(c.train.shuffle_buffer, train_tokens)
@@ -350,16 +356,15 @@ def _pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[Ru
     for spec in runs:
         path = out_dir / RUNS_DIR / spec.name
         if is_complete_run(path):
-            stored = read_json(path / RUN).get("config", {})
+            info = read_json(path / RUN)
+            stored = info.get("config", {})
             mine = spec.config.to_dict()
             diff = [f"{s}.{k}" for s in mine if s != "match" for k in mine[s]
-                    if k not in ("device", "checkpoint_every")
-                    and stored.get(s, {}).get(k) != mine[s][k]]
+                    if f"{s}.{k}" not in _UNNAMED and stored.get(s, {}).get(k) != mine[s][k]]
             if diff:
                 raise SweepError(f"{path} already holds a run with a different config "
                                  f"({', '.join(diff[:3])}); use another --out or remove it")
-            skipped.append(RunOutcome(spec, "skipped", path=path,
-                                      metrics=read_json(path / RUN).get("metrics")))
+            skipped.append(RunOutcome(spec, "skipped", path=path, metrics=info.get("metrics")))
         else:
             pending.append(spec)
     return pending, skipped
@@ -429,10 +434,9 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
             drop_special_tokens=job.drop_special_tokens, device=job.device,
             cache_dir=cache_dir, progress=True)
         for spec in pending:
-            m, d = spec.config.model, spec.config.data
-            if (m.name, d.corpus, m.context_length, m.drop_special_tokens, m.device) == (
-                    job.model, job.corpus, job.context_length, job.drop_special_tokens, job.device):
-                stores[spec.group] = got[m.hook]
+            if _harvest_key(spec.config) == (job.model, job.corpus, job.context_length,
+                                             job.drop_special_tokens, job.device):
+                stores[spec.group] = got[spec.config.model.hook]
     d_model = {g: int(activations.store_info(s)["d_model"]) for g, s in stores.items()}
     batches = training_batches(pending, d_model, memory_budget)
     for i, batch in enumerate(batches):

@@ -1,13 +1,10 @@
 """Many SAEs in one pass: stacked equals separate, AuxK, checkpoints and resume, streaming."""
 
-import dataclasses
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from saefast import checkpoints
 from saefast.batches import StoreSource, TensorSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
