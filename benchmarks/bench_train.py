@@ -162,11 +162,31 @@ def single_section(args) -> dict:
             "rows": rows, "results": results}
 
 
+def adam_section(args) -> dict:
+    """The optimizer update alone: torch.optim.Adam's default (foreach) vs fused=True, which
+    saefast's trainer uses, on W_enc and W_dec of each shape."""
+    results, rows = [], []
+    for d, F, _k, _B in SHAPES:
+        params = [torch.nn.Parameter(torch.randn(F, d)) for _ in range(2)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opts = {"foreach": torch.optim.Adam(params, lr=1e-4),
+                "fused": torch.optim.Adam(params, lr=1e-4, fused=True)}
+        t = time_interleaved({name: opt.step for name, opt in opts.items()}, args.rounds)
+        base = t["foreach"]["median_s"]
+        for name in opts:
+            s = t[name]["median_s"]
+            rows.append([f"{d}x{F} x2", name, f"{s * 1e3:.1f}", f"{base / s:.2f}x"])
+            results.append({"shape": [F, d], "adam": name, "median_s": s, "vs_foreach": base / s})
+    return {"title": f"Adam update over W_enc and W_dec, median of {args.rounds} interleaved rounds",
+            "columns": ["params", "Adam", "ms", "vs foreach"], "rows": rows, "results": results}
+
+
 from bench_multiseed import add_arguments as add_multiseed_arguments  # noqa: E402
 from bench_multiseed import multiseed_section  # noqa: E402
 
 # `multiseed`: S seeds in one sweep vs S separate runs (benchmarks/bench_multiseed.py)
-SECTIONS = {"single": single_section, "multiseed": multiseed_section}
+SECTIONS = {"single": single_section, "adam": adam_section, "multiseed": multiseed_section}
 
 
 # ---------------------------------------------------------------------------- entry points

@@ -182,8 +182,8 @@ def train_saes(
     init_decs = [sae.W_dec.detach().clone() for sae in saes]
     lr = resolve_lr(cfg, F)
     params = [p for sae in saes for p in sae.parameters()]
-    # fused Adam: one kernel per tensor, no [F, d] temporaries (~4x faster a step than the
-    # default foreach Adam at F=16384 here); the same update rule
+    # fused Adam: the same update rule in one kernel per tensor, without [F, d] temporaries
+    # (benchmarks/bench_train.py --sections adam: ~5x faster than the default here)
     opt = (torch.optim.Adam(params, lr=lr, fused=True) if cfg.optimizer == "adam"
            else torch.optim.SGD(params, lr=lr))
     schedule = WindowSchedule(n, cfg.shuffle_buffer, cfg.epochs, cfg.data_seed, seeds,
