@@ -66,10 +66,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", type=int, help="dictionary size (default 128)")
     p.add_argument("--k", type=int, help="active features per token (default 8)")
     p.add_argument("--epochs", type=int, help="passes over the training tokens (default 8)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (default 0 = auto: 2e-4 / sqrt(F / 16384))")
     p.add_argument("--seeds", type=int, help="train seeds 1..N (default: the config's, else 1..5)")
     p.add_argument("--device", help="cpu (default), cuda, cuda:1 ...")
     p.add_argument("--live-only", action="store_true", help="also report live-only matching")
+    p.add_argument("--stream", action="store_true",
+                   help="no activation cache: stream activations from the model straight into "
+                        "training (data.cache=false)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--cache-dir", help="activation cache (default $SAEFAST_CACHE_DIR, else the "
                    "user cache dir)")
@@ -91,6 +94,8 @@ def _sweep_runs(args: argparse.Namespace):
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.live_only:
         overrides["match.live_only"] = True
+    if args.stream:
+        overrides["data.cache"] = False
     axes = [sweep.parse_axis(a) for a in args.axis]
     if args.seeds is not None:
         if args.seeds < 1:

@@ -58,7 +58,7 @@ DEFAULT_MODEL = "minilm"
 TINY_CONFIG = dict(d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256, d_vocab=1000,
                    n_ctx=128, act_fn="gelu", seed=0)
 FORMAT_VERSION = 1
-CHUNKING = "packed-v1"  # see _iter_chunks
+CHUNKING = "packed-v1"  # see iter_chunks
 DTYPE = "float32"
 BATCH_CHUNKS = 16  # chunks per forward pass
 SHARD_TOKENS = 65_536  # a shard is written once this many tokens are pending (and at the end)
@@ -426,10 +426,7 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
     lm, info = load_model(model, device, cache_dir=cache_dir)
     check_hooks([w.hook for w in todo], info["hook_names"])
     framing = model_framing(lm)
-    content_len = context_length - len(framing.prefix) - len(framing.suffix)
-    if context_length > info["n_ctx"] or content_len < 1:
-        raise ValueError(f"context_length {context_length} does not fit model '{model}' "
-                         f"(n_ctx {info['n_ctx']}, {len(framing.prefix) + len(framing.suffix)} special tokens)")
+    content_len = content_length(framing, info, context_length)
     try:
         _run_harvest(lm, todo, corpus, n_tokens, framing, content_len, drop_special_tokens,
                      device, progress, f"{model} on {corpus}")
@@ -442,10 +439,27 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
     return stores
 
 
+def content_length(framing: Framing, info: dict, context_length: int) -> int:
+    """Text tokens per chunk: context_length minus the model's special tokens."""
+    content_len = context_length - len(framing.prefix) - len(framing.suffix)
+    if context_length > info["n_ctx"] or content_len < 1:
+        raise ValueError(f"context_length {context_length} does not fit model '{info['name']}' "
+                         f"(n_ctx {info['n_ctx']}, {len(framing.prefix) + len(framing.suffix)} special tokens)")
+    return content_len
+
+
+def kept_tokens(chunk: list[int], framing: Framing, drop_special: bool) -> int:
+    """How many activation vectors `forward_chunks` keeps for a chunk, without running the model."""
+    if not drop_special:
+        return len(framing.prefix) + len(chunk) + len(framing.suffix)
+    special_ids = set(framing.prefix) | set(framing.suffix)
+    return sum(1 for t in chunk if t not in special_ids)
+
+
 def _run_harvest(lm, writers: list["_StoreWriter"], corpus: str, n_tokens: int, framing: Framing,
                  content_len: int, drop_special: bool, device: str, progress: bool, label: str) -> None:
     start = min(w.meta["chunks_consumed"] for w in writers)
-    chunks = _iter_chunks(corpus, framing.encode, content_len)
+    chunks = iter_chunks(corpus, framing.encode, content_len)
     for _ in range(start):
         if next(chunks, None) is None:
             break
@@ -465,7 +479,7 @@ def _run_harvest(lm, writers: list["_StoreWriter"], corpus: str, n_tokens: int, 
                 return
             wanted = [w for w in active if w.next_chunk < index + len(batch)]
             names = {w.hook for w in wanted}
-            acts = _forward(lm, batch, names, framing, drop_special, device)  # hook -> per chunk [n_c, d]
+            acts = forward_chunks(lm, batch, names, framing, drop_special, device)  # hook -> per chunk [n_c, d]
             for w in wanted:
                 first = w.next_chunk - index  # chunks before this one are already in its store
                 w.add(np.concatenate(acts[w.hook][first:]), len(batch) - first, n_tokens)  # [n, d]
@@ -481,7 +495,7 @@ def _stop_layer(hooks: set[str]) -> int | None:
     return max(int(m.group(1)) for m in layers) + 1
 
 
-def _iter_chunks(corpus: str, encode: Callable[[str], list[int]], size: int) -> Iterator[list[int]]:
+def iter_chunks(corpus: str, encode: Callable[[str], list[int]], size: int) -> Iterator[list[int]]:
     """The packed token stream of the corpus cut into chunks of `size` tokens (last may be short)."""
     buf: list[int] = []
     for doc in iter_documents(corpus):
@@ -499,7 +513,7 @@ def _next_batch(chunks: Iterator[list[int]], limit: int) -> list[list[int]]:
     return list(itertools.islice(chunks, limit))
 
 
-def _forward(lm, batch: list[list[int]], hooks: set[str], framing: Framing, drop_special: bool,
+def forward_chunks(lm, batch: list[list[int]], hooks: set[str], framing: Framing, drop_special: bool,
              device: str) -> dict[str, list[np.ndarray]]:
     """Activations of `hooks` for each chunk: hook -> [per chunk: [n_kept, d] float32]."""
     special_ids = set(framing.prefix) | set(framing.suffix)

@@ -2,7 +2,7 @@
 
 The training tokens are cut into windows of `shuffle_buffer` tokens. Each epoch visits the
 windows in a shuffled order (shared by all seeds, so one read of a window feeds every SAE
-trained together) and shuffles the tokens inside a window (per seed, or shared). Every
+trained together; in corpus order when the source is a stream) and shuffles the tokens inside a window (per seed, or shared). Every
 permutation comes from a generator seeded by (seed, epoch, window), so a position
 (epoch, window) is all a checkpoint needs to resume bitwise: no RNG state, and the shuffle
 buffer is empty at every window boundary.
@@ -26,6 +26,7 @@ class TokenSource:
 
     n_tokens: int
     d: int
+    random_access = True  # False: reads should move forward (a stream); windows go in order
 
     def read(self, start: int, end: int) -> torch.Tensor:  # [end - start, d] float32
         raise NotImplementedError
@@ -79,7 +80,18 @@ def split(source: TokenSource, start: int, end: int) -> TokenSource:
         out.shards, out.offsets, out.d = source.shards, source.offsets, source.d
         out.start, out.n_tokens = source.start + start, end - start
         return out
-    raise TypeError(f"cannot split {type(source).__name__}")
+    return _Slice(source, start, end)
+
+
+class _Slice(TokenSource):
+    """Tokens [start, end) of any source, read through it (e.g. a stream)."""
+
+    def __init__(self, source: TokenSource, start: int, end: int):
+        self.source, self.start, self.n_tokens, self.d = source, start, end - start, source.d
+        self.random_access = source.random_access
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        return self.source.read(self.start + start, self.start + end)
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -106,14 +118,15 @@ class WindowSchedule:
     """The order in which `source` is visited for `epochs` epochs."""
 
     def __init__(self, n_tokens: int, window: int, epochs: int, data_seed: int,
-                 seeds: list[int], per_seed: bool):
+                 seeds: list[int], per_seed: bool, shuffle_windows: bool = True):
         self.n_tokens, self.window, self.epochs = n_tokens, max(1, window), epochs
         self.data_seed, self.seeds, self.per_seed = data_seed, list(seeds), per_seed
         self.n_windows = -(-n_tokens // self.window)
+        self.shuffle_windows = shuffle_windows  # False for streams: they are read in order
 
     def window_order(self, epoch: int) -> list[int]:
-        if self.n_windows == 1:
-            return [0]
+        if self.n_windows == 1 or not self.shuffle_windows:
+            return list(range(self.n_windows))
         return torch.randperm(self.n_windows, generator=_generator(self.data_seed, epoch, -1)).tolist()
 
     def bounds(self, w: int) -> tuple[int, int]:

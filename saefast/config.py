@@ -41,6 +41,10 @@ class DataConfig:
     """Distinct activation vectors harvested (after dropping special tokens)."""
     held_out: float = 0.1
     """Fraction of the harvested tokens (the last ones) kept out of training for evaluation."""
+    cache: bool = True
+    """Harvest into the on-disk activation cache once, then train from it (reused by later
+    sweeps). false: stream activations from the model straight into training, nothing on
+    disk (budgets beyond the disk; every epoch and the evaluation pass re-run the model)."""
 
 
 @dataclass

@@ -18,11 +18,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from saefast.config import ConfigError, RunConfig, apply_overrides, flatten
+
+if TYPE_CHECKING:
+    from saefast.stream import StreamSource
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
 
@@ -144,7 +147,7 @@ def expand(exp: Experiment, axes: list[tuple[str, list]] = (),
 _CORE = {"model.hook", "sae.n_features", "sae.k", "data.tokens", "train.seed"}
 _UNNAMED = {"model.device", "train.checkpoint_every"}
 _LABELS = {
-    "model.name": "", "data.corpus": "", "model.context_length": "ctx",
+    "model.name": "", "data.corpus": "", "model.context_length": "ctx", "data.cache": "cache",
     "model.drop_special_tokens": "special", "data.held_out": "ho", "train.epochs": "e",
     "train.batch_size": "b", "train.lr": "lr", "train.optimizer": "", "train.dtype": "",
     "train.warmup_fraction": "wu", "train.decay_fraction": "dc", "train.b_dec_init": "bdec",
@@ -229,8 +232,11 @@ def _harvest_key(cfg: RunConfig) -> tuple:
 
 
 def harvest_jobs(runs: list[RunSpec]) -> list[HarvestJob]:
+    """The cache harvests the runs need (streamed runs harvest as they train)."""
     jobs: dict[tuple, HarvestJob] = {}
     for r in runs:
+        if not r.config.data.cache:
+            continue
         m, d = r.config.model, r.config.data
         key = _harvest_key(r.config)
         job = jobs.setdefault(key, HarvestJob(*key, hooks=[], tokens=0))
@@ -276,6 +282,9 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
 
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
     harvest_tokens = sum(job.tokens for job in harvest_jobs(runs))
+    # a stream runs the model once per epoch and once more for the evaluation pass
+    harvest_tokens += sum(m[0].config.data.tokens * (m[0].config.train.epochs + 1)
+                          for m in groups(runs).values() if not m[0].config.data.cache)
     rows, flops, match_s, peak = [], 0.0, 0.0, 0
     budget = memory_budget or memory.available_bytes("cpu")
     for gname, members in groups(runs).items():
@@ -406,8 +415,9 @@ def training_batches(pending: list[RunSpec], d_model: dict[str, int],
 
 def _resident(cfg: RunConfig, d_model: int, budget: int) -> bool:
     """Hold all training activations in memory when they take under a quarter of the budget;
-    otherwise stream them from the memory-mapped cache. Both give the same weights."""
-    return cfg.data.tokens * d_model * 4 <= budget // 4
+    otherwise read them window by window from the memory-mapped cache. Both give the same
+    weights. A stream (no cache) is never resident."""
+    return cfg.data.cache and cfg.data.tokens * d_model * 4 <= budget // 4
 
 
 def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | None = None,
@@ -426,7 +436,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
         events.run_finished(o)
     if not pending:
         return outcomes
-    stores: dict[str, Path] = {}  # group -> activation store
+    stores: dict[str, Path | StreamSource] = {}  # group -> activation store, or a stream
     for job in harvest_jobs(pending):
         events.harvest_started(job)
         got = activations.harvest(
@@ -434,10 +444,15 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
             drop_special_tokens=job.drop_special_tokens, device=job.device,
             cache_dir=cache_dir, progress=True)
         for spec in pending:
-            if _harvest_key(spec.config) == (job.model, job.corpus, job.context_length,
-                                             job.drop_special_tokens, job.device):
+            if spec.config.data.cache and _harvest_key(spec.config) == (
+                    job.model, job.corpus, job.context_length, job.drop_special_tokens, job.device):
                 stores[spec.group] = got[spec.config.model.hook]
-    d_model = {g: int(activations.store_info(s)["d_model"]) for g, s in stores.items()}
+    for spec in pending:
+        if not spec.config.data.cache and spec.group not in stores:
+            events.message(f"{spec.group}: streaming activations from the model (no disk cache)")
+            stores[spec.group] = open_stream(spec.config, cache_dir)
+    d_model = {g: int(activations.store_info(s)["d_model"]) if isinstance(s, Path) else s.d
+               for g, s in stores.items()}
     batches = training_batches(pending, d_model, memory_budget)
     for i, batch in enumerate(batches):
         seeds = ",".join(str(r.config.train.seed) for r in batch)
@@ -449,9 +464,25 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
     return outcomes
 
 
-def train_batch(batch: list[RunSpec], store: Path, out_dir: Path, *, events: Events,
-                memory_budget: int | None = None) -> list[RunOutcome]:
-    """Train the seeds of `batch` together from one activation store; write each run dir."""
+def open_stream(cfg: RunConfig, cache_dir: str | Path | None = None) -> StreamSource:
+    """The activations of a run with data.cache false, checked to be long enough."""
+    from saefast.stream import StreamSource
+
+    m = cfg.model
+    source = StreamSource(m.name, m.hook, cfg.data.corpus, cfg.data.tokens,
+                          context_length=m.context_length, drop_special_tokens=m.drop_special_tokens,
+                          device=m.device, cache_dir=cache_dir)
+    source.check_length()
+    return source
+
+
+def train_batch(batch: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
+                events: Events, memory_budget: int | None = None) -> list[RunOutcome]:
+    """Train the seeds of `batch` together from one activation store (or stream); write each
+    run dir."""
+    import hashlib
+    import json
+
     import torch
 
     from saefast import activations, artifacts, checkpoints, memory, train
@@ -461,21 +492,26 @@ def train_batch(batch: list[RunSpec], store: Path, out_dir: Path, *, events: Eve
     cfg = batch[0].config
     t0 = time.perf_counter()
     n_tokens, n_eval = cfg.data.tokens, held_out_count(cfg)
-    store_meta = activations.store_info(store)
-    d_model = int(store_meta["d_model"])
-    budget = memory_budget or memory.available_bytes(cfg.model.device)
-    if _resident(cfg, d_model, budget):
-        source = TensorSource(activations.load_activations(store, n_tokens))  # [N, d]
+    if isinstance(data, Path):
+        store_meta = activations.store_info(data)
+        d_model = int(store_meta["d_model"])
+        budget = memory_budget or memory.available_bytes(cfg.model.device)
+        if _resident(cfg, d_model, budget):
+            source = TensorSource(activations.load_activations(data, n_tokens))  # [N, d]
+        else:
+            source = StoreSource(data, 0, n_tokens)
+        data_key, where = f"{store_meta.get('weights_hash')}:{store_meta.get('corpus_fingerprint')}:{data.name}", str(data)
     else:
-        source = StoreSource(store, 0, n_tokens)
+        source, store_meta, d_model = data, data.key, data.d
+        digest = hashlib.sha256(json.dumps(data.key, sort_keys=True).encode()).hexdigest()[:16]
+        data_key, where = f"stream:{digest}", "stream (no disk cache)"
     train_src = split(source, 0, n_tokens - n_eval)
     eval_src = split(source, n_tokens - n_eval, n_tokens)
     seeds = [r.config.train.seed for r in batch]
     ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{batch[0].group}-s{'_'.join(map(str, seeds))}"
     results = train.train_saes(
         train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
-        on_step=events.run_step, checkpoint_dir=ckpt_dir,
-        data_key=f"{store_meta.get('weights_hash')}:{store_meta.get('corpus_fingerprint')}:{store.name}")
+        on_step=events.run_step, checkpoint_dir=ckpt_dir, data_key=data_key)
     outcomes = []
     for spec, result in zip(batch, results):
         if isinstance(result, train.TrainingDiverged):
@@ -497,7 +533,7 @@ def train_batch(batch: list[RunSpec], store: Path, out_dir: Path, *, events: Eve
             "metrics": result.metrics,
             "history": result.history,
             "encoder_input": "x - decoder.bias",
-            "activation_store": str(store),
+            "activation_store": where,
             "timings": {"train_seconds": result.metrics["train_seconds"],
                         "total_seconds": time.perf_counter() - t0,
                         "seeds_trained_together": len(batch)},

@@ -187,7 +187,8 @@ def train_saes(
     opt = (torch.optim.Adam(params, lr=lr, fused=True) if cfg.optimizer == "adam"
            else torch.optim.SGD(params, lr=lr))
     schedule = WindowSchedule(n, cfg.shuffle_buffer, cfg.epochs, cfg.data_seed, seeds,
-                              per_seed=cfg.data_order == "per_seed")
+                              per_seed=cfg.data_order == "per_seed",
+                              shuffle_windows=train_src.random_access)
     batch = min(cfg.batch_size, n)
     total = schedule.steps(batch)
     dead_window = resolve_dead_window(cfg, n)
@@ -265,12 +266,18 @@ def train_saes(
             last_ckpt_tokens = tokens_done
     train_s = time.perf_counter() - t0
 
+    # train metrics first, then held-out: a stream reads on from where it stopped
+    live = [i for i in range(len(saes)) if i not in failed]
+    train_evals = dict(zip(live, evaluate_many([saes[i] for i in live], train_src, device=device)))
+    held_evals: dict[int, dict] = {}
+    if eval_src is not None and eval_src.n_tokens > 0:
+        held_evals = dict(zip(live, evaluate_many([saes[i] for i in live], eval_src, device=device)))
     results: list[TrainResult | TrainingDiverged] = []
     for i, sae in enumerate(saes):
         if i in failed:
             results.append(failed[i])
             continue
-        train_eval = evaluate(sae, train_src, device=device)
+        train_eval = train_evals[i]
         metrics = {
             "steps": step,
             "lr": lr,
@@ -284,9 +291,8 @@ def train_saes(
             "decoder_drift": decoder_drift(init_decs[i], sae.W_dec.detach()),
             "final_loss": histories[i][-1]["loss"] if histories[i] else None,
         }
-        if eval_src is not None and eval_src.n_tokens > 0:
-            held = evaluate(sae, eval_src, device=device)
-            metrics["held_out"] = {k: v for k, v in held.items() if k != "fire_counts"}
+        if i in held_evals:
+            metrics["held_out"] = {k: v for k, v in held_evals[i].items() if k != "fire_counts"}
         results.append(TrainResult(sae=sae, metrics=metrics, fire_counts=train_eval["fire_counts"],
                                    history=histories[i]))
     return results
@@ -307,40 +313,47 @@ def train_sae(acts_train, acts_eval, sae_cfg: SAEConfig, train_cfg: TrainConfig,
 
 
 @torch.no_grad()
-def evaluate(sae: TopKSAE, acts: TokenSource | torch.Tensor, *, device: str = "cpu",
-             batch_size: int = 8192) -> dict:
-    """Reconstruction metrics over acts [N, d] plus how often each feature fired.
+def evaluate_many(saes: list[TopKSAE], acts: TokenSource | torch.Tensor, *, device: str = "cpu",
+                  batch_size: int = 8192) -> list[dict]:
+    """Reconstruction metrics of each SAE over acts [N, d], plus how often each feature fired.
 
+    One read of each batch feeds every SAE (a stream runs the model once for all of them).
     A feature fires on a token when it is among the k kept latents with a value > 0
     (ReLU can leave fewer than k positive). dead = never fired over these tokens.
     """
     source = TensorSource(acts) if isinstance(acts, torch.Tensor) else acts
-    dtype = sae.W_dec.dtype
-    fire = torch.zeros(sae.n_features, dtype=torch.int64)  # [F]
     n, d = source.n_tokens, source.d
     total = torch.zeros(d, dtype=torch.float64)
     total_sq = 0.0
-    sq_err = 0.0
-    l0_sum = 0
+    sq_err = [0.0] * len(saes)
+    l0_sum = [0] * len(saes)
+    fire = [torch.zeros(sae.n_features, dtype=torch.int64) for sae in saes]  # [F] each
     for start in range(0, n, batch_size):
         x64 = source.read(start, min(start + batch_size, n)).double()  # [b, d]
         total += x64.sum(dim=0)
         total_sq += float(x64.pow(2).sum())
-        x = x64.to(device=device, dtype=dtype)
-        x_hat, values, indices = sae(x)
-        sq_err += float((x_hat.double().cpu() - x64).pow(2).sum())
-        active = values > 0  # [b, k]
-        l0_sum += int(active.sum())
-        fire += torch.bincount(indices[active].cpu(), minlength=sae.n_features)
+        for j, sae in enumerate(saes):
+            x = x64.to(device=device, dtype=sae.W_dec.dtype)
+            x_hat, values, indices = sae(x)
+            sq_err[j] += float((x_hat.double().cpu() - x64).pow(2).sum())
+            active = values > 0  # [b, k]
+            l0_sum[j] += int(active.sum())
+            fire[j] += torch.bincount(indices[active].cpu(), minlength=sae.n_features)
     total_var = total_sq - float(total.pow(2).sum()) / max(n, 1)  # sum of squared deviations
-    return {
+    return [{
         "tokens": n,
-        "mse": sq_err / (n * d),
-        "fvu": sq_err / total_var if total_var > 0 else float("nan"),
-        "l0": l0_sum / n,
-        "dead_fraction": float((fire == 0).double().mean()),
-        "fire_counts": fire,
-    }
+        "mse": sq_err[j] / (n * d),
+        "fvu": sq_err[j] / total_var if total_var > 0 else float("nan"),
+        "l0": l0_sum[j] / n,
+        "dead_fraction": float((fire[j] == 0).double().mean()),
+        "fire_counts": fire[j],
+    } for j in range(len(saes))]
+
+
+def evaluate(sae: TopKSAE, acts: TokenSource | torch.Tensor, *, device: str = "cpu",
+             batch_size: int = 8192) -> dict:
+    """`evaluate_many` for one SAE."""
+    return evaluate_many([sae], acts, device=device, batch_size=batch_size)[0]
 
 
 def decoder_drift(init_dec: torch.Tensor, dec: torch.Tensor) -> dict:

@@ -82,7 +82,7 @@ def test_extending_a_store_equals_a_fresh_harvest(corpus, tmp_path, monkeypatch)
 def test_a_killed_harvest_resumes_from_its_last_shard(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(A, "SHARD_TOKENS", 100)
     monkeypatch.setattr(A, "BATCH_CHUNKS", 2)
-    real_forward, calls = A._forward, []
+    real_forward, calls = A.forward_chunks, []
 
     def dies_on_third_batch(*args, **kwargs):
         calls.append(1)
@@ -90,10 +90,10 @@ def test_a_killed_harvest_resumes_from_its_last_shard(corpus, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(A, "_forward", dies_on_third_batch)
+    monkeypatch.setattr(A, "forward_chunks", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         A.harvest("tiny", HOOKS[:1], corpus, 1500, context_length=32, progress=False)
-    monkeypatch.setattr(A, "_forward", real_forward)
+    monkeypatch.setattr(A, "forward_chunks", real_forward)
     store = A.store_dir(A.store_key("tiny", HOOKS[0], corpus, context_length=32))
     partial = A.store_info(store)
     assert 0 < partial["n_tokens"] < 1500 and partial["chunks_consumed"] == 4

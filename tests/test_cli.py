@@ -130,6 +130,8 @@ def one_line_error(capsys, rc):
     (["--hook", "blocks.1.hook_resid_prex"], "hook"),
     (["--k", "64"], "sae.k must be between 1 and sae.n_features=16"),
     (["--tokens", "10000000"], "tokens"),
+    (["--stream", "--tokens", "10000000"], "tokens"),
+    (["--stream", "--hook", "blocks.1.hook_resid_prex"], "hook"),
     (["--axis", "train.sed=1,2"], "unknown config key 'train.sed'"),
 ])
 def test_bad_sweep_input_is_one_line(tmp_path, corpus, capsys, extra, message):
@@ -181,3 +183,12 @@ def test_diverging_run_is_reported_and_the_others_finish(tmp_path, corpus, capsy
     assert len(names) == 2 and all("lr1e_30" not in n for n in names)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert len(summary["runs"]["failed"]) == 2
+
+
+def test_stream_sweep_trains_without_an_activation_cache(tmp_path, corpus, capsys):
+    rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--seeds", "2", "--stream"))
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == [
+        f"L1-f16-k2-t800-s{s}" for s in (1, 2)]
+    assert (tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json").is_file()
+    assert not (tmp_path / "cache" / "activations").exists()

@@ -1,0 +1,120 @@
+"""Streaming activations from the model into training, with no disk cache (data.cache: false)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from saefast import activations as A
+from saefast import stream as S
+from saefast.config import SAEConfig, TrainConfig
+from saefast.corpora import CorpusError
+from saefast.sweep import Experiment, expand, open_stream, run_sweep
+from saefast.train import train_saes
+
+HOOK = "blocks.1.hook_resid_pre"
+TEXT = "\n\n".join(f"Paragraph {i}: a stream never touches the disk, {i * 13} tokens at a time."
+                   for i in range(80))  # ~6K bytes = ~6K tiny tokens
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(A, "BATCH_CHUNKS", 4)  # many forward batches on a small corpus
+    return tmp_path / "cache"
+
+
+def stream(corpus, n=3000):
+    return S.StreamSource("tiny", HOOK, corpus, n, context_length=32)
+
+
+def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
+    store = A.harvest("tiny", [HOOK], corpus, 3000, context_length=32, progress=False)[HOOK]
+    cached = A.load_activations(store, 3000)  # [3000, 64]
+    src = stream(corpus)
+    assert (src.n_tokens, src.d) == (3000, 64)
+    torch.testing.assert_close(src.read(0, 3000), cached, rtol=1e-5, atol=1e-5)
+    # backwards (restarts), ahead (skips), across forward batches
+    for a, b in [(2500, 2600), (100, 900), (899, 2999), (0, 1), (1500, 1500)]:
+        torch.testing.assert_close(src.read(a, b), cached[a:b], rtol=1e-5, atol=1e-5)
+
+
+def test_reading_ahead_tokenizes_but_runs_the_model_only_where_asked(corpus):
+    src = stream(corpus)
+    first = src.read(2900, 3000)
+    per_batch = A.BATCH_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
+    assert src.forward_batches <= -(-100 // per_batch) + 1
+    # the same tokens from a fresh stream read from the start are bitwise the same:
+    # forward batches are aligned to the corpus, not to where a read began
+    assert torch.equal(stream(corpus).read(0, 3000)[2900:], first)
+
+
+def test_a_short_corpus_is_a_clear_error_before_training(corpus):
+    src = S.StreamSource("tiny", HOOK, corpus, 10**6, context_length=32)
+    with pytest.raises(CorpusError, match="has only .* tokens .* asked for 1,000,000"):
+        src.check_length()
+
+
+def test_unknown_hook_is_refused(corpus):
+    with pytest.raises(A.HookError, match="unknown hook"):
+        S.StreamSource("tiny", "blocks.9.hook_resid_pre", corpus, 100, context_length=32)
+
+
+def test_stream_windows_go_in_corpus_order_and_resume_bitwise(corpus, tmp_path):
+    """A killed streaming run resumes from its checkpoint (re-tokenizing, not re-running the
+    model, up to where it stopped) and ends with the weights of an uninterrupted one."""
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, shuffle_buffer=700, checkpoint_every=600)
+    sae = SAEConfig(n_features=48, k=4)
+    src = stream(corpus, 2800)
+    whole = train_saes(src, None, sae, cfg, [1, 2])
+    ckpt = tmp_path / "ckpt"
+    assert train_saes(stream(corpus, 2800), None, sae, cfg, [1, 2], checkpoint_dir=ckpt,
+                      stop_after_steps=60) == []  # 44 steps an epoch: killed in the second
+    assert any(ckpt.iterdir())
+    src_resumed = stream(corpus, 2800)
+    resumed = train_saes(src_resumed, None, sae, cfg, [1, 2], checkpoint_dir=ckpt)
+    assert src_resumed.forward_batches < src.forward_batches
+    for a, b in zip(whole, resumed):
+        for key, value in a.sae.state_dict().items():
+            assert torch.equal(value, b.sae.state_dict()[key]), key
+
+
+def test_sweep_with_cache_false_writes_no_activations(corpus, cache, tmp_path):
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "model.context_length": 32,
+                           "data.corpus": corpus, "data.tokens": 2000, "data.cache": False,
+                           "sae.n_features": 32, "sae.k": 4, "train.epochs": 2},
+                     grid={"train.seed": [1, 2]})
+    runs = expand(exp)
+    summary = run_sweep(runs, tmp_path / "out")
+    assert summary["runs"]["done"] == 2 and summary["groups"][0]["pairs"] == 1
+    assert not (cache / "activations").exists()
+    info = json.loads((tmp_path / "out" / "runs" / runs[0].name / "run.json").read_text())
+    assert info["activation_store"].startswith("stream")
+    assert info["config"]["data"]["cache"] is False
+    assert info["metrics"]["held_out"]["tokens"] == 200
+
+
+def test_open_stream_checks_the_corpus_length(corpus):
+    exp = Experiment(base={"model.name": "tiny", "model.context_length": 32, "data.corpus": corpus,
+                           "data.tokens": 10**6, "data.cache": False})
+    with pytest.raises(CorpusError):
+        open_stream(expand(exp)[0].config)
+
+
+def test_a_stream_is_trained_in_corpus_order():
+    from saefast.batches import WindowSchedule
+
+    ordered = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True, shuffle_windows=False)
+    shuffled = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True)
+    assert ordered.window_order(0) == ordered.window_order(1) == list(range(10))
+    assert sorted(shuffled.window_order(0)) == list(range(10)) != shuffled.window_order(0)
+    assert S.StreamSource.random_access is False
