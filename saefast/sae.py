@@ -49,7 +49,7 @@ class TopKSAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Keep decoder rows unit norm, so latent magnitudes live in the activations alone."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min_(1e-12))
 
     @torch.no_grad()
     def remove_parallel_grad_(self) -> None:
@@ -58,4 +58,5 @@ class TopKSAE(nn.Module):
         if self.W_dec.grad is None:
             return
         W, G = self.W_dec, self.W_dec.grad  # [F, d]
-        G -= (G * W).sum(dim=1, keepdim=True) * W
+        # in place, no [F, d] temporaries: these two passes are a visible part of a step
+        G.addcmul_(W, torch.linalg.vecdot(G, W).unsqueeze(1), value=-1)
