@@ -64,10 +64,8 @@ class RichEvents(Events):
 
     def run_step(self, step: int, total: int, stats: dict) -> None:
         if self.progress is not None:
-            self.progress.update(
-                self.steps_task, completed=step, total=total,
-                info=f"loss {stats['loss']:.4g}  dead {stats['dead']:.0%}  "
-                     f"{stats['tokens_per_second']:,.0f} tok/s")
+            self.progress.update(self.steps_task, completed=step, total=total,
+                                 info=step_info(stats))
 
     def run_finished(self, outcome: RunOutcome) -> None:
         if outcome.status == "failed":
@@ -84,6 +82,21 @@ class RichEvents(Events):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def step_info(stats: dict) -> str:
+    """tok/s, then loss and dead fraction per seed (up to 4 seeds), else mean and range."""
+    per_seed = stats.get("per_seed") or {}
+    speed = f"{stats['tokens_per_second']:,.0f} tok/s"
+    if 1 < len(per_seed) <= 4:
+        seeds = "  ".join(f"s{s} {v['loss']:.3g}/{v['dead']:.0%}" for s, v in per_seed.items())
+        return f"{speed}  loss/dead {seeds}"
+    if len(per_seed) > 4:
+        losses = [v["loss"] for v in per_seed.values()]
+        deads = [v["dead"] for v in per_seed.values()]
+        return (f"{speed}  loss {stats['loss']:.4g} ({min(losses):.3g}-{max(losses):.3g})  "
+                f"dead {stats['dead']:.0%} ({min(deads):.0%}-{max(deads):.0%}) over seeds")
+    return f"{speed}  loss {stats['loss']:.4g}  dead {stats['dead']:.0%}"
 
 
 def _seed_list(seeds: list[int]) -> str:

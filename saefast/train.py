@@ -30,7 +30,8 @@ from saefast.sae import TopKSAE
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
-# on_step(step, total_steps, stats) with stats = {"loss", "dead", "tokens_per_second"}
+# on_step(step, total_steps, stats): stats = {"loss", "dead" (means over seeds), "per_seed":
+# {seed: {"loss", "dead"}}, "tokens_per_second"}; dead = fraction of latents AuxK counts dead
 StepCallback = Callable[[int, int, dict], None]
 
 
@@ -223,7 +224,7 @@ def train_saes(
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(step, total, cfg.warmup_fraction, cfg.decay_fraction)
             opt.zero_grad(set_to_none=True)
-            losses, total_loss, dead_counts = {}, None, []
+            losses, total_loss, dead_counts = {}, None, {}
             for i in active:
                 x = tokens[window.orders[i][start:start + batch]]  # [B, d]
                 loss, n_dead = seed_loss(saes[i], x, since_fired[i], dead_window, aux_k,
@@ -233,7 +234,7 @@ def train_saes(
                     failed[i] = TrainingDiverged(step, value)
                     continue
                 losses[i] = value
-                dead_counts.append(int(n_dead))
+                dead_counts[i] = int(n_dead)
                 total_loss = loss if total_loss is None else total_loss + loss
             if total_loss is not None:
                 total_loss.backward()
@@ -251,7 +252,9 @@ def train_saes(
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 on_step(step, total, {
                     "loss": sum(losses.values()) / len(losses),
-                    "dead": sum(dead_counts) / (len(dead_counts) * F),
+                    "dead": sum(dead_counts.values()) / (len(dead_counts) * F),
+                    "per_seed": {seeds[i]: {"loss": losses[i], "dead": dead_counts[i] / F}
+                                 for i in losses},
                     "tokens_per_second": tokens_this_call / elapsed})
         position = schedule.next_position(window.position)
         tokens_done = step * batch

@@ -192,3 +192,19 @@ def test_training_on_cuda_matches_cpu_closely():
         # same math, different kernels: close over a short run, not bitwise
         assert torch.allclose(a.sae.W_dec, b.sae.W_dec.cpu(), atol=1e-3)
         assert abs(a.metrics["held_out"]["fvu"] - b.metrics["held_out"]["fvu"]) < 1e-3
+
+
+def test_progress_reports_loss_and_dead_fraction_per_seed():
+    from saefast.cli.tables import step_info
+
+    x = acts()
+    seen = []
+    train_saes(x[:600], None, SAE, cfg(epochs=1), [3, 5, 7], on_step=lambda *a: seen.append(a[2]))
+    assert len(seen) == 3 * -(-200 // 32)  # three windows of 200 tokens, 7 steps each
+    last = seen[-1]
+    assert sorted(last["per_seed"]) == [3, 5, 7]
+    assert all(0 <= v["dead"] <= 1 and v["loss"] > 0 for v in last["per_seed"].values())
+    assert last["loss"] == pytest.approx(sum(v["loss"] for v in last["per_seed"].values()) / 3)
+    assert "s3 " in step_info(last) and "s7 " in step_info(last) and "tok/s" in step_info(last)
+    many = {**last, "per_seed": {s: {"loss": 1.0 + s, "dead": s / 100} for s in range(1, 9)}}
+    assert "(2-9)" in step_info(many) and "(1%-8%) over seeds" in step_info(many)

@@ -4,10 +4,12 @@
 // Rows are L2-normalised once (in the accumulation type). Threads take blocks of A's rows
 // (dynamically); for each block, the rows of B are walked in tiles: sims = A_block @ B_tile.T
 // (single-threaded BLAS, result in cache), then every value is offered to its row's running
-// top-k and to its column's. A row block belongs to one thread, so row heaps are private;
-// each thread keeps its own column heaps, merged at the end. Memory: O((n + threads * m) * k)
-// for the heaps plus [rows a block, kTileM] a thread; [n, m] is never held. The kept set is unique (ties go to the smaller index), so the result does not depend
-// on the number of threads.
+// top-k and to its column's (topk_heap.h). A row block belongs to one thread, so row buffers
+// are private; each thread keeps its own column buffers, merged at the end. A thread's first
+// block bounds its columns' thresholds from group maxima before any value is offered.
+// Memory: O((n + threads * m) * k) for the buffers plus [rows a block, kTileM] a thread;
+// [n, m] is never held. The kept set is unique (ties go to the smaller index), so the result
+// does not depend on the number of threads.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -15,6 +17,7 @@
 
 #include <atomic>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "checks.h"
@@ -32,96 +35,157 @@ at::Tensor normalized_rows(const at::Tensor& t, at::ScalarType acc) {
   return (a / a.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12)).contiguous();  // [rows, d]
 }
 
+// One worker's column top-k over all m columns: candidates [m, cap], their counts [m] and
+// each column's threshold [m] (contiguous, so a tile row is tested against it in one pass).
+template <typename A>
+struct ColumnPart {
+  int64_t k, cap;
+  std::vector<Cand<A>> cand;
+  std::vector<int64_t> n;
+  std::vector<A> thr;
+
+  ColumnPart(int64_t m, int64_t k_) : k(k_), cap(topk_capacity(k_)), cand(m * cap), n(m, 0),
+                                      thr(m, kNoBound<A>) {}
+
+  void push(int64_t col, A v, int64_t i) {
+    Cand<A>* c = &cand[col * cap];
+    if (n[col] == cap) thr[col] = std::max(thr[col], shrink_to_k(c, n[col], k));
+    c[n[col]++] = {v, i};
+  }
+};
+
+namespace colscan {
+
+// Offers a tile row's values srow[q] (row index i) to columns col0 + q, q < w.
+template <typename A>
+inline void offer(const A* srow, int64_t w, int64_t col0, int64_t i, ColumnPart<A>& part) {
+  const A* t = part.thr.data() + col0;
+  for (int64_t c = 0; c < w; c += kChunk) {
+    const int64_t e = std::min(w, c + kChunk);
+    int any = 0;
+    for (int64_t q = c; q < e; ++q) any |= (srow[q] >= t[q]);
+    if (!any) continue;
+    for (int64_t q = c; q < e; ++q) {
+      if (srow[q] >= t[q]) part.push(col0 + q, srow[q], i);
+    }
+  }
+}
+
+// Raises the thresholds of columns col0 + q, q < w, from a tile s [rows, w] with rows >= k:
+// the rows split into k groups (r mod k); each column's k group maxima are k distinct values,
+// so its k-th best is at least their minimum. gmax: scratch [k, w].
+template <typename A>
+inline void raise_bounds(const A* s, int64_t rows, int64_t w, int64_t col0, A* gmax,
+                         ColumnPart<A>& part) {
+  const int64_t k = part.k;
+  std::copy(s, s + k * w, gmax);
+  for (int64_t r = k; r < rows; ++r) {
+    A* g = gmax + (r % k) * w;
+    const A* srow = s + r * w;
+    for (int64_t q = 0; q < w; ++q) g[q] = srow[q] > g[q] ? srow[q] : g[q];
+  }
+  A* t = part.thr.data() + col0;
+  for (int64_t q = 0; q < w; ++q) {
+    A bound = gmax[q];
+    for (int64_t g = 1; g < k; ++g) bound = gmax[g * w + q] < bound ? gmax[g * w + q] : bound;
+    t[q] = std::max(t[q], bound);
+  }
+}
+
+// The column side of one tile: bounds first while the part has none yet, then every row.
+template <typename A>
+inline void tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fresh,
+                 A* gmax, ColumnPart<A>& part) {
+  if (fresh && rows >= part.k) raise_bounds(s, rows, w, col0, gmax, part);
+  for (int64_t r = 0; r < rows; ++r) offer(s + r * w, w, col0, r0 + r, part);
+}
+
+namespace {  // internal linkage: this file's own clones and resolver
+SAEFAST_SCAN_CLONES void tile_f32(const float* s, int64_t rows, int64_t w, int64_t col0,
+                                  int64_t r0, bool fresh, float* gmax, ColumnPart<float>& part) {
+  tile(s, rows, w, col0, r0, fresh, gmax, part);
+}
+}  // namespace
+
+template <typename A>
+inline void offer_tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fresh,
+                       A* gmax, ColumnPart<A>& part) {
+  if constexpr (std::is_same_v<A, float>) {
+    tile_f32(s, rows, w, col0, r0, fresh, gmax, part);
+  } else {
+    tile(s, rows, w, col0, r0, fresh, gmax, part);
+  }
+}
+
+}  // namespace colscan
+
 template <typename S, typename A>
 void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* row_vals,
                       int64_t* row_idx, S* col_vals, int64_t* col_idx) {
   const int64_t n = a.size(0), m = b.size(0);
   const int64_t threads = at::get_num_threads();
-  const int64_t rb = std::max<int64_t>(
-      1, std::min<int64_t>(kMaxRowBlock, (n + 4 * threads - 1) / (4 * threads)));
-  const int64_t n_blocks = (n + rb - 1) / rb;
+  const RowBlocks blocks(n, kMaxRowBlock);  // shape-only (parallel.h): thread-independent bits
+  const int64_t n_blocks = blocks.count, rb = blocks.max_size();
   const int64_t tile = std::min(kTileM, m);
-  // one part a worker: its column heaps [m, k] (values, indices, kept count)
+  const int64_t cap = topk_capacity(k);
+  // one part a worker: its column top-k over all m columns
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n_blocks));
-  std::vector<std::vector<A>> part_cv(parts);
-  std::vector<std::vector<int64_t>> part_ci(parts);
-  std::vector<std::vector<int64_t>> part_cn(parts, std::vector<int64_t>(m, 0));
+  std::vector<std::unique_ptr<ColumnPart<A>>> part(parts);
   std::atomic<int64_t> next_part{0};
 
   struct Worker {
-    int64_t part;
-    at::Tensor buf;                      // [rows, tile] cosines
-    std::vector<A> rv, thr;              // row heaps [rows, k]; column thresholds [m]
-    std::vector<int64_t> ri;             // [rows, k]
-    std::vector<RunningTopK<A>> cols;    // [m], over part_cv / part_ci[part]
+    ColumnPart<A>* cols;
+    bool fresh = true;       // no column bounds yet
+    at::Tensor buf;          // [rows, tile] cosines
+    std::vector<Cand<A>> rc; // row candidates [rows, cap]
+    std::vector<A> gmax;     // [k, tile], column bounds scratch
   };
   auto make_worker = [&] {
     const int64_t p = next_part.fetch_add(1);
-    part_cv[p].assign(m * k, A(0));
-    part_ci[p].assign(m * k, 0);
-    Worker w{p, at::empty({rb * tile}, a.options()), std::vector<A>(rb * k),
-             std::vector<A>(m, -std::numeric_limits<A>::infinity()), std::vector<int64_t>(rb * k), {}};
-    w.cols.reserve(m);
-    for (int64_t c = 0; c < m; ++c) w.cols.emplace_back(&part_cv[p][c * k], &part_ci[p][c * k], k);
-    return w;
+    part[p] = std::make_unique<ColumnPart<A>>(m, k);
+    return Worker{part[p].get(), true, at::empty({rb * tile}, a.options()),
+                  std::vector<Cand<A>>(rb * cap), std::vector<A>(rb >= k ? k * tile : 0)};
   };
   parallel_items(n_blocks, make_worker, [&](int64_t blk, Worker& wk) {
-    const int64_t r0 = blk * rb, rows = std::min(rb, n - r0);
-    std::vector<RunningTopK<A>> row_heaps;
-    row_heaps.reserve(rows);
-    for (int64_t r = 0; r < rows; ++r) row_heaps.emplace_back(&wk.rv[r * k], &wk.ri[r * k], k);
+    const int64_t r0 = blocks.begin(blk), rows = blocks.size(blk);
+    std::vector<TopKBuffer<A>> row_bufs;
+    row_bufs.reserve(rows);
+    for (int64_t r = 0; r < rows; ++r) row_bufs.emplace_back(&wk.rc[r * cap], k, cap);
     const at::Tensor a_blk = a.narrow(0, r0, rows);  // [rows, d]
     for (int64_t c0 = 0; c0 < m; c0 += tile) {
       const int64_t w = std::min(tile, m - c0);
       at::Tensor sims = wk.buf.narrow(0, 0, rows * w).view({rows, w});  // [rows, w]
       at::mm_out(sims, a_blk, b.narrow(0, c0, w).t());
       const A* s = sims.data_ptr<A>();
-      A* t = wk.thr.data() + c0;
       for (int64_t r = 0; r < rows; ++r) {
-        const A* srow = s + r * w;
-        offer_row(srow, static_cast<const A*>(nullptr), w, c0, row_heaps[r]);
-        // columns: one vectorisable threshold test per chunk, then the few survivors
-        constexpr int64_t kChunk = 16;
-        for (int64_t c = 0; c < w; c += kChunk) {
-          const int64_t e = std::min(w, c + kChunk);
-          int any = 0;
-          for (int64_t q = c; q < e; ++q) any |= (srow[q] >= t[q]);
-          if (!any) continue;
-          for (int64_t q = c; q < e; ++q) {
-            if (srow[q] >= t[q]) {
-              RunningTopK<A>& h = wk.cols[c0 + q];
-              h.push(srow[q], r0 + r);
-              t[q] = h.threshold();
-            }
-          }
-        }
+        offer_row(s + r * w, static_cast<const A*>(nullptr), w, c0, row_bufs[r]);
       }
+      colscan::offer_tile(s, rows, w, c0, r0, wk.fresh, wk.gmax.data(), *wk.cols);
     }
+    wk.fresh = false;
     for (int64_t r = 0; r < rows; ++r) {
-      row_heaps[r].sort_descending();
+      best_sorted(row_bufs[r].c, row_bufs[r].n, k);
       for (int64_t j = 0; j < k; ++j) {
-        row_vals[(r0 + r) * k + j] = static_cast<S>(row_heaps[r].vals[j]);
-        row_idx[(r0 + r) * k + j] = row_heaps[r].idx[j];
+        row_vals[(r0 + r) * k + j] = static_cast<S>(row_bufs[r].c[j].v);
+        row_idx[(r0 + r) * k + j] = row_bufs[r].c[j].i;
       }
     }
-    std::vector<int64_t>& cn = part_cn[wk.part];
-    for (int64_t c = 0; c < m; ++c) cn[c] = wk.cols[c].size;
   });
 
-  // merge the parts' column heaps: the best k of their union, sorted
+  // merge the parts' column candidates: the best k of their union, sorted
   at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
-    std::vector<A> hv(k);
-    std::vector<int64_t> hi(k);
+    std::vector<Cand<A>> all(parts * cap);
     for (int64_t c = c0; c < c1; ++c) {
-      RunningTopK<A> h(hv.data(), hi.data(), k);
+      int64_t cnt = 0;
       for (int64_t p = 0; p < parts; ++p) {
-        if (part_cn[p].empty()) continue;
-        for (int64_t j = 0; j < part_cn[p][c]; ++j) h.push(part_cv[p][c * k + j], part_ci[p][c * k + j]);
+        if (!part[p]) continue;
+        const Cand<A>* src = &part[p]->cand[c * cap];
+        cnt = std::copy(src, src + part[p]->n[c], all.begin() + cnt) - all.begin();
       }
-      h.sort_descending();
+      best_sorted(all.data(), cnt, k);
       for (int64_t j = 0; j < k; ++j) {
-        col_vals[c * k + j] = static_cast<S>(hv[j]);
-        col_idx[c * k + j] = hi[j];
+        col_vals[c * k + j] = static_cast<S>(all[j].v);
+        col_idx[c * k + j] = all[j].i;
       }
     }
   });

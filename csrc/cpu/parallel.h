@@ -5,6 +5,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -25,5 +26,21 @@ void parallel_items(int64_t n_items, MakeState make_state, Work work) {
     }
   });
 }
+
+// Rows split into ceil(rows / max_rows) blocks of balanced sizes (they differ by at most one).
+// The split depends on the shape only, never on the number of threads: the BLAS may round a
+// GEMM of few rows differently (MKL does for fewer than ~16), so a thread-dependent split
+// could change result bits; and no block is a tiny remainder.
+struct RowBlocks {
+  int64_t count, base, extra;  // the first `extra` blocks have base + 1 rows
+
+  RowBlocks(int64_t rows, int64_t max_rows)
+      : count(std::max<int64_t>(1, (rows + max_rows - 1) / max_rows)),
+        base(rows / count),
+        extra(rows % count) {}
+  int64_t begin(int64_t b) const { return b * base + std::min(b, extra); }
+  int64_t size(int64_t b) const { return base + (b < extra ? 1 : 0); }
+  int64_t max_size() const { return base + (extra ? 1 : 0); }
+};
 
 }  // namespace saefast

@@ -1,10 +1,10 @@
 // topk_encode on the CPU: a GEMM tiled over features with a running top-k per row, and its
 // sparse backward (DESIGN.md, "Ops").
 //
-// Forward: threads take blocks of rows (dynamically); for each block, the features are walked in tiles of
-// kTileF: pre = x_block @ W_tile.T (one single-threaded BLAS call, result in cache), then each
-// row's values (+ b_enc) are offered to the row's running top-k. [B, F] is never held, only
-// [rows a block, kTileF] a thread. ReLU is applied to the kept values (relu is monotone, so the
+// Forward: threads take (row block, feature group) items dynamically; for each, the features
+// are walked in tiles of kTileF: pre = x_block @ W_tile.T (one single-threaded BLAS call,
+// result in cache), then each row's values (+ b_enc) are offered to the row's running top-k
+// (topk_heap.h). [B, F] is never held, only [rows a block, kTileF] a thread. ReLU is applied to the kept values (relu is monotone, so the
 // top-k of the raw values is a top-k of the relu'd ones).
 //
 // Backward (grad_values [B, k]; g = grad_values where the kept value is > 0, else 0):
@@ -28,8 +28,9 @@
 namespace saefast {
 namespace {
 
-constexpr int64_t kTileF = 1024;     // features a GEMM tile
-constexpr int64_t kMaxRowBlock = 256;  // rows a block (a thread's unit of work)
+constexpr int64_t kTileF = 1024;        // features a GEMM tile (a [256, 1024] tile fits L2)
+constexpr int64_t kMaxRowBlock = 256;   // rows a block at most
+constexpr int64_t kItemsPerThread = 4;  // work items a thread, for dynamic balance
 
 void check_topk_encode(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& b_enc,
                        int64_t k) {
@@ -49,49 +50,90 @@ void check_topk_encode(const at::Tensor& x, const at::Tensor& W_enc, const at::T
   check_k(op, k, W_enc.size(0), "F");
 }
 
-int64_t row_block(int64_t B) {
-  // about four blocks a thread when B allows (dynamic balance), at most kMaxRowBlock rows
-  const int64_t threads = at::get_num_threads();
-  const int64_t want = (B + 4 * threads - 1) / (4 * threads);
-  return std::max<int64_t>(1, std::min<int64_t>(kMaxRowBlock, want));
+// Work items are (row block, feature group) pairs. Row blocks depend on B only (parallel.h:
+// the result bits then do not depend on the number of threads) and are as tall as B allows,
+// up to kMaxRowBlock (a single-threaded GEMM of 32 rows runs ~25% slower than one of 128 or
+// more). Parallelism beyond the row blocks comes from splitting the features into groups of
+// whole tiles, whose per-row top-k are merged at the end: the GEMM calls stay the same.
+struct EncodePlan {
+  RowBlocks blocks;
+  int64_t groups, tiles_per_group;
+};
+
+EncodePlan plan_encode(int64_t B, int64_t F) {
+  const RowBlocks blocks(B, kMaxRowBlock);
+  const int64_t n_tiles = (F + kTileF - 1) / kTileF;
+  const int64_t want = (kItemsPerThread * at::get_num_threads() + blocks.count - 1) / blocks.count;
+  const int64_t tiles_per_group = (n_tiles + std::min(want, n_tiles) - 1) / std::min(want, n_tiles);
+  return {blocks, (n_tiles + tiles_per_group - 1) / tiles_per_group, tiles_per_group};
+}
+
+// Writes a row's best k (sorted, relu'd) from c[0, n).
+template <typename S, typename A>
+void write_row(Cand<A>* c, int64_t n, int64_t k, S* vals, int64_t* idx) {
+  best_sorted(c, n, k);
+  for (int64_t j = 0; j < k; ++j) {
+    vals[j] = static_cast<S>(c[j].v > A(0) ? c[j].v : A(0));
+    idx[j] = c[j].i;
+  }
 }
 
 template <typename S, typename A>
 void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, int64_t k,
             S* out_vals, int64_t* out_idx) {
   const int64_t B = xa.size(0), F = wa.size(0);
-  const int64_t rb = row_block(B);
-  const int64_t n_blocks = (B + rb - 1) / rb;
+  const EncodePlan p = plan_encode(B, F);
+  const int64_t cap = topk_capacity(k);
   const A* bias = ba.data_ptr<A>();
+  // with several groups: each group's best min(k, its features) a row, merged below
+  std::vector<Cand<A>> part(p.groups > 1 ? p.groups * B * k : 0);  // [groups, B, k]
+  std::vector<int64_t> part_n(p.groups > 1 ? p.groups * B : 0);    // [groups, B]
   struct Scratch {
-    at::Tensor buf;               // [rows, tile] pre-activations
-    std::vector<A> heap_v;        // [rows, k]
-    std::vector<int64_t> heap_i;  // [rows, k]
+    at::Tensor buf;            // [rows, tile] pre-activations
+    std::vector<Cand<A>> cand; // [rows, cap]
   };
   auto make_scratch = [&] {
-    return Scratch{at::empty({rb * std::min(kTileF, F)}, xa.options()), std::vector<A>(rb * k),
-                   std::vector<int64_t>(rb * k)};
+    const int64_t rb = p.blocks.max_size();
+    return Scratch{at::empty({rb * std::min(kTileF, F)}, xa.options()),
+                   std::vector<Cand<A>>(rb * cap)};
   };
-  parallel_items(n_blocks, make_scratch, [&](int64_t blk, Scratch& sc) {
-    const int64_t r0 = blk * rb, rows = std::min(rb, B - r0);
-    std::vector<RunningTopK<A>> heaps;
-    heaps.reserve(rows);
-    for (int64_t r = 0; r < rows; ++r) heaps.emplace_back(&sc.heap_v[r * k], &sc.heap_i[r * k], k);
+  parallel_items(p.blocks.count * p.groups, make_scratch, [&](int64_t item, Scratch& sc) {
+    const int64_t blk = item / p.groups, grp = item % p.groups;
+    const int64_t r0 = p.blocks.begin(blk), rows = p.blocks.size(blk);
+    const int64_t f_begin = grp * p.tiles_per_group * kTileF;
+    const int64_t f_end = std::min(F, f_begin + p.tiles_per_group * kTileF);
+    std::vector<TopKBuffer<A>> bufs;
+    bufs.reserve(rows);
+    for (int64_t r = 0; r < rows; ++r) bufs.emplace_back(&sc.cand[r * cap], k, cap);
     const at::Tensor x_blk = xa.narrow(0, r0, rows);  // [rows, d]
-    for (int64_t f0 = 0; f0 < F; f0 += kTileF) {
-      const int64_t cols = std::min(kTileF, F - f0);
+    for (int64_t f0 = f_begin; f0 < f_end; f0 += kTileF) {
+      const int64_t cols = std::min(kTileF, f_end - f0);
       at::Tensor pre = sc.buf.narrow(0, 0, rows * cols).view({rows, cols});  // [rows, cols]
       at::mm_out(pre, x_blk, wa.narrow(0, f0, cols).t());
-      const A* p = pre.data_ptr<A>();
-      for (int64_t r = 0; r < rows; ++r) offer_row(p + r * cols, bias + f0, cols, f0, heaps[r]);
+      const A* pp = pre.data_ptr<A>();
+      for (int64_t r = 0; r < rows; ++r) offer_row(pp + r * cols, bias + f0, cols, f0, bufs[r]);
     }
     for (int64_t r = 0; r < rows; ++r) {
-      heaps[r].sort_descending();
-      for (int64_t j = 0; j < k; ++j) {
-        const A v = heaps[r].vals[j];
-        out_vals[(r0 + r) * k + j] = static_cast<S>(v > A(0) ? v : A(0));
-        out_idx[(r0 + r) * k + j] = heaps[r].idx[j];
+      const int64_t b = r0 + r;
+      if (p.groups == 1) {
+        write_row(bufs[r].c, bufs[r].n, k, out_vals + b * k, out_idx + b * k);
+      } else {
+        const int64_t n = best_sorted(bufs[r].c, bufs[r].n, k);
+        std::copy(bufs[r].c, bufs[r].c + n, &part[(grp * B + b) * k]);
+        part_n[grp * B + b] = n;
       }
+    }
+  });
+  if (p.groups == 1) return;
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    std::vector<Cand<A>> all(p.groups * k);
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t n = 0;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const Cand<A>* src = &part[(g * B + b) * k];
+        n = std::copy(src, src + part_n[g * B + b], all.begin() + n) - all.begin();
+      }
+      write_row(all.data(), n, k, out_vals + b * k, out_idx + b * k);
     }
   });
 }
