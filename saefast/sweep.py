@@ -275,9 +275,10 @@ D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
 
 
 def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
-    """Rough memory and time for --dry-run. CPU throughput assumptions are stated, not measured:
-    ~20 GFLOP/s for SAE training (the encoder GEMM dominates), ~5,000 tokens/s harvesting,
-    dense matching ~16 s per 16K pair. d_model is guessed from the model name (768 if unknown)."""
+    """Rough memory and time for --dry-run, from rates measured on a 2-core laptop CPU
+    (docs/benchmarks.md): SAE training ~50 GFLOP/s counted as 4 x tokens x F x d per seed
+    (the encoder GEMM and its overheads), harvesting ~10,000 tokens/s (MiniLM, mid layers),
+    matching ~2.5 s per 16K pair. d_model is guessed from the model name (768 if unknown)."""
     from saefast import memory
 
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
@@ -304,15 +305,15 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         peak = max(peak, need)
         flops += len(members) * 2 * train_tokens * c.train.epochs * c.sae.n_features * d * 2
         pairs = len(members) * (len(members) - 1) // 2
-        match_s += pairs * (c.sae.n_features / 16384) ** 2.5 * 16.0
+        match_s += pairs * (c.sae.n_features / 16384) ** 2 * 2.5
         rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
                      "passes": -(-len(members) // per_pass) if per_pass else None,
                      "memory_bytes": need, "config": c})
     return {
         "runs": len(runs), "groups": len(rows), "pairs": n_pairs, "rows": rows,
         "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
-        "harvest_seconds": harvest_tokens / 5000.0,
-        "train_seconds": flops / 20e9, "match_seconds": match_s,
+        "harvest_seconds": harvest_tokens / 10_000.0,
+        "train_seconds": flops / 50e9, "match_seconds": match_s,
     }
 
 
