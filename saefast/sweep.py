@@ -368,9 +368,11 @@ def _pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[Ru
         if is_complete_run(path):
             info = read_json(path / RUN)
             stored = info.get("config", {})
-            mine = spec.config.to_dict()
+            mine, default = spec.config.to_dict(), RunConfig().to_dict()
+            # a key a run dir lacks was written before that setting existed: it had the default
             diff = [f"{s}.{k}" for s in mine if s != "match" for k in mine[s]
-                    if f"{s}.{k}" not in _UNNAMED and stored.get(s, {}).get(k) != mine[s][k]]
+                    if f"{s}.{k}" not in _UNNAMED
+                    and stored.get(s, {}).get(k, default[s][k]) != mine[s][k]]
             if diff:
                 raise SweepError(f"{path} already holds a run with a different config "
                                  f"({', '.join(diff[:3])}); use another --out or remove it")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,28 @@ def test_stream_sweep_trains_without_an_activation_cache(tmp_path, corpus, capsy
         f"L1-f16-k2-t800-s{s}" for s in (1, 2)]
     assert (tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json").is_file()
     assert not (tmp_path / "cache" / "activations").exists()
+
+
+def _copy_sweep(finished_sweep, tmp_path, edit):
+    """A copy of the finished sweep's output whose seed-1 run.json went through `edit`."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_sweep / "out", out)
+    run_json = out / "runs" / "L1-f16-k2-t800-s1" / "run.json"
+    info = json.loads(run_json.read_text())
+    edit(info["config"])
+    run_json.write_text(json.dumps(info))
+    return out
+
+
+def test_a_run_dir_with_another_config_is_refused(finished_sweep, corpus, tmp_path, capsys):
+    out = _copy_sweep(finished_sweep, tmp_path, lambda c: c["train"].update(lr=0.5))
+    rc = main(sweep_args(corpus, out, finished_sweep / "cache", "--seeds", "3", "--live-only"))
+    assert "different config (train.lr)" in one_line_error(capsys, rc)
+
+
+def test_run_dirs_from_before_a_setting_existed_count_as_its_default(finished_sweep, corpus,
+                                                                     tmp_path, capsys):
+    out = _copy_sweep(finished_sweep, tmp_path, lambda c: c["data"].pop("cache"))
+    rc = main(sweep_args(corpus, out, finished_sweep / "cache", "--seeds", "3", "--live-only"))
+    assert rc == 0
+    assert "0 trained, 3 already done" in capsys.readouterr().out
