@@ -1,15 +1,20 @@
 """The saefast ops one at a time, against naive PyTorch and a sparsify-style sparse backward.
 
-    python benchmarks/bench_ops.py [--rounds 5] [--sections encode,decode,cosine] [--json out.json]
+    python benchmarks/bench_ops.py [--rounds 5] [--sections encode_fwd,encode,decode,cosine] [--json out.json]
+
+encode_fwd  topk_encode forward alone against its GEMM: torch.mm x @ W_enc.T (the yardstick:
+         the fused op's floor), naive (addmm, relu, torch.topk) and saefast.ops.topk_encode, at
+         the training shape (384, 4096, 32, 256) and an evaluation batch (384, 4096, 32, 8192)
 
 encode   topk_encode forward + backward into x, W_enc, b_enc (grad of the values = ones):
          naive (x @ W_enc.T, relu, torch.topk, autograd), sparsify-style (autograd.Function
          with an embedding_bag / index_add_ backward), saefast.ops.topk_encode
 decode   sparse_decode forward + backward into values, W_dec, b_dec: naive (dense scatter
          + GEMM), sparsify-style (embedding_bag with per-sample weights), saefast.ops
-cosine   cosine_topk(A, B, 32) on two 16,384 x 768 dictionaries (rows and columns), against
-         one float32 torch.mm of the same matrices (the yardstick: the goal is at most its
-         time) and the pure-PyTorch reference (blockwise GEMM + torch.topk, one round)
+cosine   cosine_topk (rows and columns) on two 4,096 x 384 dictionaries, k = 20 (the
+         matching's candidate pass) and two 16,384 x 768 ones, k = 32, against one float32
+         torch.mm of the same matrices (the yardstick: the goal is at most its time) and the
+         pure-PyTorch reference (blockwise GEMM + torch.topk, one round)
 Shapes for encode/decode (d_model, n_features, k, batch): (768, 16384, 32, 2048) and
 (384, 4096, 8, 4096). Medians of interleaved rounds; peak memory is that of a fresh process
 (peak resident set minus the resident set once the inputs exist).
@@ -34,7 +39,9 @@ import saefast.ops  # noqa: E402
 from saefast import reference  # noqa: E402
 
 METHODS = ["naive", "sparsify-style", "saefast"]
-COSINE_SHAPE = (16384, 16384, 768, 32)  # n, m, d, k
+COSINE_SHAPES = [(4096, 4096, 384, 20), (16384, 16384, 768, 32)]  # n, m, d, k
+ENCODE_FWD_SHAPES = [(384, 4096, 32, 256), (384, 4096, 32, 8192)]  # d, F, k, B
+ENCODE_FWD_METHODS = ["torch.mm (yardstick)", "naive", "saefast"]
 
 
 def _clear(params):
@@ -60,6 +67,16 @@ def encode_case(method: str, d: int, F: int, k: int, B: int):
     return run
 
 
+def encode_fwd_case(method: str, d: int, F: int, k: int, B: int):
+    W_enc, b_enc, _, _ = make_params(d, F)
+    W_enc, b_enc = W_enc.detach(), b_enc.detach()
+    x = torch.randn(B, d, generator=torch.Generator().manual_seed(1))  # [B, d]
+    fns = {"torch.mm (yardstick)": lambda: x @ W_enc.T,
+           "naive": lambda: torch.relu(torch.addmm(b_enc, x, W_enc.T)).topk(k, dim=1),
+           "saefast": lambda: saefast.ops.topk_encode(x, W_enc, b_enc, k)}
+    return fns[method]
+
+
 def decode_case(method: str, d: int, F: int, k: int, B: int):
     _, _, W_dec, b_dec = make_params(d, F)
     gen = torch.Generator().manual_seed(2)
@@ -81,8 +98,7 @@ def decode_case(method: str, d: int, F: int, k: int, B: int):
     return run
 
 
-def cosine_case(method: str):
-    n, m, d, k = COSINE_SHAPE
+def cosine_case(method: str, n: int, m: int, d: int, k: int):
     gen = torch.Generator().manual_seed(3)
     A, B = torch.randn(n, d, generator=gen), torch.randn(m, d, generator=gen)  # [n, d], [m, d]
     fns = {"torch.mm (yardstick)": lambda: A @ B.T,
@@ -91,7 +107,7 @@ def cosine_case(method: str):
     return fns[method]
 
 
-CASES = {"encode": encode_case, "decode": decode_case}
+CASES = {"encode": encode_case, "decode": decode_case, "encode_fwd": encode_fwd_case}
 
 
 def _memory(section: str, method: str, shape=None) -> dict:
@@ -121,35 +137,54 @@ def op_section(name: str, args) -> dict:
             "rows": rows, "results": results}
 
 
-def cosine_section(args) -> dict:
-    n, m, d, k = COSINE_SHAPE
-    fast = {name: cosine_case(name) for name in ("torch.mm (yardstick)", "saefast")}
-    times = time_interleaved(fast, rounds=args.rounds)
-    if not args.skip_reference:
-        times.update(time_interleaved({"reference (PyTorch)": cosine_case("reference (PyTorch)")},
-                                      rounds=1, warmup=0))
-    mm_s = times["torch.mm (yardstick)"]["median_s"]
+def encode_fwd_section(args) -> dict:
     results, rows = [], []
-    for method, t in times.items():
-        mem = _memory("cosine", method)
-        results.append({"shape": dict(n=n, m=m, d=d, k=k), "method": method, "s": t["median_s"],
-                        "vs_mm": t["median_s"] / mm_s, "memory": mem, "times_s": t["times_s"]})
-        rows.append([method, f"{t['median_s']:.3f}", f"{t['median_s'] / mm_s:.2f}", f"{mem['peak_mb']:,.0f}"])
-    return {"title": f"cosine_topk, A and B {n:,} x {d}, k = {k} (rows and columns), "
-                     f"median of {args.rounds} rounds",
-            "columns": ["method", "s", "time / torch.mm", "peak MB"], "rows": rows, "results": results}
+    for shape in ENCODE_FWD_SHAPES:
+        d, F, k, B = shape
+        times = time_interleaved({m: encode_fwd_case(m, d, F, k, B) for m in ENCODE_FWD_METHODS},
+                                 rounds=args.rounds)
+        mm_s = times["torch.mm (yardstick)"]["median_s"]
+        for method in ENCODE_FWD_METHODS:
+            t = times[method]["median_s"]
+            mem = _memory("encode_fwd", method, shape)
+            results.append({"shape": dict(d=d, F=F, k=k, B=B), "method": method, "s": t,
+                            "vs_mm": t / mm_s, "memory": mem, "times_s": times[method]["times_s"]})
+            rows.append([f"{d}/{F}/{k}/{B}", method, f"{t * 1e3:.2f}", f"{t / mm_s:.2f}",
+                         f"{mem['peak_mb']:,.0f}"])
+    return {"title": f"topk_encode forward, median of {args.rounds} interleaved rounds",
+            "columns": ["d/F/k/B", "method", "ms", "time / torch.mm", "peak MB"],
+            "rows": rows, "results": results}
 
 
-SECTIONS = {"encode": lambda a: op_section("encode", a), "decode": lambda a: op_section("decode", a),
-            "cosine": cosine_section}
+def cosine_section(args) -> dict:
+    results, rows = [], []
+    for shape in COSINE_SHAPES:
+        n, m, d, k = shape
+        fast = {name: cosine_case(name, *shape) for name in ("torch.mm (yardstick)", "saefast")}
+        times = time_interleaved(fast, rounds=args.rounds)
+        if not args.skip_reference:
+            times.update(time_interleaved({"reference (PyTorch)": cosine_case("reference (PyTorch)", *shape)},
+                                          rounds=1, warmup=0))
+        mm_s = times["torch.mm (yardstick)"]["median_s"]
+        for method, t in times.items():
+            mem = _memory("cosine", method, shape)
+            results.append({"shape": dict(n=n, m=m, d=d, k=k), "method": method, "s": t["median_s"],
+                            "vs_mm": t["median_s"] / mm_s, "memory": mem, "times_s": t["times_s"]})
+            rows.append([f"{n}/{m}/{d}/{k}", method, f"{t['median_s']:.3f}", f"{t['median_s'] / mm_s:.2f}",
+                         f"{mem['peak_mb']:,.0f}"])
+    return {"title": f"cosine_topk (rows and columns), median of {args.rounds} rounds",
+            "columns": ["n/m/d/k", "method", "s", "time / torch.mm", "peak MB"], "rows": rows,
+            "results": results}
+
+
+SECTIONS = {"encode_fwd": encode_fwd_section, "encode": lambda a: op_section("encode", a),
+            "decode": lambda a: op_section("decode", a), "cosine": cosine_section}
 
 
 def child(section: str, method: str, shape: str) -> None:
     """Fresh-process memory measurement: prints one JSON line."""
-    if section == "cosine":
-        fn = cosine_case(method)
-    else:
-        fn = CASES[section](method, *map(int, shape.split(",")))
+    dims = map(int, shape.split(","))
+    fn = cosine_case(method, *dims) if section == "cosine" else CASES[section](method, *dims)
     reset_peak_rss()
     before = rss_mb()
     fn()

@@ -190,13 +190,122 @@ def test_cosine_topk_ties_go_to_the_smaller_index():
     assert ci[1].tolist() == [0, 1] and ci[2].tolist() == [0, 1]
 
 
+# ---------------------------------------------------------------------------- exact selection
+# The native kernels walk row blocks of at most 256 rows (balanced, set by the shape alone),
+# feature tiles of 1,024 and, when few row blocks, groups of tiles merged per row. Their
+# output must be exactly the top-k of the GEMM's values under (value desc, index asc): the
+# oracle below sorts stably. Integer-valued inputs make every GEMM exact (any blocking, any
+# BLAS) and give many ties; for float inputs the oracle makes the kernels' GEMM calls.
+
+ROW_BLOCK, TILE = 256, 1024
+
+
+def _blockwise_mm(a, b):
+    """a @ b.T with the native kernels' calls: balanced row blocks of <= 256, 1,024-wide tiles,
+    single-threaded (as inside the kernels' workers)."""
+    count = max(1, -(-a.shape[0] // ROW_BLOCK))
+    base, extra = divmod(a.shape[0], count)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = []
+        for blk in range(count):
+            r0, n = blk * base + min(blk, extra), base + (blk < extra)
+            rows.append(torch.cat([a[r0:r0 + n] @ b[c0:c0 + TILE].T for c0 in range(0, b.shape[0], TILE)], 1))
+        return torch.cat(rows)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _stable_topk(v, k):
+    values, indices = torch.sort(v, dim=1, descending=True, stable=True)  # ties: smaller index first
+    return values[:, :k], indices[:, :k]
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _encode_oracle(x, W, b, k):
+    acc = _acc(x.dtype)
+    values, indices = _stable_topk(_blockwise_mm(x.to(acc), W.to(acc)) + b.to(acc), k)
+    return values.relu().to(x.dtype), indices
+
+
+def _cosine_oracle(A, B, k):
+    acc = _acc(A.dtype)
+    unit = [t.to(acc) / t.to(acc).norm(2, 1, keepdim=True).clamp_min(1e-12) for t in (A, B)]
+    sims = _blockwise_mm(*unit)  # [n, m]
+    rv, ri = _stable_topk(sims, k)
+    cv, ci = _stable_topk(sims.T.contiguous(), k)
+    return rv.to(A.dtype), ri, cv.to(A.dtype), ci
+
+
+def _values(shape, seed, kind, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "ints":  # small integers: exact GEMMs, many ties
+        t = torch.randint(-2, 3, shape, generator=gen).double()
+    elif kind == "zeros":
+        t = torch.zeros(shape, dtype=torch.float64)
+    else:
+        t = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return t.to(dtype)
+
+
+def _assert_equal(ours, want):
+    for o, w in zip(ours, want):
+        assert o.dtype == w.dtype and torch.equal(o, w)
+
+
+@pytest.mark.skipif(not NATIVE, reason="checks the native kernels' blocking")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "B,F,k",
+    [
+        (1, 2500, 7),  # B = 1, feature groups, an edge tile
+        (256, 1024, 32),  # one row block, one tile
+        (257, 1025, 32),  # two row blocks, a 1-feature edge tile
+        (40, 3000, 1100),  # k larger than a tile: groups keep fewer than k each
+        (800, 5000, 16),  # several row blocks; 1 or 2 threads give other feature groups
+        (5, 40, 40),  # k = F, F < one chunk of 16 times 4
+    ],
+)
+@pytest.mark.parametrize("kind", ["ints", "zeros", "randn"])
+def test_topk_encode_is_the_exact_top_k(B, F, k, dtype, kind, threads):
+    x, W = _values((B, 6), 1, kind, dtype), _values((F, 6), 2, kind, dtype)
+    b = _values((F,), 3, kind, dtype) * (kind != "ints")  # ints: all-equal bias, more ties
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _assert_equal(ops.topk_encode(x, W, b, k), _encode_oracle(x, W, b, k))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not NATIVE, reason="checks the native kernels' blocking")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n,m,k", [(300, 1500, 20), (1, 1030, 1), (700, 2, 2), (257, 64, 64), (40, 33, 33)])
+@pytest.mark.parametrize("kind", ["ints", "randn"])
+def test_cosine_topk_is_the_exact_top_k(n, m, k, dtype, kind, threads):
+    A, B = _values((n, 3), 4, kind, dtype), _values((m, 3), 5, kind, dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _assert_equal(ops.cosine_topk(A, B, k), _cosine_oracle(A, B, k))
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------- determinism
 
 
-def test_results_do_not_depend_on_the_number_of_threads():
-    x, W, b = _encoder(520, 8, 1100)
+@pytest.mark.parametrize("rows,features", [(520, 1100), (600, 5000)])  # 5000: feature groups vary
+def test_results_do_not_depend_on_the_number_of_threads(rows, features):
+    x, W, b = _encoder(rows, 8, features)
     A, B = _randn(520, 8, seed=5), _randn(1100, 8, seed=6)
-    grad = _randn(520, 6, seed=7)
+    grad = _randn(rows, 6, seed=7)
     before = torch.get_num_threads()
 
     def run():

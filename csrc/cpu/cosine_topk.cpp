@@ -58,66 +58,89 @@ namespace colscan {
 
 // Offers a tile row's values srow[q] (row index i) to columns col0 + q, q < w.
 template <typename A>
-inline void offer(const A* srow, int64_t w, int64_t col0, int64_t i, ColumnPart<A>& part) {
+void offer(const A* srow, int64_t w, int64_t col0, int64_t i, ColumnPart<A>& part) {
   const A* t = part.thr.data() + col0;
-  for (int64_t c = 0; c < w; c += kChunk) {
-    const int64_t e = std::min(w, c + kChunk);
-    int any = 0;
-    for (int64_t q = c; q < e; ++q) any |= (srow[q] >= t[q]);
-    if (!any) continue;
-    for (int64_t q = c; q < e; ++q) {
-      if (srow[q] >= t[q]) part.push(col0 + q, srow[q], i);
+  uint16_t m[kTileM / kChunk];
+  const int64_t chunks = w / kChunk;
+  masks::ge_masks(srow, static_cast<const A*>(nullptr), t, true, chunks, m);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (uint32_t bits = m[c]; bits; bits &= bits - 1) {
+      const int64_t q = c * kChunk + __builtin_ctz(bits);
+      part.push(col0 + q, srow[q], i);
     }
+  }
+  for (int64_t q = chunks * kChunk; q < w; ++q) {
+    if (srow[q] >= t[q]) part.push(col0 + q, srow[q], i);
   }
 }
 
 // Raises the thresholds of columns col0 + q, q < w, from a tile s [rows, w] with rows >= k:
-// the rows split into k groups (r mod k); each column's k group maxima are k distinct values,
-// so its k-th best is at least their minimum. gmax: scratch [k, w].
+// the rows split into g = min(4k, rows) groups (r mod g); a column's g group maxima are
+// distinct values, so a t with k of them >= t bounds its k-th best from below (found per
+// column by bisection, as scan::kth_largest_lower, vectorised across the columns).
+// scratch: [g + 4, w].
 template <typename A>
-inline void raise_bounds(const A* s, int64_t rows, int64_t w, int64_t col0, A* gmax,
-                         ColumnPart<A>& part) {
-  const int64_t k = part.k;
-  std::copy(s, s + k * w, gmax);
-  for (int64_t r = k; r < rows; ++r) {
-    A* g = gmax + (r % k) * w;
+SAEFAST_ALWAYS_INLINE void raise_bounds(const A* s, int64_t rows, int64_t w, int64_t k,
+                                        A* scratch, A* t) {
+  const int64_t g = std::min(4 * k, rows);
+  A* gmax = scratch;  // [g, w]
+  A *lo = scratch + g * w, *hi = lo + w, *mid = hi + w, *count = mid + w;
+  std::copy(s, s + g * w, gmax);
+  for (int64_t r = g; r < rows; ++r) {
+    A* gm = gmax + (r % g) * w;
     const A* srow = s + r * w;
-    for (int64_t q = 0; q < w; ++q) g[q] = srow[q] > g[q] ? srow[q] : g[q];
+    for (int64_t q = 0; q < w; ++q) gm[q] = srow[q] > gm[q] ? srow[q] : gm[q];
   }
-  A* t = part.thr.data() + col0;
-  for (int64_t q = 0; q < w; ++q) {
-    A bound = gmax[q];
-    for (int64_t g = 1; g < k; ++g) bound = gmax[g * w + q] < bound ? gmax[g * w + q] : bound;
-    t[q] = std::max(t[q], bound);
+  std::copy(gmax, gmax + w, lo);
+  std::copy(gmax, gmax + w, hi);
+  for (int64_t r = 1; r < g; ++r) {
+    const A* gm = gmax + r * w;
+    for (int64_t q = 0; q < w; ++q) {
+      lo[q] = gm[q] < lo[q] ? gm[q] : lo[q];
+      hi[q] = gm[q] > hi[q] ? gm[q] : hi[q];
+    }
   }
-}
-
-// The column side of one tile: bounds first while the part has none yet, then every row.
-template <typename A>
-inline void tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fresh,
-                 A* gmax, ColumnPart<A>& part) {
-  if (fresh && rows >= part.k) raise_bounds(s, rows, w, col0, gmax, part);
-  for (int64_t r = 0; r < rows; ++r) offer(s + r * w, w, col0, r0 + r, part);
+  for (int step = 0; step < 8; ++step) {
+    for (int64_t q = 0; q < w; ++q) {
+      mid[q] = lo[q] + (hi[q] - lo[q]) / 2;
+      count[q] = 0;
+    }
+    for (int64_t r = 0; r < g; ++r) {
+      const A* gm = gmax + r * w;
+      for (int64_t q = 0; q < w; ++q) count[q] += gm[q] >= mid[q] ? A(1) : A(0);
+    }
+    for (int64_t q = 0; q < w; ++q) {
+      const bool enough = count[q] >= A(k);  // at least k maxima >= mid: still a bound
+      lo[q] = enough ? mid[q] : lo[q];
+      hi[q] = enough ? hi[q] : mid[q];
+    }
+  }
+  for (int64_t q = 0; q < w; ++q) t[q] = lo[q] > t[q] ? lo[q] : t[q];
 }
 
 namespace {  // internal linkage: this file's own clones and resolver
-SAEFAST_SCAN_CLONES void tile_f32(const float* s, int64_t rows, int64_t w, int64_t col0,
-                                  int64_t r0, bool fresh, float* gmax, ColumnPart<float>& part) {
-  tile(s, rows, w, col0, r0, fresh, gmax, part);
+SAEFAST_SCAN_CLONES void raise_bounds_f32(const float* s, int64_t rows, int64_t w, int64_t k,
+                                          float* scratch, float* t) {
+  raise_bounds(s, rows, w, k, scratch, t);
 }
 }  // namespace
 
+// The column side of one tile: bounds first while the part has none yet, then every row.
 template <typename A>
-inline void offer_tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fresh,
-                       A* gmax, ColumnPart<A>& part) {
-  if constexpr (std::is_same_v<A, float>) {
-    tile_f32(s, rows, w, col0, r0, fresh, gmax, part);
-  } else {
-    tile(s, rows, w, col0, r0, fresh, gmax, part);
+void tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fresh, A* scratch,
+          ColumnPart<A>& part) {
+  if (fresh && rows >= part.k) {
+    if constexpr (std::is_same_v<A, float>) {
+      raise_bounds_f32(s, rows, w, part.k, scratch, part.thr.data() + col0);
+    } else {
+      raise_bounds(s, rows, w, part.k, scratch, part.thr.data() + col0);
+    }
   }
+  for (int64_t r = 0; r < rows; ++r) offer(s + r * w, w, col0, r0 + r, part);
 }
 
 }  // namespace colscan
+
 
 template <typename S, typename A>
 void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* row_vals,
@@ -138,13 +161,13 @@ void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* ro
     bool fresh = true;       // no column bounds yet
     at::Tensor buf;          // [rows, tile] cosines
     std::vector<Cand<A>> rc; // row candidates [rows, cap]
-    std::vector<A> gmax;     // [k, tile], column bounds scratch
+    std::vector<A> gmax;     // [min(4k, rows) + 4, tile], column bounds scratch
   };
   auto make_worker = [&] {
     const int64_t p = next_part.fetch_add(1);
     part[p] = std::make_unique<ColumnPart<A>>(m, k);
     return Worker{part[p].get(), true, at::empty({rb * tile}, a.options()),
-                  std::vector<Cand<A>>(rb * cap), std::vector<A>(rb >= k ? k * tile : 0)};
+                  std::vector<Cand<A>>(rb * cap), std::vector<A>(rb >= k ? (std::min(4 * k, rb) + 4) * tile : 0)};
   };
   parallel_items(n_blocks, make_worker, [&](int64_t blk, Worker& wk) {
     const int64_t r0 = blocks.begin(blk), rows = blocks.size(blk);
@@ -160,7 +183,7 @@ void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* ro
       for (int64_t r = 0; r < rows; ++r) {
         offer_row(s + r * w, static_cast<const A*>(nullptr), w, c0, row_bufs[r]);
       }
-      colscan::offer_tile(s, rows, w, c0, r0, wk.fresh, wk.gmax.data(), *wk.cols);
+      colscan::tile(s, rows, w, c0, r0, wk.fresh, wk.gmax.data(), *wk.cols);
     }
     wk.fresh = false;
     for (int64_t r = 0; r < rows; ++r) {

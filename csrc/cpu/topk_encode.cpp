@@ -85,9 +85,10 @@ void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, in
   const EncodePlan p = plan_encode(B, F);
   const int64_t cap = topk_capacity(k);
   const A* bias = ba.data_ptr<A>();
-  // with several groups: each group's best min(k, its features) a row, merged below
-  std::vector<Cand<A>> part(p.groups > 1 ? p.groups * B * k : 0);  // [groups, B, k]
-  std::vector<int64_t> part_n(p.groups > 1 ? p.groups * B : 0);    // [groups, B]
+  // with several groups: each group's candidates and threshold a row, merged below
+  std::vector<Cand<A>> part(p.groups > 1 ? p.groups * B * cap : 0);  // [groups, B, cap]
+  std::vector<int64_t> part_n(p.groups > 1 ? p.groups * B : 0);      // [groups, B]
+  std::vector<A> part_thr(p.groups > 1 ? p.groups * B : 0);          // [groups, B]
   struct Scratch {
     at::Tensor buf;            // [rows, tile] pre-activations
     std::vector<Cand<A>> cand; // [rows, cap]
@@ -118,20 +119,27 @@ void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, in
       if (p.groups == 1) {
         write_row(bufs[r].c, bufs[r].n, k, out_vals + b * k, out_idx + b * k);
       } else {
-        const int64_t n = best_sorted(bufs[r].c, bufs[r].n, k);
-        std::copy(bufs[r].c, bufs[r].c + n, &part[(grp * B + b) * k]);
-        part_n[grp * B + b] = n;
+        std::copy(bufs[r].c, bufs[r].c + bufs[r].n, &part[(grp * B + b) * cap]);
+        part_n[grp * B + b] = bufs[r].n;
+        part_thr[grp * B + b] = bufs[r].thr;
       }
     }
   });
   if (p.groups == 1) return;
+  // merge: every group's threshold bounds the row's k-th best over all groups from below
+  // (the group saw k values >= it), so the largest of them filters the union
   at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
-    std::vector<Cand<A>> all(p.groups * k);
+    std::vector<Cand<A>> all(p.groups * cap);
     for (int64_t b = b0; b < b1; ++b) {
+      A bound = kNoBound<A>;
+      for (int64_t g = 0; g < p.groups; ++g) bound = std::max(bound, part_thr[g * B + b]);
       int64_t n = 0;
       for (int64_t g = 0; g < p.groups; ++g) {
-        const Cand<A>* src = &part[(g * B + b) * k];
-        n = std::copy(src, src + part_n[g * B + b], all.begin() + n) - all.begin();
+        const Cand<A>* src = &part[(g * B + b) * cap];
+        for (int64_t j = 0; j < part_n[g * B + b]; ++j) {
+          all[n] = src[j];
+          n += src[j].v >= bound;
+        }
       }
       write_row(all.data(), n, k, out_vals + b * k, out_idx + b * k);
     }
