@@ -37,20 +37,23 @@ at::Tensor normalized_rows(const at::Tensor& t, at::ScalarType acc) {
 
 // One worker's column top-k over all m columns: candidates [m, cap], their counts [m] and
 // each column's threshold [m] (contiguous, so a tile row is tested against it in one pass).
+// Every worker holds one for all m columns, so it is kept small: int32 row indices and room
+// for k + 2 chunks (a shrink every ~32 pushes costs little next to the pushes themselves).
 template <typename A>
 struct ColumnPart {
+  using C = Cand<A, int32_t>;
   int64_t k, cap;
-  std::vector<Cand<A>> cand;
+  std::vector<C> cand;
   std::vector<int64_t> n;
   std::vector<A> thr;
 
-  ColumnPart(int64_t m, int64_t k_) : k(k_), cap(topk_capacity(k_)), cand(m * cap), n(m, 0),
+  ColumnPart(int64_t m, int64_t k_) : k(k_), cap(k_ + 2 * kChunk), cand(m * cap), n(m, 0),
                                       thr(m, kNoBound<A>) {}
 
   void push(int64_t col, A v, int64_t i) {
-    Cand<A>* c = &cand[col * cap];
+    C* c = &cand[col * cap];
     if (n[col] == cap) thr[col] = std::max(thr[col], shrink_to_k(c, n[col], k));
-    c[n[col]++] = {v, i};
+    c[n[col]++] = {v, static_cast<int32_t>(i)};
   }
 };
 
@@ -65,7 +68,7 @@ void offer(const A* srow, int64_t w, int64_t col0, int64_t i, ColumnPart<A>& par
   masks::ge_masks(srow, static_cast<const A*>(nullptr), t, true, chunks, m);
   for (int64_t c = 0; c < chunks; ++c) {
     for (uint32_t bits = m[c]; bits; bits &= bits - 1) {
-      const int64_t q = c * kChunk + __builtin_ctz(bits);
+      const int64_t q = c * kChunk + masks::lowest_bit(bits);
       part.push(col0 + q, srow[q], i);
     }
   }
@@ -197,12 +200,12 @@ void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* ro
 
   // merge the parts' column candidates: the best k of their union, sorted
   at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
-    std::vector<Cand<A>> all(parts * cap);
+    std::vector<Cand<A, int32_t>> all(parts * (k + 2 * kChunk));
     for (int64_t c = c0; c < c1; ++c) {
       int64_t cnt = 0;
       for (int64_t p = 0; p < parts; ++p) {
         if (!part[p]) continue;
-        const Cand<A>* src = &part[p]->cand[c * cap];
+        const Cand<A, int32_t>* src = &part[p]->cand[c * part[p]->cap];
         cnt = std::copy(src, src + part[p]->n[c], all.begin() + cnt) - all.begin();
       }
       best_sorted(all.data(), cnt, k);
@@ -228,6 +231,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cpu(const
   check_cpu(op, B, "B");
   const int64_t n = A.size(0), m = B.size(0);
   check_k(op, k, std::min(n, m), "min(n, m)");
+  TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max(),
+                    "saefast.cosine_topk: A may have at most 2^31 - 1 rows, got ", n);
   const at::ScalarType acc = acc_type(A.scalar_type());
   const at::Tensor a = normalized_rows(A, acc), b = normalized_rows(B, acc);
   at::Tensor row_vals = at::empty({n, k}, A.options());                       // [n, k]

@@ -20,6 +20,17 @@
 namespace saefast {
 namespace masks {
 
+// Position of the lowest set bit of m != 0.
+inline int lowest_bit(uint32_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(m);
+#else
+  int q = 0;
+  while (!(m & 1u)) m >>= 1, ++q;
+  return q;
+#endif
+}
+
 // The reference: any type, any machine.
 template <typename T>
 inline void ge_masks_scalar(const T* row, const T* shift, const T* thr, bool per_column,

@@ -31,6 +31,7 @@ namespace {
 constexpr int64_t kTileF = 1024;        // features a GEMM tile (a [256, 1024] tile fits L2)
 constexpr int64_t kMaxRowBlock = 256;   // rows a block at most
 constexpr int64_t kItemsPerThread = 4;  // work items a thread, for dynamic balance
+constexpr int64_t kMaxGroupBytes = 64 << 20;  // candidates held for the feature-group merge
 
 void check_topk_encode(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& b_enc,
                        int64_t k) {
@@ -60,10 +61,12 @@ struct EncodePlan {
   int64_t groups, tiles_per_group;
 };
 
-EncodePlan plan_encode(int64_t B, int64_t F) {
+EncodePlan plan_encode(int64_t B, int64_t F, int64_t k, int64_t cand_bytes) {
   const RowBlocks blocks(B, kMaxRowBlock);
   const int64_t n_tiles = (F + kTileF - 1) / kTileF;
-  const int64_t want = (kItemsPerThread * at::get_num_threads() + blocks.count - 1) / blocks.count;
+  int64_t want = (kItemsPerThread * at::get_num_threads() + blocks.count - 1) / blocks.count;
+  // the groups' candidates wait for the merge: groups x B x capacity of them at most
+  want = std::min(want, std::max<int64_t>(1, kMaxGroupBytes / (B * topk_capacity(k) * cand_bytes)));
   const int64_t tiles_per_group = (n_tiles + std::min(want, n_tiles) - 1) / std::min(want, n_tiles);
   return {blocks, (n_tiles + tiles_per_group - 1) / tiles_per_group, tiles_per_group};
 }
@@ -82,7 +85,7 @@ template <typename S, typename A>
 void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, int64_t k,
             S* out_vals, int64_t* out_idx) {
   const int64_t B = xa.size(0), F = wa.size(0);
-  const EncodePlan p = plan_encode(B, F);
+  const EncodePlan p = plan_encode(B, F, k, sizeof(Cand<A>));
   const int64_t cap = topk_capacity(k);
   const A* bias = ba.data_ptr<A>();
   // with several groups: each group's candidates and threshold a row, merged below

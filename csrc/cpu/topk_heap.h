@@ -31,16 +31,17 @@
 
 namespace saefast {
 
-template <typename T>
+// A candidate: value and index (I = int32_t halves the memory where indices fit).
+template <typename T, typename I = int64_t>
 struct Cand {
   T v;
-  int64_t i;
+  I i;
 };
 
 // The order as a function object (inlined by nth_element and sort, unlike a function pointer).
 struct Better {
-  template <typename T>
-  bool operator()(const Cand<T>& a, const Cand<T>& b) const {
+  template <typename T, typename I>
+  bool operator()(const Cand<T, I>& a, const Cand<T, I>& b) const {
     return a.v > b.v || (a.v == b.v && a.i < b.i);
   }
 };
@@ -57,8 +58,8 @@ inline int64_t topk_capacity(int64_t k) { return 2 * k + 2 * kChunk; }
 
 // Keeps the best k of c[0, n) in c[0, k) (unsorted) and returns the k-th best value, the
 // new threshold; with n <= k nothing is dropped and there is no bound.
-template <typename T>
-inline T shrink_to_k(Cand<T>* c, int64_t& n, int64_t k) {
+template <typename T, typename I>
+inline T shrink_to_k(Cand<T, I>* c, int64_t& n, int64_t k) {
   if (n <= k) return kNoBound<T>;
   std::nth_element(c, c + k - 1, c + n, Better());
   n = k;
@@ -66,8 +67,8 @@ inline T shrink_to_k(Cand<T>* c, int64_t& n, int64_t k) {
 }
 
 // Sorts the best min(n, k) of c[0, n) into c[0, ...), best first; returns how many.
-template <typename T>
-inline int64_t best_sorted(Cand<T>* c, int64_t n, int64_t k) {
+template <typename T, typename I>
+inline int64_t best_sorted(Cand<T, I>* c, int64_t n, int64_t k) {
   shrink_to_k(c, n, k);
   std::sort(c, c + n, Better());
   return n;
@@ -112,7 +113,7 @@ inline void append_survivors(const T* row, const T* shift, int64_t j, uint32_t m
                              TopKBuffer<T>& buf) {
   buf.make_room(kChunk);
   for (; m; m &= m - 1) {
-    const int64_t q = j + __builtin_ctz(m);
+    const int64_t q = j + masks::lowest_bit(m);
     const T v = value<kShift>(row, shift, q);
     buf.c[buf.n] = {v, offset + q};
     buf.n += v >= buf.thr;
