@@ -4,8 +4,9 @@
 // Forward: threads take (row block, feature group) items dynamically; for each, the features
 // are walked in tiles of kTileF: pre = x_block @ W_tile.T (one single-threaded BLAS call,
 // result in cache), then each row's values (+ b_enc) are offered to the row's running top-k
-// (topk_heap.h). [B, F] is never held, only [rows a block, kTileF] a thread. ReLU is applied to the kept values (relu is monotone, so the
-// top-k of the raw values is a top-k of the relu'd ones).
+// (topk_heap.h). [B, F] is never held, only [rows a block, kTileF] a thread. ReLU is applied
+// to the kept values (relu is monotone, so the top-k of the raw values is a top-k of the
+// relu'd ones).
 //
 // Backward (grad_values [B, k]; g = grad_values where the kept value is > 0, else 0):
 //   grad_x[b]     = sum_j g[b, j] W_enc[idx[b, j]]          gather, threads over rows
