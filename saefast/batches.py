@@ -148,8 +148,10 @@ class WindowSchedule:
             first = start.window if epoch == start.epoch else 0
             for i in range(first, len(order)):
                 a, b = self.bounds(order[i])
-                tokens = source.read(a, b)
-                yield Window(Position(epoch, i), tokens, self.token_orders(epoch, order[i], b - a))
+                # no local name for the tokens: the consumer can free a window before the next
+                # one is read, so two windows are never in memory at once
+                yield Window(Position(epoch, i), source.read(a, b),
+                             self.token_orders(epoch, order[i], b - a))
 
     def next_position(self, pos: Position) -> Position:
         return Position(pos.epoch, pos.window + 1) if pos.window + 1 < self.n_windows \

@@ -110,14 +110,13 @@ class StreamSource(TokenSource):
             raise ValueError(f"read [{start}, {end}) outside the stream's {self.n_tokens:,} tokens")
         if start < self._start:
             self._restart()
-        parts, pos = [], start
+        out = np.empty((end - start, self.d), np.float32)  # filled batch by batch, no extra copy
+        pos = start
         while pos < end:
             if pos >= self._start + self._count:
                 self._advance()  # batches before `start` are only tokenized
                 continue
             lo, hi = pos - self._start, min(end, self._start + self._count) - self._start
-            parts.append(self._activations()[lo:hi])
+            out[pos - start:pos - start + hi - lo] = self._activations()[lo:hi]
             pos += hi - lo
-        if not parts:
-            return torch.zeros(0, self.d)
-        return torch.from_numpy(np.concatenate(parts))  # [end - start, d]
+        return torch.from_numpy(out)  # [end - start, d]

@@ -257,6 +257,7 @@ def train_saes(
                                  for i in losses},
                     "tokens_per_second": tokens_this_call / elapsed})
         position = schedule.next_position(window.position)
+        del window, tokens  # free this window before the next one is read
         tokens_done = step * batch
         if (checkpoint_dir is not None and cfg.checkpoint_every
                 and tokens_done - last_ckpt_tokens >= cfg.checkpoint_every and step < total):
