@@ -10,27 +10,28 @@ import pytest
 from safetensors.torch import load_file
 
 
-def sweep_cmd(corpus, out, cache):
+def sweep_cmd(corpus, out, cache, *extra):
     return [sys.executable, "-m", "saefast.cli.main", "sweep", "--model", "tiny",
             "--hook", "blocks.0.hook_resid_pre", "--corpus", str(corpus), "--tokens", "3000",
             "--features", "128", "--k", "4", "--epochs", "20", "--seeds", "2",
             "--axis", "train.shuffle_buffer=1000", "--axis", "train.checkpoint_every=1500",
-            "--axis", "train.batch_size=64", "--out", str(out), "--cache-dir", str(cache)]
+            "--axis", "train.batch_size=64", "--out", str(out), "--cache-dir", str(cache), *extra]
 
 
 @pytest.mark.slow
-def test_kill_minus_9_then_resume_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--stream",)], ids=["cache", "stream"])
+def test_kill_minus_9_then_resume_gives_the_same_weights(tmp_path, extra):
     from pydoc_data.topics import topics
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:60]))
     cache = tmp_path / "cache"
     env = {**os.environ, "COLUMNS": "200"}
-    reference = subprocess.run(sweep_cmd(corpus, tmp_path / "ref", cache), env=env,
+    reference = subprocess.run(sweep_cmd(corpus, tmp_path / "ref", cache, *extra), env=env,
                                capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr
 
-    proc = subprocess.Popen(sweep_cmd(corpus, tmp_path / "out", cache), env=env,
+    proc = subprocess.Popen(sweep_cmd(corpus, tmp_path / "out", cache, *extra), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "out" / "runs" / ".checkpoints"
     deadline = time.time() + 300
@@ -43,7 +44,7 @@ def test_kill_minus_9_then_resume_gives_the_same_weights(tmp_path):
     proc.wait()
     assert not list((tmp_path / "out" / "runs").glob("*/run.json")), "nothing is written mid-way"
 
-    resumed = subprocess.run(sweep_cmd(corpus, tmp_path / "out", cache), env=env,
+    resumed = subprocess.run(sweep_cmd(corpus, tmp_path / "out", cache, *extra), env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     for seed in (1, 2):
