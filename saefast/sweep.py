@@ -479,42 +479,62 @@ def open_stream(cfg: RunConfig, cache_dir: str | Path | None = None) -> StreamSo
     return source
 
 
+@dataclass
+class TrainingData:
+    """Where a batch's activations come from, and what identifies them."""
+
+    source: Any  # batches.TokenSource: [N, d]
+    meta: dict  # weights_hash, corpus_fingerprint, ...
+    key: str  # checkpoints of other data are never resumed
+    where: str  # for run.json
+
+
+def training_data(data: Path | StreamSource, cfg: RunConfig,
+                  memory_budget: int | None = None) -> TrainingData:
+    """A cache store held in memory when it fits a quarter of the budget, else memory-mapped;
+    or a stream."""
+    import hashlib
+    import json
+
+    from saefast import activations, memory
+    from saefast.batches import StoreSource, TensorSource
+
+    n_tokens = cfg.data.tokens
+    if not isinstance(data, Path):
+        digest = hashlib.sha256(json.dumps(data.key, sort_keys=True).encode()).hexdigest()[:16]
+        return TrainingData(data, data.key, f"stream:{digest}", "stream (no disk cache)")
+    meta = activations.store_info(data)
+    budget = memory_budget or memory.available_bytes(cfg.model.device)
+    if _resident(cfg, int(meta["d_model"]), budget):
+        source = TensorSource(activations.load_activations(data, n_tokens))  # [N, d]
+    else:
+        source = StoreSource(data, 0, n_tokens)
+    key = f"{meta.get('weights_hash')}:{meta.get('corpus_fingerprint')}:{data.name}"
+    return TrainingData(source, meta, key, str(data))
+
+
 def train_batch(batch: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
                 events: Events, memory_budget: int | None = None) -> list[RunOutcome]:
     """Train the seeds of `batch` together from one activation store (or stream); write each
     run dir."""
-    import hashlib
-    import json
-
     import torch
 
-    from saefast import activations, artifacts, checkpoints, memory, train
+    from saefast import artifacts, checkpoints, train
     from saefast import __version__
-    from saefast.batches import StoreSource, TensorSource, split
+    from saefast.batches import split
 
     cfg = batch[0].config
     t0 = time.perf_counter()
     n_tokens, n_eval = cfg.data.tokens, held_out_count(cfg)
-    if isinstance(data, Path):
-        store_meta = activations.store_info(data)
-        d_model = int(store_meta["d_model"])
-        budget = memory_budget or memory.available_bytes(cfg.model.device)
-        if _resident(cfg, d_model, budget):
-            source = TensorSource(activations.load_activations(data, n_tokens))  # [N, d]
-        else:
-            source = StoreSource(data, 0, n_tokens)
-        data_key, where = f"{store_meta.get('weights_hash')}:{store_meta.get('corpus_fingerprint')}:{data.name}", str(data)
-    else:
-        source, store_meta, d_model = data, data.key, data.d
-        digest = hashlib.sha256(json.dumps(data.key, sort_keys=True).encode()).hexdigest()[:16]
-        data_key, where = f"stream:{digest}", "stream (no disk cache)"
+    got = training_data(data, cfg, memory_budget)
+    source, store_meta, d_model = got.source, got.meta, got.source.d
     train_src = split(source, 0, n_tokens - n_eval)
     eval_src = split(source, n_tokens - n_eval, n_tokens)
     seeds = [r.config.train.seed for r in batch]
     ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{batch[0].group}-s{'_'.join(map(str, seeds))}"
     results = train.train_saes(
         train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
-        on_step=events.run_step, checkpoint_dir=ckpt_dir, data_key=data_key)
+        on_step=events.run_step, checkpoint_dir=ckpt_dir, data_key=got.key)
     outcomes = []
     for spec, result in zip(batch, results):
         if isinstance(result, train.TrainingDiverged):
@@ -536,7 +556,7 @@ def train_batch(batch: list[RunSpec], data: Path | StreamSource, out_dir: Path, 
             "metrics": result.metrics,
             "history": result.history,
             "encoder_input": "x - decoder.bias",
-            "activation_store": where,
+            "activation_store": got.where,
             "timings": {"train_seconds": result.metrics["train_seconds"],
                         "total_seconds": time.perf_counter() - t0,
                         "seeds_trained_together": len(batch)},
