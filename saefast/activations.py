@@ -419,7 +419,7 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
     todo = [w for w in writers.values() if w.meta["n_tokens"] < n_tokens]
     for w in todo:
         if w.meta["exhausted"]:
-            raise _too_small(corpus, w.meta["n_tokens"], n_tokens, drop_special_tokens)
+            raise corpus_too_small(corpus, w.meta["n_tokens"], n_tokens, drop_special_tokens)
     if not todo:
         return stores
 
@@ -435,7 +435,7 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
             w.flush()
     short = [w for w in todo if w.meta["n_tokens"] < n_tokens]
     if short:
-        raise _too_small(corpus, min(w.meta["n_tokens"] for w in short), n_tokens, drop_special_tokens)
+        raise corpus_too_small(corpus, min(w.meta["n_tokens"] for w in short), n_tokens, drop_special_tokens)
     return stores
 
 
@@ -540,7 +540,7 @@ def forward_chunks(lm, batch: list[list[int]], hooks: set[str], framing: Framing
     return out
 
 
-def _too_small(corpus: str, have: int, want: int, drop_special: bool) -> CorpusError:
+def corpus_too_small(corpus: str, have: int, want: int, drop_special: bool) -> CorpusError:
     how = "after dropping special tokens" if drop_special else "including special tokens"
     return CorpusError(f"corpus '{corpus}' has only {have:,} tokens for this model {how}; asked for {want:,}")
 

@@ -26,7 +26,6 @@ import torch
 
 from saefast import activations as A
 from saefast.batches import TokenSource
-from saefast.corpora import CorpusError
 
 _MODELS: dict[tuple, tuple] = {}  # one loaded model per (name, device, cache dir) a process
 
@@ -78,9 +77,8 @@ class StreamSource(TokenSource):
     def _advance(self) -> None:
         got = next(self._iter, None)
         if got is None:
-            have = self._start + self._count
-            raise CorpusError(f"corpus '{self.corpus}' has only {have:,} tokens for this model; "
-                              f"asked for {self.n_tokens:,}")
+            raise A.corpus_too_small(self.corpus, self._start + self._count, self.n_tokens,
+                                     self.drop_special)
         self._start += self._count
         self._chunks, self._count = got
         self._acts = None
@@ -93,8 +91,7 @@ class StreamSource(TokenSource):
         while have < self.n_tokens:
             got = next(probe, None)
             if got is None:
-                raise CorpusError(f"corpus '{self.corpus}' has only {have:,} tokens for this "
-                                  f"model; asked for {self.n_tokens:,}")
+                raise A.corpus_too_small(self.corpus, have, self.n_tokens, self.drop_special)
             have += got[1]
 
     def _activations(self) -> np.ndarray:
