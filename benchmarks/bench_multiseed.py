@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, write_json  # noqa: E402
+from _common import run_sections  # noqa: E402
 
 
 def _saefast(*args: str) -> float:
@@ -128,10 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
-    section = multiseed_section(args)
-    print_table(section["title"], section["columns"], section["rows"])
-    write_json(args.json, {"machine": machine(), "multiseed": section["results"]})
+    parser.set_defaults(sections="multiseed")  # one section, run like bench_train's
+    run_sections(parser.parse_args(argv), {"multiseed": multiseed_section})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, write_json  # noqa: E402
+from _common import run_sections  # noqa: E402
 
 # runs the CLI in this process and reports its own peak resident set (VmHWM) at exit
 _RUNNER = """
@@ -86,10 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
-    section = stream_section(args)
-    print_table(section["title"], section["columns"], section["rows"])
-    write_json(args.json, {"machine": machine(), "stream": section["results"]})
+    parser.set_defaults(sections="stream")  # one section, run like bench_train's
+    run_sections(parser.parse_args(argv), {"stream": stream_section})
 
 
 if __name__ == "__main__":
