@@ -9,14 +9,43 @@
 #include <atomic>
 #include <cstdint>
 
+// MKL's per-thread thread count, its C entry point (mkl.h maps mkl_set_num_threads_local to
+// it; the lower-case symbol is the Fortran one, taking int*). libtorch_cpu exports it when
+// torch uses MKL. Weak: null on a torch without MKL, where the guard below does nothing.
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+
 namespace saefast {
 
+// Makes the BLAS calls of this thread single-threaded while it lives. Inside an OpenMP team
+// the BLAS already is; on the calling thread it is not, and MKL rounds some small GEMMs
+// differently with 2 threads than with 1 (seen on an AMD EPYC), so a kernel whose items all
+// ran on the caller would give other bits than the same items spread over workers.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() : prev_(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~SingleThreadedBlas() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(prev_);  // 0 restores the global
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int prev_;
+};
+
 // For each worker: state = make_state(), then work(item, state) for the items it takes.
-// Items must be independent; which thread runs an item must not change the result.
+// Items must be independent; which thread runs an item must not change the result, so work
+// runs its BLAS calls single-threaded wherever it runs.
 template <typename MakeState, typename Work>
 void parallel_items(int64_t n_items, MakeState make_state, Work work) {
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items));
+  if (workers == 1) {  // at::parallel_for would run it inline, on this thread
+    SingleThreadedBlas single;
+    auto state = make_state();
+    for (int64_t item = 0; item < n_items; ++item) work(item, state);
+    return;
+  }
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     for (int64_t w = w0; w < w1; ++w) {
       auto state = make_state();
