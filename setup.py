@@ -157,9 +157,9 @@ setup(
     version=_version(),
     description="Fast sparse-autoencoder feature-stability tooling with a C++/CUDA core",
     python_requires=">=3.10",
-    packages=["saefast", "saefast.cli"],
+    packages=["saefast", "saefast.ops", "saefast.match", "saefast.data", "saefast.cli"],
     package_dir={"saefast": "saefast", "saefast.cli": "cli"},
-    package_data={"saefast": ["schemas.inc"]},
+    package_data={"saefast.ops": ["schemas.inc"]},
     install_requires=[
         "torch>=2.4",
         "numpy",

@@ -36,7 +36,7 @@ from _common import (measure_in_subprocess, peak_rss_mb, reset_peak_rss,  # noqa
 from bench_train import SHAPES, SparseBackwardTopK, make_params  # noqa: E402
 
 import saefast.ops  # noqa: E402
-from saefast import reference  # noqa: E402
+from saefast.ops import reference  # noqa: E402
 
 METHODS = ["naive", "sparsify-style", "saefast"]
 COSINE_SHAPES = [(4096, 4096, 384, 20), (16384, 16384, 768, 32)]  # n, m, d, k

@@ -1,6 +1,6 @@
 // saefast op library: every op schema in one TORCH_LIBRARY block, plus build_info().
 //
-// The schema strings live in saefast/schemas.inc (shared with Python, see that file).
+// The schema strings live in saefast/ops/schemas.inc (shared with Python, see that file).
 // Kernels are registered elsewhere, one op family a file:
 //   csrc/cpu/<op>.cpp   TORCH_LIBRARY_IMPL(saefast, CPU, m)  { m.impl("<op>", &<op>_cpu); }
 //   csrc/cuda/<op>.cu   TORCH_LIBRARY_IMPL(saefast, CUDA, m) { m.impl("<op>", &<op>_cuda); }
@@ -23,7 +23,7 @@ namespace saefast {
 namespace {
 
 const char* const kSchemas[] = {
-#include "../saefast/schemas.inc"
+#include "../saefast/ops/schemas.inc"
 };
 
 std::string op_name(const std::string& schema) {

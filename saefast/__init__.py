@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; resolved on first access (PEP 562)
 _LAZY = {
-    "build_info": "saefast._native",
+    "build_info": "saefast.ops.native",
     "ops": "saefast.ops",
     "TopKSAE": "saefast.sae",
     "RunConfig": "saefast.config",

@@ -25,7 +25,7 @@ import yaml
 from saefast.config import ConfigError, RunConfig, apply_overrides, flatten
 
 if TYPE_CHECKING:
-    from saefast.stream import StreamSource
+    from saefast.data.stream import StreamSource
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
 
@@ -430,7 +430,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
     corpus once for all its hooks, then train each group's seeds together (in as many passes
     as memory needs). A diverged run is recorded and the others go on; nothing is written
     for it."""
-    from saefast import activations
+    from saefast.data import activations
 
     events = events or Events()
     out_dir = Path(out_dir)
@@ -469,7 +469,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
 
 def open_stream(cfg: RunConfig, cache_dir: str | Path | None = None) -> StreamSource:
     """The activations of a run with data.cache false, checked to be long enough."""
-    from saefast.stream import StreamSource
+    from saefast.data.stream import StreamSource
 
     m = cfg.model
     source = StreamSource(m.name, m.hook, cfg.data.corpus, cfg.data.tokens,
@@ -496,8 +496,9 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
     import hashlib
     import json
 
-    from saefast import activations, memory
-    from saefast.batches import StoreSource, TensorSource
+    from saefast import memory
+    from saefast.data import activations
+    from saefast.data.batches import StoreSource, TensorSource
 
     n_tokens = cfg.data.tokens
     if not isinstance(data, Path):
@@ -521,7 +522,7 @@ def train_batch(batch: list[RunSpec], data: Path | StreamSource, out_dir: Path, 
 
     from saefast import artifacts, checkpoints, train
     from saefast import __version__
-    from saefast.batches import split
+    from saefast.data.batches import split
 
     cfg = batch[0].config
     t0 = time.perf_counter()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from saefast import activations as A
-from saefast.corpora import CorpusError
+from saefast.data import activations as A
+from saefast.data.corpora import CorpusError
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
 TEXT = "\n\n".join(f"Paragraph {i}: the cache keeps every token of the corpus, {i * 7} times."

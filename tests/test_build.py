@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import saefast
-from saefast import _native
+from saefast.ops import native as _native
 
 
 def test_extension_built_when_a_compiler_exists():

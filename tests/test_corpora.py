@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from saefast.corpora import (CorpusError, corpus_fingerprint, describe_corpus, iter_documents,
+from saefast.data.corpora import (CorpusError, corpus_fingerprint, describe_corpus, iter_documents,
                              parse_hf_corpus)
 
 

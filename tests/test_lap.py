@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from saefast import _lap
+from saefast.match import _lap
 
 pytestmark = pytest.mark.skipif(not _lap.available(), reason="native solver not built")
 

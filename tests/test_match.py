@@ -107,7 +107,7 @@ def test_unknown_solver_and_bad_candidates():
 
 
 def test_native_unavailable_is_a_clear_error_and_auto_falls_back(monkeypatch):
-    from saefast import _lap
+    from saefast.match import _lap
 
     monkeypatch.setattr(_lap, "available", lambda: False)
     a = np.eye(3, dtype=np.float32)

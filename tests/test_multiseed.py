@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from saefast.batches import StoreSource, TensorSource, WindowSchedule
+from saefast.data.batches import StoreSource, TensorSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
 from saefast.train import TrainingDiverged, train_sae, train_saes

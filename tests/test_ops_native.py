@@ -1,4 +1,4 @@
-"""The active ops (native C++ kernels when built) against saefast.reference, the oracle.
+"""The active ops (native C++ kernels when built) against saefast.ops.reference, the oracle.
 
 Sizes here cross the native kernels' tiles (1,024 features or rows of B a GEMM tile, up to
 256 rows a block), so edge tiles and several blocks are exercised. Run the same file with
@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as nnf
 
 import saefast
-from saefast import ops, reference
+from saefast import ops
+from saefast.ops import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = bool(saefast.build_info().get("native"))

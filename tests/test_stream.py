@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from saefast import activations as A
-from saefast import stream as S
+from saefast.data import activations as A
+from saefast.data import stream as S
 from saefast.config import SAEConfig, TrainConfig
-from saefast.corpora import CorpusError
+from saefast.data.corpora import CorpusError
 from saefast.sweep import Experiment, expand, open_stream, run_sweep
 from saefast.train import train_saes
 
@@ -111,7 +111,7 @@ def test_open_stream_checks_the_corpus_length(corpus):
 
 
 def test_a_stream_is_trained_in_corpus_order():
-    from saefast.batches import WindowSchedule
+    from saefast.data.batches import WindowSchedule
 
     ordered = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True, shuffle_windows=False)
     shuffled = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True)

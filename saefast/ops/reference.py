@@ -1,6 +1,6 @@
 """Pure-PyTorch version of every saefast op: the fallback kernel and the test oracle.
 
-Each op has the signature of its schema (saefast/schemas.inc) and works on any device.
+Each op has the signature of its schema (saefast/ops/schemas.inc) and works on any device.
 Inputs are assumed valid (saefast.ops checks them). bfloat16 is computed in float32 and
 returned in the input dtype. Memory stays bounded: no [B, F] or [n, m] matrix is held when
 F or m is large, and gathered [rows, k, d] temporaries are built in chunks.
@@ -147,7 +147,7 @@ def topk_encode_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(grad_x [B, d], grad_W_enc [F, d], grad_b_enc [F]) of topk_encode, nonzero only where a
     value was kept and positive (relu). A gradient whose output_mask entry is False is
-    returned empty ([0]), as the schema (saefast/schemas.inc) says."""
+    returned empty ([0]), as the schema (saefast/ops/schemas.inc) says."""
     acc = _acc_dtype(values.dtype)
     n_features = W_enc.shape[0]
     g = grad_values.to(acc) * (values > 0)  # [B, k]

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from saefast.corpora import BUILTIN_CORPORA, CorpusError, corpus_fingerprint, iter_documents
+from saefast.data.corpora import BUILTIN_CORPORA, CorpusError, corpus_fingerprint, iter_documents
 
 BUILTIN_MODELS = ("minilm", "gemma-270m", "tiny")
 DEFAULT_MODEL = "minilm"

@@ -24,8 +24,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from saefast import activations as A
-from saefast.batches import TokenSource
+from saefast.data import activations as A
+from saefast.data.batches import TokenSource
 
 _MODELS: dict[tuple, tuple] = {}  # one loaded model per (name, device, cache dir) a process
 

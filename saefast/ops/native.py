@@ -1,7 +1,7 @@
 """Load the C++ op library `saefast._C` once, and say what this install can do.
 
 Environment:
-  SAEFAST_DISABLE_NATIVE=1  never load the extension: every op runs saefast/reference.py.
+  SAEFAST_DISABLE_NATIVE=1  never load the extension: every op runs saefast/ops/reference.py.
   SAEFAST_REQUIRE_NATIVE=1  a missing, failed or disabled native build is an ImportError
                             (raised by `load()`, so by `import saefast.ops`).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-_FAILURE_FILE = Path(__file__).with_name("_build_failure.txt")
+_FAILURE_FILE = Path(__file__).parent.parent / "_build_failure.txt"  # written by setup.py
 _state: tuple[bool, str | None] | None = None  # (loaded, reason it is not)
 
 

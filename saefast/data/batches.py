@@ -50,7 +50,7 @@ class StoreSource(TokenSource):
     window being trained on is in memory."""
 
     def __init__(self, store: Path, start: int, end: int):
-        from saefast.activations import store_info
+        from saefast.data.activations import store_info
 
         meta = store_info(store)
         self.shards = [np.load(Path(store) / s["file"], mmap_mode="r") for s in meta["shards"]]

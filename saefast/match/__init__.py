@@ -330,7 +330,8 @@ def _solve_dense_native(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
 def _solve_sparse_native(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict
                          ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
     """Candidates + sparse solve + certificate; a [n, d], b [m, d] unit float32 rows, n <= m."""
-    from . import _lap, ops
+    from saefast import ops
+    from . import _lap
 
     n, m, d = a.shape[0], b.shape[0], a.shape[1]
     margin = gemm_margin(d)

@@ -1,7 +1,7 @@
 """numpy front end of the native assignment solver (csrc/lap, `torch.ops.saefast_lap.*`).
 
 All functions take and return numpy arrays (no copies where dtypes already fit). They need
-the native build: `available()` says whether it loaded (see saefast/_native.py).
+the native build: `available()` says whether it loaded (see saefast/ops/native.py).
 
     solve_sparse(indptr, indices, cost, n_cols, row_to_col=None, v=None) -> SparseSolution
     solve_dense(cost) -> (row_to_col, u, v)
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _native
+from saefast.ops import native as _native
 
 STAT_NAMES = ("augmented", "greedy", "scanned", "freed", "stuck")
 

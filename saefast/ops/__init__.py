@@ -1,13 +1,13 @@
 """The public saefast ops: `torch.ops.saefast.*`, re-exported here with input checks.
 
-Registration (DESIGN.md, "Ops"): the schemas are the one list in saefast/schemas.inc. When
+Registration (DESIGN.md, "Ops"): the schemas are the one list in saefast/ops/schemas.inc. When
 the native extension loads, C++ has defined them and registered its CPU/CUDA kernels;
-otherwise they are defined here. Either way saefast/reference.py is registered under
+otherwise they are defined here. Either way saefast/ops/reference.py is registered under
 CompositeExplicitAutograd, which the dispatcher uses for every backend without a kernel of
 its own (a C++ TORCH_LIBRARY_IMPL(saefast, CPU, ...) kernel takes precedence on CPU). The
 fake kernels and the (sparse) autograd formulas below serve both paths.
 
-Light to import: torch and saefast.reference only.
+Light to import: torch and saefast.ops.reference only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from saefast import _native, reference
+from saefast.ops import native as _native, reference
 
 __all__ = ["topk_encode", "sparse_decode", "cosine_topk", "SCHEMAS", "NATIVE"]
 
@@ -27,7 +27,7 @@ _SCHEMA_FILE = Path(__file__).with_name("schemas.inc")
 
 
 def read_schemas(path: Path = _SCHEMA_FILE) -> list[str]:
-    """The op schema strings of saefast/schemas.inc (shared with csrc/saefast.cpp)."""
+    """The op schema strings of saefast/ops/schemas.inc (shared with csrc/saefast.cpp)."""
     schemas = []
     for line in path.read_text().splitlines():
         line = line.strip()

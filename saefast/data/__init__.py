@@ -1,0 +1,2 @@
+"""Where activations come from: corpora, models, the on-disk store, harvesting, streaming and
+token windows."""

@@ -1,0 +1,116 @@
+"""Atomic file writes, the one helper every writer uses.
+
+A file is written to a temporary sibling, flushed to disk, then renamed over its target, so
+a killed process leaves either the old file or the new one, never a torn one. New files get
+the permissions the user's umask gives (0644 under the usual 022), not mkstemp's 0600, so a
+colleague on a shared server can read a sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+__all__ = ["atomic_path", "atomic_open", "write_json_atomic", "atomic_dir", "read_json", "to_json"]
+
+
+def _sibling(path: Path, suffix: str = ".tmp") -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yields a temporary path beside `path` for a writer that wants a file name (numpy,
+    safetensors, matplotlib, torch.save); on success it is fsynced and renamed over `path`.
+    `suffix` keeps the extension for writers that look at it (matplotlib)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, suffix)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """`open(path, mode)` that lands atomically ("w" text or "wb" binary)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+
+
+def to_json(obj: Any) -> Any:
+    """`json.dump`'s default: numpy and torch scalars and arrays, paths."""
+    if hasattr(obj, "tolist"):  # numpy and torch: a scalar for 0-d, nested lists otherwise
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """JSON (strict: NaN and infinity are refused) written atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=indent, allow_nan=False, default=to_json)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields an empty temporary directory beside `path`; on success it replaces `path` (an
+    older incomplete one is removed first), so `path` holds all of its files or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path)
+    tmp.mkdir()  # mode 0777 & ~umask, unlike mkdtemp's 0700
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, suffix: str = ".tmp") -> Path:
+    """`write(tmp_path)` then land it atomically at `path`; returns `path`."""
+    with atomic_path(path, suffix=suffix) as tmp:
+        write(tmp)
+    return Path(path)
