@@ -1,7 +1,8 @@
 """The `saefast` command: sweep, analyze, report, info.
 
-Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) print
-one line and exit with status 2; nothing already written is touched.
+Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) are
+`saefast.errors.SaefastError`s: they print one line and exit with status 2, and nothing
+already written is touched. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,32 +12,17 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from saefast.cli import tables
+from saefast.config import choices
+from saefast.errors import ConfigError, SaefastError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 DEFAULT_OUT = "saefast-out"
 DEFAULT_EXPERIMENT = "experiments/seed_repro.yaml"
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean 'your input is wrong', shown as one line."""
-    from saefast.artifacts import RunDirError
-    from saefast.config import ConfigError
-
-    from saefast.memory import MemoryBudgetError
-
-    errors: list[type[BaseException]] = [ConfigError, RunDirError, ValueError, FileNotFoundError,
-                                         MemoryBudgetError]
-    try:
-        from saefast.sweep import SweepError
-
-        errors.append(SweepError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 # ---------------------------------------------------------------------------- sweep
@@ -85,9 +71,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep_runs(args: argparse.Namespace):
-    from saefast import sweep
+    from saefast import experiment
 
-    exp = sweep.load_experiment(args.config) if args.config else sweep.Experiment()
+    exp = experiment.load_experiment(args.config) if args.config else experiment.Experiment()
     flags = {"model.name": args.model, "model.hook": args.hook, "data.corpus": args.corpus,
              "data.tokens": args.tokens, "sae.n_features": args.features, "sae.k": args.k,
              "train.epochs": args.epochs, "train.lr": args.lr, "model.device": args.device}
@@ -96,10 +82,10 @@ def _sweep_runs(args: argparse.Namespace):
         overrides["match.live_only"] = True
     if args.stream:
         overrides["data.cache"] = False
-    axes = [sweep.parse_axis(a) for a in args.axis]
+    axes = [experiment.parse_axis(a) for a in args.axis]
     if args.seeds is not None:
         if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         axes.append(("train.seed", list(range(1, args.seeds + 1))))
     elif not args.config and not any(k == "train.seed" for k, _ in axes):
         axes.append(("train.seed", [1, 2, 3, 4, 5]))
@@ -107,30 +93,31 @@ def _sweep_runs(args: argparse.Namespace):
     for variant in exp.variants:
         for key in overrides:
             variant.pop(key, None)
-    return sweep.expand(exp, axes, overrides)
+    return experiment.expand(exp, axes, overrides)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from saefast import sweep
+    from saefast import plan, sweep
     from saefast.memory import parse_bytes
 
     runs = _sweep_runs(args)
-    for warning in sweep.undertrained_warnings(runs):
-        err_console.print(f"[yellow]warning:[/] {warning}")
+    budget = parse_bytes(args.memory_budget)
+    plan.preflight(runs, args.out, args.cache_dir)
+    for warning in plan.undertrained_warnings(runs):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if args.dry_run:
-        tables.print_plan(console, runs, sweep.estimate(runs, parse_bytes(args.memory_budget)),
-                          Path(args.out))
+        tables.print_plan(console, runs, plan.estimate(runs, budget), Path(args.out))
         return 0
     events = tables.RichEvents(console)
     try:
         summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
-                                  memory_budget=parse_bytes(args.memory_budget))
+                                  memory_budget=budget)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
     failed = summary["runs"]["failed"]
     for f in failed:
-        err_console.print(f"[red]failed:[/] {f['name']}: {f['error']}")
+        err_console.print(f"[red]failed:[/] {escape(f['name'])}: {escape(f['error'])}")
     return 1 if failed else 0
 
 
@@ -143,23 +130,31 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         description="Match every pair of the given run directories (saefast, the original "
                     "study's format, or SAELens checkpoints) one-to-one by decoder cosine, "
                     "and write stability.json, feature_recurrence.csv and plots into --out.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run dirs, or folders of them (a sweep's OUT or OUT/runs)")
     p.add_argument("--live-only", action="store_true",
                    help="also match only live features (needs feature_analysis.json)")
     p.add_argument("--threshold", type=float, default=0.9,
                    help="cosine that counts as the same feature (default 0.9)")
     p.add_argument("--top-k", type=int, default=20, help="best matches listed per pair (default 20)")
-    p.add_argument("--solver", default="auto", choices=["auto", "lapjv", "scipy", "native"])
+    p.add_argument("--solver", default="auto", choices=choices("match.solver"),
+                   help="assignment solver (default auto: native certified if built, else "
+                        "lapjv, else scipy)")
     p.add_argument("--out", default="saefast-analysis", help="report folder (default saefast-analysis)")
     p.set_defaults(func=cmd_analyze)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from saefast import stability
+    from saefast import reports
+    from saefast.artifacts import find_run_dirs
 
-    report = stability.analyze_runs(
-        [Path(d) for d in args.run_dirs], Path(args.out), threshold=args.threshold,
-        top_k=args.top_k, live_only=args.live_only, solver=args.solver)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    run_dirs = find_run_dirs(args.run_dirs)
+    report = reports.analyze_runs(
+        run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
+        solver=args.solver)
     tables.print_report(console, report, title="stability")
     console.print(f"report: {Path(args.out) / 'stability.json'}")
     return 0
@@ -177,17 +172,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from saefast import plots, sweep
+    from saefast import reports
     from saefast.artifacts import read_json
+    from saefast.errors import SweepError
+    from saefast.plan import REPORTS_DIR, SUMMARY
 
     out = Path(args.out_dir)
-    summary_path = out / sweep.SUMMARY
+    summary_path = out / SUMMARY
     if not summary_path.is_file():
-        raise FileNotFoundError(f"{out}: no {sweep.SUMMARY}; is this a sweep's --out folder?")
+        raise SweepError(f"{out}: no {SUMMARY}; is this a sweep's --out folder?")
     summary = read_json(summary_path)
-    for report_path in sorted((out / sweep.REPORTS_DIR).glob("*/stability.json")):
-        report = read_json(report_path)
-        plots.plot_all(report, report_path.parent)
+    for report_path in sorted((out / REPORTS_DIR).glob(f"*/{reports.STABILITY_JSON}")):
+        reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
     return 0
 
@@ -237,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished runs are kept, re-run the command to resume")
         return 130
-    except _user_errors() as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False)
+    except SaefastError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return 2
 
 

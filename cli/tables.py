@@ -9,9 +9,12 @@ from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.markup import escape
 from rich.table import Table
 
-from saefast.sweep import Events, HarvestJob, RunOutcome, RunSpec
+from saefast.experiment import RunSpec
+from saefast.plan import HarvestJob
+from saefast.sweep import Events, RunOutcome
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -34,13 +37,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class RichEvents(Events):
-    """Two bars while training: all runs, and the steps of the current run with its loss."""
+    """A bar while harvesting; two while training: all passes, and the steps of the current
+    pass with its loss. Text from the user (names, paths, errors) is printed literally."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress: Progress | None = None
         self.runs_task = self.steps_task = None
+        self.harvest: Progress | None = None
+        self.harvest_task = None
 
     def _start(self, total: int) -> None:
         if self.progress is None:
@@ -53,13 +63,32 @@ class RichEvents(Events):
             self.steps_task = self.progress.add_task("steps", total=1, info="")
 
     def harvest_started(self, job: HarvestJob) -> None:
-        self.console.print(f"harvesting {job.tokens:,} tokens of [bold]{job.corpus}[/] through "
-                           f"[bold]{job.model}[/] at {', '.join(job.hooks)}")
+        self._stop_harvest()
+        self.console.print(f"harvesting {job.tokens:,} tokens of [bold]{escape(job.corpus)}[/] "
+                           f"through [bold]{escape(job.model)}[/] at {escape(', '.join(job.hooks))}")
 
-    def batch_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
+    def harvest_progress(self, done: int, total: int) -> None:
+        if self.harvest is None:
+            self.harvest = Progress(
+                SpinnerColumn(), TextColumn("harvest"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("tokens"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=True)
+            self.harvest.start()
+            self.harvest_task = self.harvest.add_task("harvest", total=total)
+        self.harvest.update(self.harvest_task, completed=min(done, total), total=total)
+        if done >= total:
+            self._stop_harvest()
+
+    def _stop_harvest(self) -> None:
+        if self.harvest is not None:
+            self.harvest.stop()
+            self.harvest = None
+
+    def pass_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
+        self._stop_harvest()
         self._start(total)
         self.progress.update(self.runs_task, completed=index,
-                             info=f"{label} ({n_seeds} SAE{'s' if n_seeds > 1 else ''} together)")
+                             info=escape(f"{label} ({n_seeds} SAE{'s' if n_seeds > 1 else ''} together)"))
         self.progress.reset(self.steps_task, total=1, info="")
 
     def run_step(self, step: int, total: int, stats: dict) -> None:
@@ -69,16 +98,17 @@ class RichEvents(Events):
 
     def run_finished(self, outcome: RunOutcome) -> None:
         if outcome.status == "failed":
-            self.console.print(f"[red]run {outcome.spec.name} failed:[/] {outcome.error}")
+            self.console.print(f"[red]run {escape(outcome.spec.name)} failed:[/] {escape(str(outcome.error))}")
 
     def report_started(self, group: str) -> None:
         self.close()
-        self.console.print(f"matching pairs of [bold]{group}[/]")
+        self.console.print(f"matching pairs of [bold]{escape(group)}[/]")
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False, highlight=False)
 
     def close(self) -> None:
+        self._stop_harvest()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -106,18 +136,18 @@ def _seed_list(seeds: list[int]) -> str:
 
 
 def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> None:
-    table = _compact_table(f"{len(runs)} runs in {est['groups']} groups -> {out}")
+    table = _compact_table(escape(f"{_plural(len(runs), 'run')} in {_plural(est['groups'], 'group')} -> {out}"))
     table.add_column("group", no_wrap=True)
     for col in ("seeds", "model", "corpus", "epochs", "passes", "memory"):
         table.add_column(col, justify="right")
     for row in est["rows"]:
         c = row["config"]
-        table.add_row(row["group"], _seed_list(row["seeds"]), c.model.name, c.data.corpus,
+        table.add_row(escape(row["group"]), _seed_list(row["seeds"]), escape(c.model.name), escape(c.data.corpus),
                       str(c.train.epochs), str(row["passes"] or "too big"),
                       _gib(row["memory_bytes"]))
     console.print(table)
     console.print(
-        f"{est['pairs']} pairs to match; harvest {est['harvest_tokens']:,} tokens (~"
+        f"{_plural(est['pairs'], 'pair')} to match; harvest {est['harvest_tokens']:,} tokens (~"
         f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
         f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
         f"{_gib(est['peak_memory_bytes'])} (rough CPU estimates; cached activations and "
@@ -135,8 +165,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     rows = summary.get("groups", [])
     stab = _compact_table(
         "seed stability: matched decoder cosines",
-        "pair medians: min-max over pairs. >=.5/.7/.9: fraction of matched pairs at or above. "
-        "null: the same matching of random unit dictionaries of the same shapes.")
+        "pair medians: min-max of the per-pair medians. median: pooled over every pair's "
+        "matched cosines. >=.5/.7/.9: fraction of matched pairs at or above. null: the same "
+        "matching of random unit dictionaries of the same shapes.")
     stab.add_column("group", no_wrap=True)
     for col in ("pairs", "pair medians", "median", ">=.5/.7/.9", "null", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
@@ -144,7 +175,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         frac = row.get("fraction_above") or {}
         fracs = "/".join(_fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9")) if frac else "-"
         lo, hi = row.get("pair_median_min"), row.get("pair_median_max")
-        stab.add_row(row["group"], str(row["pairs"]),
+        stab.add_row(escape(row["group"]), str(row["pairs"]),
                      f"{lo:.3f}-{hi:.3f}".replace("0.", ".") if lo is not None else "-",
                      _fmt(row["global_median"]), fracs, _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
@@ -157,23 +188,26 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     for col in ("runs", "dead", "cos to init", "FVU"):
         health.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        health.add_row(row["group"], str(row["runs"]), _fmt(row["dead_fraction"], 2),
+        health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(health)
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
         f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
-        f"Runs in {out / 'runs'}, reports and plots in {out / 'reports'}.")
+        f"Runs in {escape(str(out / 'runs'))}, reports and plots in {escape(str(out / 'reports'))}.")
 
 
 def print_report(console: Console, report: dict, title: str) -> None:
     table = Table(title=title)
     for col in ("run a", "run b", "matched", ">= threshold", "median", "mean", "baseline median",
                 "solver"):
-        table.add_column(col, justify="left" if col.startswith("run") else "right")
+        if col.startswith("run"):  # whole names: the seed suffix is what tells runs apart
+            table.add_column(col, justify="left", overflow="fold", min_width=12)
+        else:
+            table.add_column(col, justify="right")
     for p in report.get("pairs", []):
-        table.add_row(p["run_a_name"], p["run_b_name"], str(p["n_matched_pairs"]),
+        table.add_row(escape(p["run_a_name"]), escape(p["run_b_name"]), str(p["n_matched_pairs"]),
                       str(p["matched_count_above_threshold"]), _fmt(p["median_cosine"]),
                       _fmt(p["mean_cosine"]), _fmt(p.get("baseline_median_cosine")),
                       str(p.get("solver", "-")))
@@ -181,8 +215,8 @@ def print_report(console: Console, report: dict, title: str) -> None:
     s = report.get("summary", {})
     base = s.get("baseline") or {}
     console.print(
-        f"{s.get('n_runs')} runs, {s.get('n_pairs')} pairs: median of medians "
-        f"{_fmt(s.get('median_of_medians'))}, global median {_fmt(s.get('global_median'))}, "
+        f"{s.get('n_runs')} runs, {s.get('n_pairs')} pairs: median of the pair medians "
+        f"{_fmt(s.get('median_of_medians'))}, pooled median {_fmt(s.get('global_median'))}, "
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "
         f"{_fmt(base.get('median_cosine', base.get('median')))}")
@@ -197,5 +231,5 @@ def print_info(console: Console, info: dict) -> None:
     table.add_column("key")
     table.add_column("value", overflow="fold")
     for key, value in info.items():
-        table.add_row(str(key), ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        table.add_row(escape(str(key)), escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     console.print(table)

@@ -7,6 +7,7 @@ Layout of a run directory (ours and the original study's share the first three f
     sae_weights.safetensors.json  {"input_dim": d, "n_features": F, "k": k, ...}
     feature_analysis.json         {"features": [{"feature_index", "dead", "fire_count", ...}]}
     run.json                      ours only: config, model, hook, corpus, tokens, metrics, timings
+                                  (the schema is `run_record` below)
 
 SAELens checkpoints (`cfg.json` + `sae_weights.safetensors` with `W_dec` [F, d]) are read too.
 Orientation always comes from the format, never from the shapes (F == d happens).
@@ -15,9 +16,8 @@ Orientation always comes from the format, never from the shapes (F == d happens)
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,38 +31,39 @@ RUN = "run.json"
 SAELENS_CFG = "cfg.json"
 
 
-class RunDirError(ValueError):
-    """A run directory that cannot be read: missing, corrupt or inconsistent files."""
-
+from saefast.errors import RunDirError
+from saefast.fsio import atomic_dir, write_json_atomic
 
 # ---------------------------------------------------------------------------- writing
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str, Any],
+               corpus: dict[str, Any], tokens: dict[str, int], metrics: dict[str, Any],
+               history: list, activation_store: str, timings: dict[str, Any]) -> dict[str, Any]:
+    """run.json: everything that made a run and what it measured. Keys are only ever added.
 
+    config: RunConfig.to_dict(); model: {name, hook, weights_hash, d_model}; corpus: {name,
+    fingerprint}; tokens: {harvested, train, held_out, seen}; metrics and history: from
+    training; timings: {train_seconds, total_seconds, seeds_trained_together}."""
+    from saefast import __version__
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return {
+        "name": name,
+        "group": group,
+        "config": config,
+        "seed": config["train"]["seed"],
+        "model": model,
+        "corpus": corpus,
+        "tokens": tokens,
+        "metrics": metrics,
+        "history": history,
+        "encoder_input": "x - decoder.bias",
+        "activation_store": activation_store,
+        "timings": timings,
+        "versions": {"saefast": __version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def write_run_dir(
@@ -88,12 +89,11 @@ def write_run_dir(
     run_dir = Path(run_dir)
     F, d = W_enc.shape
     if W_dec.shape != (F, d) or b_enc.shape != (F,) or b_dec.shape != (d,):
-        raise ValueError(
+        raise ValueError(  # a caller's bug, not user input
             f"inconsistent SAE shapes: W_enc {tuple(W_enc.shape)}, b_enc {tuple(b_enc.shape)}, "
             f"W_dec {tuple(W_dec.shape)}, b_dec {tuple(b_dec.shape)}")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
-    try:
+    # a stale, incomplete dir (no run.json) from a killed run is replaced
+    with atomic_dir(run_dir) as tmp:
         tensors = {
             "encoder.weight": W_enc.detach().float().contiguous().cpu(),
             "encoder.bias": b_enc.detach().float().contiguous().cpu(),
@@ -107,12 +107,6 @@ def write_run_dir(
         write_json_atomic(tmp / WEIGHTS_META, meta)
         write_json_atomic(tmp / FEATURES, {"n_features": F, "features": features})
         write_json_atomic(tmp / RUN, run_info)
-        if run_dir.exists():  # a stale, incomplete dir (no run.json) from a killed run
-            shutil.rmtree(run_dir)
-        os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return run_dir
 
 
@@ -150,6 +144,7 @@ class LoadedSAE:
 
 
 def read_json(path: Path) -> Any:
+    """JSON of a run dir; unreadable or corrupt is a RunDirError naming the file."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -239,3 +234,30 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
             raise RunDirError(f"{path}: feature_index {i} out of range for {n_features} features")
         dead[i] = flag
     return dead
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """What `analyze` was given, as run dirs: a folder of run dirs (a sweep's `runs/`, or
+    its `--out`) stands for the runs in it. The same run given twice is refused: it would
+    match itself at cosine 1."""
+    out: list[Path] = []
+    for given in map(Path, paths):
+        if not given.exists():
+            raise RunDirError(f"{given}: no such directory")
+        if not given.is_dir():
+            raise RunDirError(f"{given}: not a directory")
+        if (given / WEIGHTS).is_file():
+            out.append(given)
+            continue
+        inner = given / "runs" if (given / "runs").is_dir() else given
+        found = sorted(p for p in inner.iterdir() if p.is_dir() and (p / WEIGHTS).is_file())
+        if not found:
+            raise RunDirError(f"{given}: no {WEIGHTS} here and no run dirs inside")
+        out += found
+    seen: dict[Path, Path] = {}
+    for path in out:
+        real = path.resolve()
+        if real in seen:
+            raise RunDirError(f"{path}: the same run is given twice ({seen[real]})")
+        seen[real] = path
+    return out

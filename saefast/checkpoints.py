@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from saefast.fsio import write_with
 
 KEEP = 2  # the newest good checkpoint and one before it, in case the newest is torn
 
@@ -30,27 +30,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(directory: Path, step: int, fingerprint: str, state: dict[str, Any]) -> Path:
     """Write checkpoint `step` and drop all but the newest KEEP."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pt = directory / f"ckpt-{step:09d}.pt"
-    _atomic(pt, lambda tmp: torch.save(state, tmp))
+    write_with(pt, lambda tmp: torch.save(state, tmp))
     meta = {"sha256": _sha256(pt), "step": step, "fingerprint": fingerprint}
-    _atomic(pt.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    write_with(pt.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     for old in sorted(directory.glob("ckpt-*.pt"))[:-KEEP]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

@@ -4,44 +4,71 @@ A run is fully described by a `RunConfig`; everything that changes its result li
 and is written to the run's `run.json`. Defaults are chosen for the offline default model
 (all-MiniLM-L6-v2, d=384) on a laptop; `experiments/seed_repro.yaml` spells out every value
 the original study used so that changing a default never changes the study.
+
+Each field carries what the rest of saefast needs to know about it, in one place:
+- a `Literal[...]` type lists its choices: validation, the CLI's `choices=` and the error
+  message all read them (`choices(key)`);
+- `setting(default, label=...)` says how a run name shows the field when an experiment
+  varies it (`e10` for train.epochs=10), `CORE` that every run name shows it, and
+  `in_name=False` that it never changes the trained weights (device, checkpoint interval),
+  so it is never in a name nor compared when a sweep resumes.
+Pure Python: importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from saefast.errors import ConfigError
+
+__all__ = ["ConfigError", "ModelConfig", "DataConfig", "SAEConfig", "TrainConfig", "MatchConfig",
+           "RunConfig", "apply_overrides", "flatten", "from_dict", "known_keys", "choices",
+           "name_label", "affects_results", "SECTIONS"]
+
+CORE = "core"  # label of the fields every run name shows (hook, F, k, tokens, seed)
+
+Optimizer = Literal["adam", "sgd"]
+TrainDtype = Literal["float32", "float64", "bfloat16"]
+BDecInit = Literal["geometric_median", "mean", "zeros"]
+DataOrder = Literal["per_seed", "shared"]
+Solver = Literal["auto", "native", "lapjv", "scipy"]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be run: unknown key, bad value. The message names the key."""
+def setting(default: Any, label: str = "", *, in_name: bool = True) -> Any:
+    """A config field with its run-name label (see the module docstring)."""
+    return field(default=default, metadata={"label": label, "in_name": in_name})
 
 
 @dataclass
 class ModelConfig:
-    name: str = "minilm"
+    name: str = setting("minilm")
     """Built-in model (`minilm`, `gemma-270m`), a Hugging Face name, or a local directory."""
-    hook: str = "blocks.0.hook_resid_pre"
+    hook: str = setting("blocks.0.hook_resid_pre", CORE)
     """TransformerLens hook point whose activations the SAE is trained on."""
-    context_length: int = 128
+    context_length: int = setting(128, "ctx")
     """Tokens per forward pass; longer documents are cut into chunks of this length."""
-    device: str = "cpu"
+    device: str = setting("cpu", in_name=False)
     """Torch device for the model forward pass and training (`cpu`, `cuda`, `cuda:1`)."""
-    drop_special_tokens: bool = True
+    drop_special_tokens: bool = setting(True, "special")
     """Drop BOS/CLS/SEP/PAD positions: their activations are huge outliers that would
     dominate a small SAE's reconstruction loss and are not features of the text."""
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "python-docs"
+    corpus: str = setting("python-docs")
     """Built-in corpus (`python-docs`, `python-code`), a local .txt/.jsonl file or folder,
     or a Hugging Face dataset name (`hf:<name>[:<split>]`, needs internet)."""
-    tokens: int = 30_000
+    tokens: int = setting(30_000, CORE)
     """Distinct activation vectors harvested (after dropping special tokens)."""
-    held_out: float = 0.1
+    held_out: float = setting(0.1, "ho")
     """Fraction of the harvested tokens (the last ones) kept out of training for evaluation."""
-    cache: bool = True
+    cache: bool = setting(True, "cache")
     """Harvest into the on-disk activation cache once, then train from it (reused by later
     sweeps). false: stream activations from the model straight into training, nothing on
     disk (budgets beyond the disk; every epoch and the evaluation pass re-run the model)."""
@@ -49,64 +76,65 @@ class DataConfig:
 
 @dataclass
 class SAEConfig:
-    n_features: int = 128
+    n_features: int = setting(128, CORE)
     """Dictionary size F."""
-    k: int = 8
+    k: int = setting(8, CORE)
     """Active features per token (Top-K)."""
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 1
+    seed: int = setting(1, CORE)
     """Seed of the SAE's initialisation (and of its data order when data_order is per_seed)."""
-    epochs: int = 8
+    epochs: int = setting(8, "e")
     """Passes over the training tokens."""
-    batch_size: int = 256
+    batch_size: int = setting(256, "b")
     """Tokens per optimizer step."""
-    lr: float = 0.0
+    lr: float = setting(0.0, "lr")
     """Adam learning rate; 0 = auto: 2e-4 / sqrt(n_features / 16384) (Gao et al. 2024)."""
-    warmup_fraction: float = 0.05
+    warmup_fraction: float = setting(0.05, "wu")
     """Fraction of steps over which the lr rises linearly from 0 (a fraction, not sparsify's
     1,000 steps, so that short runs warm up too)."""
-    decay_fraction: float = 0.2
+    decay_fraction: float = setting(0.2, "dc")
     """Final fraction of steps over which the lr decays linearly to 0 (Conerly et al. 2024)."""
-    optimizer: str = "adam"
+    optimizer: Optimizer = setting("adam")
     """`adam` (torch.optim.Adam, betas 0.9/0.999) or `sgd`."""
-    dtype: str = "float32"
+    dtype: TrainDtype = setting("float32")
     """Training dtype of the SAE parameters."""
-    b_dec_init: str = "geometric_median"
+    b_dec_init: BDecInit = setting("geometric_median", "bdec")
     """Initial decoder bias: `geometric_median` of the training tokens (Bricken et al. 2023),
     `mean`, or `zeros`."""
-    aux_k: int = 0
+    aux_k: int = setting(0, "auxk")
     """Latents in the AuxK loss on dead latents; 0 = auto: the power of two nearest
     d_model / 2 (Gao et al. 2024)."""
-    aux_coef: float = 1 / 32
+    aux_coef: float = setting(1 / 32, "aux")
     """Weight of the AuxK loss (Gao et al. 2024); 0 turns AuxK off."""
-    dead_window: int = 0
+    dead_window: int = setting(0, "dw")
     """A latent is dead for AuxK when it has not fired in this many training tokens;
     0 = auto: 10M (Gao et al.) capped at one pass over the training tokens, so AuxK also acts
     in short runs."""
-    data_order: str = "per_seed"
+    data_order: DataOrder = setting("per_seed")
     """`per_seed`: each seed shuffles tokens with its own generator; `shared`: all seeds see
     the same order (separates init variance from data-order variance)."""
-    data_seed: int = 0
+    data_seed: int = setting(0, "ds")
     """Seed of the shared parts of the data order (window order; token order when shared)."""
-    shuffle_buffer: int = 262_144
+    shuffle_buffer: int = setting(262_144, "buf")
     """Tokens shuffled together (one window); larger budgets stream window by window."""
-    checkpoint_every: int = 1_000_000
+    checkpoint_every: int = setting(1_000_000, in_name=False)
     """Training tokens between checkpoints (taken at window boundaries); 0 = never."""
 
 
 @dataclass
 class MatchConfig:
-    threshold: float = 0.9
+    threshold: float = setting(0.9, in_name=False)
     """Cosine at or above which a matched pair counts as the same feature."""
-    top_k: int = 20
+    top_k: int = setting(20, in_name=False)
     """How many of the best matches each pair report lists."""
-    solver: str = "auto"
+    solver: Solver = setting("auto", in_name=False)
     """Assignment solver: `auto` (native certified sparse solver if built, else lapjv, else
-    scipy), `native`, `lapjv`, `scipy`."""
-    live_only: bool = False
+    scipy), `native`, `lapjv`, `scipy`. The matching never changes training: no match key is
+    in a run name."""
+    live_only: bool = setting(False, in_name=False)
     """Also report the matching restricted to each run's live (ever-firing) features."""
 
 
@@ -122,21 +150,60 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "sae": SAEConfig,
+                   "train": TrainConfig, "match": MatchConfig}
+SECTIONS = tuple(SECTION_CLASSES)
 
 
 def section_fields(section: str) -> dict[str, dataclasses.Field]:
-    cls = {"model": ModelConfig, "data": DataConfig, "sae": SAEConfig,
-           "train": TrainConfig, "match": MatchConfig}[section]
-    return {f.name: f for f in dataclasses.fields(cls)}
+    return {f.name: f for f in dataclasses.fields(SECTION_CLASSES[section])}
 
 
 def known_keys() -> list[str]:
     return [f"{s}.{k}" for s in SECTIONS for k in section_fields(s)]
 
 
+def _field(key: str) -> dataclasses.Field:
+    section, _, name = key.partition(".")
+    return section_fields(section)[name]
+
+
+@functools.cache
+def _hints(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTION_CLASSES[section])
+
+
+def choices(key: str) -> tuple[str, ...] | None:
+    """The allowed values of a `Literal[...]` field (`train.optimizer` -> ('adam', 'sgd')),
+    None for a free field."""
+    section, _, name = key.partition(".")
+    hint = _hints(section)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def name_label(key: str) -> str | None:
+    """How a run name labels `key` when an experiment varies it: a prefix ('e' for
+    train.epochs; '' for the bare value), CORE for keys every name shows, None for keys that
+    never change the weights and so are never in a name."""
+    meta = _field(key).metadata
+    return meta.get("label", "") if meta.get("in_name", True) else None
+
+
+def affects_results(key: str) -> bool:
+    """Whether two runs that differ in `key` can have different weights."""
+    return name_label(key) is not None
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Convert a YAML/CLI value to the type of the field's default, or explain why not."""
+    allowed = choices(key)
+    if allowed is not None:
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        return value
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -238,11 +305,6 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{name} must be in [0, 1], got {value}")
     if cfg.train.warmup_fraction + cfg.train.decay_fraction > 1.0:
         raise ConfigError("train.warmup_fraction + train.decay_fraction must be <= 1")
-    if cfg.train.b_dec_init not in ("geometric_median", "mean", "zeros"):
-        raise ConfigError(
-            f"train.b_dec_init must be geometric_median, mean or zeros, got {cfg.train.b_dec_init!r}")
-    if cfg.train.data_order not in ("per_seed", "shared"):
-        raise ConfigError(f"train.data_order must be per_seed or shared, got {cfg.train.data_order!r}")
     for name in ("aux_k", "dead_window", "checkpoint_every"):
         if getattr(cfg.train, name) < 0:
             raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg.train, name)}")
@@ -250,14 +312,14 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.aux_coef must be >= 0, got {cfg.train.aux_coef}")
     if cfg.train.shuffle_buffer < 1:
         raise ConfigError(f"train.shuffle_buffer must be >= 1, got {cfg.train.shuffle_buffer}")
-    if cfg.train.optimizer not in ("adam", "sgd"):
-        raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {cfg.train.optimizer!r}")
-    if cfg.train.dtype not in ("float32", "float64", "bfloat16"):
-        raise ConfigError(f"train.dtype must be float32, float64 or bfloat16, got {cfg.train.dtype!r}")
+    for key in known_keys():  # Literal fields set directly on a dataclass, not via overrides
+        allowed, section, name = choices(key), *key.split(".")
+        if allowed is not None and getattr(getattr(cfg, section), name) not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; "
+                              f"got {getattr(getattr(cfg, section), name)!r}")
+    if not _DEVICE.fullmatch(cfg.model.device):
+        raise ConfigError(f"model.device must be cpu, cuda or cuda:N, got {cfg.model.device!r}")
     if cfg.model.context_length < 2:
         raise ConfigError(f"model.context_length must be >= 2, got {cfg.model.context_length}")
-    if cfg.match.solver not in ("auto", "lapjv", "scipy", "native"):
-        raise ConfigError(
-            f"match.solver must be auto, native, lapjv or scipy, got {cfg.match.solver!r}")
     if not -1.0 <= cfg.match.threshold <= 1.0:
         raise ConfigError(f"match.threshold must be in [-1, 1], got {cfg.match.threshold}")

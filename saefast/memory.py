@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 
+from saefast.errors import ConfigError, MemoryBudgetError
+
+__all__ = ["MemoryBudgetError", "parse_bytes", "per_seed_bytes", "shared_bytes", "available_bytes",
+           "seeds_per_pass"]
+
 BYTES = {"float32": 4, "float64": 8, "bfloat16": 2}
-
-
-class MemoryBudgetError(RuntimeError):
-    """Even one SAE does not fit in the memory budget."""
+REFERENCE_TILE_F = 4096  # saefast.ops.reference.TILE_F (not imported: this module stays torch-free)
 
 
 def parse_bytes(text: str | int | float | None) -> int | None:
@@ -21,18 +23,19 @@ def parse_bytes(text: str | int | float | None) -> int | None:
         return None if text is None else int(text)
     m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
     if not m:
-        raise ValueError(f"cannot read a memory size from {text!r} (use e.g. 8G or 512M)")
+        raise ConfigError(f"cannot read a memory size from {text!r} (use e.g. 8G or 512M)")
     scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
     return int(float(m.group(1)) * scale)
 
 
 def per_seed_bytes(n_features: int, d_model: int, batch_size: int, dtype: str = "float32") -> int:
     """One SAE: parameters, gradients, Adam's two moments, the AuxK gather/scatter of the
-    encoder, and the encoder's [B, tile] intermediates (reference kernels tile F by 4096)."""
+    encoder, and the encoder's [B, tile] intermediates: the reference kernels' tiles are
+    [B, 4096]; the native kernels hold less ([256, 1024] a thread), so this is an upper bound."""
     b = BYTES[dtype]
     params = (2 * n_features * d_model + n_features + d_model) * b
     aux = 2 * n_features * d_model * b
-    tiles = 3 * batch_size * min(n_features, 4096) * 4
+    tiles = 3 * batch_size * min(n_features, REFERENCE_TILE_F) * 4
     return 4 * params + aux + tiles + n_features * 8  # + the since-fired counters
 
 
@@ -43,7 +46,8 @@ def shared_bytes(d_model: int, window_tokens: int, resident_tokens: int) -> int:
 
 
 def available_bytes(device: str = "cpu") -> int:
-    """A budget for training: 80% of the memory free now (GPU memory on CUDA)."""
+    """A budget for training: 80% of the host memory free now; on CUDA, 90% of the GPU's
+    free memory (nothing else of ours lives there)."""
     if device.startswith("cuda"):
         import torch
 

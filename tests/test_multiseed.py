@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from saefast.data.batches import StoreSource, TensorSource, WindowSchedule
+from saefast.data.store import StoreSource
+from saefast.data.windows import TensorSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
 from saefast.train import TrainingDiverged, train_sae, train_saes
@@ -172,13 +173,13 @@ def test_memory_splits_seeds_into_passes_and_refuses_one_seed_too_big():
 
 
 def test_sweep_splits_a_group_that_does_not_fit(monkeypatch):
-    from saefast import sweep
+    from saefast import experiment, memory, plan
 
-    runs = sweep.expand(sweep.Experiment(), axes=[("train.seed", [1, 2, 3, 4, 5])],
-                        overrides={"sae.n_features": 4096, "data.tokens": 2000})
-    one = __import__("saefast.memory", fromlist=["x"]).per_seed_bytes(4096, 384, 256)
-    batches = sweep.training_batches(runs, {runs[0].group: 384}, memory_budget=int(2.5 * one) + 4 * 384 * 8000)
-    assert [len(b) for b in batches] == [2, 2, 1]
+    runs = experiment.expand(experiment.Experiment(), axes=[("train.seed", [1, 2, 3, 4, 5])],
+                             overrides={"sae.n_features": 4096, "data.tokens": 2000})
+    one = memory.per_seed_bytes(4096, 384, 256)
+    passes = plan.seed_passes(runs, {runs[0].group: 384}, memory_budget=int(2.5 * one) + 4 * 384 * 8000)
+    assert [len(p) for p in passes] == [2, 2, 1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

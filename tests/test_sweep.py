@@ -3,8 +3,9 @@ import textwrap
 import pytest
 
 from saefast.config import ConfigError, RunConfig, apply_overrides
-from saefast.sweep import (Experiment, expand, group_name, harvest_jobs, load_experiment,
-                           parse_axis, parse_values, run_name, undertrained_warnings)
+from saefast.experiment import (Experiment, expand, group_name, load_experiment, parse_axis,
+                                parse_values, run_name)
+from saefast.plan import harvest_jobs, undertrained_warnings
 
 
 def test_parse_values_ranges_and_lists():

@@ -1,0 +1,243 @@
+"""What a sweep will do before it does it: checks, harvests, seed passes, estimates.
+
+- `preflight`: devices and output paths are checked before any work starts, so a typo
+  fails in a second with one line, not after a harvest.
+- `pending`: which runs are finished (skipped on resume) and which are left; a run dir of the
+  same name but another config is refused.
+- `harvest_jobs`: one forward pass per (model, corpus, context, device) harvests every hook
+  its runs need, up to the largest token budget.
+- `seed_passes`: runs that differ only by seed train together, in as many passes as the
+  memory budget needs.
+- `estimate`: memory and time for `--dry-run`.
+Imports no torch at module level (a dry run stays quick).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saefast import memory
+from saefast.config import RunConfig, affects_results
+from saefast.errors import SweepError
+from saefast.experiment import RunSpec, groups
+
+RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
+
+# d_model of the built-in models, for estimates made before a model is loaded
+D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
+
+# Rates measured on the 2-core dev box (docs/benchmarks.md), used by --dry-run
+TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
+HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
+MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None) -> None:
+    """Refuse what would fail later: a device this torch cannot use, an output or cache
+    path that is a file. Nothing is created."""
+    for path, what in ((Path(out_dir), "--out"), (Path(out_dir) / RUNS_DIR, "--out"),
+                       (Path(out_dir) / REPORTS_DIR, "--out"),
+                       (Path(cache_dir) if cache_dir else None, "--cache-dir")):
+        if path is not None and path.exists() and not path.is_dir():
+            raise SweepError(f"{what} {path} is a file, not a folder")
+    for device in sorted({r.config.model.device for r in runs}):
+        check_device(device)
+
+
+def check_device(device: str) -> None:
+    """`cuda` needs a CUDA build of torch and a visible GPU; config has checked the form."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = ("this torch is a CPU build" if torch.version.cuda is None
+               else "no GPU is visible (CUDA_VISIBLE_DEVICES?)")
+        raise SweepError(f"device {device!r} is not available: {why}; use --device cpu")
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        raise SweepError(f"device {device!r} is not available: "
+                         f"{torch.cuda.device_count()} GPU(s) visible")
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tuple[RunSpec, Path, dict]]]:
+    """(runs left to train, finished runs as (spec, path, run.json)). A finished run dir of
+    the same name must hold the same config; a key it lacks was written before that setting
+    existed, so it had the default."""
+    from saefast.artifacts import RUN, is_complete_run
+    from saefast.fsio import read_json
+
+    todo, done = [], []
+    default = RunConfig().to_dict()
+    for spec in runs:
+        path = Path(out_dir) / RUNS_DIR / spec.name
+        if not is_complete_run(path):
+            todo.append(spec)
+            continue
+        info = read_json(path / RUN)
+        stored, mine = info.get("config", {}), spec.config.to_dict()
+        diff = [f"{s}.{k}" for s in mine for k in mine[s] if affects_results(f"{s}.{k}")
+                and stored.get(s, {}).get(k, default[s][k]) != mine[s][k]]
+        if diff:
+            raise SweepError(f"{path} already holds a run with a different config "
+                             f"({', '.join(diff[:3])}); use another --out or remove it")
+        done.append((spec, path, info))
+    return todo, done
+
+
+# ---------------------------------------------------------------------------- harvests
+
+
+@dataclass
+class HarvestJob:
+    """One forward pass over a corpus serves every hook the runs on it need."""
+
+    model: str
+    corpus: str
+    context_length: int
+    drop_special_tokens: bool
+    device: str
+    hooks: list[str]
+    tokens: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.model, self.corpus, self.context_length, self.drop_special_tokens, self.device)
+
+
+def harvest_key(cfg: RunConfig) -> tuple:
+    """What decides which forward pass a run's activations come from (HarvestJob.key)."""
+    m = cfg.model
+    return (m.name, cfg.data.corpus, m.context_length, m.drop_special_tokens, m.device)
+
+
+def harvest_jobs(runs: list[RunSpec]) -> list[HarvestJob]:
+    """The cache harvests the runs need (streamed runs harvest as they train)."""
+    jobs: dict[tuple, HarvestJob] = {}
+    for r in runs:
+        if not r.config.data.cache:
+            continue
+        job = jobs.setdefault(harvest_key(r.config), HarvestJob(*harvest_key(r.config), hooks=[], tokens=0))
+        if r.config.model.hook not in job.hooks:
+            job.hooks.append(r.config.model.hook)
+        job.tokens = max(job.tokens, r.config.data.tokens)
+    return list(jobs.values())
+
+
+def held_out_count(cfg: RunConfig) -> int:
+    return int(round(cfg.data.tokens * cfg.data.held_out))
+
+
+# ---------------------------------------------------------------------------- seed passes
+
+
+def resident(cfg: RunConfig, d_model: int, budget: int) -> bool:
+    """Hold all training activations in memory when they take under a quarter of the budget;
+    otherwise read them window by window from the memory-mapped cache. Both give the same
+    weights. A stream (no cache) is never resident."""
+    return cfg.data.cache and cfg.data.tokens * d_model * 4 <= budget // 4
+
+
+def _same_but_seed(a: RunConfig, b: RunConfig) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    da["train"].pop("seed"), db["train"].pop("seed")
+    return da == db
+
+
+def _per_pass(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
+    train_tokens = cfg.data.tokens - held_out_count(cfg)
+    return memory.seeds_per_pass(
+        n_seeds, cfg.sae.n_features, d_model, cfg.train.batch_size,
+        min(cfg.train.shuffle_buffer, train_tokens),
+        train_tokens if resident(cfg, d_model, budget) else 0, budget, cfg.train.dtype)
+
+
+def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
+                memory_budget: int | None = None) -> list[list[RunSpec]]:
+    """Runs that differ only by seed train together (a pass), as many per pass as fit in
+    memory. `d_model` maps a group to its activation width."""
+    passes = []
+    for gname, members in groups(todo).items():
+        sets: list[list[RunSpec]] = []
+        for spec in members:  # a group's configs should only differ by seed; be sure
+            for s in sets:
+                if _same_but_seed(s[0].config, spec.config):
+                    s.append(spec)
+                    break
+            else:
+                sets.append([spec])
+        for same in sets:
+            c = same[0].config
+            budget = memory_budget or memory.available_bytes(c.model.device)
+            n = _per_pass(c, len(same), d_model[gname], budget)
+            passes += [same[i:i + n] for i in range(0, len(same), n)]
+    return passes
+
+
+# ---------------------------------------------------------------------------- estimates
+
+
+def expected_fires_per_feature(cfg: RunConfig) -> float:
+    """Training tokens seen x k / F: how often an average feature is selected in training."""
+    train_tokens = cfg.data.tokens - held_out_count(cfg)
+    return train_tokens * cfg.train.epochs * cfg.sae.k / cfg.sae.n_features
+
+
+def undertrained_warnings(runs: list[RunSpec], min_fires: float = 10.0) -> list[str]:
+    """A dictionary whose average feature is selected fewer than ~10 times in training
+    stays at its random init: its matching measures seeds, not the model."""
+    out = []
+    for gname, members in groups(runs).items():
+        fires = expected_fires_per_feature(members[0].config)
+        if fires < min_fires:
+            c = members[0].config
+            need = math.ceil(min_fires * c.sae.n_features / (c.sae.k * c.train.epochs)
+                             / (1 - c.data.held_out))
+            out.append(f"{gname}: each feature is selected ~{fires:.1f} times in training; "
+                       f"the SAE will barely leave its random init (try --tokens {need:,} or more)")
+    return out
+
+
+def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
+    """Rough memory and time for --dry-run, from the rates above. d_model is guessed from the
+    model name (768 if unknown). The budget is that of each group's device."""
+    n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
+    harvest_tokens = sum(job.tokens for job in harvest_jobs(runs))
+    # a stream runs the model once per epoch and once more for the evaluation pass
+    harvest_tokens += sum(m[0].config.data.tokens * (m[0].config.train.epochs + 1)
+                          for m in groups(runs).values() if not m[0].config.data.cache)
+    rows, flops, match_s, peak = [], 0.0, 0.0, 0
+    for gname, members in groups(runs).items():
+        c = members[0].config
+        d = D_MODEL_GUESS.get(c.model.name, 768)
+        budget = memory_budget or memory.available_bytes(c.model.device)
+        train_tokens = c.data.tokens - held_out_count(c)
+        try:
+            per_pass = _per_pass(c, len(members), d, budget)
+        except memory.MemoryBudgetError:
+            per_pass = 0
+        window = min(c.train.shuffle_buffer, train_tokens)
+        need = memory.shared_bytes(d, window, train_tokens if resident(c, d, budget) else 0) + \
+            max(per_pass, 1) * memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
+        peak = max(peak, need)
+        flops += len(members) * 2 * train_tokens * c.train.epochs * c.sae.n_features * d * 2
+        pairs = len(members) * (len(members) - 1) // 2
+        match_s += pairs * (c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K
+        rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
+                     "passes": -(-len(members) // per_pass) if per_pass else None,
+                     "memory_bytes": need, "config": c})
+    return {
+        "runs": len(runs), "groups": len(rows), "pairs": n_pairs, "rows": rows,
+        "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
+        "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S,
+        "train_seconds": flops / TRAIN_FLOPS_PER_S, "match_seconds": match_s,
+    }
