@@ -20,7 +20,7 @@ _LAZY = {
     "match_decoders": "saefast.match",
     "Matching": "saefast.match",
     "linear_assignment": "saefast.match",
-    "analyze_runs": "saefast.stability",
+    "analyze_runs": "saefast.reports",
     "matched_statistics": "saefast.stats",
     "load_sae": "saefast.artifacts",
     "compute_sae_pair_alignment": "saefast.stability",

@@ -1,9 +1,14 @@
-"""Figures of a stability report (PNG, matplotlib's Agg backend, imported only when drawing).
+"""Figures of a stability report (matplotlib's Agg backend, imported only when drawing).
 
-plot_pair_heatmap(report, path)      runs x runs matrix of pairwise median matched cosines
-plot_cosine_histogram(report, path)  all matched cosines against the random-matching null
-plot_all(report, out_dir)            both, as pair_heatmap.png and cosine_histogram.png, plus
-                                     live_only_*.png when the report holds a "live_only" report
+Each function builds a matplotlib Figure and returns it; nothing here writes a file
+(`saefast.reports` saves them, under its file names):
+
+pair_heatmap(report)       runs x runs matrix of pairwise median matched cosines
+cosine_histogram(report)   all matched cosines (pooled over pairs) against the random null
+FIGURES                    {"pair_heatmap": pair_heatmap, "cosine_histogram": cosine_histogram}
+
+Both accept the original study's minimal reports too (no `runs`, no `baseline`, no
+`index_a`/`index_b`).
 """
 
 from __future__ import annotations
@@ -22,23 +27,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        _pyplot().close(fig)
-    return path
+def close(fig) -> None:
+    """Release a figure built here (pyplot keeps every open figure alive)."""
+    _pyplot().close(fig)
 
 
 def _mode_note(report: dict) -> str:
@@ -57,41 +48,72 @@ def _run_labels(report: dict) -> list[str]:
     return names
 
 
-def plot_pair_heatmap(report: dict, path: str | Path) -> Path:
-    """Runs x runs heatmap of each pair's median matched cosine (diagonal 1), annotated
-    with the values when there are at most 12 runs."""
-    plt = _pyplot()
+def pair_medians(report: dict) -> np.ndarray:
+    """[n_runs, n_runs] matrix of each pair's median matched cosine: NaN on the diagonal
+    (a run against itself is not a measurement) and for pairs the report lacks."""
     labels = _run_labels(report)
     n = len(labels)
-    med = np.eye(n)  # [n, n]
+    med = np.full((n, n), np.nan)
     for p in report["pairs"]:
         if "index_a" in p:
             i, j = p["index_a"], p["index_b"]
         else:
             i, j = labels.index(p["run_a_name"]), labels.index(p["run_b_name"])
         med[i, j] = med[j, i] = p["median_cosine"]
+    return med
+
+
+def heatmap_scale(med: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of the heatmap's colours: the range of the off-diagonal pair medians, so
+    0.47 and 0.53 get different colours (the 1.00 diagonal does not set the scale). A single
+    value (two runs) gets a band of +-0.05 around it."""
+    vals = med[np.isfinite(med)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi - lo < 1e-6:
+        return lo - 0.05, hi + 0.05
+    return lo, hi
+
+
+def pair_heatmap(report: dict):
+    """Runs x runs heatmap of each pair's median matched cosine. Colours span the off-diagonal
+    values only; the diagonal is drawn grey (a run against itself) and does not set the
+    scale. Cells are annotated with the values when there are at most 12 runs."""
+    plt = _pyplot()
+    labels = _run_labels(report)
+    n = len(labels)
+    med = pair_medians(report)  # [n, n], NaN on the diagonal
+    vmin, vmax = heatmap_scale(med)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # diagonal, missing pairs
     size = max(4.0, 0.55 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(med, vmin=0.0, vmax=1.0, cmap="viridis")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="median matched cosine")
+    im = ax.imshow(np.ma.masked_invalid(med), vmin=vmin, vmax=vmax, cmap=cmap)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                 label="median matched cosine of the pair")
     ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     if n <= 12:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{med[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if med[i, j] > 0.6 else "white")
+                if i == j:
+                    ax.text(j, i, "-", ha="center", va="center", fontsize=8, color="dimgrey")
+                elif np.isfinite(med[i, j]):
+                    light = (med[i, j] - vmin) / (vmax - vmin) > 0.6  # viridis is light on top
+                    ax.text(j, i, f"{med[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="black" if light else "white")
     s = report["summary"]
     null = s.get("baseline")
     sub = f"; random null median {null['median_cosine']:.3f}" if null else ""
     ax.set_title(f"Median matched decoder cosine per pair{_mode_note(report)}\n"
-                 f"{n} runs, {len(report['pairs'])} pairs{sub}", fontsize=10)
-    return _save(fig, path)
+                 f"{n} runs, {len(report['pairs'])} pairs{sub}; colours span "
+                 f"{vmin:.2f}-{vmax:.2f}", fontsize=10)
+    return fig
 
 
-def plot_cosine_histogram(report: dict, path: str | Path) -> Path:
-    """Density histogram of all matched cosines (pooled over pairs) over the random-matching
-    null's cosines, with the threshold and both medians marked."""
+def cosine_histogram(report: dict):
+    """Density histogram of all matched cosines (pooled over pairs) over the random null's
+    cosines (every draw), with the threshold and both pooled medians marked."""
     plt = _pyplot()
     s = report["summary"]
     obs = np.concatenate([np.asarray(p["all_cosines"], dtype=np.float64)
@@ -103,11 +125,14 @@ def plot_cosine_histogram(report: dict, path: str | Path) -> Path:
             label=f"observed: {len(report['pairs'])} pairs, n={obs.size} matches")
     obs_med = float(np.median(obs))
     ax.axvline(obs_med, color="tab:blue", linestyle="--",
-               label=f"observed median {obs_med:.3f}")
+               label=f"observed pooled median {obs_med:.3f}")
     if null:
         nc = np.asarray(null["cosines"], dtype=np.float64)
+        per = null.get("n_per_draw")  # reports written before it was added stored one draw
+        draws = null["n_draws"] if per and nc.size == per * null["n_draws"] else 1
         ax.hist(nc, bins=bins, density=True, histtype="step", linewidth=1.8, color="black",
-                label=f"random null: n={nc.size} ({null['n_a']}x{null['n_b']}, d={null['d']})")
+                label=f"random null: {draws} draw{'s' if draws != 1 else ''}, n={nc.size} "
+                      f"({null['n_a']}x{null['n_b']}, d={null['d']})")
         ax.axvline(null["median_cosine"], color="black", linestyle=":",
                    label=f"null median {null['median_cosine']:.3f}")
     thr = s["threshold"]
@@ -118,20 +143,15 @@ def plot_cosine_histogram(report: dict, path: str | Path) -> Path:
     ax.set_title(f"Matched decoder cosines{_mode_note(report)} vs random matching\n"
                  f"{s['n_runs']} runs, {obs.size} matched pairs of features", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
-    return _save(fig, path)
+    return fig
 
 
-HEATMAP_PNG = "pair_heatmap.png"
-HISTOGRAM_PNG = "cosine_histogram.png"
+FIGURES = {"pair_heatmap": pair_heatmap, "cosine_histogram": cosine_histogram}
 
 
 def plot_all(report: dict, out_dir: str | Path) -> list[Path]:
-    """Draw every figure of a report (and of its "live_only" report, prefixed live_only_)
-    into out_dir; returns the paths written."""
-    out_dir = Path(out_dir)
-    paths = []
-    for rep, prefix in ((report, ""), (report.get("live_only"), "live_only_")):
-        if rep and rep.get("pairs"):
-            paths.append(plot_pair_heatmap(rep, out_dir / f"{prefix}{HEATMAP_PNG}"))
-            paths.append(plot_cosine_histogram(rep, out_dir / f"{prefix}{HISTOGRAM_PNG}"))
-    return paths
+    """Moved to `saefast.reports.write_plots` (this module writes no files). Kept only while
+    cli/main.py still calls it here; same result."""
+    from .reports import write_plots
+
+    return write_plots(report, out_dir)

@@ -1,5 +1,9 @@
 """Feature stability across runs: match every pair of SAEs, summarise, compare to the null.
 
+Pure functions from run directories (read through `artifacts.load_sae`) and matchings to
+JSON-ready dicts: nothing here writes a file. `saefast.reports` writes a report directory
+(stability.json, CSVs, plots) and decides when a stored report can be reused.
+
 The original study's names and JSON keys are kept unchanged (keys are only ever added):
 
     compute_sae_pair_alignment(run_a, run_b, threshold=0.9, top_k=20)          -> pair dict
@@ -7,102 +11,151 @@ The original study's names and JSON keys are kept unchanged (keys are only ever 
     compute_live_only_alignment(run_a, run_b, threshold=0.9, top_k=20)         -> pair dict
     compute_live_only_stability_report(run_dirs, threshold=0.9, top_k=20)      -> report
 
+plus `compute_analysis` (the full report, with the live-only one inside it under "live_only"
+when asked: what `reports.analyze_runs` stores) and `recurrence_rows`.
+
 A matched pair "counts" when its cosine is >= threshold. Live-only variants restrict each run
 to the features that `feature_analysis.json` marks `dead: false`; indices in their output
-(`top_matches`, `a_indices`, ...) are the runs' ORIGINAL feature indices.
+(`top_matches`, `a_indices`, ...) are the runs' ORIGINAL feature indices. The same run given
+twice (the same directory, or two directories holding identical decoder weights) is refused
+with a RunDirError: it would only report a median of 1.0.
 
 Pair dict keys: run_a, run_b, run_a_name, run_b_name, threshold, n_matched_pairs,
-matched_count_above_threshold, median_cosine, mean_cosine, top_matches [{a_idx, b_idx,
-cosine}] (best first), all_cosines (ordered like a_indices, ascending in A) -- the original
-keys -- plus mode ("full" | "live_only"), stability_fraction, fraction_above {"0.5","0.7",
-"0.9"}, a_indices, b_indices, n_features_a, n_features_b, d_model, solver, certified,
-timings, baseline_median_cosine (None when baseline=False), index_a/index_b (positions in
+matched_count_above_threshold, median_cosine (median of THIS pair's matched cosines),
+mean_cosine, top_matches [{a_idx, b_idx, cosine}] (best first), all_cosines (ordered like
+a_indices, ascending in A) -- the original keys -- plus mode ("full" | "live_only"),
+stability_fraction, fraction_above {"0.5","0.7","0.9"}, a_indices, b_indices, n_features_a,
+n_features_b, d_model, solver, certified, timings, baseline_median_cosine (the null's median
+for this pair's shapes; None when baseline=False), index_a/index_b (positions in
 summary.runs, reports only) and, live-only, live_features_a / live_features_b (counts).
 
-Report: {"pairs": [...], "summary": {n_runs, n_pairs, threshold, median_of_medians,
-mean_of_means, stability_fraction_per_pair (list, pair order), mean_stability_fraction -- the
-original keys -- plus mode, top_k, solver, certified, d_model, global_median, global_mean,
-fraction_above (pooled), best_pair {run_a_name, run_b_name, median_cosine}, baseline (the
-null for the most common pair shape, with its `cosines`; None when baseline=False), runs
-[{name, label, path, format, n_features, n_live, k}], feature_recurrence}}.
+Report: {"pairs": [...], "summary": {...}}. Summary keys of the original study: n_runs,
+n_pairs, threshold, median_of_medians, mean_of_means, stability_fraction_per_pair (list, pair
+order), mean_stability_fraction. Added by saefast: mode, top_k, solver, certified, d_model,
+global_median, global_mean, fraction_above (pooled), best_pair {run_a_name, run_b_name,
+median_cosine}, baseline (the null for the most common pair shape, see
+`stats.random_baseline`; None when baseline=False), runs [{name, label, path, format,
+n_features, n_live, k}], feature_recurrence.
+
+The two medians are different numbers; both are kept:
+  - `median_of_medians`: the median over pairs of each pair's `median_cosine` (one value per
+    pair, every pair weighs the same; the original study's headline number);
+  - `global_median`: the pooled median of ALL matched cosines of all pairs together (every
+    matched feature pair weighs the same; `global_mean` and `fraction_above` pool likewise).
 
 feature_recurrence = {threshold, mode, runs: {label: {recurs_in: {"<feature_index>":
 [labels of the other runs where its match is >= threshold]}, best_cosine: [per feature, the
 best matched cosine over all other runs, or None if it took part in no matching]}}}. Run
 labels are run names, made unique with the path where two runs share a name.
 `recurrence_rows` flattens it to one row per matched feature.
-
-`analyze_runs` writes OUT/stability.json (the full report; with live_only=True the live-only
-report is stored inside it under the key "live_only"), feature_recurrence.csv
-(+ feature_recurrence_live_only.csv) and PNGs, and returns the report.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
-from .artifacts import LoadedSAE, RunDirError, load_sae, write_json_atomic
+from .artifacts import WEIGHTS, LoadedSAE, load_sae
+from .errors import ConfigError, RunDirError
 from .match import match_decoders, resolve_solver
 from .stats import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_TOP_K = 20
 
-STABILITY_JSON = "stability.json"
-RECURRENCE_CSV = "feature_recurrence.csv"
-RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
+Progress = Callable[[int, int, dict], None]
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _check_args(threshold: float, top_k: int) -> None:
-    if not -1.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold!r}")
-    if int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
+def check_args(threshold: float, top_k: int) -> None:
+    """ConfigError unless threshold is a cosine in [-1, 1] and top_k a non-negative integer."""
+    try:
+        ok = -1.0 <= float(threshold) <= 1.0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"threshold must be a cosine in [-1, 1], got {threshold!r}")
+    try:
+        ok = int(top_k) == top_k and top_k >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"top_k must be a non-negative integer, got {top_k!r}")
 
 
 def _as_sae(run: str | Path | LoadedSAE) -> LoadedSAE:
     return run if isinstance(run, LoadedSAE) else load_sae(run)
 
 
-def _load_runs(run_dirs) -> list[LoadedSAE]:
+def load_runs(run_dirs) -> list[LoadedSAE]:
+    """Load a set of runs to compare (run directories or LoadedSAEs). RunDirError when there
+    are fewer than two, when their d_model differ, or when one run is given twice."""
     if isinstance(run_dirs, (str, Path, LoadedSAE)):
         run_dirs = [run_dirs]
     run_dirs = list(run_dirs)
     if len(run_dirs) < 2:
-        raise ValueError(f"need at least two runs to compare, got {len(run_dirs)}")
+        raise RunDirError(f"need at least two runs to compare, got {len(run_dirs)}"
+                          + _folder_hint(run_dirs))
     saes = [_as_sae(r) for r in run_dirs]
     _check_same_d(saes)
+    _check_distinct(saes)
     return saes
+
+
+def _folder_hint(run_dirs: list) -> str:
+    """When the one path given is a folder of run directories, say so."""
+    if len(run_dirs) != 1 or isinstance(run_dirs[0], LoadedSAE):
+        return ""
+    folder = Path(run_dirs[0])
+    if not folder.is_dir() or (folder / WEIGHTS).is_file():
+        return ""
+    inside = sorted(p.name for p in folder.iterdir() if (p / WEIGHTS).is_file())
+    if not inside:
+        return ""
+    return (f": {folder} is a folder of {len(inside)} run directories, not a run; pass the "
+            f"runs themselves (e.g. {folder / '*'})")
 
 
 def _check_same_d(saes: Sequence[LoadedSAE]) -> None:
     d0 = saes[0].decoder.shape[1]
     for s in saes[1:]:
         if s.decoder.shape[1] != d0:
-            raise ValueError(
+            raise RunDirError(
                 f"runs have different d_model: {saes[0].path} has d={d0}, {s.path} has "
                 f"d={s.decoder.shape[1]}; only SAEs on the same activations can be matched")
 
 
+def _check_distinct(saes: Sequence[LoadedSAE]) -> None:
+    """RunDirError when two entries are the same directory or hold identical decoders."""
+    by_path: dict[Path, LoadedSAE] = {}
+    by_key: dict[tuple, list[LoadedSAE]] = {}
+    for s in saes:
+        where = Path(s.path).resolve()
+        if where in by_path:
+            raise RunDirError(
+                f"the same run was given twice: {by_path[where].path} and {s.path}; matching a "
+                f"run with itself only reports a median cosine of 1.0")
+        by_path[where] = s
+        dec = s.decoder  # [F, d]
+        key = (tuple(dec.shape), dec[:1].numpy().tobytes(), dec[-1:].numpy().tobytes())
+        for other in by_key.get(key, []):  # cheap key first, the full comparison on a hit
+            if torch.equal(other.decoder, dec):
+                raise RunDirError(
+                    f"{other.path} and {s.path} hold identical decoder weights (the same SAE "
+                    f"twice?); matching a run with itself only reports a median cosine of 1.0")
+        by_key.setdefault(key, []).append(s)
+
+
 def _labels(saes: Sequence[LoadedSAE]) -> list[str]:
+    """Run names, or the path for runs that share a name (paths are distinct: _check_distinct)."""
     counts = Counter(s.name for s in saes)
-    labels = [s.name if counts[s.name] == 1 else str(s.path) for s in saes]
-    seen: Counter = Counter()
-    out = []
-    for lab in labels:  # the same directory passed twice
-        seen[lab] += 1
-        out.append(lab if seen[lab] == 1 else f"{lab}#{seen[lab]}")
-    return out
+    return [s.name if counts[s.name] == 1 else str(s.path) for s in saes]
 
 
 def _features(sae: LoadedSAE, live_only: bool) -> tuple[np.ndarray, Any]:
@@ -168,16 +221,20 @@ def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold: float, top_k: int, solver:
 def compute_sae_pair_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
                                solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
     """Match all features of run_a and run_b (run directories) one-to-one by decoder cosine."""
-    _check_args(threshold, top_k)
-    return _pair(_as_sae(run_a), _as_sae(run_b), threshold=threshold, top_k=top_k,
+    check_args(threshold, top_k)
+    sa, sb = _as_sae(run_a), _as_sae(run_b)
+    _check_distinct([sa, sb])
+    return _pair(sa, sb, threshold=threshold, top_k=top_k,
                  solver=solver, live_only=False, baseline=baseline)
 
 
 def compute_live_only_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
                                 solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
     """Like compute_sae_pair_alignment, on each run's live features only (original indices)."""
-    _check_args(threshold, top_k)
-    return _pair(_as_sae(run_a), _as_sae(run_b), threshold=threshold, top_k=top_k,
+    check_args(threshold, top_k)
+    sa, sb = _as_sae(run_a), _as_sae(run_b)
+    _check_distinct([sa, sb])
+    return _pair(sa, sb, threshold=threshold, top_k=top_k,
                  solver=solver, live_only=True, baseline=baseline)
 
 
@@ -186,7 +243,7 @@ def compute_live_only_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k
 
 def compute_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
                              solver: str = "auto", baseline: bool = True,
-                             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                             progress: Progress | None = None) -> dict:
     """Match every pair of runs (all features) and summarise; see the module docstring.
     `progress(i, n_pairs, pair_dict)` is called after each pair when given."""
     return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
@@ -195,17 +252,33 @@ def compute_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
 
 def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                                        *, solver: str = "auto", baseline: bool = True,
-                                       progress: Callable[[int, int, dict], None] | None = None
-                                       ) -> dict:
+                                       progress: Progress | None = None) -> dict:
     """compute_stability_report on each run's live features only."""
     return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
                    live_only=True, baseline=baseline, progress=progress)
 
 
+def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                     live_only: bool = False, solver: str = "auto", baseline: bool = True,
+                     progress: Progress | None = None) -> dict:
+    """The report that `reports.analyze_runs` stores, computed without writing anything: the
+    full report, plus (live_only=True) the live-only report under the key "live_only". Each
+    run is loaded once; every argument is checked before any matching starts."""
+    check_args(threshold, top_k)
+    resolve_solver(solver)
+    saes = load_runs(run_dirs)
+    kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
+              progress=progress)
+    report = _report(saes, live_only=False, **kw)
+    if live_only:
+        report["live_only"] = _report(saes, live_only=True, **kw)
+    return report
+
+
 def _report(run_dirs, *, threshold, top_k, solver, live_only, baseline, progress) -> dict:
-    _check_args(threshold, top_k)
+    check_args(threshold, top_k)
     resolve_solver(solver)  # fail on a bad solver name before loading anything
-    saes = _load_runs(run_dirs)
+    saes = load_runs(run_dirs)
     labels = _labels(saes)
     n_runs = len(saes)
     if live_only:
@@ -327,59 +400,9 @@ def recurrence_rows(report: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def write_recurrence_csv(report: dict, path: str | Path) -> Path:
-    """Write recurrence_rows(report) as CSV (recurs_in joined with ';'), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"])
-            for r in recurrence_rows(report):
-                w.writerow([r["run"], r["feature_index"], r["n_recurs"], ";".join(r["recurs_in"]),
-                            repr(r["best_cosine"])])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def analyze_runs(*args, **kwargs) -> dict:
+    """Moved to `saefast.reports.analyze_runs` (this module writes no files). Kept only while
+    saefast/sweep.py and cli/main.py still call it here; same signature and result."""
+    from .reports import analyze_runs as _analyze_runs
 
-
-# ---------------------------------------------------------------------------- one call
-
-
-def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
-                 live_only=False, solver="auto", plots=True, baseline=True,
-                 progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Compute the stability report of run_dirs and write it to out_dir.
-
-    Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
-    then stability.json last (so its presence means the analysis finished). With
-    live_only=True the live-only report is also computed and stored in the same JSON under
-    the key "live_only", with feature_recurrence_live_only.csv and live_only_*.png beside.
-    Returns the report (report["files"] lists what was written, relative to out_dir).
-    """
-    _check_args(threshold, top_k)
-    resolve_solver(solver)
-    saes = _load_runs(run_dirs)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
-              progress=progress)
-    report = _report(saes, live_only=False, **kw)
-    live = _report(saes, live_only=True, **kw) if live_only else None
-    files = [RECURRENCE_CSV]
-    write_recurrence_csv(report, out_dir / RECURRENCE_CSV)
-    if live is not None:
-        report["live_only"] = live
-        write_recurrence_csv(live, out_dir / RECURRENCE_CSV_LIVE)
-        files.append(RECURRENCE_CSV_LIVE)
-    if plots:
-        from .plots import plot_all
-
-        files += [p.name for p in plot_all(report, out_dir)]
-    files.append(STABILITY_JSON)
-    report["files"] = files
-    write_json_atomic(out_dir / STABILITY_JSON, report)
-    return report
+    return _analyze_runs(*args, **kwargs)

@@ -1,12 +1,15 @@
-"""Plots of a stability report: valid PNGs from real and minimal (original-study) reports."""
+"""Figures of a stability report: valid PNGs from real and minimal (original-study) reports,
+colours scaled to the pair medians, the null drawn with every draw."""
 
 import struct
 
 import numpy as np
+import pytest
 import torch
 
+from saefast import plots
 from saefast.artifacts import write_run_dir
-from saefast.plots import plot_cosine_histogram, plot_pair_heatmap
+from saefast.reports import write_plots
 from saefast.stability import compute_live_only_stability_report, compute_stability_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -16,6 +19,14 @@ def png_size(path):
     data = path.read_bytes()
     assert data[:8] == PNG and data[12:16] == b"IHDR"
     return struct.unpack(">II", data[16:24])
+
+
+def save(fig, path):
+    """Save a figure the way the tests want it (the library's saving is in saefast.reports)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=60)
+    plots.close(fig)
+    return path
 
 
 def make_runs(root, n_runs=3, F=24, d=16):
@@ -37,8 +48,8 @@ def test_plots_of_a_real_report(tmp_path):
     dirs = make_runs(tmp_path)
     for rep in (compute_stability_report(dirs), compute_live_only_stability_report(dirs)):
         mode = rep["summary"]["mode"]
-        h = plot_pair_heatmap(rep, tmp_path / f"{mode}_heat.png")
-        c = plot_cosine_histogram(rep, tmp_path / f"{mode}_hist.png")
+        h = save(plots.pair_heatmap(rep), tmp_path / f"{mode}_heat.png")
+        c = save(plots.cosine_histogram(rep), tmp_path / f"{mode}_hist.png")
         assert min(png_size(h)) > 100 and min(png_size(c)) > 100
 
 
@@ -50,20 +61,76 @@ def test_plots_of_a_minimal_original_report(tmp_path):
               "all_cosines": g.random(50).tolist()}
              for i, a in enumerate(names) for b in names[i + 1:]]
     rep = {"pairs": pairs, "summary": {"n_runs": 15, "n_pairs": len(pairs), "threshold": 0.9}}
-    png_size(plot_pair_heatmap(rep, tmp_path / "sub" / "heat.png"))
-    png_size(plot_cosine_histogram(rep, tmp_path / "hist.png"))
+    png_size(save(plots.pair_heatmap(rep), tmp_path / "sub" / "heat.png"))
+    png_size(save(plots.cosine_histogram(rep), tmp_path / "hist.png"))
     assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["heat.png", "hist.png"]
+    # saved through saefast.reports, they land atomically with the report's file names
+    paths = write_plots(rep, tmp_path / "figs")
+    assert sorted(p.name for p in paths) == ["cosine_histogram.png", "pair_heatmap.png"]
+    assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left
 
 
 def test_plot_all_draws_full_and_live_only(tmp_path):
-    from saefast.plots import plot_all
-
     dirs = make_runs(tmp_path / "runs", n_runs=2)
     rep = compute_stability_report(dirs)
     rep["live_only"] = compute_live_only_stability_report(dirs)
-    paths = plot_all(rep, tmp_path / "figs")
+    paths = write_plots(rep, tmp_path / "figs")
     assert sorted(p.name for p in paths) == [
         "cosine_histogram.png", "live_only_cosine_histogram.png",
         "live_only_pair_heatmap.png", "pair_heatmap.png"]
     for p in paths:
         png_size(p)
+    # plots.plot_all is the old name of reports.write_plots (kept for the CLI until it moves)
+    assert [p.name for p in plots.plot_all(rep, tmp_path / "old")] == [p.name for p in paths]
+
+
+def _minimal(medians: dict, n_runs: int) -> dict:
+    pairs = [{"run_a_name": f"r{i}", "run_b_name": f"r{j}", "median_cosine": m,
+              "all_cosines": [m]} for (i, j), m in medians.items()]
+    return {"pairs": pairs, "summary": {"n_runs": n_runs, "n_pairs": len(pairs),
+                                       "threshold": 0.9}}
+
+
+def test_heatmap_colours_span_the_pair_medians_not_the_diagonal():
+    rep = _minimal({(0, 1): 0.47, (0, 2): 0.53, (1, 2): 0.50}, 3)
+    med = plots.pair_medians(rep)
+    assert np.isnan(np.diag(med)).all()  # a run against itself is not a measurement
+    assert med[0, 1] == med[1, 0] == 0.47 and med[2, 0] == 0.53
+    assert plots.heatmap_scale(med) == (0.47, 0.53)
+    fig = plots.pair_heatmap(rep)
+    try:
+        (im,) = fig.axes[0].get_images()
+        assert im.norm.vmin == 0.47 and im.norm.vmax == 0.53
+        rgba = im.cmap(im.norm(np.array([0.47, 0.53])))
+        assert np.abs(rgba[0] - rgba[1]).max() > 0.3  # 0.47 and 0.53 look different
+        assert np.ma.getmaskarray(im.get_array()).diagonal().all()  # diagonal drawn grey
+    finally:
+        plots.close(fig)
+    # one pair: a band around its value; nothing at all: the full cosine range
+    assert plots.heatmap_scale(plots.pair_medians(_minimal({(0, 1): 0.8}, 2))) == \
+        pytest.approx((0.75, 0.85))
+    assert plots.heatmap_scale(np.full((2, 2), np.nan)) == (0.0, 1.0)
+
+
+def test_histogram_draws_every_draw_of_the_null(tmp_path):
+    dirs = make_runs(tmp_path, n_runs=2)
+    rep = compute_stability_report(dirs)
+    null = rep["summary"]["baseline"]
+    fig = plots.cosine_histogram(rep)
+    try:
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    finally:
+        plots.close(fig)
+    n = null["n_draws"] * null["n_per_draw"]
+    assert any(f"random null: {null['n_draws']} draws, n={n} " in lab for lab in labels), labels
+    assert any(lab.startswith("observed pooled median") for lab in labels)
+    # a report written before every draw was stored holds one draw, and says so
+    old = dict(null, cosines=null["cosines"][:null["n_per_draw"]])
+    del old["n_per_draw"]
+    rep["summary"]["baseline"] = old
+    fig = plots.cosine_histogram(rep)
+    try:
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    finally:
+        plots.close(fig)
+    assert any("random null: 1 draw, n=" in lab for lab in labels), labels

@@ -1,0 +1,222 @@
+"""A stability report directory: the one module that writes (and re-reads) its files.
+
+    REPORT_DIR/
+      stability.json                    the report (`stability.compute_analysis`), plus
+                                        `settings`, `files` and, from group_report, the
+                                        caller's `extra` keys and `inputs_fingerprint`;
+                                        written LAST, so its presence means "finished"
+      feature_recurrence.csv            one row per matched feature (`stability.recurrence_rows`)
+      feature_recurrence_live_only.csv  live_only=True
+      pair_heatmap.png, cosine_histogram.png             plots=True (figures: `saefast.plots`)
+      live_only_pair_heatmap.png, live_only_cosine_histogram.png
+
+Entry points:
+
+    analyze_runs(run_dirs, out_dir, *, threshold, top_k, live_only, solver, plots, baseline,
+                 progress) -> report               compute and write, always
+    group_report(run_dirs, report_dir, *, threshold, top_k, live_only, solver, extra,
+                 on_start, ...) -> report          what a sweep calls per seed group: reuse the
+                                                   stored report while its inputs are unchanged
+    redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
+    write_recurrence_csv(report, path), write_plots(report, out_dir)
+
+Every file is written atomically through `saefast.fsio`. Computation lives in
+`saefast.stability` (pure functions); nothing here computes a statistic.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import plots as _plots
+from .artifacts import WEIGHTS
+from .errors import ConfigError, RunDirError
+from .fsio import atomic_open, atomic_path, read_json, write_json_atomic
+from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, compute_analysis,
+                        recurrence_rows)
+
+STABILITY_JSON = "stability.json"
+RECURRENCE_CSV = "feature_recurrence.csv"
+RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
+HEATMAP_PNG = "pair_heatmap.png"
+HISTOGRAM_PNG = "cosine_histogram.png"
+LIVE_ONLY_PREFIX = "live_only_"
+RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
+
+# keys a report computes itself; `extra` may not overwrite them
+_OWN_KEYS = {"pairs", "summary", "live_only", "settings", "files", "inputs_fingerprint"}
+
+
+# ---------------------------------------------------------------------------- single files
+
+
+def write_recurrence_csv(report: dict, path: str | Path) -> Path:
+    """Write recurrence_rows(report) as CSV (recurs_in joined with ';'), atomically."""
+    path = Path(path)
+    with atomic_open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RECURRENCE_COLUMNS)
+        for r in recurrence_rows(report):
+            w.writerow([r["run"], r["feature_index"], r["n_recurs"], ";".join(r["recurs_in"]),
+                        repr(r["best_cosine"])])
+    return path
+
+
+def _save_figure(fig, path: Path) -> Path:
+    try:
+        with atomic_path(path, suffix=".png") as tmp:  # matplotlib reads the extension
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        _plots.close(fig)
+    return path
+
+
+def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
+    """Draw every figure of a report (and of its "live_only" report, prefixed live_only_)
+    into out_dir as pair_heatmap.png and cosine_histogram.png; returns the paths written."""
+    out_dir = Path(out_dir)
+    paths = []
+    for rep, prefix in ((report, ""), (report.get("live_only"), LIVE_ONLY_PREFIX)):
+        if rep and rep.get("pairs"):
+            paths.append(_save_figure(_plots.pair_heatmap(rep), out_dir / f"{prefix}{HEATMAP_PNG}"))
+            paths.append(_save_figure(_plots.cosine_histogram(rep),
+                                      out_dir / f"{prefix}{HISTOGRAM_PNG}"))
+    return paths
+
+
+# ---------------------------------------------------------------------------- whole reports
+
+
+def _settings(*, threshold, top_k, live_only, solver, plots, baseline) -> dict[str, Any]:
+    """What the caller asked for (stored as report["settings"]; a stored report is reused only
+    for the same settings)."""
+    return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
+            "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline)}
+
+
+def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -> dict:
+    """Write the CSVs and plots of `report`, then stability.json (with `files` and `stamp`
+    added) last, so a killed write leaves no stability.json claiming to be complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [RECURRENCE_CSV]
+    write_recurrence_csv(report, out_dir / RECURRENCE_CSV)
+    if report.get("live_only") is not None:
+        write_recurrence_csv(report["live_only"], out_dir / RECURRENCE_CSV_LIVE)
+        files.append(RECURRENCE_CSV_LIVE)
+    if plots:
+        files += [p.name for p in write_plots(report, out_dir)]
+    files.append(STABILITY_JSON)
+    report["files"] = files
+    report.update(stamp)
+    write_json_atomic(out_dir / STABILITY_JSON, report)
+    return report
+
+
+def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                 live_only=False, solver="auto", plots=True, baseline=True,
+                 progress: Progress | None = None) -> dict:
+    """Compute the stability report of run_dirs and write it to out_dir.
+
+    Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
+    then stability.json last (so its presence means the analysis finished). With
+    live_only=True the live-only report is also computed and stored in the same JSON under
+    the key "live_only", with feature_recurrence_live_only.csv and live_only_*.png beside.
+    Every argument and run is checked before out_dir is created. Returns the report
+    (report["files"] lists what was written, relative to out_dir; report["settings"] holds
+    the arguments).
+    """
+    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
+                              solver=solver, baseline=baseline, progress=progress)
+    report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
+                                   solver=solver, plots=plots, baseline=baseline)
+    return _write(report, Path(out_dir), plots=plots, stamp={})
+
+
+def inputs_fingerprint(run_dirs: Iterable[str | Path]) -> str:
+    """16 hex digits naming the inputs of a report: each run's directory name and the size
+    and mtime (ns) of its weights file, in sorted path order. Unchanged fingerprint, unchanged
+    weights (a retrained run gets a new mtime)."""
+    h = hashlib.sha256()
+    for d in sorted(Path(p) for p in run_dirs):
+        try:
+            st = (d / WEIGHTS).stat()
+        except OSError:
+            raise RunDirError(f"{d}: missing {WEIGHTS}") from None
+        h.update(f"{d.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _stored(report_dir: Path, fingerprint: str, settings: dict) -> dict | None:
+    """The stored report when it is whole and was made from the same inputs and settings."""
+    try:
+        old = read_json(report_dir / STABILITY_JSON)
+    except (OSError, ValueError):  # missing or corrupt: recompute
+        return None
+    if not isinstance(old, dict) or old.get("inputs_fingerprint") != fingerprint:
+        return None
+    if "settings" in old:
+        return old if old["settings"] == settings else None
+    s = old.get("summary") or {}  # written before `settings` existed: what it records
+    same = (s.get("threshold") == settings["threshold"] and s.get("top_k") == settings["top_k"]
+            and ("live_only" in old) == settings["live_only"])
+    return old if same else None
+
+
+def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                 live_only=False, solver="auto", extra: dict[str, Any] | None = None,
+                 on_start: Callable[[], None] | None = None, plots: bool = True,
+                 baseline: bool = True, progress: Progress | None = None) -> dict:
+    """The report of one group of runs (a sweep's seed group) in report_dir, reused when it can be.
+
+    Returns the stored report_dir/stability.json as is when its `inputs_fingerprint`
+    (`inputs_fingerprint(run_dirs)`: names, sizes, mtimes of the runs' weights) and its
+    `settings` (threshold, top_k, live_only, solver, plots, baseline) are unchanged. Otherwise
+    calls on_start() (when given), recomputes like `analyze_runs`, stamps the `extra` keys
+    (e.g. {"group": name}) and then `inputs_fingerprint` into the report, and writes
+    stability.json LAST, so a killed analysis is redone next time. A missing or corrupt stored
+    report is simply recomputed. `extra` may not use the report's own keys.
+    """
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & _OWN_KEYS)
+    if clash:
+        raise ConfigError(f"group_report: extra may not set the report's own keys {clash}")
+    report_dir = Path(report_dir)
+    fingerprint = inputs_fingerprint(run_dirs)
+    settings = _settings(threshold=threshold, top_k=top_k, live_only=live_only, solver=solver,
+                         plots=plots, baseline=baseline)
+    old = _stored(report_dir, fingerprint, settings)
+    if old is not None:
+        return old
+    if on_start is not None:
+        on_start()
+    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
+                              solver=solver, baseline=baseline, progress=progress)
+    report["settings"] = settings
+    return _write(report, report_dir, plots=plots,
+                  stamp={**extra, "inputs_fingerprint": fingerprint})
+
+
+# ---------------------------------------------------------------------------- re-reading
+
+
+def load_report(report_dir: str | Path) -> dict:
+    """report_dir/stability.json; RunDirError (one line) when it is missing or corrupt."""
+    path = Path(report_dir) / STABILITY_JSON
+    if not path.is_file():
+        raise RunDirError(f"{report_dir}: no {STABILITY_JSON}; is this a report folder?")
+    try:
+        report = read_json(path)
+    except ValueError as e:
+        raise RunDirError(f"{path}: corrupt JSON ({e})") from None
+    if not isinstance(report, dict) or "pairs" not in report or "summary" not in report:
+        raise RunDirError(f"{path}: not a stability report (needs 'pairs' and 'summary')")
+    return report
+
+
+def redraw(report_dir: str | Path) -> list[Path]:
+    """Re-plot every figure of the stored report_dir/stability.json into report_dir (for
+    `saefast report`); stability.json itself is left as it is. Returns the PNG paths."""
+    return write_plots(load_report(report_dir), report_dir)

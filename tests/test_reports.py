@@ -1,0 +1,169 @@
+"""A report directory: analyze_runs, the recurrence CSV, group_report's reuse (what a sweep
+calls per seed group) and redraw, on runs with planted shared features."""
+
+import csv
+import hashlib
+import json
+import os
+
+import pytest
+
+import saefast
+from planted_runs import F, make_run
+from saefast import errors, reports, stability
+from saefast.stability import compute_stability_report, recurrence_rows
+
+ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
+             "cosine_histogram.png", "live_only_pair_heatmap.png",
+             "live_only_cosine_histogram.png", "stability.json"]
+KW = dict(threshold=0.9, top_k=20, live_only=False, solver="auto")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [make_run(root, f"s{i}", seed=i)[0] for i in range(1, 4)]
+
+
+def test_analyze_runs_writes_everything(runs, tmp_path):
+    out = tmp_path / "report"
+    rep = reports.analyze_runs(runs, out, live_only=True)
+    assert rep["files"] == ALL_FILES  # stability.json listed last: it is written last
+    for name in ALL_FILES:
+        assert (out / name).is_file(), name
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((out / "stability.json").read_text())
+    assert on_disk["summary"]["n_pairs"] == 3
+    assert on_disk["live_only"]["summary"]["mode"] == "live_only"
+    assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
+                                   "solver": "auto", "plots": True, "baseline": True}
+    assert not list(out.glob(".*"))  # no temp files left behind
+    assert oct(os.stat(out / "stability.json").st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_analyze_runs_is_the_public_one(runs, tmp_path):
+    assert saefast.analyze_runs is reports.analyze_runs
+    # stability.analyze_runs delegates (kept until sweep.py and cli/ call reports directly)
+    rep = stability.analyze_runs(runs[:2], tmp_path, plots=False, baseline=False)
+    assert rep["files"] == ["feature_recurrence.csv", "stability.json"]
+
+
+def test_analyze_runs_without_plots(runs, tmp_path):
+    rep = reports.analyze_runs(runs[:2], tmp_path, plots=False, baseline=False)
+    assert not list(tmp_path.glob("*.png")) and "live_only" not in rep
+    assert rep["summary"]["baseline"] is None
+
+
+def test_bad_input_writes_nothing(runs, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(errors.RunDirError, match="need at least two runs to compare, got 1"):
+        reports.analyze_runs([runs[0]], out)
+    with pytest.raises(errors.RunDirError, match="the same run was given twice"):
+        reports.analyze_runs([runs[0], runs[1], runs[0]], out)
+    with pytest.raises(errors.ConfigError, match="threshold"):
+        reports.analyze_runs(runs, out, threshold=1.5)
+    with pytest.raises(errors.ConfigError, match="top_k"):
+        reports.group_report(runs, out, threshold=0.9, top_k=-1, live_only=False, solver="auto")
+    with pytest.raises(errors.ConfigError, match="extra may not set"):
+        reports.group_report(runs, out, **KW, extra={"summary": 1})
+    assert not out.exists()  # nothing half-written
+
+
+def test_recurrence_csv_consistent_with_rows(runs, tmp_path):
+    rep = compute_stability_report(runs, threshold=0.9, baseline=False)
+    rows = recurrence_rows(rep)
+    path = reports.write_recurrence_csv(rep, tmp_path / "sub" / "rec.csv")
+    with open(path) as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == len(rows) == 3 * F
+    assert got[0].keys() == {"run", "feature_index", "n_recurs", "recurs_in", "best_cosine"}
+    assert all(g["recurs_in"] == ";".join(r["recurs_in"]) and float(g["best_cosine"]) ==
+               r["best_cosine"] for g, r in zip(got, rows))
+
+
+def test_inputs_fingerprint_is_the_one_sweeps_stored(runs, tmp_path):
+    # the algorithm sweeps used before it moved here: old reports stay reusable
+    h = hashlib.sha256()
+    for d in sorted(runs):
+        st = (d / "sae_weights.safetensors").stat()
+        h.update(f"{d.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    assert reports.inputs_fingerprint(reversed(runs)) == h.hexdigest()[:16]
+    assert reports.inputs_fingerprint([str(d) for d in runs]) == h.hexdigest()[:16]
+    with pytest.raises(errors.RunDirError, match="missing sae_weights"):
+        reports.inputs_fingerprint([tmp_path])
+
+
+def test_group_report_reuses_recomputes_and_stamps(runs, tmp_path):
+    out = tmp_path / "reports" / "g"
+    started = []
+    rep = reports.group_report(runs, out, **KW, extra={"group": "g"},
+                               on_start=lambda: started.append(1))
+    assert started == [1]
+    assert list(rep)[-2:] == ["group", "inputs_fingerprint"]  # stamped after `files`
+    assert rep["group"] == "g" and rep["inputs_fingerprint"] == reports.inputs_fingerprint(runs)
+    stored = json.loads((out / "stability.json").read_text())
+    assert stored == json.loads(json.dumps(rep))
+    mtime = (out / "stability.json").stat().st_mtime_ns
+
+    # unchanged inputs and settings: the stored report, nothing recomputed or written
+    again = reports.group_report(runs, out, **KW, extra={"group": "g"},
+                                 on_start=lambda: started.append(2))
+    assert started == [1] and again == stored
+    assert (out / "stability.json").stat().st_mtime_ns == mtime
+
+    # other settings: recomputed (match settings are not part of run names)
+    other = reports.group_report(runs, out, **dict(KW, threshold=0.5), extra={"group": "g"},
+                                 on_start=lambda: started.append(3))
+    assert started == [1, 3] and other["summary"]["threshold"] == 0.5
+
+    # a run retrained (new weights file): recomputed
+    w = runs[0] / "sae_weights.safetensors"
+    st = w.stat()
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    reports.group_report(runs, out, **dict(KW, threshold=0.5), on_start=lambda: started.append(4))
+    assert started == [1, 3, 4]
+
+    # corrupt, or killed before stability.json landed: recomputed
+    (out / "stability.json").write_text("{torn")
+    reports.group_report(runs, out, **KW, on_start=lambda: started.append(5))
+    (out / "stability.json").unlink()
+    reports.group_report(runs, out, **KW, on_start=lambda: started.append(6))
+    assert started == [1, 3, 4, 5, 6]
+    reports.group_report(runs, out, **KW, on_start=lambda: started.append(7))
+    assert started == [1, 3, 4, 5, 6]
+
+
+def test_group_report_reuses_a_report_written_before_settings_existed(runs, tmp_path):
+    out = tmp_path / "old"
+    rep = reports.group_report(runs, out, **KW, extra={"group": "g"})
+    del rep["settings"]  # as sweeps wrote it before this module existed
+    (out / "stability.json").write_text(json.dumps(rep))
+    calls = []
+    assert reports.group_report(runs, out, **KW, on_start=lambda: calls.append(1)) == rep
+    assert calls == []
+    reports.group_report(runs, out, **dict(KW, live_only=True), on_start=lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_redraw(runs, tmp_path):
+    out = tmp_path / "r"
+    reports.analyze_runs(runs[:2], out, live_only=True, plots=False)
+    assert not list(out.glob("*.png"))
+    before = (out / "stability.json").read_bytes()
+    paths = reports.redraw(out)
+    assert sorted(p.name for p in paths) == sorted(n for n in ALL_FILES if n.endswith(".png"))
+    assert all(p.parent == out and p.is_file() for p in paths)
+    assert (out / "stability.json").read_bytes() == before  # the report itself is untouched
+    with pytest.raises(errors.RunDirError, match="no stability.json"):
+        reports.redraw(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "stability.json").write_text("[1, 2")
+    with pytest.raises(errors.RunDirError, match="corrupt JSON"):
+        reports.redraw(tmp_path / "bad")
