@@ -60,7 +60,7 @@ def test_sparse_cold_and_warm_start(shape):
     more = mask | (g.random(shape) < 0.25)
     warm = _lap.solve_sparse(*to_csr(more, cost), shape[1], sol.row_to_col, sol.v)
     assert (warm.v <= sol.v + 1e-15).all()  # v never increases
-    if shape[0] == shape[1]:  # rectangular warm starts may need a cold solve (match.py checks)
+    if shape[0] == shape[1]:  # rectangular warm starts may need a cold solve (certified.py checks)
         assert_optimal_with_duals(cost, warm.row_to_col, warm.u, warm.v, more)
     cold = _lap.solve_sparse(*to_csr(more, cost), shape[1])
     assert_optimal_with_duals(cost, cold.row_to_col, cold.u, cold.v, more)

@@ -7,7 +7,7 @@
 //   v_j <= max(v) for every column and v_j == max(v) for every unmatched column
 // (the last line is what the rectangular problem "all rows assigned, columns may stay free"
 // needs; it is the dual of padding with m - n zero-cost dummy rows). Up to floating-point
-// rounding, these conditions prove optimality; callers verify them (saefast/match.py).
+// rounding, these conditions prove optimality; callers verify them (saefast/match/certified.py).
 //
 // Algorithm: each free row takes its cheapest column when that is free (greedy), then JV's
 // augmenting row reduction (a few passes), then for every row still free a Dijkstra on

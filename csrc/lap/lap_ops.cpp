@@ -1,6 +1,6 @@
 // torch.ops.saefast_lap.*: the assignment solvers of lap.h on CPU tensors (numpy arrays pass
 // through torch.from_numpy without a copy). Their own namespace, so saefast's op list
-// (saefast/schemas.inc) stays the ops contract. Python wrapper: saefast/_lap.py.
+// (the schemas of saefast/ops) stays the ops contract. Python wrapper: saefast/match/_lap.py.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
