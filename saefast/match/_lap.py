@@ -86,7 +86,8 @@ def solve_dense(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def candidate_graph(row_idx: torch.Tensor, col_idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr [n + 1] int64, indices [E] int32, sorted, unique per row) of the pairs
     (i, row_idx[i, t]) and (col_idx[j, t], j): the candidates of a top-k pass."""
-    indptr, indices = _ops().candidate_graph(row_idx.contiguous().long(), col_idx.contiguous().long())
+    indptr, indices = _ops().candidate_graph(row_idx.contiguous().long(),
+                                             col_idx.contiguous().long())
     return indptr.numpy(), indices.numpy()
 
 

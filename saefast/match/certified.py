@@ -163,8 +163,8 @@ def _recompute_rows(graph: _Graph, rows: np.ndarray, u: np.ndarray, v: np.ndarra
 
 
 def solve_dense(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Small problems: the float64 cosine matrix [n, m] (n <= m), native dense solve, duals
-    checked on every pair."""
+    """Small problems: the float64 cosine matrix [n, m] (n <= m), native dense solve, the
+    duals checked on every pair. Returns (row_to_col [n], cosines [n], info with gap_bound)."""
     from . import _lap
 
     x, u, v = _lap.solve_dense(-cos)
@@ -179,8 +179,10 @@ def solve_dense(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict
-                         ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
-    """Candidates + sparse solve + certificate; a [n, d], b [m, d] unit float32 rows, n <= m."""
+                 ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+    """Candidates + sparse solve + certificate (module docstring) for a [n, d], b [m, d] unit
+    float32 rows, n <= m, K = k. Fills `timings`; returns (row_to_col [n], cosines [n],
+    certified, info: k, margin, rounds, rows_recomputed, edges, gap_bound, ...)."""
     from saefast import ops
 
     from . import _lap

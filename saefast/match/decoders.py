@@ -163,7 +163,8 @@ def _solve_native(a_unit, b_unit, candidates=None) -> Matching:
     n, m = a.shape[0], b.shape[0]
     k = DEFAULT_CANDIDATES if candidates is None else int(candidates)
     if k < 1:
-        raise MatchError(f"match_decoders: candidates must be a positive integer, got {candidates!r}")
+        raise MatchError("match_decoders: candidates must be a positive integer, "
+                         f"got {candidates!r}")
     timings: dict[str, float] = {}
     if n * m <= DENSE_NATIVE_MAX or k >= n:
         # Small: the dense solvers' values (float32 GEMM in the caller's orientation, upcast),
@@ -267,5 +268,6 @@ def match_decoders(dec_a, dec_b, *, solver: str = "auto", candidates: int | None
         raise MatchError(f"match_decoders: dec_a has d={a.shape[1]} but dec_b has d={b.shape[1]}; "
                          "both must be [n_features, d] with the same d")
     if candidates is not None and not _is_positive_int(candidates):
-        raise MatchError(f"match_decoders: candidates must be a positive integer, got {candidates!r}")
+        raise MatchError("match_decoders: candidates must be a positive integer, "
+                         f"got {candidates!r}")
     return SOLVERS[name](unit_rows(a), unit_rows(b), candidates)
