@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from saefast import checkpoints, ops
-from saefast.data.batches import Position, TensorSource, TokenSource, WindowSchedule
+from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.sae import TopKSAE
 

@@ -73,7 +73,7 @@ def test_sweep_writes_runs_reports_and_plots(finished_sweep):
 
 
 def test_second_run_skips_everything_without_loading_the_model(finished_sweep, corpus, monkeypatch, capsys):
-    from saefast.data import activations
+    from saefast.data import models as activations
 
     def no_model(*a, **k):
         raise AssertionError("the model must not be loaded when everything is cached")

@@ -7,11 +7,14 @@ import json
 import pytest
 import torch
 
-from saefast.data import activations as A
+from saefast.data import harvest as H
 from saefast.data import stream as S
 from saefast.config import SAEConfig, TrainConfig
 from saefast.data.corpora import CorpusError
-from saefast.sweep import Experiment, expand, open_stream, run_sweep
+from saefast.data.store import load_activations
+from saefast.errors import HookError
+from saefast.experiment import Experiment, expand
+from saefast.sweep import open_stream, run_sweep
 from saefast.train import train_saes
 
 HOOK = "blocks.1.hook_resid_pre"
@@ -29,7 +32,7 @@ def corpus(tmp_path):
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(A, "BATCH_CHUNKS", 4)  # many forward batches on a small corpus
+    monkeypatch.setattr(H, "BATCH_CHUNKS", 4)  # many forward batches on a small corpus
     return tmp_path / "cache"
 
 
@@ -38,8 +41,8 @@ def stream(corpus, n=3000):
 
 
 def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
-    store = A.harvest("tiny", [HOOK], corpus, 3000, context_length=32, progress=False)[HOOK]
-    cached = A.load_activations(store, 3000)  # [3000, 64]
+    store = H.harvest("tiny", [HOOK], corpus, 3000, context_length=32)[HOOK]
+    cached = load_activations(store, 3000)  # [3000, 64]
     src = stream(corpus)
     assert (src.n_tokens, src.d) == (3000, 64)
     torch.testing.assert_close(src.read(0, 3000), cached, rtol=1e-5, atol=1e-5)
@@ -51,7 +54,7 @@ def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
 def test_reading_ahead_tokenizes_but_runs_the_model_only_where_asked(corpus):
     src = stream(corpus)
     first = src.read(2900, 3000)
-    per_batch = A.BATCH_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
+    per_batch = H.BATCH_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
     assert src.forward_batches <= -(-100 // per_batch) + 1
     # the same tokens from a fresh stream read from the start are bitwise the same:
     # forward batches are aligned to the corpus, not to where a read began
@@ -65,7 +68,7 @@ def test_a_short_corpus_is_a_clear_error_before_training(corpus):
 
 
 def test_unknown_hook_is_refused(corpus):
-    with pytest.raises(A.HookError, match="unknown hook"):
+    with pytest.raises(HookError, match="unknown hook"):
         S.StreamSource("tiny", "blocks.9.hook_resid_pre", corpus, 100, context_length=32)
 
 
@@ -111,7 +114,7 @@ def test_open_stream_checks_the_corpus_length(corpus):
 
 
 def test_a_stream_is_trained_in_corpus_order():
-    from saefast.data.batches import WindowSchedule
+    from saefast.data.windows import WindowSchedule
 
     ordered = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True, shuffle_windows=False)
     shuffled = WindowSchedule(1000, 100, 2, 0, [1], per_seed=True)

@@ -31,6 +31,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from saefast.errors import CorpusError
+
 DEFAULT_CORPUS = "python-docs"
 BUILTIN_CORPORA = ("python-docs", "python-code")
 SHUFFLE_SEED = 0
@@ -42,9 +44,8 @@ _CODE_EXCLUDED_DIRS = {"test", "tests", "idle_test", "idlelib", "site-packages",
 
 _fingerprint_memo: dict[tuple, str] = {}
 
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read: unknown name, missing file, bad format, empty, too small."""
+__all__ = ["CorpusError", "DEFAULT_CORPUS", "BUILTIN_CORPORA", "iter_documents", "corpus_fingerprint",
+           "describe_corpus", "parse_hf_corpus"]
 
 
 # ---------------------------------------------------------------------------- public API

@@ -1,7 +1,7 @@
 """Activations straight from the model into training, with no disk cache (`data.cache: false`).
 
 `StreamSource` is a `TokenSource` whose tokens are computed on demand by the model's forward
-pass: model forward -> activation batch -> the trainer's shuffle window -> SAE steps. Nothing
+pass: model forward -> activations -> the trainer's shuffle window -> SAE steps. Nothing
 is written to disk, so a token budget is bounded by time, not by disk or memory (one window
 of `train.shuffle_buffer` tokens is in memory at a time).
 
@@ -24,8 +24,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from saefast.data import activations as A
-from saefast.data.batches import TokenSource
+from saefast.data import harvest as H
+from saefast.data import models as M
+from saefast.data.store import store_key
+from saefast.data.windows import TokenSource
 
 _MODELS: dict[tuple, tuple] = {}  # one loaded model per (name, device, cache dir) a process
 
@@ -33,14 +35,14 @@ _MODELS: dict[tuple, tuple] = {}  # one loaded model per (name, device, cache di
 def _load(model: str, device: str, cache_dir) -> tuple:
     key = (model, device, str(cache_dir))
     if key not in _MODELS:
-        _MODELS[key] = A.load_model(model, device, cache_dir=cache_dir)
+        _MODELS[key] = M.load_model(model, device, cache_dir=cache_dir)
     return _MODELS[key]
 
 
 class StreamSource(TokenSource):
     """The first `n_tokens` activations of `hook` on `corpus`, computed as they are read."""
 
-    random_access = False  # the trainer visits its windows in order (batches.WindowSchedule)
+    random_access = False  # the trainer visits its windows in order (windows.WindowSchedule)
 
     def __init__(self, model: str, hook: str, corpus: str, n_tokens: int, *,
                  context_length: int = 128, drop_special_tokens: bool = True,
@@ -48,25 +50,25 @@ class StreamSource(TokenSource):
         if n_tokens <= 0:
             raise ValueError(f"n_tokens must be positive, got {n_tokens}")
         self.lm, info = _load(model, device, cache_dir)
-        A.check_hooks([hook], info["hook_names"])
-        self.framing = A.model_framing(self.lm)
-        self.content_len = A.content_length(self.framing, info, context_length)
+        M.check_hooks([hook], info["hook_names"])
+        self.framing = M.model_framing(self.lm)
+        self.content_len = H.content_length(self.framing, info, context_length)
         self.model, self.hook, self.corpus, self.device = model, hook, corpus, device
         self.drop_special = drop_special_tokens
         self.n_tokens, self.d = int(n_tokens), info["d_model"]
-        self.key = A.store_key(model, hook, corpus, context_length=context_length,
-                               drop_special_tokens=drop_special_tokens, cache_dir=cache_dir)
+        self.key = store_key(model, hook, corpus, context_length=context_length,
+                             drop_special_tokens=drop_special_tokens, cache_dir=cache_dir)
         self.forward_batches = 0  # how many forward passes ran (tests, progress)
         self._restart()
 
     def _batches(self) -> Iterator[tuple[list[list[int]], int]]:
         """(chunks, kept tokens) per forward batch, from the start of the corpus."""
-        chunks = A.iter_chunks(self.corpus, self.framing.encode, self.content_len)
+        chunks = H.iter_chunks(self.corpus, self.framing.encode, self.content_len)
         while True:
-            batch = list(itertools.islice(chunks, A.BATCH_CHUNKS))
+            batch = list(itertools.islice(chunks, H.BATCH_CHUNKS))
             if not batch:
                 return
-            yield batch, sum(A.kept_tokens(c, self.framing, self.drop_special) for c in batch)
+            yield batch, sum(H.kept_tokens(c, self.framing, self.drop_special) for c in batch)
 
     def _restart(self) -> None:
         self._iter = self._batches()
@@ -77,7 +79,7 @@ class StreamSource(TokenSource):
     def _advance(self) -> None:
         got = next(self._iter, None)
         if got is None:
-            raise A.corpus_too_small(self.corpus, self._start + self._count, self.n_tokens,
+            raise H.corpus_too_small(self.corpus, self._start + self._count, self.n_tokens,
                                      self.drop_special)
         self._start += self._count
         self._chunks, self._count = got
@@ -91,12 +93,12 @@ class StreamSource(TokenSource):
         while have < self.n_tokens:
             got = next(probe, None)
             if got is None:
-                raise A.corpus_too_small(self.corpus, have, self.n_tokens, self.drop_special)
+                raise H.corpus_too_small(self.corpus, have, self.n_tokens, self.drop_special)
             have += got[1]
 
     def _activations(self) -> np.ndarray:
         if self._acts is None:
-            acts = A.forward_chunks(self.lm, self._chunks, {self.hook}, self.framing,
+            acts = H.forward_chunks(self.lm, self._chunks, {self.hook}, self.framing,
                                     self.drop_special, self.device)[self.hook]
             self._acts = np.concatenate(acts) if acts else np.zeros((0, self.d), np.float32)
             self.forward_batches += 1

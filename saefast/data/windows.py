@@ -1,9 +1,16 @@
-"""Training batches from activations that may not fit in memory, in a resumable order.
+"""Token sources and the resumable window schedule: which activations training reads, in
+what order, from data that may not fit in memory.
 
-The training tokens are cut into windows of `shuffle_buffer` tokens. Each epoch visits the
-windows in a shuffled order (shared by all seeds, so one read of a window feeds every SAE
-trained together; in corpus order when the source is a stream) and shuffles the tokens inside a window (per seed, or shared). Every
-permutation comes from a generator seeded by (seed, epoch, window), so a position
+A `TokenSource` is activation vectors [N, d] read by contiguous range: `TensorSource` (in
+memory), `saefast.data.store.StoreSource` (memory-mapped store), `saefast.data.stream.
+StreamSource` (computed by the model as it is read), and any slice of one (`split`).
+
+The training tokens are cut into windows of `shuffle_buffer` tokens (a training batch, the
+tokens of one step, is drawn from inside a window). Each epoch visits the windows in a
+shuffled order (shared by all seeds, so one read of a window feeds every SAE trained
+together; in corpus order when the source is a stream) and shuffles the tokens inside a
+window (per seed, or shared). Every permutation comes from a generator seeded by
+(seed, epoch, window), so a position
 (epoch, window) is all a checkpoint needs to resume bitwise: no RNG state, and the shuffle
 buffer is empty at every window boundary.
 
@@ -14,10 +21,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 
@@ -34,6 +39,11 @@ class TokenSource:
     def __len__(self) -> int:
         return self.n_tokens
 
+    def slice(self, start: int, end: int) -> "TokenSource":
+        """Tokens [start, end) of this source as a source; subclasses that can cut without
+        reading through themselves (in memory, memory-mapped) override it."""
+        return _Slice(self, start, end)
+
 
 class TensorSource(TokenSource):
     def __init__(self, acts: torch.Tensor):
@@ -44,43 +54,13 @@ class TensorSource(TokenSource):
     def read(self, start: int, end: int) -> torch.Tensor:
         return self.acts[start:end]
 
-
-class StoreSource(TokenSource):
-    """Tokens [start, end) of an activation store's .npy shards, memory-mapped: only the
-    window being trained on is in memory."""
-
-    def __init__(self, store: Path, start: int, end: int):
-        from saefast.data.activations import store_info
-
-        meta = store_info(store)
-        self.shards = [np.load(Path(store) / s["file"], mmap_mode="r") for s in meta["shards"]]
-        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # [n_shards + 1]
-        if end > self.offsets[-1]:
-            raise ValueError(f"{store}: holds {self.offsets[-1]:,} tokens, asked for {end:,}")
-        self.start, self.n_tokens, self.d = start, end - start, int(meta["d_model"])
-
-    def read(self, start: int, end: int) -> torch.Tensor:
-        a, b = self.start + start, self.start + end
-        parts = []
-        first = int(np.searchsorted(self.offsets, a, side="right")) - 1
-        for i in range(first, len(self.shards)):
-            lo, hi = self.offsets[i], self.offsets[i + 1]
-            if lo >= b:
-                break
-            parts.append(self.shards[i][max(a, lo) - lo: min(b, hi) - lo])
-        return torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False))
+    def slice(self, start: int, end: int) -> "TensorSource":
+        return TensorSource(self.acts[start:end])
 
 
 def split(source: TokenSource, start: int, end: int) -> TokenSource:
     """A contiguous sub-range of a source, e.g. the training part or the held-out part."""
-    if isinstance(source, TensorSource):
-        return TensorSource(source.acts[start:end])
-    if isinstance(source, StoreSource):
-        out = object.__new__(StoreSource)
-        out.shards, out.offsets, out.d = source.shards, source.offsets, source.d
-        out.start, out.n_tokens = source.start + start, end - start
-        return out
-    return _Slice(source, start, end)
+    return source.slice(start, end)
 
 
 class _Slice(TokenSource):
