@@ -252,7 +252,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
         inner = given / "runs" if (given / "runs").is_dir() else given
         found = sorted(p for p in inner.iterdir() if p.is_dir() and (p / WEIGHTS).is_file())
         if not found:
-            raise RunDirError(f"{given}: no {WEIGHTS} here and no run dirs inside")
+            raise RunDirError(f"{given}: missing {WEIGHTS} (and no run dirs inside)")
         out += found
     seen: dict[Path, Path] = {}
     for path in out:

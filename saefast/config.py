@@ -164,8 +164,14 @@ def known_keys() -> list[str]:
 
 
 def _field(key: str) -> dataclasses.Field:
+    """The field of a dotted key; an unknown key is a ConfigError that lists the known ones."""
     section, _, name = key.partition(".")
-    return section_fields(section)[name]
+    if section not in SECTIONS or not name:
+        raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")
+    fields = section_fields(section)
+    if name not in fields:
+        raise ConfigError(f"unknown config key {key!r} (known in {section}: {', '.join(fields)})")
+    return fields[name]
 
 
 @functools.cache
@@ -176,7 +182,7 @@ def _hints(section: str) -> dict[str, Any]:
 def choices(key: str) -> tuple[str, ...] | None:
     """The allowed values of a `Literal[...]` field (`train.optimizer` -> ('adam', 'sgd')),
     None for a free field."""
-    section, _, name = key.partition(".")
+    section, name = key.partition(".")[0], _field(key).name
     hint = _hints(section)[name]
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
@@ -246,14 +252,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return a copy of `cfg` with dotted keys (`train.seed`) set; unknown keys are errors."""
     out = RunConfig(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section not in SECTIONS or not name:
-            raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")
-        fields = section_fields(section)
-        if name not in fields:
-            raise ConfigError(
-                f"unknown config key {key!r} (known in {section}: {', '.join(fields)})")
-        sec = getattr(out, section)
+        name = _field(key).name
+        sec = getattr(out, key.partition(".")[0])
         setattr(sec, name, _coerce(key, value, getattr(sec, name)))
     validate(out)
     return out
