@@ -1,2 +1,14 @@
-"""Where activations come from: corpora, models, the on-disk store, harvesting, streaming and
-token windows."""
+"""Where activations come from, one job (and at most one file format) per module:
+
+- `corpora`: text corpora by name (built-ins, local .txt/.jsonl/folders, ``hf:``), in a fixed
+  order, with content fingerprints.
+- `models`: the model zoo and loading (TransformerLens, imported lazily), tokenization
+  (`Framing`), the cache root; owns the de-quantized Gemma weights and the weight-hash memo.
+- `store`: the on-disk activation store, the one owner of its format: key and layout, the
+  writer, and both readers (`load_activations`, memory-mapped `StoreSource`).
+- `harvest`: runs a model over a corpus into stores, resumably; progress by callback.
+- `stream`: `StreamSource`, the same tokens computed by the model as training reads them.
+- `windows`: token sources and the resumable window schedule training reads them in.
+
+Importing this package imports none of them.
+"""
