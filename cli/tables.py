@@ -199,18 +199,26 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
 
 
 def print_report(console: Console, report: dict, title: str) -> None:
-    table = Table(title=title)
-    for col in ("run a", "run b", "matched", ">= threshold", "median", "mean", "baseline median",
-                "solver"):
-        if col.startswith("run"):  # whole names: the seed suffix is what tells runs apart
-            table.add_column(col, justify="left", overflow="fold", min_width=12)
-        else:
-            table.add_column(col, justify="right")
+    """The runs, numbered with their whole names (a cut name loses the seed suffix that tells
+    runs apart), then one row per pair by those numbers."""
+    runs = report.get("summary", {}).get("runs") or []
+    listing = _compact_table(f"{title}: runs")
+    listing.add_column("#", justify="right")
+    listing.add_column("run", overflow="fold")
+    listing.add_column("features", justify="right")
+    for i, r in enumerate(runs):
+        listing.add_row(str(i + 1), escape(r["name"]), str(r.get("n_features", "-")))
+    console.print(listing)
+    table = _compact_table(f"{title}: pairs")
+    for col in ("a", "b", "matched", ">= threshold", "median", "mean", "null median", "solver"):
+        table.add_column(col, justify="right")
     for p in report.get("pairs", []):
-        table.add_row(escape(p["run_a_name"]), escape(p["run_b_name"]), str(p["n_matched_pairs"]),
-                      str(p["matched_count_above_threshold"]), _fmt(p["median_cosine"]),
-                      _fmt(p["mean_cosine"]), _fmt(p.get("baseline_median_cosine")),
-                      str(p.get("solver", "-")))
+        a, b = (p.get(f"index_{x}") for x in "ab")  # positions in summary.runs
+        table.add_row(str(a + 1) if a is not None else escape(p["run_a_name"]),
+                      str(b + 1) if b is not None else escape(p["run_b_name"]),
+                      str(p["n_matched_pairs"]), str(p["matched_count_above_threshold"]),
+                      _fmt(p["median_cosine"]), _fmt(p["mean_cosine"]),
+                      _fmt(p.get("baseline_median_cosine")), str(p.get("solver", "-")))
     console.print(table)
     s = report.get("summary", {})
     base = s.get("baseline") or {}

@@ -84,7 +84,7 @@ def write_run_dir(
     Shapes: W_enc [F, d], b_enc [F], W_dec [F, d] (rows are features; stored transposed as
     the original format's `decoder.weight` [d, F]), b_dec [d].
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     run_dir = Path(run_dir)
     F, d = W_enc.shape
@@ -100,7 +100,8 @@ def write_run_dir(
             "decoder.weight": W_dec.detach().float().t().contiguous().cpu(),  # [d, F]
             "decoder.bias": b_dec.detach().float().contiguous().cpu(),
         }
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "saefast"})
+        # bytes, then our own write: safetensors' save_file creates files 0600
+        (tmp / WEIGHTS).write_bytes(save(tensors, metadata={"format": "saefast"}))
         meta = {"input_dim": d, "n_features": F, "k": k,
                 "decoder_layout": "decoder.weight is [input_dim, n_features]"}
         meta.update(weights_meta or {})

@@ -218,3 +218,96 @@ def test_run_dirs_from_before_a_setting_existed_count_as_its_default(finished_sw
     rc = main(sweep_args(corpus, out, finished_sweep / "cache", "--seeds", "3", "--live-only"))
     assert rc == 0
     assert "0 trained, 3 already done" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- what a new user hit
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "model.device must be cpu, cuda or cuda:N"),
+    ("mps", "model.device must be cpu, cuda or cuda:N"),
+    pytest.param("cuda", "not available", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="a GPU is here")),
+])
+def test_a_bad_device_fails_before_any_work(tmp_path, corpus, capsys, monkeypatch, device, message):
+    from saefast.data import harvest
+
+    monkeypatch.setattr(harvest, "harvest", lambda *a, **k: pytest.fail("harvested before checking"))
+    rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--device", device))
+    assert message in one_line_error(capsys, rc)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--device", device, "--dry-run"))
+    assert message in one_line_error(capsys, rc)
+
+
+def test_output_paths_that_are_files_are_refused(finished_sweep, tmp_path, corpus, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    assert "is a file" in one_line_error(capsys, main(sweep_args(corpus, a_file, tmp_path / "cache")))
+    runs = sorted((finished_sweep / "out" / "runs").iterdir())[:2]
+    assert "is a file" in one_line_error(capsys, main(["analyze", *map(str, runs), "--out", str(a_file)]))
+    assert a_file.read_text() == "keep me"
+
+
+def test_analyze_refuses_the_same_run_twice(finished_sweep, tmp_path, capsys):
+    run = sorted((finished_sweep / "out" / "runs").iterdir())[0]
+    rc = main(["analyze", str(run), str(run), "--out", str(tmp_path / "x")])
+    assert "same run" in one_line_error(capsys, rc)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("where", ["out", "out/runs"])
+def test_analyze_a_folder_of_runs_means_the_runs_in_it(finished_sweep, tmp_path, capsys, where):
+    assert main(["analyze", str(finished_sweep / where), "--out", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "stability.json").read_text())
+    assert report["summary"]["n_runs"] == len(list((finished_sweep / "out" / "runs").glob("L1-*")))
+    # whole names in the table: the seed suffix tells the runs apart
+    assert "L1-f16-k2-t800-s1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--model", "no-such-model-xyz"], ["--hook", "blocks.1.hook_resid_prex"]])
+def test_bad_model_or_hook_leaves_no_output_folder(tmp_path, corpus, capsys, extra):
+    rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache") + extra)
+    one_line_error(capsys, rc)
+    assert not (tmp_path / "out").exists()
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch, tmp_path):
+    """Only SaefastError is a user error; a bug must not pose as bad input."""
+    from saefast import sweep
+
+    def bug(*a, **k):
+        raise ValueError("a bug in saefast")
+
+    monkeypatch.setattr(sweep, "run_sweep", bug)
+    with pytest.raises(ValueError, match="a bug in saefast"):
+        main(["sweep", "--model", "tiny", "--features", "16", "--k", "2", "--out", str(tmp_path / "o")])
+
+
+def test_user_text_is_printed_literally(tmp_path, capsys):
+    """rich markup must not eat brackets: a message saying pip install saefast[gemma] keeps them."""
+    bad = tmp_path / "exp[gemma].yaml"
+    rc = main(["sweep", str(bad), "--out", str(tmp_path / "o")])
+    assert "exp[gemma].yaml" in one_line_error(capsys, rc)
+
+
+def test_dry_run_counts_in_words(tmp_path, capsys):
+    assert main(["sweep", "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in 1 group " in out and "1 pair to match" in out
+
+
+def test_outputs_follow_the_umask(finished_sweep):
+    """Colleagues on a shared server can read a sweep (0644 files, 0755 dirs under umask 022)."""
+    import os
+
+    old = os.umask(0o022)
+    os.umask(old)
+    if old != 0o022:
+        pytest.skip(f"umask is {old:o}")
+    out = finished_sweep / "out"
+    run = out / "runs" / "L1-f16-k2-t800-s1"
+    for path in (run, out / "reports" / "L1-f16-k2-t800"):
+        assert path.stat().st_mode & 0o777 == 0o755, path
+    for path in (*run.iterdir(), out / "summary.json", *(out / "reports" / "L1-f16-k2-t800").iterdir()):
+        assert path.stat().st_mode & 0o777 == 0o644, path
