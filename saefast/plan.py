@@ -33,6 +33,9 @@ D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
 TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
 HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
 MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
+MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
+PAIR_SECONDS = 0.15  # a small pair's fixed cost: matching, live-only, recurrence
+GROUP_REPORT_SECONDS = 1.0  # the null and the plots of a group
 
 
 # ---------------------------------------------------------------------------- checks
@@ -208,13 +211,16 @@ def undertrained_warnings(runs: list[RunSpec], min_fires: float = 10.0) -> list[
 
 
 def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
-    """Rough memory and time for --dry-run, from the rates above. d_model is guessed from the
-    model name (768 if unknown). The budget is that of each group's device."""
+    """Rough memory and time for --dry-run, from the rates above (including the fixed costs
+    that dominate small studies: loading the model, each pair's and each group's report).
+    d_model is guessed from the model name (768 if unknown). The budget is that of each
+    group's device."""
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
-    harvest_tokens = sum(job.tokens for job in harvest_jobs(runs))
+    jobs = harvest_jobs(runs)
+    streams = [m[0].config for m in groups(runs).values() if not m[0].config.data.cache]
+    harvest_tokens = sum(job.tokens for job in jobs)
     # a stream runs the model once per epoch and once more for the evaluation pass
-    harvest_tokens += sum(m[0].config.data.tokens * (m[0].config.train.epochs + 1)
-                          for m in groups(runs).values() if not m[0].config.data.cache)
+    harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
     rows, flops, match_s, peak = [], 0.0, 0.0, 0
     for gname, members in groups(runs).items():
         c = members[0].config
@@ -231,13 +237,15 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         peak = max(peak, need)
         flops += len(members) * 2 * train_tokens * c.train.epochs * c.sae.n_features * d * 2
         pairs = len(members) * (len(members) - 1) // 2
-        match_s += pairs * (c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K
+        match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)
+        match_s += GROUP_REPORT_SECONDS if pairs else 0.0
         rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
                      "passes": -(-len(members) // per_pass) if per_pass else None,
                      "memory_bytes": need, "config": c})
     return {
         "runs": len(runs), "groups": len(rows), "pairs": n_pairs, "rows": rows,
         "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
-        "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S,
+        "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
+        + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
         "train_seconds": flops / TRAIN_FLOPS_PER_S, "match_seconds": match_s,
     }
