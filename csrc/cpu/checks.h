@@ -1,14 +1,18 @@
-// Input checks at the op boundary, with messages a user understands. They mirror the
-// Python checks in saefast/ops.py, so a direct torch.ops.saefast.* call fails the same way.
+// Input checks at the op boundary, with messages a user understands: the same messages as the
+// Python checks (saefast/ops/checks.py), so an op fails alike whichever kernel runs it.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <sstream>
 #include <string>
+#include <utility>
 
 namespace saefast {
+
+using NamedTensors = std::initializer_list<std::pair<const char*, const at::Tensor*>>;
 
 inline std::string shape_str(const at::Tensor& t) {
   std::ostringstream s;
@@ -16,6 +20,11 @@ inline std::string shape_str(const at::Tensor& t) {
   for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);
   s << (t.dim() == 1 ? ",)" : ")");
   return s.str();
+}
+
+// "float32", "int64", ... as Python prints torch dtypes
+inline std::string dtype_name(at::ScalarType s) {
+  return std::string(c10::getDtypeNames(s).first);
 }
 
 inline void check_matrix(const char* op, const char* name, const at::Tensor& t,
@@ -28,17 +37,28 @@ inline bool is_float_dtype(at::ScalarType s) {
   return s == at::kFloat || s == at::kDouble || s == at::kBFloat16;
 }
 
-inline void check_same_float(const char* op, const char* names, const at::Tensor& a,
-                             const at::Tensor& b) {
-  TORCH_CHECK_TYPE(is_float_dtype(a.scalar_type()) && a.scalar_type() == b.scalar_type(),
-                   "saefast.", op, ": ", names,
-                   " must share one dtype: float32, float64 or bfloat16; got ",
-                   a.scalar_type(), " and ", b.scalar_type());
+inline void check_same_float(const char* op, NamedTensors tensors) {
+  const at::ScalarType first = tensors.begin()->second->scalar_type();
+  bool ok = is_float_dtype(first);
+  std::string names, got;
+  for (const auto& [name, t] : tensors) {
+    ok = ok && t->scalar_type() == first;
+    names += (names.empty() ? "" : ", ") + std::string(name);
+    got += (got.empty() ? "" : ", ") + std::string(name) + " " + dtype_name(t->scalar_type());
+  }
+  TORCH_CHECK_TYPE(ok, "saefast.", op, ": ", names,
+                   " must share one dtype: float32, float64 or bfloat16; got ", got);
 }
 
-inline void check_cpu(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "saefast.", op, ": all inputs must be on one device; ",
-                    name, " is on ", t.device());
+// A CPU kernel runs when the dispatcher picked CPU; another device among the inputs is an error.
+inline void check_cpu(const char* op, NamedTensors tensors) {
+  bool ok = true;
+  std::string got;
+  for (const auto& [name, t] : tensors) {
+    ok = ok && t->device().is_cpu();
+    got += (got.empty() ? "" : ", ") + std::string(name) + " on " + t->device().str();
+  }
+  TORCH_CHECK_VALUE(ok, "saefast.", op, ": all inputs must be on one device; got ", got);
 }
 
 inline void check_k(const char* op, int64_t k, int64_t limit, const char* what) {
@@ -59,11 +79,6 @@ inline void check_index_range(const char* op, const at::Tensor& idx, int64_t n_l
   TORCH_CHECK_VALUE(n == 0 || (lo >= 0 && hi < n_latents), "saefast.", op,
                     ": indices must be in [0, F = ", n_latents, "), got values in [", lo, ", ",
                     hi, "]");
-}
-
-// The accumulation type of a storage type: float64 stays, everything else is float32.
-inline at::ScalarType acc_type(at::ScalarType s) {
-  return s == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 }  // namespace saefast

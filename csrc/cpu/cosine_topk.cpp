@@ -1,17 +1,18 @@
 // cosine_topk on the CPU: the k largest cosines of every row of A and of every row of B, in
-// one blockwise pass over the cosine matrix (DESIGN.md, "Ops").
+// one blockwise pass over the cosine matrix (op contract: saefast/ops/cosine.py).
 //
-// Rows are L2-normalised once (in the accumulation type). Threads take blocks of A's rows
-// (dynamically); for each block, the rows of B are walked in tiles: sims = A_block @ B_tile.T
-// (single-threaded BLAS, result in cache), then every value is offered to its row's running
-// top-k and to its column's (topk_heap.h). A row block belongs to one thread, so row buffers
-// are private; each thread keeps its own column buffers, merged at the end. A thread's first
-// block bounds its columns' thresholds from group maxima before any value is offered.
-// Memory: O((n + threads * m) * k) for the buffers plus [rows a block, kTileM] a thread;
+// Rows are L2-normalised once (in the accumulation type). The shared driver gemm_select.h
+// walks blocks of A's rows (one column group: all of B) in tiles: sims = A_block @ B_tile.T,
+// every value offered to its row's running top-k (candidate_buffer.h); the policy below also
+// offers it to its column's. A row block belongs to one thread, so row buffers are private;
+// each thread keeps its own column buffers, merged at the end. A thread's first block bounds
+// its columns' thresholds from group maxima before any value is offered.
+// Memory: O((n + threads * m) * k) for the buffers plus [rows a block, kGemmTile] a thread;
 // [n, m] is never held. The kept set is unique (ties go to the smaller index), so the result
 // does not depend on the number of threads.
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -20,15 +21,12 @@
 #include <memory>
 #include <vector>
 
+#include "candidate_buffer.h"
 #include "checks.h"
-#include "parallel.h"
-#include "topk_heap.h"
+#include "gemm_select.h"
 
 namespace saefast {
 namespace {
-
-constexpr int64_t kTileM = 1024;       // rows of B a GEMM tile
-constexpr int64_t kMaxRowBlock = 256;  // rows of A a block
 
 at::Tensor normalized_rows(const at::Tensor& t, at::ScalarType acc) {
   const at::Tensor a = t.detach().to(acc);  // worker threads run at::mm_out on it
@@ -63,7 +61,7 @@ namespace colscan {
 template <typename A>
 void offer(const A* srow, int64_t w, int64_t col0, int64_t i, ColumnPart<A>& part) {
   const A* t = part.thr.data() + col0;
-  uint16_t m[kTileM / kChunk];
+  uint16_t m[kGemmTile / kChunk];
   const int64_t chunks = w / kChunk;
   masks::ge_masks(srow, static_cast<const A*>(nullptr), t, true, chunks, m);
   for (int64_t c = 0; c < chunks; ++c) {
@@ -122,7 +120,7 @@ SAEFAST_ALWAYS_INLINE void raise_bounds(const A* s, int64_t rows, int64_t w, int
 }
 
 namespace {  // internal linkage: this file's own clones and resolver
-SAEFAST_SCAN_CLONES void raise_bounds_f32(const float* s, int64_t rows, int64_t w, int64_t k,
+SAEFAST_ISA_CLONES void raise_bounds_f32(const float* s, int64_t rows, int64_t w, int64_t k,
                                           float* scratch, float* t) {
   raise_bounds(s, rows, w, k, scratch, t);
 }
@@ -145,76 +143,73 @@ void tile(const A* s, int64_t rows, int64_t w, int64_t col0, int64_t r0, bool fr
 }  // namespace colscan
 
 
+// The gemm_select policy: no shift; each tile's values also go to the worker's column part;
+// a finished row is written at once.
+template <typename S, typename A>
+struct CosineSelect {
+  struct Extra {
+    ColumnPart<A>* cols;
+    bool fresh;            // no column bounds yet
+    std::vector<A> gmax;   // [min(4k, rows) + 4, tile], column bounds scratch
+  };
+  int64_t m, k, rb;
+  S* row_vals;
+  int64_t* row_idx;
+  std::vector<std::unique_ptr<ColumnPart<A>>> part;  // one a worker
+  std::atomic<int64_t> next_part{0};
+
+  Extra make_extra() {
+    const int64_t p = next_part.fetch_add(1);
+    part[p] = std::make_unique<ColumnPart<A>>(m, k);
+    const int64_t tile = std::min(kGemmTile, m);
+    return Extra{part[p].get(), true,
+                 std::vector<A>(rb >= k ? (std::min(4 * k, rb) + 4) * tile : 0)};
+  }
+  const A* shift(int64_t) const { return nullptr; }
+  void tile(Extra& ex, const A* s, int64_t rows, int64_t w, int64_t r0, int64_t c0) {
+    colscan::tile(s, rows, w, c0, r0, ex.fresh, ex.gmax.data(), *ex.cols);
+  }
+  void block_done(Extra& ex) { ex.fresh = false; }
+  void row_done(int64_t r, int64_t, CandidateBuffer<A>& buf) {
+    best_sorted(buf.c, buf.n, k);
+    for (int64_t j = 0; j < k; ++j) {
+      row_vals[r * k + j] = static_cast<S>(buf.c[j].v);
+      row_idx[r * k + j] = buf.c[j].i;
+    }
+  }
+
+  // the parts' column candidates: the best k of their union, sorted
+  void merge_columns(S* col_vals, int64_t* col_idx) {
+    at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
+      std::vector<Cand<A, int32_t>> all(part.size() * (k + 2 * kChunk));
+      for (int64_t c = c0; c < c1; ++c) {
+        int64_t cnt = 0;
+        for (const auto& pp : part) {
+          if (!pp) continue;
+          const Cand<A, int32_t>* src = &pp->cand[c * pp->cap];
+          cnt = std::copy(src, src + pp->n[c], all.begin() + cnt) - all.begin();
+        }
+        best_sorted(all.data(), cnt, k);
+        for (int64_t j = 0; j < k; ++j) {
+          col_vals[c * k + j] = static_cast<S>(all[j].v);
+          col_idx[c * k + j] = all[j].i;
+        }
+      }
+    });
+  }
+};
+
 template <typename S, typename A>
 void cosine_topk_impl(const at::Tensor& a, const at::Tensor& b, int64_t k, S* row_vals,
                       int64_t* row_idx, S* col_vals, int64_t* col_idx) {
   const int64_t n = a.size(0), m = b.size(0);
-  const int64_t threads = at::get_num_threads();
-  const RowBlocks blocks(n, kMaxRowBlock);  // shape-only (parallel.h): thread-independent bits
-  const int64_t n_blocks = blocks.count, rb = blocks.max_size();
-  const int64_t tile = std::min(kTileM, m);
-  const int64_t cap = topk_capacity(k);
-  // one part a worker: its column top-k over all m columns
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n_blocks));
-  std::vector<std::unique_ptr<ColumnPart<A>>> part(parts);
-  std::atomic<int64_t> next_part{0};
-
-  struct Worker {
-    ColumnPart<A>* cols;
-    bool fresh = true;       // no column bounds yet
-    at::Tensor buf;          // [rows, tile] cosines
-    std::vector<Cand<A>> rc; // row candidates [rows, cap]
-    std::vector<A> gmax;     // [min(4k, rows) + 4, tile], column bounds scratch
-  };
-  auto make_worker = [&] {
-    const int64_t p = next_part.fetch_add(1);
-    part[p] = std::make_unique<ColumnPart<A>>(m, k);
-    return Worker{part[p].get(), true, at::empty({rb * tile}, a.options()),
-                  std::vector<Cand<A>>(rb * cap), std::vector<A>(rb >= k ? (std::min(4 * k, rb) + 4) * tile : 0)};
-  };
-  parallel_items(n_blocks, make_worker, [&](int64_t blk, Worker& wk) {
-    const int64_t r0 = blocks.begin(blk), rows = blocks.size(blk);
-    std::vector<TopKBuffer<A>> row_bufs;
-    row_bufs.reserve(rows);
-    for (int64_t r = 0; r < rows; ++r) row_bufs.emplace_back(&wk.rc[r * cap], k, cap);
-    const at::Tensor a_blk = a.narrow(0, r0, rows);  // [rows, d]
-    for (int64_t c0 = 0; c0 < m; c0 += tile) {
-      const int64_t w = std::min(tile, m - c0);
-      at::Tensor sims = wk.buf.narrow(0, 0, rows * w).view({rows, w});  // [rows, w]
-      at::mm_out(sims, a_blk, b.narrow(0, c0, w).t());
-      const A* s = sims.data_ptr<A>();
-      for (int64_t r = 0; r < rows; ++r) {
-        offer_row(s + r * w, static_cast<const A*>(nullptr), w, c0, row_bufs[r]);
-      }
-      colscan::tile(s, rows, w, c0, r0, wk.fresh, wk.gmax.data(), *wk.cols);
-    }
-    wk.fresh = false;
-    for (int64_t r = 0; r < rows; ++r) {
-      best_sorted(row_bufs[r].c, row_bufs[r].n, k);
-      for (int64_t j = 0; j < k; ++j) {
-        row_vals[(r0 + r) * k + j] = static_cast<S>(row_bufs[r].c[j].v);
-        row_idx[(r0 + r) * k + j] = row_bufs[r].c[j].i;
-      }
-    }
-  });
-
-  // merge the parts' column candidates: the best k of their union, sorted
-  at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
-    std::vector<Cand<A, int32_t>> all(parts * (k + 2 * kChunk));
-    for (int64_t c = c0; c < c1; ++c) {
-      int64_t cnt = 0;
-      for (int64_t p = 0; p < parts; ++p) {
-        if (!part[p]) continue;
-        const Cand<A, int32_t>* src = &part[p]->cand[c * part[p]->cap];
-        cnt = std::copy(src, src + part[p]->n[c], all.begin() + cnt) - all.begin();
-      }
-      best_sorted(all.data(), cnt, k);
-      for (int64_t j = 0; j < k; ++j) {
-        col_vals[c * k + j] = static_cast<S>(all[j].v);
-        col_idx[c * k + j] = all[j].i;
-      }
-    }
-  });
+  const GemmSelectPlan plan(n, m, /*want_groups=*/1);
+  // one column part a worker; parallel_items runs at most min(threads, items) workers
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), plan.blocks.count));
+  CosineSelect<S, A> sel{m, k, plan.blocks.max_size(), row_vals, row_idx,
+                         std::vector<std::unique_ptr<ColumnPart<A>>>(parts)};
+  gemm_select<A>(a, b, k, plan, sel);
+  sel.merge_columns(col_vals, col_idx);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cpu(const at::Tensor& A,
@@ -226,14 +221,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cpu(const
   check_matrix(op, "B", B, "[m, d]");
   TORCH_CHECK_VALUE(A.size(1) == B.size(1), "saefast.cosine_topk: A and B must have the same d, got A ",
                     shape_str(A), " and B ", shape_str(B));
-  check_same_float(op, "A, B", A, B);
-  check_cpu(op, A, "A");
-  check_cpu(op, B, "B");
+  check_same_float(op, {{"A", &A}, {"B", &B}});
+  check_cpu(op, {{"A", &A}, {"B", &B}});
   const int64_t n = A.size(0), m = B.size(0);
   check_k(op, k, std::min(n, m), "min(n, m)");
   TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max(),
                     "saefast.cosine_topk: A may have at most 2^31 - 1 rows, got ", n);
-  const at::ScalarType acc = acc_type(A.scalar_type());
+  const at::ScalarType acc = at::toOpMathType(A.scalar_type());
   const at::Tensor a = normalized_rows(A, acc), b = normalized_rows(B, acc);
   at::Tensor row_vals = at::empty({n, k}, A.options());                       // [n, k]
   at::Tensor row_idx = at::empty({n, k}, A.options().dtype(at::kLong));       // [n, k] into B
@@ -241,8 +235,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cpu(const
   at::Tensor col_idx = at::empty({m, k}, A.options().dtype(at::kLong));       // [m, k] into A
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, A.scalar_type(), "cosine_topk_cpu", [&] {
     using S = scalar_t;
-    using Acc = std::conditional_t<std::is_same_v<S, double>, double, float>;
-    cosine_topk_impl<S, Acc>(a, b, k, row_vals.data_ptr<S>(), row_idx.data_ptr<int64_t>(),
+    cosine_topk_impl<S, at::opmath_type<S>>(a, b, k, row_vals.data_ptr<S>(), row_idx.data_ptr<int64_t>(),
                              col_vals.data_ptr<S>(), col_idx.data_ptr<int64_t>());
   });
   return {row_vals, row_idx, col_vals, col_idx};

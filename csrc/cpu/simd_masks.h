@@ -1,10 +1,11 @@
 // Threshold tests of a row of values, 16 at a time, into bit masks: the scan that decides
-// which values a running top-k (topk_heap.h) has to look at, so its cost is most of the
+// which values a running top-k (candidate_buffer.h) has to look at, so its cost is most of the
 // selection's. Bit q of out[c] is set when  row[16c + q] (+ shift[16c + q])  >=  the threshold
 // (one for all, or one per column: thr[16c + q]).
 //
-// float32 has explicit AVX-512 / AVX2 / SSE2 kernels, picked once at load time (compilers do
-// not reliably vectorise the mask building inside the larger loops that use it); every kernel
+// float32 has explicit AVX-512 / AVX2 / SSE2 kernels, picked once at load time by best_isa()
+// (isa.h; compilers do not reliably vectorise the mask building inside the larger loops that
+// use it); every kernel
 // does the same IEEE adds and ordered >= comparisons as the scalar code, so the bits agree.
 // Other types use the scalar loop.
 #pragma once
@@ -12,9 +13,10 @@
 #include <cstdint>
 #include <type_traits>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "isa.h"
+
+#ifdef SAEFAST_X86
 #include <immintrin.h>
-#define SAEFAST_X86_MASKS 1
 #endif
 
 namespace saefast {
@@ -46,7 +48,7 @@ inline void ge_masks_scalar(const T* row, const T* shift, const T* thr, bool per
   }
 }
 
-#ifdef SAEFAST_X86_MASKS
+#ifdef SAEFAST_X86
 namespace {  // internal linkage: each file that uses them gets its own copy
 
 __attribute__((target("avx512f"))) void ge_masks_avx512(const float* row, const float* shift,
@@ -109,10 +111,11 @@ void ge_masks_sse2(const float* row, const float* shift, const float* thr, bool 
 using MaskFn = void (*)(const float*, const float*, const float*, bool, int64_t, uint16_t*);
 
 MaskFn pick_f32() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return ge_masks_avx512;
-  if (__builtin_cpu_supports("avx2")) return ge_masks_avx2;
-  return ge_masks_sse2;
+  switch (best_isa()) {
+    case Isa::kAvx512: return ge_masks_avx512;
+    case Isa::kAvx2: return ge_masks_avx2;
+    default: return ge_masks_sse2;
+  }
 }
 
 const MaskFn ge_masks_f32 = pick_f32();
@@ -124,7 +127,7 @@ const MaskFn ge_masks_f32 = pick_f32();
 template <typename T>
 inline void ge_masks(const T* row, const T* shift, const T* thr, bool per_column, int64_t chunks,
                      uint16_t* out) {
-#ifdef SAEFAST_X86_MASKS
+#ifdef SAEFAST_X86
   if constexpr (std::is_same_v<T, float>) {
     ge_masks_f32(row, shift, thr, per_column, chunks, out);
     return;

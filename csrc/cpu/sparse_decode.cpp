@@ -1,5 +1,5 @@
 // sparse_decode on the CPU: x_hat = b_dec + sum_j values[:, j] * W_dec[indices[:, j]], and its
-// backward (DESIGN.md, "Ops").
+// backward (op contract: saefast/ops/decode.py).
 //
 // Forward: a gather-sum, threads over rows. Backward (grad_out [B, d]):
 //   grad_values[b, j] = <W_dec[idx[b, j]], grad_out[b]>          gather-dot, threads over rows
@@ -9,6 +9,7 @@
 // Indices may be int64 or int32 (widened once).
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -20,6 +21,7 @@
 namespace saefast {
 namespace {
 
+// The checks both kernels share; b_dec (forward) or grad_out (backward) is checked by each.
 void check_sparse_decode(const char* op, const at::Tensor& values, const at::Tensor& indices,
                          const at::Tensor& W_dec) {
   check_matrix(op, "values", values, "[B, k]");
@@ -27,12 +29,9 @@ void check_sparse_decode(const char* op, const at::Tensor& values, const at::Ten
                     ": indices must have the shape of values ", shape_str(values), ", got ",
                     shape_str(indices));
   TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-                   "saefast.", op, ": indices must be int64 (or int32), got ", indices.scalar_type());
+                   "saefast.", op, ": indices must be int64 (or int32), got ",
+                   dtype_name(indices.scalar_type()));
   check_matrix(op, "W_dec", W_dec, "[F, d]");
-  check_same_float(op, "values, W_dec, b_dec", values, W_dec);
-  check_cpu(op, values, "values");
-  check_cpu(op, indices, "indices");
-  check_cpu(op, W_dec, "W_dec");
 }
 
 at::Tensor sparse_decode_cpu(const at::Tensor& values, const at::Tensor& indices,
@@ -43,8 +42,8 @@ at::Tensor sparse_decode_cpu(const at::Tensor& values, const at::Tensor& indices
   TORCH_CHECK_VALUE(b_dec.dim() == 1 && b_dec.size(0) == W_dec.size(1),
                     "saefast.sparse_decode: b_dec must be [d] with d = ", W_dec.size(1),
                     " (W_dec is ", shape_str(W_dec), "), got shape ", shape_str(b_dec));
-  check_same_float(op, "values, W_dec, b_dec", values, b_dec);
-  check_cpu(op, b_dec, "b_dec");
+  check_same_float(op, {{"values", &values}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
+  check_cpu(op, {{"values", &values}, {"indices", &indices}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
   const int64_t B = values.size(0), k = values.size(1), F = W_dec.size(0), d = W_dec.size(1);
   const at::Tensor idx = indices.to(at::kLong).contiguous();  // [B, k]
   check_index_range(op, idx, F);
@@ -52,7 +51,7 @@ at::Tensor sparse_decode_cpu(const at::Tensor& values, const at::Tensor& indices
   at::Tensor out = at::empty({B, d}, values.options());  // [B, d]
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "sparse_decode_cpu", [&] {
     using S = scalar_t;
-    using A = std::conditional_t<std::is_same_v<S, double>, double, float>;
+    using A = at::opmath_type<S>;
     gather_weighted_rows<S, A, S>(w.data_ptr<S>(), idx.data_ptr<int64_t>(), v.data_ptr<S>(),
                                   b.data_ptr<S>(), out.data_ptr<S>(), B, k, d);
   });
@@ -69,7 +68,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_decode_backward_cpu(
                         grad_out.size(1) == W_dec.size(1),
                     "saefast.", op, ": grad_out must be [B, d] = [", values.size(0), ", ",
                     W_dec.size(1), "], got ", shape_str(grad_out));
-  check_same_float(op, "grad_out, W_dec", grad_out, W_dec);
+  check_same_float(op, {{"values", &values}, {"W_dec", &W_dec}, {"grad_out", &grad_out}});
+  check_cpu(op, {{"values", &values}, {"indices", &indices}, {"W_dec", &W_dec}, {"grad_out", &grad_out}});
   const int64_t B = values.size(0), k = values.size(1), F = W_dec.size(0), d = W_dec.size(1);
   const at::Tensor idx = indices.to(at::kLong).contiguous();  // [B, k]
   check_index_range(op, idx, F);
@@ -77,11 +77,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_decode_backward_cpu(
   at::Tensor grad_values = output_mask[0] ? at::empty({B, k}, values.options())
                                           : at::empty({0}, values.options());
   at::Tensor grad_w = output_mask[1] ? at::empty({F, d}, W_dec.options()) : at::empty({0}, W_dec.options());
-  at::Tensor grad_b = output_mask[2] ? go.sum(0, /*keepdim=*/false, acc_type(go.scalar_type())).to(go.scalar_type())
+  at::Tensor grad_b = output_mask[2] ? go.sum(0, /*keepdim=*/false, at::toOpMathType(go.scalar_type())).to(go.scalar_type())
                                      : at::empty({0}, W_dec.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "sparse_decode_backward_cpu", [&] {
     using S = scalar_t;
-    using A = std::conditional_t<std::is_same_v<S, double>, double, float>;
+    using A = at::opmath_type<S>;
     const int64_t* ip = idx.data_ptr<int64_t>();
     if (output_mask[0]) {
       const at::Tensor w = W_dec.contiguous();

@@ -1,8 +1,8 @@
 // Row gathers and latent-grouped scatters over k indices a row: the sparse parts of the
 // Top-K SAE forward and backward (sparse_decode, and topk_encode's backward).
 //
-// S is the storage type (float, double, BFloat16), A the accumulation type (float/double),
-// W the type of the per-entry weights. Raw, contiguous pointers; callers check shapes.
+// S is the storage type (float, double, BFloat16), A the accumulation type
+// (at::opmath_type<S>), W the type of the per-entry weights. Raw, contiguous pointers; callers check shapes.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -12,27 +12,21 @@
 #include <type_traits>
 #include <vector>
 
-// The float32 inner loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load
-// time (GCC/Clang function multiversioning), so a portable build still runs wide vectors.
-// No FMA is enabled in any clone and sums use 16 fixed lanes, so every clone gives the same
-// bits.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define SAEFAST_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SAEFAST_CLONES
-#endif
+// The float32 inner loops are SAEFAST_ISA_CLONES (isa.h). No FMA is enabled in any clone and
+// sums use 16 fixed lanes, so every clone gives the same bits.
+#include "isa.h"
 
 namespace saefast {
 namespace {
 
 // acc[c] += w * row[c] for c < d
-SAEFAST_CLONES void axpy_f32(float* __restrict acc, float w, const float* __restrict row,
+SAEFAST_ISA_CLONES void axpy_f32(float* __restrict acc, float w, const float* __restrict row,
                              int64_t d) {
   for (int64_t c = 0; c < d; ++c) acc[c] += w * row[c];
 }
 
 // <a, b> over d entries, as 16 lane sums added in a fixed order
-SAEFAST_CLONES float dot_f32(const float* __restrict a, const float* __restrict b, int64_t d) {
+SAEFAST_ISA_CLONES float dot_f32(const float* __restrict a, const float* __restrict b, int64_t d) {
   float lanes[16] = {0};
   int64_t c = 0;
   for (; c + 16 <= d; c += 16) {

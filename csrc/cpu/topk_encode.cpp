@@ -1,12 +1,12 @@
 // topk_encode on the CPU: a GEMM tiled over features with a running top-k per row, and its
-// sparse backward (DESIGN.md, "Ops").
+// sparse backward (op contract: saefast/ops/encode.py; design: docs/ARCHITECTURE.md).
 //
-// Forward: threads take (row block, feature group) items dynamically; for each, the features
-// are walked in tiles of kTileF: pre = x_block @ W_tile.T (one single-threaded BLAS call,
-// result in cache), then each row's values (+ b_enc) are offered to the row's running top-k
-// (topk_heap.h). [B, F] is never held, only [rows a block, kTileF] a thread. ReLU is applied
-// to the kept values (relu is monotone, so the top-k of the raw values is a top-k of the
-// relu'd ones).
+// Forward: the shared driver gemm_select.h with x as the rows and W_enc as the columns:
+// pre = x_block @ W_tile.T, each row's values + b_enc offered to the row's running top-k
+// (candidate_buffer.h). [B, F] is never held, only [rows a block, kGemmTile] a thread. ReLU
+// is applied to the kept values (relu is monotone, so the top-k of the raw values is a top-k
+// of the relu'd ones). When there are few row blocks, the features split into groups of whole
+// tiles for parallelism, whose per-row candidates are merged at the end.
 //
 // Backward (grad_values [B, k]; g = grad_values where the kept value is > 0, else 0):
 //   grad_x[b]     = sum_j g[b, j] W_enc[idx[b, j]]          gather, threads over rows
@@ -15,22 +15,21 @@
 // Deterministic, no atomics.
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <array>
 #include <vector>
 
+#include "candidate_buffer.h"
 #include "checks.h"
-#include "parallel.h"
+#include "gemm_select.h"
 #include "sparse_rows.h"
-#include "topk_heap.h"
 
 namespace saefast {
 namespace {
 
-constexpr int64_t kTileF = 1024;        // features a GEMM tile (a [256, 1024] tile fits L2)
-constexpr int64_t kMaxRowBlock = 256;   // rows a block at most
 constexpr int64_t kItemsPerThread = 4;  // work items a thread, for dynamic balance
 constexpr int64_t kMaxGroupBytes = 64 << 20;  // candidates held for the feature-group merge
 
@@ -44,32 +43,20 @@ void check_topk_encode(const at::Tensor& x, const at::Tensor& W_enc, const at::T
   TORCH_CHECK_VALUE(b_enc.dim() == 1 && b_enc.size(0) == W_enc.size(0),
                     "saefast.topk_encode: b_enc must be [F] with F = ", W_enc.size(0),
                     ", got shape ", shape_str(b_enc));
-  check_same_float(op, "x, W_enc, b_enc", x, W_enc);
-  check_same_float(op, "x, W_enc, b_enc", x, b_enc);
-  check_cpu(op, x, "x");
-  check_cpu(op, W_enc, "W_enc");
-  check_cpu(op, b_enc, "b_enc");
+  check_same_float(op, {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
+  check_cpu(op, {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
   check_k(op, k, W_enc.size(0), "F");
 }
 
-// Work items are (row block, feature group) pairs. Row blocks depend on B only (parallel.h:
-// the result bits then do not depend on the number of threads) and are as tall as B allows,
-// up to kMaxRowBlock (a single-threaded GEMM of 32 rows runs ~25% slower than one of 128 or
-// more). Parallelism beyond the row blocks comes from splitting the features into groups of
-// whole tiles, whose per-row top-k are merged at the end: the GEMM calls stay the same.
-struct EncodePlan {
-  RowBlocks blocks;
-  int64_t groups, tiles_per_group;
-};
-
-EncodePlan plan_encode(int64_t B, int64_t F, int64_t k, int64_t cand_bytes) {
+// Feature groups: enough work items for kItemsPerThread a thread when the row blocks alone are
+// too few (a single-threaded GEMM of 32 rows runs ~25% slower than one of 128 or more, so
+// blocks are not cut shorter instead); the groups' candidates wait for the merge, so
+// groups x B x capacity of them stay under kMaxGroupBytes.
+GemmSelectPlan plan_encode(int64_t B, int64_t F, int64_t k, int64_t cand_bytes) {
   const RowBlocks blocks(B, kMaxRowBlock);
-  const int64_t n_tiles = (F + kTileF - 1) / kTileF;
   int64_t want = (kItemsPerThread * at::get_num_threads() + blocks.count - 1) / blocks.count;
-  // the groups' candidates wait for the merge: groups x B x capacity of them at most
-  want = std::min(want, std::max<int64_t>(1, kMaxGroupBytes / (B * topk_capacity(k) * cand_bytes)));
-  const int64_t tiles_per_group = (n_tiles + std::min(want, n_tiles) - 1) / std::min(want, n_tiles);
-  return {blocks, (n_tiles + tiles_per_group - 1) / tiles_per_group, tiles_per_group};
+  want = std::min(want, std::max<int64_t>(1, kMaxGroupBytes / (B * candidate_capacity(k) * cand_bytes)));
+  return GemmSelectPlan(B, F, want);
 }
 
 // Writes a row's best k (sorted, relu'd) from c[0, n).
@@ -82,79 +69,73 @@ void write_row(Cand<A>* c, int64_t n, int64_t k, S* vals, int64_t* idx) {
   }
 }
 
+// The gemm_select policy: b_enc shifts the columns; a finished row is written (one group)
+// or kept with its group's threshold for the merge.
+template <typename S, typename A>
+struct EncodeSelect {
+  struct Extra {};
+  const A* bias;  // [F]
+  int64_t B, k, cap, groups;
+  S* out_vals;
+  int64_t* out_idx;
+  std::vector<Cand<A>> part;    // [groups, B, cap] with several groups
+  std::vector<int64_t> part_n;  // [groups, B]
+  std::vector<A> part_thr;      // [groups, B]
+
+  Extra make_extra() { return {}; }
+  const A* shift(int64_t c0) const { return bias + c0; }
+  void tile(Extra&, const A*, int64_t, int64_t, int64_t, int64_t) {}
+  void block_done(Extra&) {}
+  void row_done(int64_t b, int64_t grp, CandidateBuffer<A>& buf) {
+    if (groups == 1) {
+      write_row(buf.c, buf.n, k, out_vals + b * k, out_idx + b * k);
+      return;
+    }
+    std::copy(buf.c, buf.c + buf.n, &part[(grp * B + b) * cap]);
+    part_n[grp * B + b] = buf.n;
+    part_thr[grp * B + b] = buf.thr;
+  }
+
+  // every group's threshold bounds the row's k-th best over all groups from below (the group
+  // saw k values >= it), so the largest of them filters the union
+  void merge_groups() {
+    at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+      std::vector<Cand<A>> all(groups * cap);
+      for (int64_t b = b0; b < b1; ++b) {
+        A bound = kNoBound<A>;
+        for (int64_t g = 0; g < groups; ++g) bound = std::max(bound, part_thr[g * B + b]);
+        int64_t n = 0;
+        for (int64_t g = 0; g < groups; ++g) {
+          const Cand<A>* src = &part[(g * B + b) * cap];
+          for (int64_t j = 0; j < part_n[g * B + b]; ++j) {
+            all[n] = src[j];
+            n += src[j].v >= bound;
+          }
+        }
+        write_row(all.data(), n, k, out_vals + b * k, out_idx + b * k);
+      }
+    });
+  }
+};
+
 template <typename S, typename A>
 void encode(const at::Tensor& xa, const at::Tensor& wa, const at::Tensor& ba, int64_t k,
             S* out_vals, int64_t* out_idx) {
   const int64_t B = xa.size(0), F = wa.size(0);
-  const EncodePlan p = plan_encode(B, F, k, sizeof(Cand<A>));
-  const int64_t cap = topk_capacity(k);
-  const A* bias = ba.data_ptr<A>();
-  // with several groups: each group's candidates and threshold a row, merged below
-  std::vector<Cand<A>> part(p.groups > 1 ? p.groups * B * cap : 0);  // [groups, B, cap]
-  std::vector<int64_t> part_n(p.groups > 1 ? p.groups * B : 0);      // [groups, B]
-  std::vector<A> part_thr(p.groups > 1 ? p.groups * B : 0);          // [groups, B]
-  struct Scratch {
-    at::Tensor buf;            // [rows, tile] pre-activations
-    std::vector<Cand<A>> cand; // [rows, cap]
-  };
-  auto make_scratch = [&] {
-    const int64_t rb = p.blocks.max_size();
-    return Scratch{at::empty({rb * std::min(kTileF, F)}, xa.options()),
-                   std::vector<Cand<A>>(rb * cap)};
-  };
-  parallel_items(p.blocks.count * p.groups, make_scratch, [&](int64_t item, Scratch& sc) {
-    const int64_t blk = item / p.groups, grp = item % p.groups;
-    const int64_t r0 = p.blocks.begin(blk), rows = p.blocks.size(blk);
-    const int64_t f_begin = grp * p.tiles_per_group * kTileF;
-    const int64_t f_end = std::min(F, f_begin + p.tiles_per_group * kTileF);
-    std::vector<TopKBuffer<A>> bufs;
-    bufs.reserve(rows);
-    for (int64_t r = 0; r < rows; ++r) bufs.emplace_back(&sc.cand[r * cap], k, cap);
-    const at::Tensor x_blk = xa.narrow(0, r0, rows);  // [rows, d]
-    for (int64_t f0 = f_begin; f0 < f_end; f0 += kTileF) {
-      const int64_t cols = std::min(kTileF, f_end - f0);
-      at::Tensor pre = sc.buf.narrow(0, 0, rows * cols).view({rows, cols});  // [rows, cols]
-      at::mm_out(pre, x_blk, wa.narrow(0, f0, cols).t());
-      const A* pp = pre.data_ptr<A>();
-      for (int64_t r = 0; r < rows; ++r) offer_row(pp + r * cols, bias + f0, cols, f0, bufs[r]);
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t b = r0 + r;
-      if (p.groups == 1) {
-        write_row(bufs[r].c, bufs[r].n, k, out_vals + b * k, out_idx + b * k);
-      } else {
-        std::copy(bufs[r].c, bufs[r].c + bufs[r].n, &part[(grp * B + b) * cap]);
-        part_n[grp * B + b] = bufs[r].n;
-        part_thr[grp * B + b] = bufs[r].thr;
-      }
-    }
-  });
-  if (p.groups == 1) return;
-  // merge: every group's threshold bounds the row's k-th best over all groups from below
-  // (the group saw k values >= it), so the largest of them filters the union
-  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
-    std::vector<Cand<A>> all(p.groups * cap);
-    for (int64_t b = b0; b < b1; ++b) {
-      A bound = kNoBound<A>;
-      for (int64_t g = 0; g < p.groups; ++g) bound = std::max(bound, part_thr[g * B + b]);
-      int64_t n = 0;
-      for (int64_t g = 0; g < p.groups; ++g) {
-        const Cand<A>* src = &part[(g * B + b) * cap];
-        for (int64_t j = 0; j < part_n[g * B + b]; ++j) {
-          all[n] = src[j];
-          n += src[j].v >= bound;
-        }
-      }
-      write_row(all.data(), n, k, out_vals + b * k, out_idx + b * k);
-    }
-  });
+  const GemmSelectPlan plan = plan_encode(B, F, k, sizeof(Cand<A>));
+  const int64_t cap = candidate_capacity(k), parts = plan.groups > 1 ? plan.groups * B : 0;
+  EncodeSelect<S, A> sel{ba.data_ptr<A>(), B, k, cap, plan.groups, out_vals, out_idx,
+                         std::vector<Cand<A>>(parts * cap), std::vector<int64_t>(parts),
+                         std::vector<A>(parts)};
+  gemm_select<A>(xa, wa, k, plan, sel);
+  if (plan.groups > 1) sel.merge_groups();
 }
 
 std::tuple<at::Tensor, at::Tensor> topk_encode_cpu(const at::Tensor& x, const at::Tensor& W_enc,
                                                    const at::Tensor& b_enc, int64_t k) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
   check_topk_encode(x, W_enc, b_enc, k);
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
   // GEMM operands in the accumulation type (bfloat16 is widened once, not a tile at a time),
   // detached: worker threads do not inherit this thread's below-autograd guard
   const at::Tensor xa = x.detach().to(acc).contiguous();      // [B, d]
@@ -165,11 +146,7 @@ std::tuple<at::Tensor, at::Tensor> topk_encode_cpu(const at::Tensor& x, const at
   if (x.size(0) == 0) return {values, indices};
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_cpu", [&] {
     using S = scalar_t;
-    if constexpr (std::is_same_v<S, double>) {
-      encode<S, double>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
-    } else {
-      encode<S, float>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
-    }
+    encode<S, at::opmath_type<S>>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
   });
   return {values, indices};
 }
@@ -186,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
                     shape_str(values), ", ", shape_str(indices));
   TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "saefast.topk_encode_backward: indices must be int64");
   const int64_t B = x.size(0), d = x.size(1), F = W_enc.size(0), k = values.size(1);
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
   // g [B, k]: the incoming gradient where relu let the value through
   const at::Tensor g = (grad_values.to(acc) * values.gt(0)).contiguous();
   const at::Tensor idx = indices.contiguous();
@@ -196,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
   at::Tensor grad_b = output_mask[2] ? at::empty({F}, W_enc.options()) : at::empty({0}, W_enc.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_backward_cpu", [&] {
     using S = scalar_t;
-    using A = std::conditional_t<std::is_same_v<S, double>, double, float>;
+    using A = at::opmath_type<S>;
     const A* gp = g.data_ptr<A>();
     const int64_t* ip = idx.data_ptr<int64_t>();
     if (output_mask[0]) {
@@ -210,13 +187,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
         scatter_rows_by_latent<S, A, A>(buckets, gp, xc.data_ptr<S>(), k, d, grad_w.data_ptr<S>(),
                                         output_mask[2] ? grad_b.data_ptr<S>() : nullptr);
       } else {
-        grad_b.zero_();
         S* bp = grad_b.data_ptr<S>();
-        for (int64_t f = 0; f < F; ++f) {
-          A s = 0;
-          for (int64_t e = buckets.start[f]; e < buckets.start[f + 1]; ++e) s += gp[buckets.order[e]];
-          bp[f] = static_cast<S>(s);
-        }
+        at::parallel_for(0, F, 1024, [&](int64_t f0, int64_t f1) {
+          for (int64_t f = f0; f < f1; ++f) {  // each latent's entries in (b, j) order
+            A s = 0;
+            for (int64_t e = buckets.start[f]; e < buckets.start[f + 1]; ++e) s += gp[buckets.order[e]];
+            bp[f] = static_cast<S>(s);
+          }
+        });
       }
     }
   });

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +40,31 @@ def _try_load() -> tuple[bool, str | None]:
                        "(reinstall with `pip install --no-build-isolation -e .` and a C++ compiler)")
     except (ImportError, OSError) as exc:  # e.g. built against another torch (undefined symbol)
         return False, f"import error: {exc} (rebuild against torch {torch.__version__})"
+    _warn_on_torch_mismatch()
     return True, None
+
+
+def _base_version(version: str) -> str:
+    return version.split("+", 1)[0]  # "2.13.0+cpu" -> "2.13.0"
+
+
+def torch_mismatch(built_with: str | None, running: str | None = None) -> str | None:
+    """Why a library built against torch `built_with` should not run on `running`, or None.
+
+    C++ extensions have no stable ABI across torch releases: one built against another
+    torch may fail to load (undefined symbol) or, worse, load and misbehave."""
+    running = running or torch.__version__
+    if built_with and _base_version(built_with) != _base_version(running):
+        return (f"saefast's native ops were built against torch {built_with} but torch "
+                f"{running} is running; rebuild them against this torch: "
+                f"pip install --no-build-isolation -e . (or set SAEFAST_DISABLE_NATIVE=1)")
+    return None
+
+
+def _warn_on_torch_mismatch() -> None:
+    message = torch_mismatch(json.loads(torch.ops.saefast.build_info()).get("torch_version"))
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
 def _load_state() -> tuple[bool, str | None]:
@@ -69,8 +94,11 @@ def build_info() -> dict:
 
     With the native build: the extension's own report (`native`: True, `torch_version` and
     `compiler` it was built with, `cuda`, `cuda_version`, `openmp`, `cpu_kernels`,
-    `cuda_kernels`: ops with native kernels) plus `loaded`: True. Without it: `native`: False
-    and `reason` (disabled by env / not built / the build failure / the import error).
+    `cuda_kernels`: ops with native kernels, `cpu_tiles`: the CPU kernels' blocking, e.g.
+    {"max_row_block": 256, "gemm_tile": 1024}) plus `loaded`: True and `torch_mismatch`: None,
+    or the message (also warned once at import) when it was built against another torch.
+    Without it: `native`: False and `reason` (disabled by env / not built / the build failure
+    / the import error).
     Always: `torch` (runtime version), `python`, `saefast`, `devices` ({"cpu": True,
     "cuda": device count}), `lapjv` and `scipy` (importable).
     """
@@ -80,6 +108,7 @@ def build_info() -> dict:
     if loaded:
         info = json.loads(torch.ops.saefast.build_info())
         info["loaded"] = True
+        info["torch_mismatch"] = torch_mismatch(info.get("torch_version"))
     else:
         info = {"native": False, "reason": reason}
     info.update(

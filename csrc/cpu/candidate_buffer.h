@@ -1,4 +1,5 @@
-// Running top-k selection of (value, index) pairs, shared by topk_encode and cosine_topk.
+// Running top-k selection of (value, index) pairs, shared by topk_encode and cosine_topk: a
+// candidate buffer behind a proven lower bound of the k-th best value (no heap).
 //
 // Order: a pair is better when its value is larger, or equal with a smaller index. That is
 // a strict total order, so the kept set is unique whatever order the pairs arrive in or how
@@ -19,15 +20,11 @@
 #include <limits>
 #include <type_traits>
 
+#include "isa.h"
 #include "simd_masks.h"
 
-// The float32 group maxima are compiled for AVX-512, AVX2 and baseline x86-64, picked at load
-// time (as in sparse_rows.h). They only add and compare, so every clone gives the same bits.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define SAEFAST_SCAN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SAEFAST_SCAN_CLONES
-#endif
+// The float32 group maxima are SAEFAST_ISA_CLONES (isa.h). They only add and compare, so
+// every clone gives the same bits.
 
 namespace saefast {
 
@@ -54,7 +51,7 @@ constexpr int64_t kMaxBoundGroups = 1024;  // group_bound's scratch; larger k go
 
 // Buffer capacity for a top-k: room for k kept plus a few chunks of new candidates, so a
 // shrink (O(capacity)) comes at most once every k + 2 * kChunk appends.
-inline int64_t topk_capacity(int64_t k) { return 2 * k + 2 * kChunk; }
+inline int64_t candidate_capacity(int64_t k) { return 2 * k + 2 * kChunk; }
 
 // Keeps the best k of c[0, n) in c[0, k) (unsorted) and returns the k-th best value, the
 // new threshold; with n <= k nothing is dropped and there is no bound.
@@ -76,26 +73,19 @@ inline int64_t best_sorted(Cand<T, I>* c, int64_t n, int64_t k) {
 
 // One row's running top-k over caller-owned storage c[capacity].
 template <typename T>
-struct TopKBuffer {
+struct CandidateBuffer {
   Cand<T>* c;
   int64_t k, cap;
   int64_t n = 0;
   T thr = kNoBound<T>;
 
-  TopKBuffer(Cand<T>* storage, int64_t k_, int64_t cap_) : c(storage), k(k_), cap(cap_) {}
+  CandidateBuffer(Cand<T>* storage, int64_t k_, int64_t cap_) : c(storage), k(k_), cap(cap_) {}
 
   void raise(T bound) { thr = std::max(thr, bound); }
   void make_room(int64_t need) {
     if (cap - n < need) raise(shrink_to_k(c, n, k));
   }
 };
-
-// For helpers that must be inlined into the per-ISA clones (a call would run baseline code).
-#if defined(__GNUC__) || defined(__clang__)
-#define SAEFAST_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define SAEFAST_ALWAYS_INLINE inline
-#endif
 
 namespace scan {
 
@@ -110,7 +100,7 @@ SAEFAST_ALWAYS_INLINE T value(const T* row, const T* shift, int64_t j) {
 // is written, and counted only while it still passes thr (which a shrink may have raised).
 template <bool kShift, typename T>
 inline void append_survivors(const T* row, const T* shift, int64_t j, uint32_t m, int64_t offset,
-                             TopKBuffer<T>& buf) {
+                             CandidateBuffer<T>& buf) {
   buf.make_room(kChunk);
   for (; m; m &= m - 1) {
     const int64_t q = j + masks::lowest_bit(m);
@@ -122,7 +112,7 @@ inline void append_survivors(const T* row, const T* shift, int64_t j, uint32_t m
 
 // Appends (row[j] + shift[j], offset + j) for j < len to buf unless below its threshold.
 template <bool kShift, typename T>
-void offer(const T* row, const T* shift, int64_t len, int64_t offset, TopKBuffer<T>& buf) {
+void offer(const T* row, const T* shift, int64_t len, int64_t offset, CandidateBuffer<T>& buf) {
   uint16_t m[kPiece / kChunk];
   for (int64_t p0 = 0; p0 < len; p0 += kPiece) {
     const int64_t piece = std::min(kPiece, len - p0), chunks = piece / kChunk;
@@ -203,7 +193,7 @@ SAEFAST_ALWAYS_INLINE T group_bound(const T* row, const T* shift, int64_t len, i
 }
 
 namespace {  // internal linkage: each file gets its own clones and resolver
-SAEFAST_SCAN_CLONES float group_bound_f32(const float* row, const float* shift, int64_t len,
+SAEFAST_ISA_CLONES float group_bound_f32(const float* row, const float* shift, int64_t len,
                                           int64_t k) {
   return shift ? group_bound<true>(row, shift, len, k) : group_bound<false>(row, shift, len, k);
 }
@@ -223,7 +213,7 @@ inline T bound(const T* row, const T* shift, int64_t len, int64_t k) {
 // Offers row[j] + shift[j] (shift may be null) with index offset + j, j < len, to buf, first
 // raising a still unbounded threshold from these values' group maxima.
 template <typename T>
-inline void offer_row(const T* row, const T* shift, int64_t len, int64_t offset, TopKBuffer<T>& buf) {
+inline void offer_row(const T* row, const T* shift, int64_t len, int64_t offset, CandidateBuffer<T>& buf) {
   if (buf.thr == kNoBound<T>) buf.raise(scan::bound(row, shift, len, buf.k));
   if (shift) {
     scan::offer<true>(row, shift, len, offset, buf);
