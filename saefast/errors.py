@@ -33,6 +33,11 @@ class StoreError(SaefastError, ValueError):
     """An activation store that is missing, corrupt, or smaller than asked."""
 
 
+class ActivationError(SaefastError, ValueError):
+    """Activations that cannot be trained on: none left after the held-out slice, NaN or
+    infinite values (a model that overflowed, a corrupt source)."""
+
+
 class RunDirError(SaefastError, ValueError):
     """A run directory that cannot be read: missing, corrupt or inconsistent files."""
 

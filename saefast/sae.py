@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from saefast import ops
+from saefast.errors import ConfigError
 
 
 class TopKSAE(nn.Module):
@@ -22,7 +23,7 @@ class TopKSAE(nn.Module):
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         super().__init__()
         if not 1 <= k <= n_features:
-            raise ValueError(f"k must be between 1 and n_features={n_features}, got {k}")
+            raise ConfigError(f"k must be between 1 and n_features={n_features}, got {k}")
         self.d_in, self.n_features, self.k = d_in, n_features, k
         gen = torch.Generator().manual_seed(seed)
         # Decoder rows: random unit directions. Encoder starts as the decoder's transpose

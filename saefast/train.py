@@ -26,6 +26,7 @@ import torch
 from saefast import checkpoints, ops
 from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
+from saefast.errors import ActivationError, ConfigError
 from saefast.sae import TopKSAE
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -168,15 +169,15 @@ def train_saes(
         eval_src = TensorSource(eval_src)
     n, d = train_src.n_tokens, train_src.d
     if n == 0:
-        raise ValueError("no training tokens")
+        raise ActivationError("no training tokens (data.tokens minus the held-out slice is 0)")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds}")
+        raise ConfigError(f"seeds must be distinct, got {seeds}")
     dtype = DTYPES[cfg.dtype]
     F = sae_cfg.n_features
     saes = [TopKSAE(d, F, sae_cfg.k, seed=s, dtype=dtype, device=device) for s in seeds]
     b_dec = initial_b_dec(train_src, cfg.b_dec_init)
     if not torch.isfinite(b_dec).all():
-        raise ValueError("training activations contain NaN or infinite values")
+        raise ActivationError("training activations contain NaN or infinite values")
     for sae in saes:
         with torch.no_grad():
             sae.b_dec.copy_(b_dec.to(dtype))
