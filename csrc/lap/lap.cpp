@@ -116,7 +116,8 @@ class Solver {
   // lowers v_j1 until j1 costs it as much as its second cheapest (so u_i = second best, every
   // edge of the row stays feasible); j1's previous row is released and continues the chain.
   // v only decreases and a column once matched stays matched, so the rectangular dual
-  // conditions and callers' bounds survive. Two passes, as in JV; the rest is Dijkstra's.
+  // conditions and callers' bounds survive. kArrPasses passes (JV use two); the rows still
+  // free are left to Dijkstra.
   void reduce_rows() {
     std::vector<int64_t> free_rows;
     for (int64_t i = 0; i < n_; ++i)

@@ -10,7 +10,7 @@
 // rounding, these conditions prove optimality; callers verify them (saefast/match/certified.py).
 //
 // Algorithm: each free row takes its cheapest column when that is free (greedy), then JV's
-// augmenting row reduction (a few passes), then for every row still free a Dijkstra on
+// augmenting row reduction (4 passes), then for every row still free a Dijkstra on
 // reduced costs c_ij - u_i - v_j >= 0 to the nearest free column (Jonker-Volgenant /
 // Hungarian shortest augmenting path, binary heap), then v_j += d_j - D on the columns
 // finalised before the sink. v never increases. Row duals are implicit:
