@@ -125,7 +125,9 @@ def _extensions():
     refusal = _torch_guard(torch)
     if refusal:
         _warn(f"{refusal}. Installing without native ops (pure-PyTorch reference).")
-        return [], {"build_ext": _skipped_build(refusal)}, None
+        # no extension means no build_ext run: say why now (packaged via package_data)
+        (ROOT / FAILURE_FILE).write_text(f"native build skipped: {refusal}\n")
+        return [], {}, None
 
     sources = ["csrc/saefast.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)),
                *sorted(glob.glob("csrc/lap/*.cpp", root_dir=ROOT))]  # lap: assignment solver
@@ -181,16 +183,6 @@ def _record_failure(cmd, reason: str) -> None:
             stale.unlink()
 
 
-def _skipped_build(reason: str) -> type[build_ext]:
-    class SkippedBuildExt(build_ext):
-        """No extension to build; records why."""
-
-        def run(self):
-            _record_failure(self, f"native build skipped: {reason}")
-
-    return SkippedBuildExt
-
-
 def _optional_build(base: type[build_ext]) -> type[build_ext]:
     class OptionalBuildExt(base):
         """Builds the extension; on failure warns, records why, and installs without it."""
@@ -225,7 +217,7 @@ setup(
     python_requires=">=3.10",
     packages=["saefast", "saefast.ops", "saefast.match", "saefast.data", "saefast.cli"],
     package_dir={"saefast": "saefast", "saefast.cli": "cli"},
-    package_data={"saefast.ops": ["schemas.inc"]},
+    package_data={"saefast.ops": ["schemas.inc"], "saefast": ["_build_failure.txt"]},
     install_requires=[
         torch_requirement,
         "numpy",

@@ -105,7 +105,8 @@ def sample_inputs(op: str, device="cpu", dtype=torch.float32, requires_grad=Fals
                 for (B, d, F), k, name in cases]
     if op == "sparse_decode":
         out = []
-        for (B, k, F, d), name in [((4, 3, 11, 6), "small"), ((6, 3, 5, 3), "repeated latents")]:
+        for (B, k, F, d), name in [((4, 3, 11, 6), "small"), ((6, 3, 5, 3), "repeated latents"),
+                                   ((5, 4, 1030, 3), "many latents")]:
             values, indices = codes(B, k, F, device=device)
             W, b = randn(F, d, seed=3, dtype=dtype, device=device), randn(d, seed=4, dtype=dtype, device=device)
             out.append(Sample((leaf(values.to(dtype)), indices, leaf(W), leaf(b)), name))

@@ -100,7 +100,8 @@ def test_gradients_match_dense(device):
 @pytest.mark.parametrize("case", range(len(sample_inputs("sparse_decode"))))
 def test_gradcheck(device, case):
     values, indices, W, b = sample_inputs("sparse_decode", device, torch.float64, requires_grad=True)[case].args
-    assert torch.autograd.gradcheck(lambda v, w, bb: ops.sparse_decode(v, indices, w, bb), (values, W, b))
+    assert torch.autograd.gradcheck(lambda v, w, bb: ops.sparse_decode(v, indices, w, bb), (values, W, b),
+                                    fast_mode=W.shape[0] > 100)  # fast: one random direction in W
 
 
 @devices
