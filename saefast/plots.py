@@ -5,15 +5,15 @@ Each function builds a matplotlib Figure and returns it; nothing here writes a f
 
 pair_heatmap(report)       runs x runs matrix of pairwise median matched cosines
 cosine_histogram(report)   all matched cosines (pooled over pairs) against the random null
-FIGURES                    {"pair_heatmap": pair_heatmap, "cosine_histogram": cosine_histogram}
+pair_medians(report)       the heatmap's [n_runs, n_runs] values (NaN on the diagonal)
+heatmap_scale(medians)     its colour range: the off-diagonal values only
+close(fig)                 release a figure once it is saved
 
 Both accept the original study's minimal reports too (no `runs`, no `baseline`, no
 `index_a`/`index_b`).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -144,14 +144,3 @@ def cosine_histogram(report: dict):
                  f"{s['n_runs']} runs, {obs.size} matched pairs of features", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
     return fig
-
-
-FIGURES = {"pair_heatmap": pair_heatmap, "cosine_histogram": cosine_histogram}
-
-
-def plot_all(report: dict, out_dir: str | Path) -> list[Path]:
-    """Moved to `saefast.reports.write_plots` (this module writes no files). Kept only while
-    cli/main.py still calls it here; same result."""
-    from .reports import write_plots
-
-    return write_plots(report, out_dir)

@@ -35,8 +35,8 @@ from . import plots as _plots
 from .artifacts import WEIGHTS
 from .errors import ConfigError, RunDirError
 from .fsio import atomic_open, atomic_path, read_json, write_json_atomic
-from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, compute_analysis,
-                        recurrence_rows)
+from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
+                        compute_analysis, recurrence_rows)
 
 STABILITY_JSON = "stability.json"
 RECURRENCE_CSV = "feature_recurrence.csv"
@@ -81,9 +81,9 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     paths = []
     for rep, prefix in ((report, ""), (report.get("live_only"), LIVE_ONLY_PREFIX)):
         if rep and rep.get("pairs"):
-            paths.append(_save_figure(_plots.pair_heatmap(rep), out_dir / f"{prefix}{HEATMAP_PNG}"))
-            paths.append(_save_figure(_plots.cosine_histogram(rep),
-                                      out_dir / f"{prefix}{HISTOGRAM_PNG}"))
+            for name, draw in ((HEATMAP_PNG, _plots.pair_heatmap),
+                               (HISTOGRAM_PNG, _plots.cosine_histogram)):
+                paths.append(_save_figure(draw(rep), out_dir / f"{prefix}{name}"))
     return paths
 
 
@@ -179,6 +179,7 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     stability.json LAST, so a killed analysis is redone next time. A missing or corrupt stored
     report is simply recomputed. `extra` may not use the report's own keys.
     """
+    check_args(threshold, top_k)
     extra = dict(extra or {})
     clash = sorted(set(extra) & _OWN_KEYS)
     if clash:

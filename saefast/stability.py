@@ -398,11 +398,3 @@ def recurrence_rows(report: dict) -> list[dict[str, Any]]:
             rows.append({"run": label, "feature_index": f, "n_recurs": len(others),
                          "recurs_in": list(others), "best_cosine": cos})
     return rows
-
-
-def analyze_runs(*args, **kwargs) -> dict:
-    """Moved to `saefast.reports.analyze_runs` (this module writes no files). Kept only while
-    saefast/sweep.py and cli/main.py still call it here; same signature and result."""
-    from .reports import analyze_runs as _analyze_runs
-
-    return _analyze_runs(*args, **kwargs)

@@ -70,7 +70,7 @@ def test_plots_of_a_minimal_original_report(tmp_path):
     assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left
 
 
-def test_plot_all_draws_full_and_live_only(tmp_path):
+def test_write_plots_draws_full_and_live_only(tmp_path):
     dirs = make_runs(tmp_path / "runs", n_runs=2)
     rep = compute_stability_report(dirs)
     rep["live_only"] = compute_live_only_stability_report(dirs)
@@ -80,8 +80,6 @@ def test_plot_all_draws_full_and_live_only(tmp_path):
         "live_only_pair_heatmap.png", "pair_heatmap.png"]
     for p in paths:
         png_size(p)
-    # plots.plot_all is the old name of reports.write_plots (kept for the CLI until it moves)
-    assert [p.name for p in plots.plot_all(rep, tmp_path / "old")] == [p.name for p in paths]
 
 
 def _minimal(medians: dict, n_runs: int) -> dict:
