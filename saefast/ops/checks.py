@@ -17,6 +17,10 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 def require(op: str, cond, message: str, error: type[Exception] = ValueError) -> None:
+    if isinstance(cond, bool):  # eager: torch._check_* would import sympy on first use (~0.35 s)
+        if not cond:
+            raise error(f"saefast.{op}: {message}")
+        return
     check = torch._check_type if error is TypeError else torch._check_value
     check(cond, lambda: f"saefast.{op}: {message}")
 

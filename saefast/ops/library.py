@@ -50,8 +50,9 @@ def register(name: str, *, reference: Callable, fake: Callable,
              backward: Callable | None = None, setup_context: Callable | None = None) -> None:
     """One op's Python side: reference kernel for all devices, fake kernel, autograd."""
     qualname = f"saefast::{name}"
-    # device_types=None: every backend (the CompositeExplicitAutograd key)
-    torch.library.register_kernel(qualname, None, reference, lib=LIB)
+    # "default": every backend (the CompositeExplicitAutograd key). Not register_kernel, which
+    # wraps the kernel in torch._disable_dynamo and so imports dynamo (~0.8 s) on first call.
+    torch.library.impl(qualname, "default", reference, lib=LIB)
     torch.library.register_fake(qualname, fake, lib=LIB)
     if backward is not None:
         torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=LIB)
