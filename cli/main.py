@@ -63,7 +63,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="activation cache (default $SAEFAST_CACHE_DIR, else the "
                    "user cache dir)")
     p.add_argument("--memory-budget", metavar="SIZE",
-                   help="memory for training, e.g. 8G (default: 80%% of what is free); seeds "
+                   help="memory for training, e.g. 8G (default: 80%% of free memory; on CUDA 90%% of free GPU memory); seeds "
                         "that do not fit together are trained in several passes")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
