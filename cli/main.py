@@ -63,8 +63,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="activation cache (default $SAEFAST_CACHE_DIR, else the "
                    "user cache dir)")
     p.add_argument("--memory-budget", metavar="SIZE",
-                   help="memory for training, e.g. 8G (default: 80%% of free memory; on CUDA 90%% of free GPU memory); seeds "
-                        "that do not fit together are trained in several passes")
+                   help="memory for training, e.g. 8G (default: 80%% of free memory; on CUDA "
+                        "90%% of free GPU memory); seeds that do not fit together are trained "
+                        "in several passes")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
     p.set_defaults(func=cmd_sweep)
@@ -200,7 +201,10 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     import saefast
 
-    tables.print_info(console, saefast.build_info())
+    info = saefast.build_info()
+    tables.print_info(console, info)
+    if info.get("torch_mismatch"):
+        err_console.print(f"[yellow]warning:[/] {escape(info['torch_mismatch'])}")
     return 0
 
 

@@ -299,6 +299,16 @@ def test_a_missing_extra_names_it_with_its_brackets(tmp_path, corpus, capsys):
     assert "saefast[gemma]" in one_line_error(capsys, rc)
 
 
+def test_info_warns_when_the_build_is_for_another_torch(monkeypatch, capsys):
+    import saefast
+
+    info = dict(saefast.build_info(), native=True,
+                torch_mismatch="saefast's native ops were built against torch 9.9 but ...")
+    monkeypatch.setattr(saefast, "build_info", lambda: info)
+    assert main(["info"]) == 0
+    assert "warning: saefast's native ops were built against torch 9.9" in capsys.readouterr().err
+
+
 def test_dry_run_counts_in_words(tmp_path, capsys):
     assert main(["sweep", "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out
