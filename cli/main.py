@@ -2,7 +2,8 @@
 
 Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) are
 `saefast.errors.SaefastError`s: they print one line and exit with status 2, and nothing
-already written is touched. Any other exception is a bug and keeps its traceback.
+already written is touched. So does an OSError about a path (permission denied, a file where
+a folder should be, disk full). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 DEFAULT_OUT = "saefast-out"
-DEFAULT_EXPERIMENT = "experiments/seed_repro.yaml"
 
 
 # ---------------------------------------------------------------------------- sweep
@@ -103,7 +103,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
-    plan.preflight(runs, args.out, args.cache_dir)
+    if args.dry_run:  # a real sweep checks in run_sweep
+        plan.preflight(runs, args.out, args.cache_dir)
     for warning in plan.undertrained_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if args.dry_run:
@@ -150,8 +151,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast.artifacts import find_run_dirs
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
     run_dirs = find_run_dirs(args.run_dirs)
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
@@ -239,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SaefastError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path of the user's: a bug, keep the traceback
+            raise
+        # a file or folder the system refuses (permissions, a file where a folder should be,
+        # a full disk): the user's environment, not a bug
+        err_console.print(f"[red]error:[/] {escape(f'{e.filename}: {e.strerror}')}", highlight=False)
         return 2
 
 

@@ -48,7 +48,7 @@ class RichEvents(Events):
     def __init__(self, console: Console):
         self.console = console
         self.progress: Progress | None = None
-        self.runs_task = self.steps_task = None
+        self.passes_task = self.steps_task = None
         self.harvest: Progress | None = None
         self.harvest_task = None
 
@@ -59,7 +59,7 @@ class RichEvents(Events):
                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                 TimeRemainingColumn(), console=self.console, transient=False)
             self.progress.start()
-            self.runs_task = self.progress.add_task("passes", total=total, info="")
+            self.passes_task = self.progress.add_task("passes", total=total, info="")
             self.steps_task = self.progress.add_task("steps", total=1, info="")
 
     def harvest_started(self, job: HarvestJob) -> None:
@@ -87,7 +87,7 @@ class RichEvents(Events):
     def pass_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
         self._stop_harvest()
         self._start(total)
-        self.progress.update(self.runs_task, completed=index,
+        self.progress.update(self.passes_task, completed=index,
                              info=escape(f"{label} ({n_seeds} SAE{'s' if n_seeds > 1 else ''} together)"))
         self.progress.reset(self.steps_task, total=1, info="")
 

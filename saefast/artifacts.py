@@ -24,15 +24,14 @@ from typing import Any
 
 import torch
 
+from saefast.errors import RunDirError
+from saefast.fsio import atomic_dir, write_json_atomic
+
 WEIGHTS = "sae_weights.safetensors"
 WEIGHTS_META = "sae_weights.safetensors.json"
 FEATURES = "feature_analysis.json"
 RUN = "run.json"
 SAELENS_CFG = "cfg.json"
-
-
-from saefast.errors import RunDirError
-from saefast.fsio import atomic_dir, write_json_atomic
 
 # ---------------------------------------------------------------------------- writing
 
@@ -239,8 +238,8 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     """What `analyze` was given, as run dirs: a folder of run dirs (a sweep's `runs/`, or
-    its `--out`) stands for the runs in it. The same run given twice is refused: it would
-    match itself at cosine 1."""
+    its `--out`) stands for the runs in it. (The same run given twice is refused where runs
+    are loaded, stability.load_runs.)"""
     out: list[Path] = []
     for given in map(Path, paths):
         if not given.exists():
@@ -255,10 +254,4 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
         if not found:
             raise RunDirError(f"{given}: missing {WEIGHTS} (and no run dirs inside)")
         out += found
-    seen: dict[Path, Path] = {}
-    for path in out:
-        real = path.resolve()
-        if real in seen:
-            raise RunDirError(f"{path}: the same run is given twice ({seen[real]})")
-        seen[real] = path
     return out

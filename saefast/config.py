@@ -165,6 +165,8 @@ def known_keys() -> list[str]:
 
 def _field(key: str) -> dataclasses.Field:
     """The field of a dotted key; an unknown key is a ConfigError that lists the known ones."""
+    if not isinstance(key, str):
+        raise ConfigError(f"config keys are names like train.seed, got {key!r}")
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")

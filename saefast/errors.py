@@ -13,6 +13,12 @@ class SaefastError(Exception):
     """Base of every user error: the message is one line a person can act on."""
 
 
+def first_line(err: BaseException) -> str:
+    """An underlying error, cut to one line for a SaefastError's message."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
 class ConfigError(SaefastError, ValueError):
     """A config key, value or experiment file that is not valid."""
 
@@ -44,6 +50,10 @@ class RunDirError(SaefastError, ValueError):
 
 class MatchError(SaefastError, ValueError):
     """Dictionaries that cannot be matched as asked: shapes, dtypes, NaNs, an unavailable solver."""
+
+
+class OutputError(SaefastError, ValueError):
+    """An output or cache folder that cannot be written: a file in its place, no permission."""
 
 
 class MemoryBudgetError(SaefastError, RuntimeError):

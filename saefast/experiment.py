@@ -61,7 +61,10 @@ def parse_values(text: Any) -> list:
 
 def _scalar(text: str) -> Any:
     """YAML scalar, but `1e-3` is a number (YAML 1.1 would keep it a string)."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"cannot read a value from {text!r}") from None
     if isinstance(value, str):
         try:
             return float(value)
@@ -84,6 +87,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the experiment file ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     raw = raw or {}
@@ -155,7 +160,7 @@ def varied_keys(exp: Experiment, axes: list[tuple[str, list]] = ()) -> list[str]
 def run_name(cfg: RunConfig, labeled: list[str] = ()) -> str:
     """`L3-f128-k8-t30000-s2`, plus a label for each varied key (`e10`, `lr0.0003`), so a name
     is stable when a grid grows. Two runs with one name but different configs in one output
-    folder are refused (sweep._pending), never silently mixed."""
+    folder are refused (plan.pending), never silently mixed."""
     parts = []
     for key in ("model.name", "data.corpus"):
         if key in labeled:

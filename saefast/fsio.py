@@ -16,7 +16,24 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_open", "write_json_atomic", "atomic_dir", "read_json", "to_json"]
+from saefast.errors import OutputError
+
+__all__ = ["atomic_path", "atomic_open", "write_json_atomic", "atomic_dir", "read_json", "to_json",
+           "check_output_dir"]
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, a folder that could not be created or written: a file at
+    `path` or above it, or an existing ancestor we may not write. Creates nothing."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            raise OutputError(f"{what} {path}: {p} is a file, not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path}: cannot write in {p} (permission denied)")
+        return
 
 
 def _sibling(path: Path, suffix: str = ".tmp") -> Path:
@@ -78,11 +95,13 @@ def to_json(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2,
+                      sort_keys: bool = False, newline: bool = True) -> None:
     """JSON (strict: NaN and infinity are refused) written atomically."""
     with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=indent, allow_nan=False, default=to_json)
-        f.write("\n")
+        json.dump(obj, f, indent=indent, allow_nan=False, default=to_json, sort_keys=sort_keys)
+        if newline:
+            f.write("\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -92,14 +111,23 @@ def read_json(path: str | os.PathLike) -> Any:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields an empty temporary directory beside `path`; on success it replaces `path` (an
-    older incomplete one is removed first), so `path` holds all of its files or none."""
+    """Yields an empty temporary directory beside `path`; on success its files are synced
+    and it replaces `path` (an older incomplete one is removed first), so `path` holds all
+    of its files or none. Files inside may be written plainly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path)
     tmp.mkdir()  # mode 0777 & ~umask, unlike mkdtemp's 0700
     try:
         yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

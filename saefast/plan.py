@@ -23,6 +23,7 @@ from saefast import memory
 from saefast.config import RunConfig, affects_results
 from saefast.errors import SweepError
 from saefast.experiment import RunSpec, groups
+from saefast.fsio import check_output_dir
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
 
@@ -43,12 +44,11 @@ GROUP_REPORT_SECONDS = 1.0  # the null and the plots of a group
 
 def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None) -> None:
     """Refuse what would fail later: a device this torch cannot use, an output or cache
-    path that is a file. Nothing is created."""
-    for path, what in ((Path(out_dir), "--out"), (Path(out_dir) / RUNS_DIR, "--out"),
-                       (Path(out_dir) / REPORTS_DIR, "--out"),
-                       (Path(cache_dir) if cache_dir else None, "--cache-dir")):
-        if path is not None and path.exists() and not path.is_dir():
-            raise SweepError(f"{what} {path} is a file, not a folder")
+    folder that cannot be written. Nothing is created."""
+    for path in (Path(out_dir) / RUNS_DIR, Path(out_dir) / REPORTS_DIR):
+        check_output_dir(path, "--out")
+    if cache_dir is not None:
+        check_output_dir(cache_dir, "--cache-dir")
     for device in sorted({r.config.model.device for r in runs}):
         check_device(device)
 
@@ -76,8 +76,7 @@ def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tup
     """(runs left to train, finished runs as (spec, path, run.json)). A finished run dir of
     the same name must hold the same config; a key it lacks was written before that setting
     existed, so it had the default."""
-    from saefast.artifacts import RUN, is_complete_run
-    from saefast.fsio import read_json
+    from saefast.artifacts import RUN, is_complete_run, read_json
 
     todo, done = [], []
     default = RunConfig().to_dict()
@@ -114,6 +113,7 @@ class HarvestJob:
 
     @property
     def key(self) -> tuple:
+        """harvest_key of the runs it serves (the fields above, in order)."""
         return (self.model, self.corpus, self.context_length, self.drop_special_tokens, self.device)
 
 
@@ -129,7 +129,8 @@ def harvest_jobs(runs: list[RunSpec]) -> list[HarvestJob]:
     for r in runs:
         if not r.config.data.cache:
             continue
-        job = jobs.setdefault(harvest_key(r.config), HarvestJob(*harvest_key(r.config), hooks=[], tokens=0))
+        key = harvest_key(r.config)
+        job = jobs.setdefault(key, HarvestJob(*key, hooks=[], tokens=0))
         if r.config.model.hook not in job.hooks:
             job.hooks.append(r.config.model.hook)
         job.tokens = max(job.tokens, r.config.data.tokens)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 from . import plots as _plots
 from .artifacts import WEIGHTS
 from .errors import ConfigError, RunDirError
-from .fsio import atomic_open, atomic_path, read_json, write_json_atomic
+from .fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
 from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
                         compute_analysis, recurrence_rows)
 
@@ -128,6 +128,7 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
     the arguments).
     """
+    check_output_dir(out_dir, "output folder")
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,

@@ -329,3 +329,28 @@ def test_outputs_follow_the_umask(finished_sweep):
         assert path.stat().st_mode & 0o777 == 0o755, path
     for path in (*run.iterdir(), out / "summary.json", *(out / "reports" / "L1-f16-k2-t800").iterdir()):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_more_bad_input_is_one_line(finished_sweep, tmp_path, corpus, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    rc = main(sweep_args(corpus, a_file / "sub", tmp_path / "cache"))  # a file above --out
+    assert "is a file" in one_line_error(capsys, rc)
+    rc = main(sweep_args(corpus, tmp_path / "o", a_file))  # --cache-dir is a file
+    assert "--cache-dir" in one_line_error(capsys, rc)
+    rc = main(["sweep", "--axis", "train.lr=[1", "--out", str(tmp_path / "o"), "--dry-run"])
+    assert "cannot read a value" in one_line_error(capsys, rc)
+    rc = main(["sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"])  # a folder
+    assert "cannot read the experiment file" in one_line_error(capsys, rc)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("grid: {5: [1]}\n")
+    assert "config keys are names" in one_line_error(capsys, main(["sweep", str(exp), "--dry-run"]))
+    assert not (tmp_path / "o").exists() and a_file.read_text() == "keep me"
+
+
+def test_a_corrupt_run_json_stops_a_resumed_sweep_with_one_line(finished_sweep, corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished_sweep / "out", out)
+    (out / "runs" / "L1-f16-k2-t800-s1" / "run.json").write_text("{not json")
+    rc = main(sweep_args(corpus, out, finished_sweep / "cache", "--seeds", "3", "--live-only"))
+    assert "corrupt JSON" in one_line_error(capsys, rc)

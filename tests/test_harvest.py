@@ -83,7 +83,7 @@ def test_extending_a_store_equals_a_fresh_harvest(corpus, tmp_path, monkeypatch)
 
 def test_a_killed_harvest_resumes_from_its_last_shard(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(St, "SHARD_TOKENS", 100)
-    monkeypatch.setattr(H, "BATCH_CHUNKS", 2)
+    monkeypatch.setattr(H, "FORWARD_CHUNKS", 2)
     real_forward, calls = H.forward_chunks, []
 
     def dies_on_third_batch(*args, **kwargs):
@@ -155,7 +155,7 @@ def test_minilm_harvest_drops_cls_and_sep(tmp_path):
 
 
 def test_progress_is_reported_through_a_callback(corpus, capsys, monkeypatch):
-    monkeypatch.setattr(H, "BATCH_CHUNKS", 2)  # several forward passes
+    monkeypatch.setattr(H, "FORWARD_CHUNKS", 2)  # several forward passes
     seen = []
     harvest("tiny", HOOKS, corpus, 1000, context_length=64, on_progress=lambda done, want: seen.append((done, want)))
     assert seen[0] == (0, 1000) and seen[-1] == (1000, 1000) and len(seen) > 2

@@ -209,3 +209,11 @@ def test_progress_reports_loss_and_dead_fraction_per_seed():
     assert "s3 " in step_info(last) and "s7 " in step_info(last) and "tok/s" in step_info(last)
     many = {**last, "per_seed": {s: {"loss": 1.0 + s, "dead": s / 100} for s in range(1, 9)}}
     assert "(2-9)" in step_info(many) and "(1%-8%) over seeds" in step_info(many)
+
+
+def test_the_memory_estimate_uses_the_reference_kernels_tile():
+    """memory.py stays torch-free, so it names the reference's tile width instead of importing it."""
+    from saefast import memory
+    from saefast.ops import reference
+
+    assert memory.REFERENCE_TILE_F == reference.TILE_F

@@ -36,7 +36,7 @@ def cache(tmp_path, monkeypatch):
 def store(corpus, monkeypatch):
     """A tiny-model store of 600 tokens in several shards."""
     monkeypatch.setattr(St, "SHARD_TOKENS", 200)
-    monkeypatch.setattr(H, "BATCH_CHUNKS", 2)  # 62 tokens a forward pass: shards of ~250
+    monkeypatch.setattr(H, "FORWARD_CHUNKS", 2)  # 62 tokens a forward pass: shards of ~250
     return harvest("tiny", [HOOK], corpus, 600, context_length=32)[HOOK]
 
 

@@ -32,7 +32,7 @@ def corpus(tmp_path):
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(H, "BATCH_CHUNKS", 4)  # many forward batches on a small corpus
+    monkeypatch.setattr(H, "FORWARD_CHUNKS", 4)  # many forward batches on a small corpus
     return tmp_path / "cache"
 
 
@@ -54,7 +54,7 @@ def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
 def test_reading_ahead_tokenizes_but_runs_the_model_only_where_asked(corpus):
     src = stream(corpus)
     first = src.read(2900, 3000)
-    per_batch = H.BATCH_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
+    per_batch = H.FORWARD_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
     assert src.forward_batches <= -(-100 // per_batch) + 1
     # the same tokens from a fresh stream read from the start are bitwise the same:
     # forward batches are aligned to the corpus, not to where a read began

@@ -26,7 +26,7 @@ from saefast.data.models import Framing, check_hooks, model_framing
 from saefast.data.store import StoreWriter, store_dir, store_key
 from saefast.errors import ConfigError, CorpusError, HookError
 
-BATCH_CHUNKS = 16  # chunks per forward pass (a stream's forward batches are the same)
+FORWARD_CHUNKS = 16  # chunks per forward pass (a stream's forward batches are the same)
 
 Progress = Callable[[int, int], None]  # (tokens done, tokens wanted)
 
@@ -131,7 +131,7 @@ def _run_harvest(lm, writers: list[StoreWriter], corpus: str, n_tokens: int, fra
         if not active:
             return
         behind = max(math.ceil((n_tokens - w.tokens) / per_chunk) + w.next_chunk - index for w in active)
-        batch = _next_batch(chunks, min(BATCH_CHUNKS, max(behind, 1)))
+        batch = _next_forward(chunks, min(FORWARD_CHUNKS, max(behind, 1)))
         if not batch:
             for w in active:
                 w.mark_exhausted()
@@ -167,7 +167,7 @@ def iter_chunks(corpus: str, encode: Callable[[str], list[int]], size: int) -> I
         yield buf
 
 
-def _next_batch(chunks: Iterator[list[int]], limit: int) -> list[list[int]]:
+def _next_forward(chunks: Iterator[list[int]], limit: int) -> list[list[int]]:
     """The next `limit` chunks (fewer at the end of the corpus, none once it is used up)."""
     return list(itertools.islice(chunks, limit))
 

@@ -39,11 +39,10 @@ from typing import Callable
 
 import torch
 
-from saefast.errors import HookError, ModelError
+from saefast.errors import HookError, ModelError, first_line
 from saefast.fsio import atomic_dir, read_json, write_json_atomic
 
 BUILTIN_MODELS = ("minilm", "gemma-270m", "tiny")
-DEFAULT_MODEL = "minilm"
 TINY_CONFIG = dict(d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256, d_vocab=1000,
                    n_ctx=128, act_fn="gelu", seed=0)
 GEMMA_HF_NAME = "google/gemma-3-270m"
@@ -157,7 +156,7 @@ def load_model(name: str, device: str = "cpu", *, cache_dir: str | os.PathLike |
         try:
             model = TransformerBridge.boot_transformers(str(Path(name).expanduser()), device=device)
         except Exception as err:
-            raise ModelError(f"could not load model from directory '{name}' ({_short(err)})") from None
+            raise ModelError(f"could not load model from directory '{name}' ({first_line(err)})") from None
     else:
         model = _load_hf(name, device)
     model.eval()
@@ -193,14 +192,14 @@ def _load_hf(name: str, device: str):
         with _hub_offline():
             return TransformerBridge.boot_transformers(name, device=device)
     except Exception as err:
-        reason = _short(err)
+        reason = first_line(err)
     if not _hub_reachable():
         raise ModelError(f"{prefix} could not be loaded from Hugging Face (huggingface.co is "
                          f"unreachable and it is not in the local cache)")
     try:
         return TransformerBridge.boot_transformers(name, device=device)
     except Exception as err:
-        reason = _short(err)
+        reason = first_line(err)
     raise ModelError(f"{prefix} could not be loaded from Hugging Face ({reason})")
 
 
@@ -301,7 +300,7 @@ def _hash_files(files: list[Path], root: Path) -> str:
             for block in iter(lambda: f.read(1 << 22), b""):
                 digest.update(block)
     memo[key] = digest.hexdigest()[:16]
-    write_json_atomic(memo_path, memo, indent=1)
+    write_json_atomic(memo_path, memo, indent=1, sort_keys=True, newline=False)  # bytes as before
     return memo[key]
 
 
@@ -316,9 +315,3 @@ def _read_memo(path: Path) -> dict:
 
 def _hash_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
-

@@ -39,7 +39,7 @@ import torch
 from saefast.data.corpora import BUILTIN_CORPORA, corpus_fingerprint
 from saefast.data.models import cache_root, model_weights_hash
 from saefast.data.windows import TokenSource
-from saefast.errors import StoreError
+from saefast.errors import StoreError, first_line
 from saefast.fsio import atomic_open, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -145,7 +145,7 @@ class StoreWriter:
             self.meta["chunks_consumed"] += self.pending_chunks
         self.pending, self.pending_tokens, self.pending_chunks = [], 0, 0
         self.meta_changed = False
-        write_json_atomic(self.path / META, self.meta, indent=1)
+        write_json_atomic(self.path / META, self.meta, indent=1, sort_keys=True, newline=False)  # bytes as before
 
 
 # ---------------------------------------------------------------------------- reading
@@ -188,7 +188,7 @@ def open_shards(store: str | os.PathLike, meta: dict | None = None) -> list[np.n
         try:
             rows = np.load(path, mmap_mode="r")  # [n_i, d]; a short file fails here (mmap length)
         except (OSError, ValueError, EOFError) as err:
-            raise StoreError(f"activation store '{store}' is corrupt ({shard['file']}: {_short(err)}): "
+            raise StoreError(f"activation store '{store}' is corrupt ({shard['file']}: {first_line(err)}): "
                              "delete the folder and harvest again") from None
         want = (shard["n_tokens"], meta["d_model"])
         if rows.shape != want or rows.dtype != np.float32:
@@ -251,8 +251,3 @@ class StoreSource(TokenSource):
         out.shards, out.offsets, out.d = self.shards, self.offsets, self.d
         out.start, out.n_tokens = self.start + start, end - start
         return out
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]

@@ -9,7 +9,7 @@ Tokens are numbered exactly as in the activation cache (same chunking, same drop
 tokens), so token t of a stream is token t of the cached store. Reads are meant to move
 forward; a read behind the current batch restarts the corpus, and a read far ahead skips
 whole forward batches by tokenizing only. Forward batches are always the chunks
-[i * BATCH_CHUNKS, (i + 1) * BATCH_CHUNKS), whatever read asked for them, so a token's
+[i * FORWARD_CHUNKS, (i + 1) * FORWARD_CHUNKS), whatever read asked for them, so a token's
 activation does not depend on where a (resumed) stream started: resuming is bitwise.
 
 Costs: every epoch, and the evaluation pass after training, run the model again.
@@ -65,7 +65,7 @@ class StreamSource(TokenSource):
         """(chunks, kept tokens) per forward batch, from the start of the corpus."""
         chunks = H.iter_chunks(self.corpus, self.framing.encode, self.content_len)
         while True:
-            batch = list(itertools.islice(chunks, H.BATCH_CHUNKS))
+            batch = list(itertools.islice(chunks, H.FORWARD_CHUNKS))
             if not batch:
                 return
             yield batch, sum(H.kept_tokens(c, self.framing, self.drop_special) for c in batch)
