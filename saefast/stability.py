@@ -246,16 +246,18 @@ def compute_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
                              progress: Progress | None = None) -> dict:
     """Match every pair of runs (all features) and summarise; see the module docstring.
     `progress(i, n_pairs, pair_dict)` is called after each pair when given."""
-    return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
-                   live_only=False, baseline=baseline, progress=progress)
+    return _report(_checked(run_dirs, threshold, top_k, solver), threshold=threshold,
+                   top_k=top_k, solver=solver, live_only=False, baseline=baseline,
+                   progress=progress)
 
 
 def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                                        *, solver: str = "auto", baseline: bool = True,
                                        progress: Progress | None = None) -> dict:
     """compute_stability_report on each run's live features only."""
-    return _report(run_dirs, threshold=threshold, top_k=top_k, solver=solver,
-                   live_only=True, baseline=baseline, progress=progress)
+    return _report(_checked(run_dirs, threshold, top_k, solver), threshold=threshold,
+                   top_k=top_k, solver=solver, live_only=True, baseline=baseline,
+                   progress=progress)
 
 
 def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
@@ -264,9 +266,7 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     """The report that `reports.analyze_runs` stores, computed without writing anything: the
     full report, plus (live_only=True) the live-only report under the key "live_only". Each
     run is loaded once; every argument is checked before any matching starts."""
-    check_args(threshold, top_k)
-    resolve_solver(solver)
-    saes = load_runs(run_dirs)
+    saes = _checked(run_dirs, threshold, top_k, solver)
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
               progress=progress)
     report = _report(saes, live_only=False, **kw)
@@ -275,10 +275,16 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     return report
 
 
-def _report(run_dirs, *, threshold, top_k, solver, live_only, baseline, progress) -> dict:
+def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
+    """Every argument checked (a bad solver name fails before anything is loaded), then the
+    runs loaded and checked (distinct, one d): once per public call."""
     check_args(threshold, top_k)
-    resolve_solver(solver)  # fail on a bad solver name before loading anything
-    saes = load_runs(run_dirs)
+    resolve_solver(solver)
+    return load_runs(run_dirs)
+
+
+def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
+            progress) -> dict:
     labels = _labels(saes)
     n_runs = len(saes)
     if live_only:
