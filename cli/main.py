@@ -84,9 +84,14 @@ def _sweep_runs(args: argparse.Namespace):
     if args.stream:
         overrides["data.cache"] = False
     axes = [experiment.parse_axis(a) for a in args.axis]
+    keys = [k for k, _ in axes]
+    for key in sorted({k for k in keys if keys.count(k) > 1}):
+        raise ConfigError(f"--axis {key} is given twice; list all its values in one --axis")
     if args.seeds is not None:
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+        if "train.seed" in keys:
+            raise ConfigError("--seeds and --axis train.seed=... both set the seeds; use one")
         axes.append(("train.seed", list(range(1, args.seeds + 1))))
     elif not args.config and not any(k == "train.seed" for k, _ in axes):
         axes.append(("train.seed", [1, 2, 3, 4, 5]))
@@ -103,12 +108,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
-    if args.dry_run:  # a real sweep checks in run_sweep
-        plan.preflight(runs, args.out, args.cache_dir)
-    for warning in plan.undertrained_warnings(runs):
+    for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
-    if args.dry_run:
-        tables.print_plan(console, runs, plan.estimate(runs, budget), Path(args.out))
+    if args.dry_run:  # the same checks a sweep makes before any work (run_sweep makes them)
+        plan.preflight(runs, args.out, args.cache_dir)
+        todo, done = plan.pending(runs, Path(args.out))
+        tables.print_plan(console, runs, plan.estimate(todo, budget) if todo else None,
+                          Path(args.out), done=len(done))
         return 0
     events = tables.RichEvents(console)
     try:
@@ -165,7 +171,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="table and plots of an existing sweep",
-                       description="Print the summary table of a finished (or partial) sweep "
+                       description="Print the summary table of a finished sweep "
                                    "and redraw its plots, without training anything.")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.set_defaults(func=cmd_report)
@@ -180,7 +186,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     summary_path = out / SUMMARY
     if not summary_path.is_file():
-        raise SweepError(f"{out}: no {SUMMARY}; is this a sweep's --out folder?")
+        hint = ("the sweep has not finished: run it again to resume" if (out / "runs").is_dir()
+                else "is this a sweep's --out folder?")
+        raise SweepError(f"{out}: no {SUMMARY}; {hint}")
     summary = read_json(summary_path)
     for report_path in sorted((out / REPORTS_DIR).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)

@@ -33,7 +33,7 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
     return f"{seconds / 3600:.1f} h"
 
 
@@ -135,8 +135,15 @@ def _seed_list(seeds: list[int]) -> str:
     return ",".join(map(str, seeds))
 
 
-def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> None:
-    table = _compact_table(escape(f"{_plural(len(runs), 'run')} in {_plural(est['groups'], 'group')} -> {out}"))
+def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Path, done: int = 0) -> None:
+    """--dry-run: the runs left to train (est: plan.estimate of them; None when none are)."""
+    already = f" ({done} already done)" if done else ""
+    if est is None:
+        console.print(escape(f"{_plural(len(runs), 'run')}{already} -> {out}: nothing to train; "
+                             "a sweep would only redo reports whose runs changed"))
+        return
+    table = _compact_table(escape(f"{_plural(len(runs), 'run')}{already} -> {out}; to train: "
+                                  f"{_plural(est['runs'], 'run')} in {_plural(est['groups'], 'group')}"))
     table.add_column("group", no_wrap=True)
     for col in ("seeds", "model", "corpus", "epochs", "passes", "memory"):
         table.add_column(col, justify="right")
@@ -150,8 +157,8 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict, out: Path) -> N
         f"{_plural(est['pairs'], 'pair')} to match; harvest {est['harvest_tokens']:,} tokens (~"
         f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
         f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
-        f"{_gib(est['peak_memory_bytes'])} (rough CPU estimates; cached activations and "
-        "finished runs are skipped)")
+        f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates; the "
+        "harvest is skipped where the activation cache already holds it)")
 
 
 def _compact_table(title: str, caption: str | None = None) -> Table:
@@ -223,7 +230,7 @@ def print_report(console: Console, report: dict, title: str) -> None:
     s = report.get("summary", {})
     base = s.get("baseline") or {}
     console.print(
-        f"{s.get('n_runs')} runs, {s.get('n_pairs')} pairs: median of the pair medians "
+        f"{_plural(s.get('n_runs') or 0, 'run')}, {_plural(s.get('n_pairs') or 0, 'pair')}: median of the pair medians "
         f"{_fmt(s.get('median_of_medians'))}, pooled median {_fmt(s.get('global_median'))}, "
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "

@@ -236,22 +236,39 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
     return dead
 
 
+def _looks_like_run(path: Path) -> bool:
+    return any((path / f).is_file() for f in (WEIGHTS, WEIGHTS_META, FEATURES, RUN, SAELENS_CFG))
+
+
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     """What `analyze` was given, as run dirs: a folder of run dirs (a sweep's `runs/`, or
-    its `--out`) stands for the runs in it. (The same run given twice is refused where runs
-    are loaded, stability.load_runs.)"""
+    its `--out`) stands for the runs in it. A run inside it that lacks its weights is an
+    error, not skipped; runs of a sweep that belong to different seed groups (other layers,
+    sizes, budgets: their seeds share initial weights, so matching them across groups
+    inflates stability) are refused. (The same run given twice is refused where runs are
+    loaded, stability.load_runs.)"""
     out: list[Path] = []
     for given in map(Path, paths):
         if not given.exists():
             raise RunDirError(f"{given}: no such directory")
         if not given.is_dir():
             raise RunDirError(f"{given}: not a directory")
-        if (given / WEIGHTS).is_file():
-            out.append(given)
+        if _looks_like_run(given):
+            out.append(given)  # load_sae says what is missing
             continue
         inner = given / "runs" if (given / "runs").is_dir() else given
-        found = sorted(p for p in inner.iterdir() if p.is_dir() and (p / WEIGHTS).is_file())
+        found = sorted(p for p in inner.iterdir()
+                       if p.is_dir() and not p.name.startswith(".") and _looks_like_run(p))
         if not found:
             raise RunDirError(f"{given}: missing {WEIGHTS} (and no run dirs inside)")
+        for p in found:
+            if not (p / WEIGHTS).is_file():
+                raise RunDirError(f"{p}: missing {WEIGHTS}")
+        groups = sorted({read_json(p / RUN).get("group") for p in found if (p / RUN).is_file()} - {None})
+        if len(groups) > 1:
+            raise RunDirError(
+                f"{given} holds runs of {len(groups)} seed groups ({', '.join(groups[:3])}"
+                f"{', ...' if len(groups) > 3 else ''}); runs of one seed share initial weights "
+                f"across groups, so analyze one group at a time, e.g. {inner}/{groups[0]}-s*")
         out += found
     return out

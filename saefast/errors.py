@@ -56,6 +56,10 @@ class OutputError(SaefastError, ValueError):
     """An output or cache folder that cannot be written: a file in its place, no permission."""
 
 
+class NativeRequiredError(SaefastError, ImportError):
+    """SAEFAST_REQUIRE_NATIVE=1 and the native ops did not load."""
+
+
 class MemoryBudgetError(SaefastError, RuntimeError):
     """Even one seed does not fit the memory budget."""
 

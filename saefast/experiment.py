@@ -131,6 +131,9 @@ def expand(exp: Experiment, axes: list[tuple[str, list]] = (),
             cfg = apply_overrides(vcfg, dict(zip(keys, combo)))
             name = run_name(cfg, labeled)
             runs.setdefault(name, RunSpec(name=name, group=group_name(cfg, labeled), config=cfg))
+    if not runs:
+        empty = [k for k in keys if not grid[k]]
+        raise ConfigError(f"the grid has no runs: {', '.join(empty) or 'an axis'} has no values")
     return list(runs.values())
 
 

@@ -17,6 +17,14 @@ BYTES = {"float32": 4, "float64": 8, "bfloat16": 2}
 REFERENCE_TILE_F = 4096  # saefast.ops.reference.TILE_F (not imported: this module stays torch-free)
 
 
+def format_bytes(n: float) -> str:
+    """1.5 GiB, 200 MiB, 3 KiB, 12 B."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
 def parse_bytes(text: str | int | float | None) -> int | None:
     """`8G`, `512M`, `1.5GiB`, `2000000000` -> bytes; None stays None."""
     if text is None or isinstance(text, (int, float)):
@@ -67,7 +75,7 @@ def seeds_per_pass(n_seeds: int, n_features: int, d_model: int, batch_size: int,
     if room < one:
         need = one + shared_bytes(d_model, window_tokens, resident_tokens)
         raise MemoryBudgetError(
-            f"one SAE with {n_features:,} features on d_model={d_model} needs ~{need / 2**30:.1f}"
-            f" GiB but the budget is {budget / 2**30:.1f} GiB; lower train.batch_size or "
+            f"one SAE with {n_features:,} features on d_model={d_model} needs ~{format_bytes(need)}"
+            f" but the budget is {format_bytes(budget)}; lower train.batch_size or "
             "train.shuffle_buffer, or raise --memory-budget")
     return max(1, min(n_seeds, room // one))

@@ -35,8 +35,9 @@ TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
 HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
 MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
 MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
-PAIR_SECONDS = 0.15  # a small pair's fixed cost: matching, live-only, recurrence
-GROUP_REPORT_SECONDS = 1.0  # the null and the plots of a group
+SEED_STEP_SECONDS = 0.0015  # a small SAE's optimizer step is overhead, not FLOPs
+PAIR_SECONDS = 0.05  # a small pair's fixed cost: matching, live-only, recurrence
+GROUP_REPORT_SECONDS = 0.5  # the null and the plots of a group
 
 
 # ---------------------------------------------------------------------------- checks
@@ -207,13 +208,20 @@ def undertrained_warnings(runs: list[RunSpec], min_fires: float = 10.0) -> list[
             need = math.ceil(min_fires * c.sae.n_features / (c.sae.k * c.train.epochs)
                              / (1 - c.data.held_out))
             out.append(f"{gname}: each feature is selected ~{fires:.1f} times in training; "
-                       f"the SAE will barely leave its random init (try --tokens {need:,} or more)")
+                       f"the SAE will barely leave its random init (try --tokens {need} or more)")
     return out
 
 
+def unmatched_warnings(runs: list[RunSpec]) -> list[str]:
+    """A group of one run has no pair to match: its report would be empty."""
+    return [f"{g}: one run only, nothing to match (add seeds: --seeds N)"
+            for g, members in groups(runs).items() if len(members) < 2]
+
+
 def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
-    """Rough memory and time for --dry-run, from the rates above (including the fixed costs
-    that dominate small studies: loading the model, each pair's and each group's report).
+    """Rough memory and time for --dry-run, from the rates above (including the costs that
+    dominate small studies: loading the model, per-step overhead, each pair's and each
+    group's report).
     d_model is guessed from the model name (768 if unknown). The budget is that of each
     group's device."""
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
@@ -222,7 +230,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
     harvest_tokens = sum(job.tokens for job in jobs)
     # a stream runs the model once per epoch and once more for the evaluation pass
     harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
-    rows, flops, match_s, peak = [], 0.0, 0.0, 0
+    rows, train_s, match_s, peak = [], 0.0, 0.0, 0
     for gname, members in groups(runs).items():
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
@@ -236,7 +244,9 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         need = memory.shared_bytes(d, window, train_tokens if resident(c, d, budget) else 0) + \
             max(per_pass, 1) * memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
         peak = max(peak, need)
-        flops += len(members) * 2 * train_tokens * c.train.epochs * c.sae.n_features * d * 2
+        flops = 4 * train_tokens * c.train.epochs * c.sae.n_features * d  # a seed
+        steps = math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
+        train_s += len(members) * max(flops / TRAIN_FLOPS_PER_S, steps * SEED_STEP_SECONDS)
         pairs = len(members) * (len(members) - 1) // 2
         match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
@@ -248,5 +258,5 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
         "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
         + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
-        "train_seconds": flops / TRAIN_FLOPS_PER_S, "match_seconds": match_s,
+        "train_seconds": train_s, "match_seconds": match_s,
     }

@@ -111,11 +111,11 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
             sources[spec.group] = open_stream(spec.config, cache_dir)
     d_model = {g: int(store.store_info(s)["d_model"]) if isinstance(s, Path) else s.d
                for g, s in sources.items()}
-    (out_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     passes = plan.seed_passes(todo, d_model, memory_budget)
     for i, runs_of_pass in enumerate(passes):
         seeds = ",".join(str(r.config.train.seed) for r in runs_of_pass)
-        events.pass_started(f"{runs_of_pass[0].group} seeds {seeds}", len(runs_of_pass), i, len(passes))
+        label = f"{runs_of_pass[0].group} seed{'s' if len(runs_of_pass) > 1 else ''} {seeds}"
+        events.pass_started(label, len(runs_of_pass), i, len(passes))
         for outcome in run_pass(runs_of_pass, sources[runs_of_pass[0].group], out_dir,
                                 events=events, memory_budget=memory_budget):
             outcomes.append(outcome)

@@ -354,3 +354,49 @@ def test_a_corrupt_run_json_stops_a_resumed_sweep_with_one_line(finished_sweep, 
     (out / "runs" / "L1-f16-k2-t800-s1" / "run.json").write_text("{not json")
     rc = main(sweep_args(corpus, out, finished_sweep / "cache", "--seeds", "3", "--live-only"))
     assert "corrupt JSON" in one_line_error(capsys, rc)
+
+
+def test_analyze_a_folder_refuses_mixed_groups_and_missing_weights(finished_sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished_sweep / "out", out)
+    other = out / "runs" / "L1-f16-k2-t900-s1"  # another token budget: another seed group
+    shutil.copytree(out / "runs" / "L1-f16-k2-t800-s1", other)
+    info = json.loads((other / "run.json").read_text())
+    info["group"] = "L1-f16-k2-t900"
+    (other / "run.json").write_text(json.dumps(info))
+    assert "2 seed groups" in one_line_error(capsys, main(["analyze", str(out), "--out", str(tmp_path / "a")]))
+    shutil.rmtree(other)
+    (out / "runs" / "L1-f16-k2-t800-s2" / "sae_weights.safetensors").unlink()
+    err = one_line_error(capsys, main(["analyze", str(out / "runs"), "--out", str(tmp_path / "a")]))
+    assert "L1-f16-k2-t800-s2: missing sae_weights.safetensors" in err
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--axis", "train.seed=1..3", "--axis", "train.seed=4,5"], "given twice"),
+    (["--axis", "train.seed=1..3", "--seeds", "2"], "--seeds and --axis train.seed"),
+    ([], "train.seed has no values"),  # with the experiment below
+])
+def test_ambiguous_or_empty_grids_are_refused(tmp_path, capsys, argv, message):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("grid: {train.seed: []}\n" if not argv else "name: ok\n")
+    rc = main(["sweep", str(exp), *argv, "--features", "16", "--k", "2", "--out", str(tmp_path / "o"),
+               "--dry-run"])
+    assert message in one_line_error(capsys, rc)
+
+
+def test_dry_run_says_what_is_done_and_warns_about_single_runs(finished_sweep, corpus, capsys):
+    args = sweep_args(corpus, finished_sweep / "out", finished_sweep / "cache", "--seeds", "3",
+                      "--live-only", "--dry-run")
+    assert main(args) == 0
+    assert "(3 already done)" in capsys.readouterr().out
+    assert main(["sweep", "--seeds", "1", "--dry-run", "--out", str(finished_sweep / "o1")]) == 0
+    assert "one run only, nothing to match" in capsys.readouterr().err
+
+
+def test_a_required_native_build_that_is_off_is_one_line():
+    env = dict(__import__("os").environ, SAEFAST_REQUIRE_NATIVE="1", SAEFAST_DISABLE_NATIVE="1")
+    done = subprocess.run([sys.executable, "-m", "saefast.cli.main", "info"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().startswith("error: saefast native ops are required")

@@ -211,6 +211,11 @@ def test_progress_reports_loss_and_dead_fraction_per_seed():
     assert "(2-9)" in step_info(many) and "(1%-8%) over seeds" in step_info(many)
 
 
+def test_a_tiny_budget_is_said_in_units_that_show_it():
+    with pytest.raises(MemoryBudgetError, match=r"needs ~\d+\.\d MiB but the budget is 1\.0 KiB"):
+        seeds_per_pass(2, 128, 384, 256, 1000, 0, budget=1024)
+
+
 def test_the_memory_estimate_uses_the_reference_kernels_tile():
     """memory.py stays torch-free, so it names the reference's tile width instead of importing it."""
     from saefast import memory

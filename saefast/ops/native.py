@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from saefast.errors import NativeRequiredError
+
 _FAILURE_FILE = Path(__file__).parent.parent / "_build_failure.txt"  # written by setup.py
 _state: tuple[bool, str | None] | None = None  # (loaded, reason it is not)
 
@@ -79,7 +81,7 @@ def load() -> bool:
     path must be used. Raises ImportError if SAEFAST_REQUIRE_NATIVE=1 and it did not load."""
     loaded, reason = _load_state()
     if not loaded and _env_flag("SAEFAST_REQUIRE_NATIVE"):
-        raise ImportError(f"saefast native ops are required (SAEFAST_REQUIRE_NATIVE=1) "
+        raise NativeRequiredError(f"saefast native ops are required (SAEFAST_REQUIRE_NATIVE=1) "
                           f"but unavailable: {reason}")
     return loaded
 
