@@ -64,9 +64,11 @@ def test_disabled_native_says_why():
 
 
 def test_require_native_makes_a_missing_build_an_import_error():
-    done = _run("import saefast.ops", SAEFAST_DISABLE_NATIVE="1", SAEFAST_REQUIRE_NATIVE="1")
-    assert done.returncode != 0
-    assert "ImportError" in done.stderr and "SAEFAST_DISABLE_NATIVE" in done.stderr
+    code = ("try:\n    import saefast.ops\nexcept ImportError as e:\n"
+            "    print(type(e).__name__, e)\n    raise SystemExit(3)")
+    done = _run(code, SAEFAST_DISABLE_NATIVE="1", SAEFAST_REQUIRE_NATIVE="1")
+    assert done.returncode == 3, done.stderr  # an ImportError (saefast.errors.NativeRequiredError)
+    assert "SAEFAST_DISABLE_NATIVE" in done.stdout
 
 
 def test_build_failure_file_is_the_reason(monkeypatch, tmp_path):
