@@ -57,7 +57,7 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
     holds ALL of them, draw after draw ([n_draws * n_per_draw], what the plots show), and
     every statistic (median_cosine, mean_cosine, max_cosine, fraction_above) is of that same
     pooled list. Deterministic (the generator is seeded by the key) and memoised per
-    (n_a, n_b, d, seed, n_draws): treat the returned dict as read-only.
+    (n_a, n_b, d, seed, n_draws, solver): treat the returned dict as read-only.
     """
     from .match import match_decoders
 
@@ -65,8 +65,8 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
         if int(v) != v or v < 1:
             raise ConfigError(f"random_baseline: {name} must be a positive integer, got {v!r}")
     key = (int(n_a), int(n_b), int(d), int(seed), int(n_draws))
-    if key in _BASELINE_CACHE:
-        return _BASELINE_CACHE[key]
+    if (key, solver) in _BASELINE_CACHE:
+        return _BASELINE_CACHE[key, solver]
     rng = np.random.default_rng(list(key))  # same shapes + seed -> same null, whatever the order
     draws, used = [], None
     for _ in range(n_draws):
@@ -87,5 +87,5 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
         "fraction_above": stats["fraction_above"],
         "cosines": pooled.tolist(),  # every draw's matched cosines, draw after draw
     }
-    _BASELINE_CACHE[key] = result
+    _BASELINE_CACHE[key, solver] = result  # the solver is recorded in it, so it is in the key
     return result

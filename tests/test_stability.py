@@ -336,3 +336,13 @@ def test_compute_analysis_holds_both_reports(runs):
                      progress=lambda i, n, p: seen.append((i, n, p["mode"])))
     assert seen == [(1, 3, "full"), (2, 3, "full"), (3, 3, "full"),
                     (1, 3, "live_only"), (2, 3, "live_only"), (3, 3, "live_only")]
+
+
+def test_the_null_is_memoised_per_solver_too():
+    """The solver is recorded in the null, so a scipy request must not get the native one."""
+    from saefast.stats import random_baseline
+
+    a = random_baseline(8, 8, 4, solver="scipy")
+    assert a["solver"] == "scipy"
+    b = random_baseline(8, 8, 4, solver="auto")
+    assert random_baseline(8, 8, 4, solver="scipy") is a and b["median_cosine"] == pytest.approx(a["median_cosine"])
