@@ -172,19 +172,20 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     rows = summary.get("groups", [])
     stab = _compact_table(
         "seed stability: matched decoder cosines",
-        "pair medians: min-max of the per-pair medians. median: pooled over every pair's "
-        "matched cosines. >=.5/.7/.9: fraction of matched pairs at or above. null: the same "
-        "matching of random unit dictionaries of the same shapes.")
+        "median: pooled over every pair's matched cosines, with its 90% interval over runs "
+        "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
+        "fraction of matched pairs at or above. null: the same matching of random isotropic "
+        "unit dictionaries of the same shapes (a null shaped like the activations is higher).")
     stab.add_column("group", no_wrap=True)
-    for col in ("pairs", "pair medians", "median", ">=.5/.7/.9", "null", "live"):
+    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         frac = row.get("fraction_above") or {}
         fracs = "/".join(_fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9")) if frac else "-"
-        lo, hi = row.get("pair_median_min"), row.get("pair_median_max")
-        stab.add_row(escape(row["group"]), str(row["pairs"]),
-                     f"{lo:.3f}-{hi:.3f}".replace("0.", ".") if lo is not None else "-",
-                     _fmt(row["global_median"]), fracs, _fmt(row["baseline_median"]),
+        ci = row.get("global_median_ci")
+        stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
+                     f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-",
+                     fracs, _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
     health = _compact_table(

@@ -344,8 +344,29 @@ def _summary(saes, labels, pairs, *, threshold, top_k, solver, live_only, baseli
         "baseline": null,
         "runs": runs,
         "feature_recurrence": _recurrence(saes, labels, pairs, threshold, live_only),
+        "seed_intervals": _seed_intervals(pairs, len(saes), threshold, null),
     }
     return summary
+
+
+def _seed_intervals(pairs: list[dict], n_runs: int, threshold: float, null: dict | None) -> dict | None:
+    """90 % intervals with the run as the unit (delete-one-run jackknife, t(S-1); it reuses
+    the matchings) for the pooled median, the fraction at or above the threshold and the
+    excess of the median over the isotropic null. None below 3 runs."""
+    from saefast import inference
+
+    if n_runs < 3:
+        return None
+    data = inference.PairedRuns.from_dict(
+        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
+    stats = [inference.median(), inference.fraction_at_least(threshold)]
+    if null is not None:
+        stats.append(inference.excess_median(null["median_cosine"]))
+    out = {}
+    for stat in stats:
+        jk = inference.jackknife(data, stat)
+        out[stat.name] = {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+    return out
 
 
 def _matched_shape(pair: dict) -> tuple[int, int]:

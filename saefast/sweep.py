@@ -264,6 +264,10 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "pair_median_min": min(pair_medians, default=None),
             "pair_median_max": max(pair_medians, default=None),
             "global_median": s.get("global_median"),
+            # 90 % intervals over runs (delete-one-run jackknife); None below 3 runs
+            "global_median_ci": ((s.get("seed_intervals") or {}).get("global_median") or {}).get("ci"),
+            "excess_median": ((s.get("seed_intervals") or {}).get("excess_median") or {}).get("estimate"),
+            "excess_median_ci": ((s.get("seed_intervals") or {}).get("excess_median") or {}).get("ci"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
             "live_only_global_median": (report.get("live_only") or {}).get(

@@ -70,6 +70,9 @@ def test_sweep_writes_runs_reports_and_plots(finished_sweep):
     row = summary["groups"][0]
     assert row["runs"] == 3 and row["pairs"] == 3
     assert row["baseline_median"] is not None and row["dead_fraction"] is not None
+    lo, hi = row["global_median_ci"]  # 90 % over runs
+    assert lo <= row["global_median"] <= hi
+    assert row["excess_median"] == pytest.approx(row["global_median"] - row["baseline_median"])
 
 
 def test_second_run_skips_everything_without_loading_the_model(finished_sweep, corpus, monkeypatch, capsys):

@@ -165,3 +165,27 @@ def test_redraw(runs, tmp_path):
     (tmp_path / "bad" / "stability.json").write_text("[1, 2")
     with pytest.raises(errors.RunDirError, match="corrupt JSON"):
         reports.redraw(tmp_path / "bad")
+
+
+def test_the_summary_carries_seed_level_intervals(runs, tmp_path):
+    """Every report states its pooled median, fraction at the threshold and excess over the
+    null with a 90 % interval over runs (delete-one-run jackknife), computed from the stored
+    matchings: the jackknife replicate without run r is the pooled statistic of the pairs
+    that do not involve r."""
+    import numpy as np
+
+    rep = compute_stability_report(runs)
+    si = rep["summary"]["seed_intervals"]
+    assert set(si) == {"global_median", "fraction_above_0.9", "excess_median"}
+    med = si["global_median"]
+    assert med["estimate"] == rep["summary"]["global_median"]
+    assert med["ci"][0] <= med["estimate"] <= med["ci"][1] and med["level"] == 0.9
+    assert "jackknife" in med["method"]
+    null = rep["summary"]["baseline"]["median_cosine"]
+    assert si["excess_median"]["estimate"] == pytest.approx(med["estimate"] - null)
+    # by hand: S = 3, leaving a run out leaves one pair; SE from the three pair medians
+    drop = [np.median(p["all_cosines"]) for p in reversed(rep["pairs"])]  # pair (1,2), (0,2), (0,1)
+    reps = np.array(drop)
+    se = np.sqrt(2 / 3 * ((reps - reps.mean()) ** 2).sum())
+    assert med["se"] == pytest.approx(se)
+    assert compute_stability_report(runs[:2])["summary"]["seed_intervals"] is None
