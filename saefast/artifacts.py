@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from saefast.errors import RunDirError
-from saefast.fsio import atomic_dir, write_json_atomic
+from saefast.fsio import atomic_dir, dump_json
 
 WEIGHTS = "sae_weights.safetensors"
 WEIGHTS_META = "sae_weights.safetensors.json"
@@ -104,9 +104,11 @@ def write_run_dir(
         meta = {"input_dim": d, "n_features": F, "k": k,
                 "decoder_layout": "decoder.weight is [input_dim, n_features]"}
         meta.update(weights_meta or {})
-        write_json_atomic(tmp / WEIGHTS_META, meta)
-        write_json_atomic(tmp / FEATURES, {"n_features": F, "features": features})
-        write_json_atomic(tmp / RUN, run_info)
+        # plain writes: atomic_dir syncs the folder's files and renames it whole
+        for name, obj in ((WEIGHTS_META, meta), (FEATURES, {"n_features": F, "features": features}),
+                          (RUN, run_info)):
+            with open(tmp / name, "w") as f:
+                dump_json(f, obj)
     return run_dir
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from saefast.fsio import write_with
+from saefast.fsio import atomic_path
 
 KEEP = 2  # the newest good checkpoint and one before it, in case the newest is torn
 
@@ -35,9 +35,11 @@ def save(directory: Path, step: int, fingerprint: str, state: dict[str, Any]) ->
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pt = directory / f"ckpt-{step:09d}.pt"
-    write_with(pt, lambda tmp: torch.save(state, tmp))
+    with atomic_path(pt) as tmp:
+        torch.save(state, tmp)
     meta = {"sha256": _sha256(pt), "step": step, "fingerprint": fingerprint}
-    write_with(pt.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    with atomic_path(pt.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta))
     for old in sorted(directory.glob("ckpt-*.pt"))[:-KEEP]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

@@ -14,12 +14,12 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Iterator
 
 from saefast.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_open", "write_json_atomic", "atomic_dir", "read_json", "to_json",
-           "check_output_dir"]
+__all__ = ["atomic_path", "atomic_open", "dump_json", "write_json_atomic", "atomic_dir",
+           "read_json", "to_json", "check_output_dir"]
 
 
 def check_output_dir(path: str | os.PathLike, what: str) -> None:
@@ -38,6 +38,14 @@ def check_output_dir(path: str | os.PathLike, what: str) -> None:
 
 def _sibling(path: Path, suffix: str = ".tmp") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,11 +72,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
     tmp = _sibling(path, suffix)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -95,13 +99,18 @@ def to_json(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2,
-                      sort_keys: bool = False, newline: bool = True) -> None:
-    """JSON (strict: NaN and infinity are refused) written atomically."""
+def dump_json(f: IO, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
+              newline: bool = True) -> None:
+    """Strict JSON (NaN and infinity are refused) into an open file."""
+    json.dump(obj, f, indent=indent, allow_nan=False, default=to_json, sort_keys=sort_keys)
+    if newline:
+        f.write("\n")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> None:
+    """`dump_json` to `path`, atomically."""
     with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=indent, allow_nan=False, default=to_json, sort_keys=sort_keys)
-        if newline:
-            f.write("\n")
+        dump_json(f, obj, **kwargs)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -122,11 +131,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync_file(f)
         _fsync_dir(tmp)
         if path.exists():
             shutil.rmtree(path)
@@ -136,9 +141,3 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
     _fsync_dir(path.parent)
 
-
-def write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, suffix: str = ".tmp") -> Path:
-    """`write(tmp_path)` then land it atomically at `path`; returns `path`."""
-    with atomic_path(path, suffix=suffix) as tmp:
-        write(tmp)
-    return Path(path)

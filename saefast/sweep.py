@@ -256,6 +256,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
         s = report.get("summary", {})
         base = s.get("baseline") or {}
         pair_medians = [p["median_cosine"] for p in report.get("pairs", [])]
+        intervals = s.get("seed_intervals") or {}  # 90 % over runs; None below 3 runs
         rows.append({
             "group": gname,
             "runs": len(ok),
@@ -264,10 +265,9 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "pair_median_min": min(pair_medians, default=None),
             "pair_median_max": max(pair_medians, default=None),
             "global_median": s.get("global_median"),
-            # 90 % intervals over runs (delete-one-run jackknife); None below 3 runs
-            "global_median_ci": ((s.get("seed_intervals") or {}).get("global_median") or {}).get("ci"),
-            "excess_median": ((s.get("seed_intervals") or {}).get("excess_median") or {}).get("estimate"),
-            "excess_median_ci": ((s.get("seed_intervals") or {}).get("excess_median") or {}).get("ci"),
+            "global_median_ci": intervals.get("global_median", {}).get("ci"),
+            "excess_median": intervals.get("excess_median", {}).get("estimate"),
+            "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
             "live_only_global_median": (report.get("live_only") or {}).get(

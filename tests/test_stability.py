@@ -12,7 +12,8 @@ from scipy.optimize import linear_sum_assignment
 
 from planted_runs import D, F, N_SHARED, make_run
 from saefast import errors
-from saefast.artifacts import RunDirError, load_sae, write_json_atomic
+from saefast.artifacts import RunDirError, load_sae
+from saefast.fsio import write_json_atomic
 from saefast.match import lapjv_available
 from saefast.stability import (compute_analysis, compute_live_only_alignment,
                                compute_live_only_stability_report, compute_sae_pair_alignment,
