@@ -131,7 +131,9 @@ def _extensions():
 
     sources = ["csrc/saefast.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)),
                *sorted(glob.glob("csrc/lap/*.cpp", root_dir=ROOT))]  # lap: assignment solver
+    # CUDA: plain-CUDA kernel files (*.cu) and their torch glue (*.cpp), only with a CUDA torch
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu", root_dir=ROOT))
+    cuda_sources += sorted(glob.glob("csrc/cuda/*.cpp", root_dir=ROOT))
     # No -std flag: torch adds the standard its headers need (C++17 or later); csrc is C++17.
     cxx_flags = ["-O3"]
     link_flags = []
@@ -152,7 +154,7 @@ def _extensions():
             sources + cuda_sources,
             define_macros=macros + [("SAEFAST_WITH_CUDA", None)],
             include_dirs=_cuda_include_dirs(),
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
             extra_link_args=link_flags,
         )
     else:

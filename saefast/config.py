@@ -34,6 +34,7 @@ CORE = "core"  # label of the fields every run name shows (hook, F, k, tokens, s
 
 Optimizer = Literal["adam", "sgd"]
 TrainDtype = Literal["float32", "float64", "bfloat16"]
+Matmul = Literal["float32", "tf32", "bfloat16"]
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 DataOrder = Literal["per_seed", "shared"]
 Solver = Literal["auto", "native", "lapjv", "scipy"]
@@ -101,6 +102,10 @@ class TrainConfig:
     """`adam` (torch.optim.Adam, betas 0.9/0.999) or `sgd`."""
     dtype: TrainDtype = setting("float32")
     """Training dtype of the SAE parameters."""
+    matmul: Matmul = setting("float32", "mm")
+    """Precision of the encoder GEMM: `float32` (strict), `tf32` (CUDA tensor cores, 10-bit
+    mantissa; no effect on the CPU), `bfloat16` (its inputs rounded to bfloat16, float32
+    accumulation; parameters, Adam's state and the decoder stay float32, the master copy)."""
     b_dec_init: BDecInit = setting("geometric_median", "bdec")
     """Initial decoder bias: `geometric_median` of the training tokens (Bricken et al. 2023),
     `mean`, or `zeros`."""

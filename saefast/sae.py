@@ -35,9 +35,22 @@ class TopKSAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(n_features, dtype=dtype, device=device))  # [F]
         self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype, device=device))  # [d]
 
+    # The dtype of the encoder GEMM when it differs from the parameters' (bfloat16 training:
+    # the parameters, Adam's state and the decoder stay float32, the master copy), else None.
+    matmul_dtype: torch.dtype | None = None
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, d] -> (values [B, k], indices [B, k]); values are >= 0, sorted descending."""
-        return ops.topk_encode(x - self.b_dec, self.W_enc, self.b_enc, self.k)
+        return self.encode_with(x - self.b_dec, self.b_enc, self.k)
+
+    def encode_with(self, x_centered: torch.Tensor, b_enc: torch.Tensor,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k of relu(W_enc x_centered + b_enc) in the SAE's dtype, through its GEMM dtype."""
+        mm = self.matmul_dtype
+        if mm is None or mm == self.W_enc.dtype:
+            return ops.topk_encode(x_centered, self.W_enc, b_enc, k)
+        values, indices = ops.topk_encode(x_centered.to(mm), self.W_enc.to(mm), b_enc.to(mm), k)
+        return values.to(self.W_enc.dtype), indices
 
     def decode(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """(values [B, k], indices [B, k]) -> x_hat [B, d]."""

@@ -13,6 +13,7 @@ the geometric median, linear warm-up and decay. Defaults and their sources: conf
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ from saefast.data.windows import Position, TensorSource, TokenSource, WindowSche
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ActivationError, ConfigError
 from saefast.sae import TopKSAE
+from saefast.sync_free import DeviceLog, matmul_precision, seed_loss_sync_free
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -144,6 +146,19 @@ def seed_loss(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor, dead_win
     return loss, n_dead
 
 
+def _under_matmul_precision(train: Callable) -> Callable:
+    """Runs `train` under the GEMM precision its TrainConfig (4th argument) asks for."""
+
+    @functools.wraps(train)
+    def wrapper(*args, **kwargs):
+        cfg = kwargs["cfg"] if "cfg" in kwargs else args[3]
+        with matmul_precision(cfg.matmul, kwargs.get("device", "cpu")):
+            return train(*args, **kwargs)
+
+    return wrapper
+
+
+@_under_matmul_precision
 def train_saes(
     train_src: TokenSource | torch.Tensor,
     eval_src: TokenSource | torch.Tensor | None,
@@ -157,12 +172,16 @@ def train_saes(
     data_key: str = "",
     log_every: int = 50,
     stop_after_steps: int | None = None,
+    sync_free: bool | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train one SAE per seed together; one result (or the divergence) per seed.
 
     Checkpoints (when checkpoint_dir is given) go there every cfg.checkpoint_every training
     tokens, at window boundaries; an interrupted call resumes from the newest good one and
     ends with the same weights as an uninterrupted call. `stop_after_steps` simulates a kill.
+    `sync_free` (default: on CUDA devices) keeps losses, NaN checks and dead counts on the
+    device and reads them every `log_every` steps (`seed_loss_sync_free`, `DeviceLog`);
+    `on_step` is then called at those read-outs only.
     """
     train_src = TensorSource(train_src) if isinstance(train_src, torch.Tensor) else train_src
     if isinstance(eval_src, torch.Tensor):
@@ -175,6 +194,11 @@ def train_saes(
     dtype = DTYPES[cfg.dtype]
     F = sae_cfg.n_features
     saes = [TopKSAE(d, F, sae_cfg.k, seed=s, dtype=dtype, device=device) for s in seeds]
+    if cfg.matmul == "bfloat16":
+        for sae in saes:
+            sae.matmul_dtype = torch.bfloat16
+    if sync_free is None:
+        sync_free = torch.device(device).type == "cuda"
     b_dec = initial_b_dec(train_src, cfg.b_dec_init)
     if not torch.isfinite(b_dec).all():
         raise ActivationError("training activations contain NaN or infinite values")
@@ -214,8 +238,35 @@ def train_saes(
             last_ckpt_tokens = step * batch
 
     t0, tokens_this_call = time.perf_counter(), 0
+    log = DeviceLog(len(seeds), log_every, device) if sync_free else None
+    aux_on = (since_fired >= dead_window).any(dim=1).tolist()  # [S], read again at read-outs
+
+    def read_out() -> None:
+        """Sync-free path: read the device log; diverged seeds stop, histories fill in."""
+        steps, step_losses, step_dead = log.read()
+        for i in [i for i in range(len(seeds)) if i not in failed]:
+            for t, value in zip(steps, step_losses[i]):
+                if not math.isfinite(value):
+                    failed[i] = TrainingDiverged(t - 1, value)
+                    break
+                if t % log_every == 0 or t == total:
+                    histories[i].append({"step": t, "loss": value})
+        live = [i for i in range(len(seeds)) if i not in failed]
+        for i in live:  # each seed's AuxK starts when it has dead latents
+            aux_on[i] = step_dead[i][-1] > 0
+        if on_step is not None and live:
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            on_step(steps[-1], total, {
+                "loss": sum(step_losses[i][-1] for i in live) / len(live),
+                "dead": sum(step_dead[i][-1] for i in live) / (len(live) * F),
+                "per_seed": {seeds[i]: {"loss": step_losses[i][-1], "dead": step_dead[i][-1] / F}
+                             for i in live},
+                "tokens_per_second": tokens_this_call / elapsed})
+
     for window in schedule.windows(train_src, position):
         tokens = window.tokens.to(device=device, dtype=dtype)  # [W, d]
+        # each seed's token order moves to the device once a window, not once a step
+        orders = [o.to(tokens.device) for o in window.orders]
         for start in range(0, tokens.shape[0], batch):
             if stop_after_steps is not None and step >= stop_after_steps:
                 return []  # a simulated kill: whatever was checkpointed stays
@@ -226,8 +277,26 @@ def train_saes(
                 group["lr"] = lr * lr_factor(step, total, cfg.warmup_fraction, cfg.decay_fraction)
             opt.zero_grad(set_to_none=True)
             losses, total_loss, dead_counts = {}, None, {}
+            if sync_free:
+                for i in active:
+                    x = tokens[orders[i][start:start + batch]]  # [B, d]
+                    loss, n_dead = seed_loss_sync_free(saes[i], x, since_fired[i], dead_window,
+                                                       aux_k, cfg.aux_coef, aux_on[i])
+                    log.record(i, loss, n_dead)
+                    total_loss = loss if total_loss is None else total_loss + loss
+                total_loss.backward()
+                for i in active:
+                    saes[i].remove_parallel_grad_()
+                opt.step()
+                for i in active:
+                    saes[i].normalize_decoder_()
+                step += 1
+                tokens_this_call += min(batch, tokens.shape[0] - start)
+                if log.advance(step - 1) or step == total:
+                    read_out()
+                continue
             for i in active:
-                x = tokens[window.orders[i][start:start + batch]]  # [B, d]
+                x = tokens[orders[i][start:start + batch]]  # [B, d]
                 loss, n_dead = seed_loss(saes[i], x, since_fired[i], dead_window, aux_k,
                                          cfg.aux_coef)
                 value = float(loss.detach())
@@ -258,7 +327,9 @@ def train_saes(
                                  for i in losses},
                     "tokens_per_second": tokens_this_call / elapsed})
         position = schedule.next_position(window.position)
-        del window, tokens  # free this window before the next one is read
+        del window, tokens, orders  # free this window before the next one is read
+        if sync_free and log.count:
+            read_out()  # a checkpoint or the end must not miss a divergence
         tokens_done = step * batch
         if (checkpoint_dir is not None and cfg.checkpoint_every
                 and tokens_done - last_ckpt_tokens >= cfg.checkpoint_every and step < total):

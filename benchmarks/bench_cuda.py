@@ -1,0 +1,366 @@
+"""saefast's CUDA path against PyTorch's own ops on the same GPU, in one run.
+
+    python benchmarks/bench_cuda.py [--sections encode,decode,step,cosine,train] [--json out.json]
+                                    [--budget-s 300]
+
+Sections (shapes from the CUDA issue: B=4096 tokens, d=768, k=32):
+  encode   topk_encode forward, and forward+backward, at F = 16,384 and 65,536, against
+           dense PyTorch (x @ W_enc.T + b_enc, relu, torch.topk; autograd through it)
+  decode   sparse_decode forward+backward at F = 16,384 against a dense decode (codes
+           scattered into [B, F], then a GEMM) and against torch's embedding_bag
+  step     one training step of one 16,384 x 768 SAE (AuxK on 10 % dead latents, fused Adam,
+           unit-norm decoder), saefast's sync-free step against the dense PyTorch step
+  cosine   cosine_topk (k=20) at 16,384 and 131,072 features against the pure-PyTorch
+           blockwise reference (at 131,072 the reference is timed on 1/16 of the rows and
+           scaled, and marked so)
+  train    train_saes (what `saefast sweep` runs per pass) on synthetic activations on the
+           GPU: 1 seed and 20 seeds x 16,384 features, token-steps/s, and the time 2e9
+           token-steps (20 seeds x 100M tokens) would take at that rate
+Precisions: fp32 (strict float32 GEMMs), tf32 (TensorFloat-32 GEMMs), bf16 (GEMM inputs in
+bfloat16, float32 accumulation; for PyTorch, autocast). Each comparison is timed in one run,
+interleaved (one call of each contender per round, CUDA-synchronised), medians of rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import saefast  # noqa: E402
+from saefast import ops  # noqa: E402
+from saefast.ops import reference  # noqa: E402
+
+B, D, K = 4096, 768, 32
+PRECISIONS = ["fp32", "tf32", "bf16"]
+MATMUL = {"fp32": "float32", "tf32": "tf32", "bf16": "bfloat16"}  # TrainConfig.matmul
+DEADLINE = [float("inf")]
+
+
+def out_of_time() -> bool:
+    return time.perf_counter() > DEADLINE[0]
+
+
+@contextlib.contextmanager
+def precision(p: str):
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def timed(fns: dict, rounds: int = 5, reps: int = 3, warmup: int = 2) -> dict:
+    """{name: median seconds per call}, rounds interleaved, each round `reps` calls."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    torch.cuda.synchronize()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - t0) / reps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def cast(p: str, *ts):
+    return [t.bfloat16() if p == "bf16" else t for t in ts]
+
+
+# ---------------------------------------------------------------------------- encode
+
+
+def dense_encode(x, W, b, k):
+    return (x @ W.T + b).relu().topk(k, dim=1)
+
+
+def section_encode() -> list[dict]:
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for F in (16384, 65536):
+        x = torch.randn(B, D, device="cuda", generator=g)
+        W = nnf.normalize(torch.randn(F, D, device="cuda", generator=g), dim=1)
+        b = torch.zeros(F, device="cuda")
+        grad = torch.randn(B, K, device="cuda", generator=g)
+        for p in PRECISIONS:
+            if out_of_time():
+                return rows
+            xs, Ws, bs = cast(p, x, W, b)
+            leaves = [t.clone().requires_grad_() for t in (xs, Ws, bs)]
+
+            def fwd_bwd(enc):
+                def run():
+                    for t in leaves:
+                        t.grad = None
+                    v, _ = enc(*leaves, K)
+                    (v.float() * grad).sum().backward()
+                return run
+
+            with precision(p):
+                t = timed({"saefast fwd": lambda: ops.topk_encode(xs, Ws, bs, K),
+                           "torch fwd": lambda: dense_encode(xs, Ws, bs, K),
+                           "saefast fwd+bwd": fwd_bwd(ops.topk_encode),
+                           "torch fwd+bwd": fwd_bwd(dense_encode)})
+            rows.append({"F": F, "precision": p, **{f"{n} ms": v * 1e3 for n, v in t.items()},
+                         "fwd speedup": t["torch fwd"] / t["saefast fwd"],
+                         "fwd+bwd speedup": t["torch fwd+bwd"] / t["saefast fwd+bwd"]})
+            del leaves
+    return rows
+
+
+# ---------------------------------------------------------------------------- decode
+
+
+def section_decode() -> list[dict]:
+    F = 16384
+    g = torch.Generator(device="cuda").manual_seed(1)
+    W_dec = nnf.normalize(torch.randn(F, D, device="cuda", generator=g), dim=1)
+    b_dec = torch.zeros(D, device="cuda")
+    values = torch.rand(B, K, device="cuda", generator=g)
+    indices = torch.randint(0, F, (B, K), device="cuda", generator=g)
+    grad = torch.randn(B, D, device="cuda", generator=g)
+    rows = []
+    for p in ("fp32", "bf16"):
+        vs, Wd, bd = cast(p, values, W_dec, b_dec)
+        leaves = [t.clone().requires_grad_() for t in (vs, Wd, bd)]
+
+        def dense(v, i, W, b):
+            z = torch.zeros(v.shape[0], W.shape[0], device="cuda", dtype=v.dtype).scatter(1, i, v)
+            return z @ W + b
+
+        def bag(v, i, W, b):
+            return nnf.embedding_bag(i, W, per_sample_weights=v, mode="sum") + b
+
+        def run(fn):
+            def go():
+                for t in leaves:
+                    t.grad = None
+                (fn(leaves[0], indices, leaves[1], leaves[2]).float() * grad).sum().backward()
+            return go
+
+        with precision(p):
+            t = timed({"saefast": run(ops.sparse_decode), "torch dense": run(dense),
+                       "torch embedding_bag": run(bag)})
+        rows.append({"F": F, "precision": p, **{f"{n} ms": v * 1e3 for n, v in t.items()},
+                     "speedup vs dense": t["torch dense"] / t["saefast"],
+                     "speedup vs embedding_bag": t["torch embedding_bag"] / t["saefast"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------- one step
+
+
+class DenseSAE(torch.nn.Module):
+    """The plain PyTorch Top-K SAE step: dense pre-activations, torch.topk, dense decode."""
+
+    def __init__(self, F, seed):
+        super().__init__()
+        from saefast.sae import TopKSAE
+        ref = TopKSAE(D, F, K, seed=seed, device="cuda")
+        self.W_enc, self.b_enc = ref.W_enc, ref.b_enc
+        self.W_dec, self.b_dec = ref.W_dec, ref.b_dec
+
+    def loss(self, x, dead, aux_k):
+        pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc  # [B, F]
+        v, i = pre.relu().topk(K, dim=1)
+        x_hat = torch.zeros_like(pre).scatter(1, i, v) @ self.W_dec + self.b_dec
+        loss = (x_hat - x).pow(2).sum(-1).mean()
+        # AuxK as saefast computes it: the dead latents' top aux_k of a second encode
+        pre_aux = (x - self.b_dec).detach() @ self.W_enc.T + self.b_enc
+        va, ia = pre_aux.masked_fill(~dead, float("-inf")).relu().topk(aux_k, dim=1)
+        e_hat = torch.zeros_like(pre_aux).scatter(1, ia, va) @ self.W_dec
+        return loss + (e_hat - (x - x_hat).detach()).pow(2).sum(-1).mean() / 32
+
+
+def step_fns(F: int, p: str):
+    from saefast.sae import TopKSAE
+    from saefast.sync_free import seed_loss_sync_free
+    g = torch.Generator(device="cuda").manual_seed(2)
+    x = torch.randn(B, D, device="cuda", generator=g)
+    aux_k = 512
+    since = torch.zeros(F, dtype=torch.int64, device="cuda")
+    since[::10] = 10**9  # 10 % dead: AuxK runs
+    dead = since >= 10**6
+
+    sae = TopKSAE(D, F, K, seed=1, device="cuda")
+    if p == "bf16":
+        sae.matmul_dtype = torch.bfloat16
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
+
+    def ours():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = seed_loss_sync_free(sae, x, since.clone(), 10**6, aux_k, 1 / 32, True)
+        loss.backward()
+        sae.remove_parallel_grad_()
+        opt.step()
+        sae.normalize_decoder_()
+
+    dense = DenseSAE(F, 1)
+    opt_d = torch.optim.Adam(dense.parameters(), lr=1e-4, fused=True)
+
+    def theirs():
+        opt_d.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=p == "bf16"):
+            loss = dense.loss(x, dead, aux_k)
+        loss.backward()
+        with torch.no_grad():
+            G, W = dense.W_dec.grad, dense.W_dec
+            G.addcmul_(W, torch.linalg.vecdot(G, W).unsqueeze(1), value=-1)
+        opt_d.step()
+        with torch.no_grad():
+            W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    return ours, theirs
+
+
+def section_step() -> list[dict]:
+    rows = []
+    for p in PRECISIONS:
+        if out_of_time():
+            break
+        ours, theirs = step_fns(16384, p)
+        with precision(p):
+            t = timed({"saefast": ours, "torch dense": theirs}, rounds=5, reps=5)
+        rows.append({"F": 16384, "precision": p, "saefast ms": t["saefast"] * 1e3,
+                     "torch dense ms": t["torch dense"] * 1e3,
+                     "saefast tokens/s": B / t["saefast"], "torch tokens/s": B / t["torch dense"],
+                     "speedup": t["torch dense"] / t["saefast"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------- cosine
+
+
+def section_cosine() -> list[dict]:
+    rows = []
+    kk = 20
+    for n in (16384, 131072):
+        if out_of_time():
+            break
+        g = torch.Generator(device="cuda").manual_seed(3)
+        A = torch.randn(n, D, device="cuda", generator=g)
+        Bm = torch.randn(n, D, device="cuda", generator=g)
+        row = {"features": n}
+        for p in ("fp32", "tf32"):
+            with precision(p):
+                row[f"saefast {p} s"] = timed({"s": lambda: ops.cosine_topk(A, Bm, kk)},
+                                              rounds=1 if n > 20000 else 3, reps=1, warmup=1)["s"]
+        part = n if n <= 16384 else n // 16
+        with precision("fp32"):
+            ref = timed({"r": lambda: reference.cosine_topk(A[:part], Bm, kk)}, rounds=1, reps=1,
+                        warmup=0)["r"]
+        row["torch reference fp32 s"] = ref * n / part
+        row["reference scaled from"] = f"{part} of {n} rows" if part < n else "all rows"
+        row["speedup fp32"] = row["torch reference fp32 s"] / row["saefast fp32 s"]
+        rows.append(row)
+        del A, Bm
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def section_train() -> list[dict]:
+    from saefast.config import SAEConfig, TrainConfig
+    from saefast.train import train_saes
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(4)
+    mix = torch.randn(D, D, device="cuda", generator=g) / D**0.5
+    for seeds, steps in ((1, 200), (20, 40)):
+        for p in ("bf16", "tf32", "fp32"):
+            if out_of_time():
+                return rows
+            n = B * steps
+            acts = torch.randn(n, D, device="cuda", generator=g) @ mix
+            cfg = TrainConfig(epochs=1, batch_size=B, matmul=MATMUL[p], shuffle_buffer=n,
+                              dead_window=B * 10, checkpoint_every=0)
+            # a warm-up call (cuBLAS heuristics, allocator), then the timed one
+            train_saes(acts[:B * 5], None, SAEConfig(16384, K), cfg, list(range(seeds)), device="cuda")
+            torch.cuda.synchronize()
+            res = train_saes(acts, None, SAEConfig(16384, K), cfg, list(range(seeds)), device="cuda")
+            secs = res[0].metrics["train_seconds"]
+            rate = seeds * n / secs
+            rows.append({"seeds": seeds, "features": 16384, "precision": p, "steps": steps,
+                         "train s": secs, "token-steps/s": rate,
+                         "tokens/s per SAE": rate / seeds,
+                         "2e9 token-steps, min": 2e9 / rate / 60,
+                         "diverged": sum(not hasattr(r, "sae") for r in res)})
+            del acts, res
+            torch.cuda.empty_cache()
+    return rows
+
+
+def section_profile() -> list[dict]:
+    """Where the GPU time of saefast's training step goes (bf16, 16,384 features)."""
+    from torch.profiler import ProfilerActivity, profile
+    ours, _ = step_fns(16384, "bf16")
+    for _ in range(3):
+        ours()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            ours()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in events) or 1
+    return [{"kernel": e.key[:70], "calls": e.count, "ms a step": e.self_device_time_total / 5e3,
+             "share": e.self_device_time_total / total} for e in events[:15]]
+
+
+SECTIONS = {"encode": section_encode, "decode": section_decode, "step": section_step,
+            "cosine": section_cosine, "train": section_train, "profile": section_profile}
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--budget-s", type=float, default=600, help="skip what would start later")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_cuda: needs a CUDA GPU")
+    DEADLINE[0] = time.perf_counter() + args.budget_s
+    info = saefast.build_info()
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "cuda_kernels": info.get("cuda_kernels"), "sections": {}}
+    print(json.dumps({k: results[k] for k in ("gpu", "torch", "cuda_kernels")}), flush=True)
+    for name in args.sections.split(","):
+        t0 = time.perf_counter()
+        try:
+            rows = SECTIONS[name]()
+        except Exception as exc:  # one failing section must not lose the others
+            rows = [{"error": f"{type(exc).__name__}: {exc}"}]
+        results["sections"][name] = rows
+        print(f"\n## {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for row in rows:
+            print("  " + "  ".join(f"{k}={fmt(v)}" for k, v in row.items()), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
