@@ -128,38 +128,47 @@ def section_encode() -> list[dict]:
 
 
 def section_decode() -> list[dict]:
+    """k = 32 (the main decode: gathers) and k = 512 (AuxK's: GEMMs on dense codes where
+    tensor cores may be used, see csrc/cuda/glue.h use_dense)."""
     F = 16384
     g = torch.Generator(device="cuda").manual_seed(1)
     W_dec = nnf.normalize(torch.randn(F, D, device="cuda", generator=g), dim=1)
     b_dec = torch.zeros(D, device="cuda")
-    values = torch.rand(B, K, device="cuda", generator=g)
-    indices = torch.randint(0, F, (B, K), device="cuda", generator=g)
     grad = torch.randn(B, D, device="cuda", generator=g)
     rows = []
-    for p in ("fp32", "bf16"):
-        vs, Wd, bd = cast(p, values, W_dec, b_dec)
-        leaves = [t.clone().requires_grad_() for t in (vs, Wd, bd)]
+    for k in (K, 512):
+        values = torch.rand(B, k, device="cuda", generator=g)
+        indices = torch.stack([torch.randperm(F, device="cuda", generator=g)[:k] for _ in range(B)])
+        for p in PRECISIONS:
+            if out_of_time():
+                return rows
+            vs, Wd, bd = cast(p, values, W_dec, b_dec)
+            leaves = [t.clone().requires_grad_() for t in (vs, Wd, bd)]
 
-        def dense(v, i, W, b):
-            z = torch.zeros(v.shape[0], W.shape[0], device="cuda", dtype=v.dtype).scatter(1, i, v)
-            return z @ W + b
+            def dense(v, i, W, b):
+                z = torch.zeros(v.shape[0], W.shape[0], device="cuda", dtype=v.dtype).scatter(1, i, v)
+                return z @ W + b
 
-        def bag(v, i, W, b):
-            return nnf.embedding_bag(i, W, per_sample_weights=v, mode="sum") + b
+            def bag(v, i, W, b):  # no bfloat16 backward in torch
+                return nnf.embedding_bag(i, W, per_sample_weights=v, mode="sum") + b
 
-        def run(fn):
-            def go():
-                for t in leaves:
-                    t.grad = None
-                (fn(leaves[0], indices, leaves[1], leaves[2]).float() * grad).sum().backward()
-            return go
+            def run(fn):
+                def go():
+                    for t in leaves:
+                        t.grad = None
+                    (fn(leaves[0], indices, leaves[1], leaves[2]).float() * grad).sum().backward()
+                return go
 
-        with precision(p):
-            t = timed({"saefast": run(ops.sparse_decode), "torch dense": run(dense),
-                       "torch embedding_bag": run(bag)})
-        rows.append({"F": F, "precision": p, **{f"{n} ms": v * 1e3 for n, v in t.items()},
-                     "speedup vs dense": t["torch dense"] / t["saefast"],
-                     "speedup vs embedding_bag": t["torch embedding_bag"] / t["saefast"]})
+            fns = {"saefast": run(ops.sparse_decode), "torch dense": run(dense)}
+            if p != "bf16":
+                fns["torch embedding_bag"] = run(bag)
+            with precision(p):
+                t = timed(fns)
+            row = {"F": F, "k": k, "precision": p, **{f"{n} ms": v * 1e3 for n, v in t.items()},
+                   "speedup vs dense": t["torch dense"] / t["saefast"]}
+            if "torch embedding_bag" in t:
+                row["speedup vs embedding_bag"] = t["torch embedding_bag"] / t["saefast"]
+            rows.append(row)
     return rows
 
 
@@ -181,6 +190,8 @@ class DenseSAE(torch.nn.Module):
         v, i = pre.relu().topk(K, dim=1)
         x_hat = torch.zeros_like(pre).scatter(1, i, v) @ self.W_dec + self.b_dec
         loss = (x_hat - x).pow(2).sum(-1).mean()
+        if dead is None:
+            return loss
         # AuxK as saefast computes it: the dead latents' top aux_k of a second encode
         pre_aux = (x - self.b_dec).detach() @ self.W_enc.T + self.b_enc
         va, ia = pre_aux.masked_fill(~dead, float("-inf")).relu().topk(aux_k, dim=1)
@@ -188,15 +199,17 @@ class DenseSAE(torch.nn.Module):
         return loss + (e_hat - (x - x_hat).detach()).pow(2).sum(-1).mean() / 32
 
 
-def step_fns(F: int, p: str):
+def step_fns(F: int, p: str, dead_every: int = 10):
     from saefast.sae import TopKSAE
     from saefast.sync_free import seed_loss_sync_free
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.randn(B, D, device="cuda", generator=g)
     aux_k = 512
     since = torch.zeros(F, dtype=torch.int64, device="cuda")
-    since[::10] = 10**9  # 10 % dead: AuxK runs
+    if dead_every:
+        since[::dead_every] = 10**9  # dead latents: AuxK runs
     dead = since >= 10**6
+    aux_on = bool(dead_every)
 
     sae = TopKSAE(D, F, K, seed=1, device="cuda")
     if p == "bf16":
@@ -205,7 +218,7 @@ def step_fns(F: int, p: str):
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        loss, _ = seed_loss_sync_free(sae, x, since.clone(), 10**6, aux_k, 1 / 32, True)
+        loss, _ = seed_loss_sync_free(sae, x, since.clone(), 10**6, aux_k, 1 / 32, aux_on)
         loss.backward()
         sae.remove_parallel_grad_()
         opt.step()
@@ -217,7 +230,7 @@ def step_fns(F: int, p: str):
     def theirs():
         opt_d.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=p == "bf16"):
-            loss = dense.loss(x, dead, aux_k)
+            loss = dense.loss(x, dead if aux_on else None, aux_k)
         loss.backward()
         with torch.no_grad():
             G, W = dense.W_dec.grad, dense.W_dec
@@ -230,17 +243,20 @@ def step_fns(F: int, p: str):
 
 
 def section_step() -> list[dict]:
+    """With AuxK on (10 % of latents dead, early training) and off (none dead)."""
     rows = []
-    for p in PRECISIONS:
-        if out_of_time():
-            break
-        ours, theirs = step_fns(16384, p)
-        with precision(p):
-            t = timed({"saefast": ours, "torch dense": theirs}, rounds=5, reps=5)
-        rows.append({"F": 16384, "precision": p, "saefast ms": t["saefast"] * 1e3,
-                     "torch dense ms": t["torch dense"] * 1e3,
-                     "saefast tokens/s": B / t["saefast"], "torch tokens/s": B / t["torch dense"],
-                     "speedup": t["torch dense"] / t["saefast"]})
+    for dead_every, label in ((10, "10% dead"), (0, "none dead")):
+        for p in PRECISIONS:
+            if out_of_time():
+                return rows
+            ours, theirs = step_fns(16384, p, dead_every)
+            with precision(p):
+                t = timed({"saefast": ours, "torch dense": theirs}, rounds=5, reps=5)
+            rows.append({"F": 16384, "AuxK": label, "precision": p,
+                         "saefast ms": t["saefast"] * 1e3, "torch dense ms": t["torch dense"] * 1e3,
+                         "saefast tokens/s": B / t["saefast"],
+                         "torch tokens/s": B / t["torch dense"],
+                         "speedup": t["torch dense"] / t["saefast"]})
     return rows
 
 
@@ -308,21 +324,32 @@ def section_train() -> list[dict]:
 
 
 def section_profile() -> list[dict]:
-    """Where the GPU time of saefast's training step goes (bf16, 16,384 features)."""
+    """Where a training step's time goes (bf16, 16,384 features, AuxK on and off): wall time
+    a step, GPU kernel time a step (when the two are close, the GPU is the limit; when the
+    wall is longer, the host is), and the largest kernels."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    ours, _ = step_fns(16384, "bf16")
-    for _ in range(3):
-        ours()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
+    rows = []
+    for dead_every, label in ((10, "10% dead"), (0, "none dead")):
+        ours, _ = step_fns(16384, "bf16", dead_every)
+        for _ in range(3):
             ours()
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total > 0]
-    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    total = sum(e.self_device_time_total for e in events) or 1
-    return [{"kernel": e.key[:70], "calls": e.count, "ms a step": e.self_device_time_total / 5e3,
-             "share": e.self_device_time_total / total} for e in events[:15]]
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                ours()
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / 5
+        kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        gpu = sum(e.self_device_time_total for e in kernels) / 5e3  # ms a step
+        rows.append({"AuxK": label, "wall ms a step (profiled)": wall * 1e3,
+                     "GPU kernel ms a step": gpu})
+        for e in kernels[:12]:
+            rows.append({"AuxK": label, "kernel": e.key[:80], "calls a step": e.count / 5,
+                         "ms a step": e.self_device_time_total / 5e3})
+    return rows
 
 
 SECTIONS = {"encode": section_encode, "decode": section_decode, "step": section_step,

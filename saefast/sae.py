@@ -56,6 +56,13 @@ class TopKSAE(nn.Module):
         """(values [B, k], indices [B, k]) -> x_hat [B, d]."""
         return ops.sparse_decode(values, indices, self.W_dec, self.b_dec)
 
+    def decode_aux(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """sum_j values[:, j] W_dec[indices[:, j]] (no b_dec), in the GEMM dtype: AuxK's
+        decode, whose k (~d / 2) makes it a dense product on a GPU."""
+        W = self.W_dec if self.matmul_dtype is None else self.W_dec.to(self.matmul_dtype)
+        out = ops.sparse_decode(values.to(W.dtype), indices, W, W.new_zeros(W.shape[1]))
+        return out.to(self.W_dec.dtype)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         values, indices = self.encode(x)
         return self.decode(values, indices), values, indices

@@ -35,8 +35,7 @@ def seed_loss_sync_free(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor
         masked_bias = torch.where(dead, sae.b_enc, float("-inf"))
         v_aux, i_aux = sae.encode_with((x - sae.b_dec).detach(), masked_bias,
                                        min(aux_k, sae.n_features))  # [B, aux_k]
-        e_hat = ops.sparse_decode(v_aux.to(sae.W_dec.dtype), i_aux, sae.W_dec,
-                                  torch.zeros_like(sae.b_dec))  # [B, d]
+        e_hat = sae.decode_aux(v_aux, i_aux)  # [B, d]
         residual = (x - x_hat).detach()
         aux = (e_hat - residual).pow(2).sum(dim=-1).mean()
         loss = loss + aux_coef * aux * (n_dead > 0)

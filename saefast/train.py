@@ -134,10 +134,10 @@ def seed_loss(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor, dead_win
         # gradient again (Gao et al. 2024, section 2.4). The residual is the target.
         dead_idx = torch.nonzero(dead).squeeze(1)  # [n_dead]
         ka = min(aux_k, dead_idx.numel())
-        v_aux, i_aux = ops.topk_encode((x - sae.b_dec).detach(), sae.W_enc[dead_idx],
-                                       sae.b_enc[dead_idx], ka)  # [B, ka]
-        e_hat = ops.sparse_decode(v_aux, dead_idx[i_aux], sae.W_dec,
-                                  torch.zeros_like(sae.b_dec))  # [B, d]
+        mm = sae.matmul_dtype or sae.W_enc.dtype
+        v_aux, i_aux = ops.topk_encode((x - sae.b_dec).detach().to(mm), sae.W_enc[dead_idx].to(mm),
+                                       sae.b_enc[dead_idx].to(mm), ka)  # [B, ka]
+        e_hat = sae.decode_aux(v_aux, dead_idx[i_aux])  # [B, d]
         residual = (x - x_hat).detach()
         loss = loss + aux_coef * (e_hat - residual).pow(2).sum(dim=-1).mean()
     with torch.no_grad():
@@ -399,23 +399,27 @@ def evaluate_many(saes: list[TopKSAE], acts: TokenSource | torch.Tensor, *, devi
     """
     source = TensorSource(acts) if isinstance(acts, torch.Tensor) else acts
     n, d = source.n_tokens, source.d
-    total = torch.zeros(d, dtype=torch.float64)
-    total_sq = 0.0
-    sq_err = [0.0] * len(saes)
-    l0_sum = [0] * len(saes)
-    fire = [torch.zeros(sae.n_features, dtype=torch.int64) for sae in saes]  # [F] each
+    # sums stay on the device (float64) and are read once at the end: no sync per batch
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    total = torch.zeros(d, dtype=torch.float64, device=device)
+    total_sq = zero.clone()
+    sq_err = [zero.clone() for _ in saes]
+    l0_sum = [torch.zeros((), dtype=torch.int64, device=device) for _ in saes]
+    fire = [torch.zeros(sae.n_features, dtype=torch.int64, device=device) for sae in saes]  # [F]
     for start in range(0, n, batch_size):
-        x64 = source.read(start, min(start + batch_size, n)).double()  # [b, d]
+        x64 = source.read(start, min(start + batch_size, n)).to(device).double()  # [b, d]
         total += x64.sum(dim=0)
-        total_sq += float(x64.pow(2).sum())
+        total_sq += x64.pow(2).sum()
         for j, sae in enumerate(saes):
-            x = x64.to(device=device, dtype=sae.W_dec.dtype)
+            x = x64.to(dtype=sae.W_dec.dtype)
             x_hat, values, indices = sae(x)
-            sq_err[j] += float((x_hat.double().cpu() - x64).pow(2).sum())
+            sq_err[j] += (x_hat.double() - x64).pow(2).sum()
             active = values > 0  # [b, k]
-            l0_sum[j] += int(active.sum())
-            fire[j] += torch.bincount(indices[active].cpu(), minlength=sae.n_features)
-    total_var = total_sq - float(total.pow(2).sum()) / max(n, 1)  # sum of squared deviations
+            l0_sum[j] += active.sum()
+            fire[j].index_add_(0, indices.reshape(-1), active.reshape(-1).to(torch.int64))
+    sq_err, l0_sum = [float(e) for e in sq_err], [int(c) for c in l0_sum]
+    fire = [f.cpu() for f in fire]
+    total_var = float(total_sq) - float(total.pow(2).sum()) / max(n, 1)  # sum of squared deviations
     return [{
         "tokens": n,
         "mse": sq_err[j] / (n * d),

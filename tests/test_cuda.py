@@ -71,7 +71,7 @@ def test_backwards_match_cpu_with_hot_latents():
     W_dec, b_dec = randn(F, d, seed=4), randn(d, seed=5)
     grads = {}
     for dev in ("cpu", "cuda"):
-        ps = [t.to(dev).requires_grad_() for t in (x, W, b, W_dec, b_dec)]
+        ps = [t.detach().clone().to(dev).requires_grad_() for t in (x, W, b, W_dec, b_dec)]
         v, i = ops.topk_encode(ps[0], ps[1], ps[2], k)
         out = ops.sparse_decode(v, i, ps[3], ps[4])
         (out * randn(B, d, seed=6).to(dev)).sum().backward()
@@ -131,3 +131,22 @@ def test_training_on_cuda_matches_cpu():
         assert g.sae.W_dec.is_cuda
         assert g.metrics["held_out"]["fvu"] == pytest.approx(c.metrics["held_out"]["fvu"], rel=0.05)
         assert [e["step"] for e in g.history] == [e["step"] for e in c.history]
+
+
+def test_dense_path_of_large_k_matches_cpu():
+    """k = 512 runs decode and both backwards as GEMMs on dense codes; repeated indices in a
+    row (allowed by sparse_decode) add up, as on the CPU."""
+    B, d, F, k = 300, 16, 2000, 512
+    x, W, b = randn(B, d, seed=1), randn(F, d, seed=2), randn(F, seed=3)
+    W_dec, b_dec = randn(F, d, seed=4), randn(d, seed=5)
+    values = randn(B, k, seed=6).abs()
+    indices = torch.randint(0, 40, (B, k), generator=torch.Generator().manual_seed(7))  # repeats
+    grads = {}
+    for dev in ("cpu", "cuda"):
+        ps = [t.detach().clone().to(dev).requires_grad_() for t in (x, W, b, W_dec, b_dec, values)]
+        v, i = ops.topk_encode(ps[0], ps[1], ps[2], k)
+        out = ops.sparse_decode(v, i, ps[3], ps[4]) + ops.sparse_decode(ps[5], indices.to(dev), ps[3], ps[4])
+        (out * randn(B, d, seed=8).to(dev)).sum().backward()
+        grads[dev] = [out.detach().cpu()] + [p.grad.cpu() for p in ps]
+    for g_cpu, g_gpu in zip(grads["cpu"], grads["cuda"]):
+        torch.testing.assert_close(g_gpu, g_cpu, atol=1e-9, rtol=1e-9)

@@ -69,6 +69,33 @@ inline std::pair<at::Tensor, at::Tensor> scatter_rows(const at::Tensor& idx, con
   return {out, sums};
 }
 
+// Whether the sparse products of a [B, k] code with an [F, d] matrix (decode, and both
+// backwards) run as dense GEMMs on [B, F] codes instead of gathers: the gathers move k * d
+// values a row, the GEMMs do F * d multiply-adds a row on tensor cores, which on an H100 wins
+// from k ~ 128 (AuxK's k = d / 2) when they may use them (bfloat16, or TF32 allowed), and from
+// k = 512 in strict float32 (benchmarks/bench_cuda.py, section decode).
+inline bool use_dense(int64_t k, at::ScalarType dtype) {
+  const bool tensor_cores = dtype == at::kBFloat16 ||
+                            (dtype == at::kFloat && at::globalContext().allowTF32CuBLAS());
+  return k >= 512 || (k >= 128 && tensor_cores);
+}
+
+// a @ b into the accumulation type: bfloat16 operands multiply on tensor cores into float32,
+// the others in `dtype` itself.
+inline at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16), at::kFloat);
+  return at::mm(a.to(dtype), b.to(dtype));
+}
+
+// The dense codes z [r, F] (accumulation type) of rows [r0, r0 + r) of (idx, w).
+inline at::Tensor dense_codes_block(const at::Tensor& idx, const at::Tensor& w, int64_t r0,
+                                    int64_t r, int64_t F) {
+  at::Tensor z = at::zeros({r, F}, w.options());
+  check_launch(dense_codes(idx.narrow(0, r0, r).data_ptr<int64_t>(), w.narrow(0, r0, r).data_ptr(),
+                           dtype_of(w.scalar_type()), z.data_ptr(), r, idx.size(1), F, stream()));
+  return z;
+}
+
 // Largest [rows, n] block of GEMM output a selection holds at once (elements).
 constexpr int64_t kBlockElems = int64_t{1} << 26;
 

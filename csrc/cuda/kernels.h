@@ -50,6 +50,12 @@ cudaError_t gather_dot(const void* table, Dtype dtype, const int64_t* idx, const
                        void* out, int64_t B, int64_t k, int64_t d, int64_t n_latents,
                        cudaStream_t stream);
 
+// z[b, idx[b, j]] += w[b, j] for j = 0..k-1 in order (each feature's entries in j order:
+// deterministic, and repeated indices add up). z [B, F] and w [B, k] have the accumulation dtype `acc`; z must be
+// zero on entry. The dense path of large k (glue.h: use_dense) multiplies z with cuBLAS.
+cudaError_t dense_codes(const int64_t* idx, const void* w, Dtype acc, void* z, int64_t B,
+                        int64_t k, int64_t F, cudaStream_t stream);
+
 // Entries of the sorted order a block of scatter_by_latent reads.
 constexpr int64_t kScatterChunk = 64;
 

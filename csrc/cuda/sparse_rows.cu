@@ -131,7 +131,51 @@ scatter_spanning_kernel(const int64_t* __restrict__ keys, const int64_t* __restr
   }
 }
 
+// A block a row; thread t owns the features f with f % 128 == t and adds their
+// entries in j order: parallel, yet deterministic when a row repeats an index.
+constexpr int kCodesChunk = 1024;
+
+template <typename A>
+__global__ void __launch_bounds__(128)
+dense_codes_kernel(const int64_t* __restrict__ idx, const A* __restrict__ w, A* __restrict__ z,
+                   int k, int64_t F) {
+  __shared__ int64_t s_i[kCodesChunk];
+  __shared__ A s_w[kCodesChunk];
+  const int64_t b = blockIdx.x;
+  A* row = z + b * F;
+  for (int j0 = 0; j0 < k; j0 += kCodesChunk) {
+    const int n = k - j0 < kCodesChunk ? k - j0 : kCodesChunk;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+      s_i[j] = idx[b * k + j0 + j];
+      s_w[j] = w[b * k + j0 + j];
+      check_index(s_i[j], F, "dense_codes");
+    }
+    __syncthreads();
+    const int mine = threadIdx.x, mask = blockDim.x - 1;  // blockDim.x is a power of two
+    for (int j = 0; j < n; ++j) {
+      const int64_t f = s_i[j];
+      if ((static_cast<int>(f) & mask) == mine) row[f] += s_w[j];
+    }
+    __syncthreads();
+  }
+}
+
 }  // namespace
+
+cudaError_t dense_codes(const int64_t* idx, const void* w, Dtype acc, void* z, int64_t B,
+                        int64_t k, int64_t F, cudaStream_t stream) {
+  if (B == 0 || k == 0) return cudaSuccess;
+  if (acc == Dtype::kFloat64) {
+    dense_codes_kernel<double><<<grid_size(B), 128, 0, stream>>>(
+        idx, static_cast<const double*>(w), static_cast<double*>(z), static_cast<int>(k), F);
+  } else if (acc == Dtype::kFloat32) {
+    dense_codes_kernel<float><<<grid_size(B), 128, 0, stream>>>(
+        idx, static_cast<const float*>(w), static_cast<float*>(z), static_cast<int>(k), F);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t weighted_rows(const void* table, Dtype dtype, const int64_t* idx, const void* w,
                           const void* bias, void* out, int64_t B, int64_t k, int64_t d,

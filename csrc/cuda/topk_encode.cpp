@@ -5,6 +5,8 @@
 // relu's them. Backward (g = grad_values where the kept value is > 0):
 //   grad_x = weighted_rows(W_enc, idx, g)        a gather, a block per row
 //   grad_W_enc, grad_b_enc = scatter_rows(...)   sorted by latent, deterministic, no atomics
+// With large k (AuxK's) the backward runs as GEMMs on the dense [rows, F] gradient of pre
+// (glue.h: use_dense), blockwise over rows.
 
 #include <torch/library.h>
 
@@ -50,6 +52,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cuda(
   const at::Tensor g = (grad_values.to(acc) * values.gt(0)).contiguous();  // [B, k]
   const at::Tensor idx = indices.to(at::kLong).contiguous();
   at::Tensor grad_x = x.new_empty({0}), grad_w = W_enc.new_empty({0}), grad_b = W_enc.new_empty({0});
+  if (use_dense(k, W_enc.scalar_type())) {  // GEMMs on the dense gradient of pre, by row blocks
+    const at::ScalarType dtype = W_enc.scalar_type();
+    at::Tensor gw = output_mask[1] ? at::zeros({F, d}, g.options()) : at::Tensor();
+    at::Tensor gb = output_mask[2] ? at::zeros({F}, g.options()) : at::Tensor();
+    if (output_mask[0]) grad_x = at::empty({B, d}, x.options());
+    const int64_t block = row_block(B, F);
+    for (int64_t r0 = 0; r0 < B; r0 += block) {
+      const int64_t r = std::min(block, B - r0);
+      const at::Tensor gz = dense_codes_block(idx, g, r0, r, F);  // [r, F]
+      if (output_mask[0]) grad_x.narrow(0, r0, r).copy_(mm_acc(gz, W_enc, dtype));
+      if (output_mask[1]) gw.add_(mm_acc(gz.t(), x.narrow(0, r0, r), dtype));
+      if (output_mask[2]) gb.add_(gz.sum(0));
+    }
+    if (output_mask[1]) grad_w = gw.to(dtype);
+    if (output_mask[2]) grad_b = gb.to(dtype);
+    return {grad_x, grad_w, grad_b};
+  }
   if (output_mask[0]) {
     const at::Tensor w = W_enc.contiguous();
     grad_x = at::empty({B, d}, x.options());
