@@ -150,3 +150,21 @@ def test_dense_path_of_large_k_matches_cpu():
         grads[dev] = [out.detach().cpu()] + [p.grad.cpu() for p in ps]
     for g_cpu, g_gpu in zip(grads["cpu"], grads["cuda"]):
         torch.testing.assert_close(g_gpu, g_cpu, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_matching_with_gpu_candidates_is_certified_and_optimal(tf32):
+    """Candidates from the CUDA cosine_topk (TF32 with a widened margin when allowed): the same
+    certified optimum as CPU candidates."""
+    from saefast.match import match_decoders
+    a, b = randn(3000, 32, seed=1).float(), randn(3000, 32, seed=2).float()
+    a[:1500] = b[:1500] + 0.3 * randn(1500, 32, seed=3).float()  # half the features recur
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        gpu = match_decoders(a, b, solver="native", device="cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    cpu = match_decoders(a, b, solver="native", device="cpu")
+    assert gpu.certified and cpu.certified and gpu.info["tf32"] == tf32
+    assert gpu.cosines.sum() == pytest.approx(cpu.cosines.sum(), abs=1e-9)

@@ -265,3 +265,21 @@ def test_dense_solvers_refuse_matrices_past_the_budget(monkeypatch):
     a = np.eye(20, dtype=np.float32)
     with pytest.raises(MatchError, match="dense 20 x 20 cosine matrix"):
         match_decoders(a, a, solver="scipy")
+
+
+def test_tf32_candidates_widen_the_certificate_margin():
+    from saefast.match import gemm_margin
+    from saefast.match.certified import candidate_device
+    assert gemm_margin(768, tf32=True) > 2 * 2.0 ** -10 > gemm_margin(768) > 0
+    assert candidate_device("cpu", 10**5, 10**5).type == "cpu"
+    if not torch.cuda.is_available():  # no GPU: the default stays on the CPU at any size
+        assert candidate_device(None, 10**5, 10**5).type == "cpu"
+
+
+def test_match_decoders_on_an_explicit_cpu_device_is_the_default_matching():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3000, 16, generator=g), torch.randn(2800, 16, generator=g)
+    default = match_decoders(a, b, solver="native")
+    on_cpu = match_decoders(a, b, solver="native", device="cpu")
+    assert on_cpu.certified and on_cpu.info["device"] == "cpu" and not on_cpu.info["tf32"]
+    np.testing.assert_array_equal(on_cpu.cols, default.cols)

@@ -59,15 +59,34 @@ RECOMPUTE_BLOCK_ELEMS = 1 << 24  # largest [rows, n_b] float32 block when recomp
 _U32 = 2.0 ** -24  # float32 unit roundoff
 
 
-def gemm_margin(d: int) -> float:
+_U_TF32 = 2.0 ** -10  # TF32 keeps 10 mantissa bits: rounding (or truncating) an input errs by < 2^-10
+
+
+def gemm_margin(d: int, tf32: bool = False) -> float:
     """A rigorous bound on |float32 GEMM cosine - float64 cosine| for unit float32 rows in d dims.
 
     A float32 dot product of d terms with float32 accumulation (any summation order, with or
     without FMA) errs by at most gamma_d * sum_k |a_k b_k| <= gamma_d * |a| |b|, gamma_d =
     d u / (1 - d u), u = 2^-24 (Higham, Accuracy and Stability, 3.1). A kernel that first
     re-normalises the rows in float32 perturbs each by a relative (d + 2) u at most. |a|, |b|
-    are 1 + O(d u). The float64 rescoring errs by ~d 2^-53. Sum with a factor 2 to spare."""
-    return 2.0 * (2 * d + 16) * _U32 + 1e-12
+    are 1 + O(d u). The float64 rescoring errs by ~d 2^-53. Sum with a factor 2 to spare.
+    With TF32 (a CUDA GEMM where torch allows it) each input is first cut to 10 mantissa
+    bits, so each product errs by a relative (1 + t)^2 - 1 <= 2t + t^2, t = 2^-10, which
+    adds (2t + t^2) |a| |b| to the bound."""
+    bound = (2 * d + 16) * _U32
+    if tf32:
+        bound += 2 * _U_TF32 + _U_TF32 ** 2
+    return 2.0 * bound + 1e-12
+
+
+def candidate_device(device, n: int, m: int) -> torch.device:
+    """Where the candidates (cosine_topk) are computed: `device` when given, else a GPU when
+    one is present and the pair is large enough for it to pay (n * m >= 2^24), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available() and n * m >= 1 << 24:
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _column_bound(r: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -178,19 +197,27 @@ def solve_dense(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
                                             "edges": int(cos.size), "rounds": 1}
 
 
-def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict
+def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device=None
                  ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
     """Candidates + sparse solve + certificate (module docstring) for a [n, d], b [m, d] unit
-    float32 rows, n <= m, K = k. Fills `timings`; returns (row_to_col [n], cosines [n],
-    certified, info: k, margin, rounds, rows_recomputed, edges, gap_bound, ...)."""
+    float32 rows on the CPU, n <= m, K = k. The candidates come from `candidate_device(device)`
+    (a GPU's cosine_topk; TF32 there when torch allows it, with the margin widened to match);
+    the solve and the certificate run on the CPU. Fills `timings`; returns (row_to_col [n],
+    cosines [n], certified, info: k, margin, device, rounds, rows_recomputed, edges, ...)."""
     from saefast import ops
 
     from . import _lap
 
     n, m, d = a.shape[0], b.shape[0], a.shape[1]
-    margin = gemm_margin(d)
+    dev = candidate_device(device, n, m)
+    tf32 = dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    margin = gemm_margin(d, tf32=tf32)
     t0 = time.perf_counter()
-    row_vals, row_idx, col_vals, col_idx = ops.cosine_topk(a, b, k)  # [n,k], [n,k], [m,k], [m,k]
+    if dev.type == "cpu":
+        row_vals, row_idx, col_vals, col_idx = ops.cosine_topk(a, b, k)  # [n,k], [n,k], [m,k], [m,k]
+    else:
+        found = ops.cosine_topk(a.to(dev), b.to(dev), k)
+        row_vals, row_idx, col_vals, col_idx = (t.cpu() for t in found)
     timings["candidates_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -205,7 +232,7 @@ def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict
     max_edges = EDGE_BUDGET_BYTES // 40
     w_exact = np.full(n, np.inf)  # recomputed rows: max over unseen j of cos_ij + v_j
     x = v = None
-    info = {"k": k, "margin": margin, "rounds": 0, "rows_recomputed": 0, "stuck_rows": 0,
+    info = {"k": k, "margin": margin, "device": str(dev), "tf32": tf32, "rounds": 0, "rows_recomputed": 0, "stuck_rows": 0,
             "cold_restarts": 0, "failing_rows": [], "solver_stats": []}
     solve_s = certify_s = 0.0
     certified = False

@@ -151,7 +151,7 @@ def _solve_scipy(a_unit, b_unit, candidates=None) -> Matching:
 # ------------------------------------------------------------------ native
 
 
-def _solve_native(a_unit, b_unit, candidates=None) -> Matching:
+def _solve_native(a_unit, b_unit, candidates=None, device=None) -> Matching:
     from . import _lap
 
     if not _lap.available():
@@ -176,7 +176,7 @@ def _solve_native(a_unit, b_unit, candidates=None) -> Matching:
         timings["solve_s"] = time.perf_counter() - t0
         proven = info["gap_bound"] <= certified.DUAL_TOL * n + 1e-12
     else:
-        x, cos, proven, info = certified.solve_sparse(a, b, min(k, n), timings)
+        x, cos, proven, info = certified.solve_sparse(a, b, min(k, n), timings, device=device)
     timings["total_s"] = time.perf_counter() - t_start
     rows, cols = np.arange(n, dtype=np.int64), x.astype(np.int64)
     if transposed:
@@ -250,14 +250,17 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=1, eps=EPS).contiguous()  # [n, d]
 
 
-def match_decoders(dec_a, dec_b, *, solver: str = "auto", candidates: int | None = None
-                   ) -> Matching:
+def match_decoders(dec_a, dec_b, *, solver: str = "auto", candidates: int | None = None,
+                   device: str | torch.device | None = None) -> Matching:
     """Maximum-total-cosine one-to-one matching between the rows of dec_a and dec_b.
 
     dec_a [n_a, d], dec_b [n_b, d]: decoder rows (features), torch or numpy, any scale.
     solver: "auto" (native when built, else lapjv, else scipy), "native", "lapjv", "scipy".
     candidates: K, the top-K cosines per row and per column the native solver starts from
     (default 32; the certificate adds whatever else is needed). Ignored by dense solvers.
+    device: where the native solver computes its candidates (`cpu`, `cuda`, ...); default: a
+    GPU when present and the pair has >= 2^24 cosines, else the CPU. The solve and its
+    certificate run on the CPU either way, so the result is certified the same.
     Returns min(n_a, n_b) pairs as a `Matching` (rows sorted ascending). Raises `MatchError`
     for bad inputs or a solver that does not exist or is not available here.
     """
@@ -270,4 +273,6 @@ def match_decoders(dec_a, dec_b, *, solver: str = "auto", candidates: int | None
     if candidates is not None and not _is_positive_int(candidates):
         raise MatchError("match_decoders: candidates must be a positive integer, "
                          f"got {candidates!r}")
+    if name == "native":
+        return _solve_native(unit_rows(a), unit_rows(b), candidates, device)
     return SOLVERS[name](unit_rows(a), unit_rows(b), candidates)
