@@ -69,6 +69,11 @@ class DataConfig:
     """Distinct activation vectors harvested (after dropping special tokens)."""
     held_out: float = setting(0.1, "ho")
     """Fraction of the harvested tokens (the last ones) kept out of training for evaluation."""
+    held_out_tokens: int = setting(0, "hot")
+    """0: the held-out set is the last `held_out` fraction of each budget. N > 0: the first N
+    activations of the store are one held-out set shared by every budget (never trained on),
+    and training uses the `tokens` activations after them (`held_out` is then not used), so
+    budgets are evaluated on the same tokens. Needs the activation cache."""
     cache: bool = setting(True, "cache")
     """Harvest into the on-disk activation cache once, then train from it (reused by later
     sweeps). false: stream activations from the model straight into training, nothing on
@@ -89,6 +94,11 @@ class TrainConfig:
     """Seed of the SAE's initialisation (and of its data order when data_order is per_seed)."""
     epochs: int = setting(8, "e")
     """Passes over the training tokens."""
+    steps: int = setting(0, "st")
+    """0: train for `epochs` passes. N > 0: exactly N optimizer steps whatever the budget
+    (step-matched controls across budgets): the data is cycled through as many passes as
+    needed, the last one cut short (`epochs` is then not used); with N x batch_size <= the
+    training tokens no token is seen twice (single-epoch training)."""
     batch_size: int = setting(256, "b")
     """Tokens per optimizer step."""
     lr: float = setting(0.0, "lr")
@@ -302,6 +312,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.held_out must be in [0, 1), got {cfg.data.held_out}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
+    if cfg.train.steps < 0:
+        raise ConfigError(f"train.steps must be >= 0 (0 = use train.epochs), got {cfg.train.steps}")
+    if cfg.data.held_out_tokens < 0:
+        raise ConfigError(f"data.held_out_tokens must be >= 0, got {cfg.data.held_out_tokens}")
+    if cfg.data.held_out_tokens and not cfg.data.cache:
+        raise ConfigError("data.held_out_tokens needs the activation cache (data.cache: true): "
+                          "a stream cannot set its first tokens aside for every budget")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
     if not cfg.train.lr >= 0:

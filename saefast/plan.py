@@ -134,12 +134,38 @@ def harvest_jobs(runs: list[RunSpec]) -> list[HarvestJob]:
         job = jobs.setdefault(key, HarvestJob(*key, hooks=[], tokens=0))
         if r.config.model.hook not in job.hooks:
             job.hooks.append(r.config.model.hook)
-        job.tokens = max(job.tokens, r.config.data.tokens)
+        job.tokens = max(job.tokens, harvested_count(r.config))
     return list(jobs.values())
 
 
+def harvested_count(cfg: RunConfig) -> int:
+    """Activations a run reads from its store: its training and held-out tokens."""
+    return cfg.data.tokens + cfg.data.held_out_tokens
+
+
 def held_out_count(cfg: RunConfig) -> int:
-    return int(round(cfg.data.tokens * cfg.data.held_out))
+    return cfg.data.held_out_tokens or int(round(cfg.data.tokens * cfg.data.held_out))
+
+
+def train_count(cfg: RunConfig) -> int:
+    return cfg.data.tokens if cfg.data.held_out_tokens else cfg.data.tokens - held_out_count(cfg)
+
+
+def data_ranges(cfg: RunConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(training [start, end), held-out [start, end)) in the store's order: a fixed held-out
+    set first (data.held_out_tokens), else the last held_out fraction of the budget."""
+    if cfg.data.held_out_tokens:
+        h = cfg.data.held_out_tokens
+        return (h, h + cfg.data.tokens), (0, h)
+    n, e = cfg.data.tokens, held_out_count(cfg)
+    return (0, n - e), (n - e, n)
+
+
+def token_steps(cfg: RunConfig) -> int:
+    """Training tokens a seed sees: steps x batch when steps are fixed, else tokens x epochs."""
+    if cfg.train.steps:
+        return cfg.train.steps * cfg.train.batch_size
+    return train_count(cfg) * cfg.train.epochs
 
 
 # ---------------------------------------------------------------------------- seed passes
@@ -149,7 +175,7 @@ def resident(cfg: RunConfig, d_model: int, budget: int) -> bool:
     """Hold all training activations in memory when they take under a quarter of the budget;
     otherwise read them window by window from the memory-mapped cache. Both give the same
     weights. A stream (no cache) is never resident."""
-    return cfg.data.cache and cfg.data.tokens * d_model * 4 <= budget // 4
+    return cfg.data.cache and harvested_count(cfg) * d_model * 4 <= budget // 4
 
 
 def _same_but_seed(a: RunConfig, b: RunConfig) -> bool:
@@ -159,7 +185,7 @@ def _same_but_seed(a: RunConfig, b: RunConfig) -> bool:
 
 
 def _per_pass(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
-    train_tokens = cfg.data.tokens - held_out_count(cfg)
+    train_tokens = train_count(cfg)
     return memory.seeds_per_pass(
         n_seeds, cfg.sae.n_features, d_model, cfg.train.batch_size,
         min(cfg.train.shuffle_buffer, train_tokens),
@@ -193,8 +219,7 @@ def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
 
 def expected_fires_per_feature(cfg: RunConfig) -> float:
     """Training tokens seen x k / F: how often an average feature is selected in training."""
-    train_tokens = cfg.data.tokens - held_out_count(cfg)
-    return train_tokens * cfg.train.epochs * cfg.sae.k / cfg.sae.n_features
+    return token_steps(cfg) * cfg.sae.k / cfg.sae.n_features
 
 
 def undertrained_warnings(runs: list[RunSpec], min_fires: float = 10.0) -> list[str]:
@@ -205,10 +230,14 @@ def undertrained_warnings(runs: list[RunSpec], min_fires: float = 10.0) -> list[
         fires = expected_fires_per_feature(members[0].config)
         if fires < min_fires:
             c = members[0].config
-            need = math.ceil(min_fires * c.sae.n_features / (c.sae.k * c.train.epochs)
-                             / (1 - c.data.held_out))
+            if c.train.steps:
+                hint = f"train.steps {math.ceil(c.train.steps * min_fires / max(fires, 1e-9))} or more"
+            else:
+                need = math.ceil(min_fires * c.sae.n_features / (c.sae.k * c.train.epochs)
+                                 / (1 if c.data.held_out_tokens else 1 - c.data.held_out))
+                hint = f"--tokens {need} or more"
             out.append(f"{gname}: each feature is selected ~{fires:.1f} times in training; "
-                       f"the SAE will barely leave its random init (try --tokens {need} or more)")
+                       f"the SAE will barely leave its random init (try {hint})")
     return out
 
 
@@ -235,7 +264,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
         budget = memory_budget or memory.available_bytes(c.model.device)
-        train_tokens = c.data.tokens - held_out_count(c)
+        train_tokens = train_count(c)
         try:
             per_pass = _per_pass(c, len(members), d, budget)
         except memory.MemoryBudgetError:
@@ -244,8 +273,8 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         need = memory.shared_bytes(d, window, train_tokens if resident(c, d, budget) else 0) + \
             max(per_pass, 1) * memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
         peak = max(peak, need)
-        flops = 4 * train_tokens * c.train.epochs * c.sae.n_features * d  # a seed
-        steps = math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
+        flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
+        steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
         train_s += len(members) * max(flops / TRAIN_FLOPS_PER_S, steps * SEED_STEP_SECONDS)
         pairs = len(members) * (len(members) - 1) // 2
         match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)

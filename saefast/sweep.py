@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from saefast import plan
 from saefast.config import RunConfig
 from saefast.experiment import RunSpec, groups
-from saefast.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, held_out_count
+from saefast.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, data_ranges, harvested_count, token_steps
 
 if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
@@ -159,9 +159,9 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
     meta = store.store_info(data)
     budget = memory_budget or memory.available_bytes(cfg.model.device)
     if plan.resident(cfg, int(meta["d_model"]), budget):
-        source = TensorSource(store.load_activations(data, cfg.data.tokens))  # [N, d]
+        source = TensorSource(store.load_activations(data, harvested_count(cfg)))  # [N, d]
     else:
-        source = store.StoreSource(data, 0, cfg.data.tokens)
+        source = store.StoreSource(data, 0, harvested_count(cfg))
     key = f"{meta.get('weights_hash')}:{meta.get('corpus_fingerprint')}:{data.name}"
     return TrainingData(source, meta, key, str(data))
 
@@ -177,10 +177,9 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
     events = events or Events()
     cfg = runs[0].config
     t0 = time.perf_counter()
-    n_tokens, n_eval = cfg.data.tokens, held_out_count(cfg)
     got = training_data(data, cfg, memory_budget)
-    train_src = split(got.source, 0, n_tokens - n_eval)
-    eval_src = split(got.source, n_tokens - n_eval, n_tokens)
+    (t0_, t1_), (e0, e1) = data_ranges(cfg)
+    train_src, eval_src = split(got.source, t0_, t1_), split(got.source, e0, e1)
     seeds = [r.config.train.seed for r in runs]
     ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{runs[0].group}-s{'_'.join(map(str, seeds))}"
     results = train.train_saes(
@@ -196,8 +195,9 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
             model={"name": cfg.model.name, "hook": cfg.model.hook,
                    "weights_hash": got.meta.get("weights_hash"), "d_model": got.source.d},
             corpus={"name": cfg.data.corpus, "fingerprint": got.meta.get("corpus_fingerprint")},
-            tokens={"harvested": n_tokens, "train": train_src.n_tokens,
-                    "held_out": eval_src.n_tokens, "seen": train_src.n_tokens * cfg.train.epochs},
+            tokens={"harvested": harvested_count(cfg), "train": train_src.n_tokens,
+                    "held_out": eval_src.n_tokens, "seen": token_steps(cfg),
+                    "held_out_shared": bool(cfg.data.held_out_tokens)},
             metrics=result.metrics, history=result.history, activation_store=got.where,
             timings={"train_seconds": result.metrics["train_seconds"],
                      "total_seconds": time.perf_counter() - t0,

@@ -212,11 +212,20 @@ def train_saes(
     # (benchmarks/bench_train.py --sections adam: ~5x faster than the default here)
     opt = (torch.optim.Adam(params, lr=lr, fused=True) if cfg.optimizer == "adam"
            else torch.optim.SGD(params, lr=lr))
-    schedule = WindowSchedule(n, cfg.shuffle_buffer, cfg.epochs, cfg.data_seed, seeds,
+    batch = min(cfg.batch_size, n)
+
+    def schedule_of(epochs: int) -> WindowSchedule:
+        return WindowSchedule(n, cfg.shuffle_buffer, epochs, cfg.data_seed, seeds,
                               per_seed=cfg.data_order == "per_seed",
                               shuffle_windows=train_src.random_access)
-    batch = min(cfg.batch_size, n)
-    total = schedule.steps(batch)
+
+    # fixed steps (step-matched controls): as many passes as they need, the last cut short
+    epochs = math.ceil(cfg.steps / schedule_of(1).steps(batch)) if cfg.steps else cfg.epochs
+    schedule = schedule_of(epochs)
+    total = cfg.steps or schedule.steps(batch)
+    trace_at = (convergence_steps(total) if eval_src is not None and eval_src.n_tokens > 0
+                and eval_src.random_access else set())
+    fvu_trace: list[list[dict]] = [[] for _ in seeds]  # held-out FVU during training
     dead_window = resolve_dead_window(cfg, n)
     aux_k = resolve_aux_k(cfg, d, F)
     since_fired = torch.zeros(len(seeds), F, dtype=torch.int64, device=device)  # [S, F]
@@ -235,6 +244,7 @@ def train_saes(
             step, position = state["step"], Position(*state["position"])
             failed = {i: TrainingDiverged(*v) for i, v in state["failed"].items()}
             histories = state["histories"]
+            fvu_trace = state.get("fvu_trace", fvu_trace)
             last_ckpt_tokens = step * batch
 
     t0, tokens_this_call = time.perf_counter(), 0
@@ -263,11 +273,20 @@ def train_saes(
                              for i in live},
                 "tokens_per_second": tokens_this_call / elapsed})
 
+    def trace_fvu() -> None:
+        live = [i for i in range(len(seeds)) if i not in failed]
+        for i, ev in zip(live, evaluate_many([saes[i] for i in live], eval_src, device=device)):
+            fvu_trace[i].append({"step": step, "fvu": ev["fvu"]})
+
     for window in schedule.windows(train_src, position):
+        if step >= total:
+            break
         tokens = window.tokens.to(device=device, dtype=dtype)  # [W, d]
         # each seed's token order moves to the device once a window, not once a step
         orders = [o.to(tokens.device) for o in window.orders]
         for start in range(0, tokens.shape[0], batch):
+            if step >= total:
+                break
             if stop_after_steps is not None and step >= stop_after_steps:
                 return []  # a simulated kill: whatever was checkpointed stays
             active = [i for i in range(len(seeds)) if i not in failed]
@@ -294,6 +313,8 @@ def train_saes(
                 tokens_this_call += min(batch, tokens.shape[0] - start)
                 if log.advance(step - 1) or step == total:
                     read_out()
+                if step in trace_at:
+                    trace_fvu()
                 continue
             for i in active:
                 x = tokens[orders[i][start:start + batch]]  # [B, d]
@@ -318,6 +339,8 @@ def train_saes(
             if step % log_every == 0 or step == total:
                 for i, value in losses.items():
                     histories[i].append({"step": step, "loss": value})
+            if step in trace_at:
+                trace_fvu()
             if on_step is not None and losses:
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 on_step(step, total, {
@@ -338,7 +361,7 @@ def train_saes(
                 "since_fired": since_fired.cpu(), "step": step,
                 "position": [position.epoch, position.window],
                 "failed": {i: [e.step, e.loss] for i, e in failed.items()},
-                "histories": histories})
+                "histories": histories, "fvu_trace": fvu_trace})
             last_ckpt_tokens = tokens_done
     train_s = time.perf_counter() - t0
 
@@ -356,6 +379,7 @@ def train_saes(
         train_eval = train_evals[i]
         metrics = {
             "steps": step,
+            "epochs": epochs,
             "lr": lr,
             "aux_k": aux_k,
             "dead_window": dead_window,
@@ -369,9 +393,31 @@ def train_saes(
         }
         if i in held_evals:
             metrics["held_out"] = {k: v for k, v in held_evals[i].items() if k != "fire_counts"}
+            metrics["convergence"] = convergence(
+                fvu_trace[i] + [{"step": step, "fvu": held_evals[i]["fvu"]}])
         results.append(TrainResult(sae=sae, metrics=metrics, fire_counts=train_eval["fire_counts"],
                                    history=histories[i]))
     return results
+
+
+PLATEAU = 0.01  # held-out FVU falling by less than this (relative) over the last quarter
+
+
+def convergence_steps(total: int) -> set[int]:
+    """Steps after which the held-out FVU is traced (half-way, three quarters), besides the end."""
+    return {s for s in (math.ceil(total / 2), math.ceil(3 * total / 4)) if 0 < s < total}
+
+
+def convergence(trace: list[dict]) -> dict:
+    """run.json's `convergence`: the held-out FVU trace and whether it had reached a plateau
+    (it fell by less than PLATEAU, relative, from three quarters of training to the end). A
+    heuristic: a decaying learning rate also flattens the end of the curve."""
+    out: dict = {"held_out_fvu": trace, "criterion": f"held-out FVU fell < {PLATEAU:.0%} "
+                 "(relative) over the last quarter of the steps"}
+    if len(trace) < 2 or not all(math.isfinite(t["fvu"]) for t in trace[-2:]) or trace[-1]["fvu"] <= 0:
+        return {**out, "relative_drop_last_quarter": None, "converged": None}
+    drop = (trace[-2]["fvu"] - trace[-1]["fvu"]) / trace[-1]["fvu"]
+    return {**out, "relative_drop_last_quarter": drop, "converged": drop < PLATEAU}
 
 
 def train_sae(acts_train, acts_eval, sae_cfg: SAEConfig, train_cfg: TrainConfig, *,

@@ -57,7 +57,8 @@ def test_sweep_writes_runs_reports_and_plots(finished_sweep):
     assert runs == [f"L1-f16-k2-t800-s{s}" for s in (1, 2, 3)]
     for name in runs:
         info = json.loads((out / "runs" / name / "run.json").read_text())
-        assert info["tokens"] == {"harvested": 800, "train": 720, "held_out": 80, "seen": 720 * 3}
+        assert info["tokens"] == {"harvested": 800, "train": 720, "held_out": 80, "seen": 720 * 3,
+                                  "held_out_shared": False}
         assert info["config"]["sae"] == {"n_features": 16, "k": 2}
         assert (out / "runs" / name / "sae_weights.safetensors").is_file()
         assert (out / "runs" / name / "feature_analysis.json").is_file()

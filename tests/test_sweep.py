@@ -134,5 +134,9 @@ def test_scale_experiment_spans_1k_to_1m_tokens_with_five_seeds():
     runs = expand(load_experiment(Path(__file__).parents[1] / "experiments" / "scale.yaml"))
     budgets = sorted({r.config.data.tokens for r in runs})
     assert budgets[0] == 1000 and budgets[-1] == 1_000_000
-    assert all(sum(r.config.data.tokens == t for r in runs) == 5 for t in budgets)
+    # an epoch-matched and a step-matched run of every budget and seed
+    for steps in (0, 3000):
+        assert all(sum(r.config.data.tokens == t and r.config.train.steps == steps for r in runs) == 5
+                   for t in budgets)
     assert {r.config.data.corpus for r in runs} == {"python-code"}
+    assert {r.config.data.held_out_tokens for r in runs} == {20000}  # one held-out set
