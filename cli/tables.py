@@ -199,11 +199,29 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(health)
+    print_trends(console, summary.get("trends") or [])
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
         f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
         f"Runs in {escape(str(out / 'runs'))}, reports and plots in {escape(str(out / 'reports'))}.")
+
+
+def print_trends(console: Console, trends: list[dict]) -> None:
+    """One line per family of groups that differ only in tokens: the slope per decade."""
+    for t in trends:
+        parts = []
+        for key, label in (("global_median", "median"), ("excess_median", "excess over null")):
+            fit = t.get(key)
+            if not fit or fit.get("slope_per_decade") is None:
+                continue
+            ci = fit.get("ci")
+            interval = f" (90% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else " (no interval: < 3 seeds)"
+            parts.append(f"{label} {fit['slope_per_decade']:+.3f}{interval}")
+        if parts:
+            budgets = t["global_median"]["budgets"]
+            console.print(f"trend per decade of tokens, {budgets[0]:,}-{budgets[-1]:,} "
+                          f"({len(t['seeds'])} seeds, resampled jointly): " + "; ".join(parts))
 
 
 def print_report(console: Console, report: dict, title: str) -> None:

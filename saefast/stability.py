@@ -321,7 +321,7 @@ def _summary(saes, labels, pairs, *, threshold, top_k, solver, live_only, baseli
         runs.append({"name": s.name, "label": label, "path": str(s.path), "format": s.format,
                      "n_features": s.n_features,
                      "n_live": None if s.dead is None else int((~s.dead).sum()),
-                     "k": s.k})
+                     "k": s.k, "seed": (s.info.get("config") or {}).get("train", {}).get("seed")})
     summary = {
         "n_runs": len(saes),
         "n_pairs": len(pairs),

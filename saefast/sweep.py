@@ -242,6 +242,12 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _null_median(report: dict) -> float | None:
+    """The null a trend's excess is measured against: the isotropic baseline's median."""
+    base = report.get("summary", {}).get("baseline") or {}
+    return base.get("median_cosine", base.get("median"))
+
+
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
     """One row per group: stability next to its random baseline and training health.
     `global_median` is the pooled median over every pair's matched cosines;
@@ -277,8 +283,13 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "decoder_cosine_to_init": _mean(
                 [o.metrics["decoder_drift"]["mean_cosine_to_init"] for o in ok]),
         })
+    from saefast.trend import family_trends
+
+    configs = {o.spec.group: o.spec.config.to_dict() for o in outcomes}
     return {
         "groups": rows,
+        # groups that differ only in tokens: slope per decade, seeds resampled jointly
+        "trends": family_trends(reports, configs, null_median=_null_median),
         "runs": {"done": sum(o.status == "done" for o in outcomes),
                  "skipped": sum(o.status == "skipped" for o in outcomes),
                  "failed": [{"name": o.spec.name, "error": o.error}

@@ -83,3 +83,7 @@ def test_a_sweep_with_a_shared_held_out_set_and_fixed_steps(tmp_path):
                                  "seen": 12 * 256, "held_out_shared": True}
         assert rec["metrics"]["steps"] == 12
         assert len(rec["metrics"]["convergence"]["held_out_fvu"]) == 3
+    # the two budgets form one family: a slope per decade of tokens (no interval at 2 seeds)
+    (trend,) = json.loads((tmp_path / "out" / "summary.json").read_text())["trends"]
+    assert trend["global_median"]["budgets"] == [300, 600] and trend["seeds"] == [1, 2]
+    assert trend["global_median"]["ci"] is None

@@ -1,0 +1,121 @@
+"""How stability changes with the token budget: a slope per decade of tokens, with an interval
+that resamples seeds jointly across budgets.
+
+The groups of a sweep that differ only in `data.tokens` form a family (a scale study). Each
+budget's statistic (the pooled median of the matched cosines, or its excess over a null) is
+computed from the stored pairwise matchings; the slope is the least-squares fit of it against
+log10(tokens). Budgets share seeds (seed s is the same init, and the same data order, at every
+budget) and data (a smaller budget's tokens are a prefix of a larger one's), so budgets are
+not independent: the interval deletes one seed from EVERY budget at once (a delete-one-seed
+jackknife over the fitted slope, t(S-1) interval), never one budget's run alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from saefast.inference import DEFAULT_LEVEL, PairedRuns, Statistic, jackknife_interval
+
+METHOD = ("least-squares slope of the statistic against log10(tokens); 90% interval: "
+          "delete-one-seed jackknife, the seed removed from every budget at once (budgets "
+          "share seeds and data), t(S-1)")
+
+
+def seed_aligned(report: dict, seeds: Sequence[int], key: str = "all_cosines") -> PairedRuns:
+    """A report's pairs as PairedRuns indexed by position in `seeds` (each report run's seed
+    is in its summary's `runs`); pairs of runs whose seed is not in `seeds` are left out."""
+    run_seeds = report_seeds(report)
+    pos = {s: i for i, s in enumerate(seeds)}
+    by_pair = {}
+    for p in report["pairs"]:
+        a, b = run_seeds[p["index_a"]], run_seeds[p["index_b"]]
+        if a in pos and b in pos:
+            i, j = sorted((pos[a], pos[b]))
+            by_pair[(i, j)] = p[key]
+    return PairedRuns.from_dict(len(seeds), by_pair)
+
+
+def report_seeds(report: dict) -> list:
+    """The seed of each run of a report (None for runs from other tools)."""
+    return [r.get("seed") for r in report["summary"]["runs"]]
+
+
+def slope(budgets: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of values against log10(budgets)."""
+    x, y = np.log10(np.asarray(budgets, float)), np.asarray(values, float)
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    x, y = x[ok], y[ok]
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def slope_per_decade(budgets: Sequence[int], data: Sequence[PairedRuns],
+                     stats: Sequence[Statistic], *, level: float = DEFAULT_LEVEL) -> dict:
+    """The slope per decade of tokens of stats[b] evaluated on data[b] (one PairedRuns per
+    budget, runs indexed by the same seeds), with its delete-one-seed jackknife interval.
+    `stats` may differ per budget (e.g. each budget's own null median subtracted)."""
+    if len(budgets) != len(data) or len(data) != len(stats):
+        raise ValueError("slope_per_decade: budgets, data and stats must have one entry a budget")
+    S = data[0].n_runs
+    values = [d.evaluate(s) for d, s in zip(data, stats)]
+    est = slope(budgets, values)
+    out = {"budgets": list(map(int, budgets)), "values": values, "slope_per_decade": est,
+           "method": METHOD, "level": level, "n_seeds": S}
+    if S < 3 or len(budgets) < 2:
+        return {**out, "se": None, "ci": None}
+    reps = []
+    for r in range(S):
+        vals = []
+        for d, s in zip(data, stats):
+            pairs = np.asarray(d.pairs)
+            keep = ((pairs[:, 0] != r) & (pairs[:, 1] != r)).astype(float)
+            vals.append(d.evaluate(s, keep))
+        reps.append(slope(budgets, vals))
+    interval = jackknife_interval(np.array(reps), est, S, level)
+    return {**out, "se": interval["se"], "ci": interval["ci"], "replicates": reps}
+
+
+def families(group_configs: dict[str, dict], min_budgets: int = 2) -> list[list[str]]:
+    """Groups (name -> config dict) that differ only in data.tokens, as lists sorted by
+    tokens; families with fewer than `min_budgets` budgets are left out."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name, cfg in group_configs.items():
+        rest = {s: dict(v) for s, v in cfg.items()}
+        tokens = rest["data"].pop("tokens")
+        rest["train"].pop("seed", None)
+        key = repr(sorted((s, sorted(v.items())) for s, v in rest.items()))
+        found.setdefault(key, []).append((int(tokens), name))
+    return [[n for _, n in sorted(members)] for members in found.values()
+            if len(members) >= min_budgets]
+
+
+def family_trends(reports: dict[str, dict], group_configs: dict[str, dict],
+                  null_median: Callable[[dict], float | None] | None = None) -> list[dict]:
+    """For every family of groups that differ only in tokens: the slope per decade of the
+    pooled median, and of its excess over the null (`null_median(report)`, when given), over
+    the seeds every budget of the family has."""
+    from saefast.inference import excess_median, median
+
+    out = []
+    for names in families(group_configs):
+        reps = [reports[n] for n in names if reports.get(n, {}).get("pairs")]
+        if len(reps) < 2:
+            continue
+        seeds = sorted(set.intersection(*(set(report_seeds(r)) - {None} for r in reps)))
+        if len(seeds) < 2:
+            continue
+        budgets = [int(group_configs[n]["data"]["tokens"]) for n in names
+                   if reports.get(n, {}).get("pairs")]
+        data = [seed_aligned(r, seeds) for r in reps]
+        row = {"groups": names, "seeds": seeds,
+               "global_median": slope_per_decade(budgets, data, [median()] * len(data))}
+        nulls = [null_median(r) if null_median else None for r in reps]
+        if all(m is not None and math.isfinite(m) for m in nulls):
+            row["excess_median"] = slope_per_decade(budgets, data,
+                                                    [excess_median(m) for m in nulls])
+        out.append(row)
+    return out

@@ -1,0 +1,71 @@
+"""The slope of stability per decade of tokens, with seeds resampled jointly across budgets."""
+
+import numpy as np
+import pytest
+
+from saefast.inference import PairedRuns, median
+from saefast.trend import families, family_trends, slope, slope_per_decade
+
+BUDGETS = [1_000, 10_000, 100_000, 1_000_000]
+
+
+def synthetic(S, true_slope, rng, n=60):
+    """Per budget, every pair of S seeds: matched cosines around 0.2 + slope * log10(budget)
+    plus a seed effect shared by every budget (seeds are the same runs' inits across budgets)."""
+    seed_effect = rng.normal(0, 0.03, S)
+    data = []
+    for b in BUDGETS:
+        level = 0.2 + true_slope * np.log10(b)
+        by_pair = {(i, j): level + (seed_effect[i] + seed_effect[j]) / 2 + rng.normal(0, 0.05, n)
+                   for i in range(S) for j in range(i + 1, S)}
+        data.append(PairedRuns.from_dict(S, by_pair))
+    return data
+
+
+def test_slope_of_a_line():
+    assert slope([10, 100, 1000], [0.1, 0.3, 0.5]) == pytest.approx(0.2)
+
+
+def test_recovers_a_planted_slope_and_covers_it_at_about_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    hits, reps = 0, 60
+    for _ in range(reps):
+        out = slope_per_decade(BUDGETS, synthetic(10, 0.05, rng), [median()] * 4)
+        lo, hi = out["ci"]
+        hits += lo <= 0.05 <= hi
+    assert 0.75 <= hits / reps <= 1.0  # nominal 0.90
+    one = slope_per_decade(BUDGETS, synthetic(10, 0.05, np.random.default_rng(1)), [median()] * 4)
+    assert one["slope_per_decade"] == pytest.approx(0.05, abs=0.02)
+    assert len(one["replicates"]) == 10 and "every budget at once" in one["method"]
+
+
+def test_a_flat_trend_has_an_interval_around_zero():
+    out = slope_per_decade(BUDGETS, synthetic(8, 0.0, np.random.default_rng(3)), [median()] * 4)
+    assert out["ci"][0] <= 0.0 <= out["ci"][1]
+
+
+def test_families_are_groups_that_differ_only_in_tokens():
+    def cfg(tokens, k=8, seed=1):
+        return {"data": {"tokens": tokens, "corpus": "c"}, "sae": {"k": k}, "train": {"seed": seed}}
+    groups = {"a1": cfg(1000), "a2": cfg(10000, seed=2), "b1": cfg(1000, k=16), "a3": cfg(100)}
+    assert families(groups) == [["a3", "a1", "a2"]]
+
+
+def test_family_trends_from_reports():
+    rng = np.random.default_rng(4)
+    data = synthetic(4, 0.1, rng, n=20)
+    reports, configs = {}, {}
+    for b, d in zip(BUDGETS, data):
+        name = f"t{b}"
+        configs[name] = {"data": {"tokens": b}, "train": {"seed": 1}}
+        reports[name] = {"summary": {"runs": [{"seed": s} for s in (7, 8, 9, 10)],
+                                     "baseline": {"median_cosine": 0.1}},
+                         "pairs": [{"index_a": i, "index_b": j, "all_cosines": v.tolist()}
+                                   for (i, j), v in zip(d.pairs, d.values)]}
+    (row,) = family_trends(reports, configs,
+                           null_median=lambda r: r["summary"]["baseline"]["median_cosine"])
+    assert row["seeds"] == [7, 8, 9, 10] and row["groups"] == list(reports)
+    assert row["global_median"]["slope_per_decade"] == pytest.approx(0.1, abs=0.03)
+    # the excess subtracts a constant null here: the same slope
+    assert row["excess_median"]["slope_per_decade"] == pytest.approx(
+        row["global_median"]["slope_per_decade"])
