@@ -219,8 +219,8 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
 def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
                    events: Events | None = None) -> dict[str, dict]:
     """Match every pair within each seed group (reports.group_report reuses a report whose
-    runs are unchanged)."""
-    from saefast import reports
+    runs are unchanged), with the nulls of the activation store the runs name in run.json."""
+    from saefast import report_nulls, reports
     from saefast.artifacts import is_complete_run
 
     events = events or Events()
@@ -233,13 +233,23 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
         out[gname] = reports.group_report(
             dirs, Path(out_dir) / REPORTS_DIR / gname, threshold=mc.threshold, top_k=mc.top_k,
             live_only=mc.live_only, solver=mc.solver, extra={"group": gname},
-            on_start=lambda g=gname: events.report_started(g))
+            on_start=lambda g=gname: events.report_started(g),
+            acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
     return out
 
 
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def _null_columns(nulls: dict | None) -> dict[str, Any]:
+    """null_medians {kind: median or None (skipped)}, excess {kind: {estimate, ci} or None}."""
+    kinds = (nulls or {}).get("kinds") or {}
+    medians = {k: v.get("median_cosine") for k, v in kinds.items()}
+    excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
+                  if v.get("excess_median") else None) for k, v in kinds.items()}
+    return {"null_medians": medians, "excess": excess}
 
 
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
@@ -270,6 +280,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
+            **_null_columns(s.get("nulls")),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
