@@ -149,6 +149,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                    help="assignment solver (default auto: native certified if built, else "
                         "lapjv, else scipy)")
     p.add_argument("--out", default="saefast-analysis", help="report folder (default saefast-analysis)")
+    p.add_argument("--acts", metavar="STORE_DIR",
+                   help="the activation store the runs were trained on (a sweep's cache: "
+                        "<cache>/activations/<model>__<hook>__...): adds the covariance and "
+                        "activation-sampled nulls; without it only the isotropic null")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -160,7 +164,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     run_dirs = find_run_dirs(args.run_dirs)
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver)
+        solver=args.solver, acts=args.acts)
     tables.print_report(console, report, title="stability")
     console.print(f"report: {Path(args.out) / 'stability.json'}")
     return 0

@@ -167,6 +167,38 @@ def _compact_table(title: str, caption: str | None = None) -> Table:
                  title_justify="left", caption_justify="left")
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("0.", ".")
+
+
+def excess_cell(excess: dict | None) -> str:
+    """"+.12 [+.08,+.16]": an excess over a null with its interval; "-" when there is none."""
+    if not excess or excess.get("estimate") is None:
+        return "-"
+    ci = excess.get("ci")
+    if not ci or any(c is None or c != c for c in ci):  # NaN: too few runs left
+        return _signed(excess["estimate"])
+    return f"{_signed(excess['estimate'])} [{_signed(ci[0])},{_signed(ci[1])}]"
+
+
+def null_lines(nulls: dict | None) -> list[str]:
+    """One line per null of summary["nulls"] (median, 99.9 % quantile, excess and its 90 %
+    interval), then the reason any null is missing."""
+    if not nulls:
+        return []
+    lines = []
+    for kind, n in nulls.get("kinds", {}).items():
+        if n.get("skipped"):
+            continue
+        ex = n.get("excess_median")
+        lines.append(f"{kind} null: median {n['median_cosine']:.3f}, 99.9% quantile "
+                     f"{n['quantiles']['0.999']:.3f}; observed median over it "
+                     f"{excess_cell(ex)}" + (" (90% over runs)" if ex else ""))
+    if nulls.get("note"):
+        lines.append(f"not computed: {nulls['note']}")
+    return lines
+
+
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
@@ -175,9 +207,11 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         "median: pooled over every pair's matched cosines, with its 90% interval over runs "
         "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
         "fraction of matched pairs at or above. null: the same matching of random isotropic "
-        "unit dictionaries of the same shapes (a null shaped like the activations is higher).")
+        "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
+        "over cov: the median minus the covariance null's (random rows shaped like the "
+        "training activations), with its 90% interval over runs; '-': no activation store.")
     stab.add_column("group", no_wrap=True)
-    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
+    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "over cov [90%]", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         frac = row.get("fraction_above") or {}
@@ -186,6 +220,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
                      f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-",
                      fracs, _fmt(row["baseline_median"]),
+                     excess_cell((row.get("excess") or {}).get("covariance")),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
     health = _compact_table(
@@ -211,8 +246,9 @@ def print_trends(console: Console, trends: list[dict]) -> None:
     """One line per family of groups that differ only in tokens: the slope per decade."""
     for t in trends:
         parts = []
-        for key, label in (("global_median", "median"), ("excess_median", "excess over null")):
-            fit = t.get(key)
+        fits = [("median", t.get("global_median"))] + [
+            (f"excess over {kind} null", fit) for kind, fit in (t.get("excess_median") or {}).items()]
+        for label, fit in fits:
             if not fit or fit.get("slope_per_decade") is None:
                 continue
             ci = fit.get("ci")
@@ -254,6 +290,8 @@ def print_report(console: Console, report: dict, title: str) -> None:
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "
         f"{_fmt(base.get('median_cosine', base.get('median')))}")
+    for line in null_lines(s.get("nulls")):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     live = report.get("live_only")
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},

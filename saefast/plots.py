@@ -4,7 +4,7 @@ Each function builds a matplotlib Figure and returns it; nothing here writes a f
 (`saefast.reports` saves them, under its file names):
 
 pair_heatmap(report)       runs x runs matrix of pairwise median matched cosines
-cosine_histogram(report)   all matched cosines (pooled over pairs) against the random null
+cosine_histogram(report)   all matched cosines (pooled over pairs) against every null
 pair_medians(report)       the heatmap's [n_runs, n_runs] values (NaN on the diagonal)
 heatmap_scale(medians)     its colour range: the off-diagonal values only
 close(fig)                 release a figure once it is saved
@@ -126,7 +126,8 @@ def cosine_histogram(report: dict):
     obs_med = float(np.median(obs))
     ax.axvline(obs_med, color="tab:blue", linestyle="--",
                label=f"observed pooled median {obs_med:.3f}")
-    if null:
+    drawn = _draw_nulls(ax, s.get("nulls"), bins)
+    if null and not drawn:  # reports without `nulls`: the isotropic baseline's own draws
         nc = np.asarray(null["cosines"], dtype=np.float64)
         per = null.get("n_per_draw")  # reports written before it was added stored one draw
         draws = null["n_draws"] if per and nc.size == per * null["n_draws"] else 1
@@ -140,7 +141,34 @@ def cosine_histogram(report: dict):
     ax.axvline(thr, color="tab:red", label=f"threshold {thr:g} ({100 * frac:.1f}% at or above)")
     ax.set_xlabel("cosine of matched decoder directions")
     ax.set_ylabel("density")
-    ax.set_title(f"Matched decoder cosines{_mode_note(report)} vs random matching\n"
+    ax.set_title(f"Matched decoder cosines{_mode_note(report)} vs the nulls\n"
                  f"{s['n_runs']} runs, {obs.size} matched pairs of features", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
     return fig
+
+
+NULL_STYLES = {"isotropic": ("black", "isotropic null"),
+               "covariance": ("tab:orange", "covariance null"),
+               "activations": ("tab:green", "activation-sampled null")}
+
+
+def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
+    """Each computed null of summary["nulls"] as a step density (its stored histogram
+    re-binned onto `bins`) with its median dotted; skipped ones are named in the legend.
+    False when the report has no `nulls`."""
+    if not nulls or not nulls.get("kinds"):
+        return False
+    for kind, null in nulls["kinds"].items():
+        colour, name = NULL_STYLES.get(kind, ("grey", f"{kind} null"))
+        if null.get("skipped"):
+            ax.plot([], [], color=colour, linestyle=":", label=f"{name}: skipped")
+            continue
+        h = null["histogram"]
+        edges, counts = np.asarray(h["edges"]), np.asarray(h["counts"], dtype=np.float64)
+        centres = (edges[:-1] + edges[1:]) / 2  # fine stored bins -> the plot's bins
+        density, _ = np.histogram(centres, bins=bins, weights=counts, density=True)
+        ax.stairs(density, bins, color=colour, linewidth=1.6,
+                  label=f"{name}: median {null['median_cosine']:.3f}, 99.9% "
+                        f"{null['quantiles']['0.999']:.3f} ({null['n_draws']} draws)")
+        ax.axvline(null["median_cosine"], color=colour, linestyle=":")
+    return True

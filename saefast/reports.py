@@ -13,10 +13,15 @@
 Entry points:
 
     analyze_runs(run_dirs, out_dir, *, threshold, top_k, live_only, solver, plots, baseline,
-                 progress) -> report               compute and write, always
+                 progress, acts) -> report         compute and write, always
     group_report(run_dirs, report_dir, *, threshold, top_k, live_only, solver, extra,
-                 on_start, ...) -> report          what a sweep calls per seed group: reuse the
+                 on_start, acts, ...) -> report    what a sweep calls per seed group: reuse the
                                                    stored report while its inputs are unchanged
+
+With baseline=True (the default) the full report also gets summary["nulls"]: the isotropic,
+covariance and activation nulls with the excess over each (`saefast.report_nulls`); `acts` is
+the activation store the runs trained on (None: the isotropic null only, and the report says
+why).
     redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
     write_recurrence_csv(report, path), write_plots(report, out_dir)
 
@@ -32,7 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import plots as _plots
-from .artifacts import WEIGHTS
+from . import report_nulls
+from .artifacts import WEIGHTS, LoadedSAE
 from .errors import ConfigError, RunDirError
 from .fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
 from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
@@ -90,11 +96,26 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
 # ---------------------------------------------------------------------------- whole reports
 
 
-def _settings(*, threshold, top_k, live_only, solver, plots, baseline) -> dict[str, Any]:
+def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
+              nulls: report_nulls.NullSource | None = None) -> dict[str, Any]:
     """What the caller asked for (stored as report["settings"]; a stored report is reused only
-    for the same settings)."""
+    for the same settings). `nulls`: the null settings and data (None without a baseline)."""
     return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
-            "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline)}
+            "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline),
+            "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None}
+
+
+def _as_list(run_dirs) -> list:
+    return [run_dirs] if isinstance(run_dirs, (str, Path, LoadedSAE)) else list(run_dirs)
+
+
+def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
+             progress) -> dict:
+    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
+                              solver=solver, baseline=baseline, progress=progress)
+    if baseline:
+        report_nulls.add_nulls(report, source, solver=solver)
+    return report
 
 
 def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -> dict:
@@ -117,7 +138,7 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
 
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None, acts=None) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
     Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
@@ -126,13 +147,15 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     the key "live_only", with feature_recurrence_live_only.csv and live_only_*.png beside.
     Every argument and run is checked before out_dir is created. Returns the report
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
-    the arguments).
+    the arguments). acts: the activation store the runs trained on, for the data-shaped nulls.
     """
     check_output_dir(out_dir, "output folder")
-    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
-                              solver=solver, baseline=baseline, progress=progress)
+    run_dirs = _as_list(run_dirs)
+    source = report_nulls.resolve(run_dirs, acts) if baseline else None
+    report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
+                      solver=solver, baseline=baseline, progress=progress)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
-                                   solver=solver, plots=plots, baseline=baseline)
+                                   solver=solver, plots=plots, baseline=baseline, nulls=source)
     return _write(report, Path(out_dir), plots=plots, stamp={})
 
 
@@ -169,12 +192,14 @@ def _stored(report_dir: Path, fingerprint: str, settings: dict) -> dict | None:
 def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", extra: dict[str, Any] | None = None,
                  on_start: Callable[[], None] | None = None, plots: bool = True,
-                 baseline: bool = True, progress: Progress | None = None) -> dict:
+                 baseline: bool = True, progress: Progress | None = None,
+                 acts=None) -> dict:
     """The report of one group of runs (a sweep's seed group) in report_dir, reused when it can be.
 
     Returns the stored report_dir/stability.json as is when its `inputs_fingerprint`
     (`inputs_fingerprint(run_dirs)`: names, sizes, mtimes of the runs' weights) and its
-    `settings` (threshold, top_k, live_only, solver, plots, baseline) are unchanged. Otherwise
+    `settings` (threshold, top_k, live_only, solver, plots, baseline, and the nulls' settings
+    and data: `report_nulls.settings`, e.g. another `acts` store) are unchanged. Otherwise
     calls on_start() (when given), recomputes like `analyze_runs`, stamps the `extra` keys
     (e.g. {"group": name}) and then `inputs_fingerprint` into the report, and writes
     stability.json LAST, so a killed analysis is redone next time. A missing or corrupt stored
@@ -186,16 +211,18 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     if clash:
         raise ConfigError(f"group_report: extra may not set the report's own keys {clash}")
     report_dir = Path(report_dir)
+    run_dirs = _as_list(run_dirs)
     fingerprint = inputs_fingerprint(run_dirs)
+    source = report_nulls.resolve(run_dirs, acts) if baseline else None
     settings = _settings(threshold=threshold, top_k=top_k, live_only=live_only, solver=solver,
-                         plots=plots, baseline=baseline)
+                         plots=plots, baseline=baseline, nulls=source)
     old = _stored(report_dir, fingerprint, settings)
     if old is not None:
         return old
     if on_start is not None:
         on_start()
-    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
-                              solver=solver, baseline=baseline, progress=progress)
+    report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
+                      solver=solver, baseline=baseline, progress=progress)
     report["settings"] = settings
     return _write(report, report_dir, plots=plots,
                   stamp={**extra, "inputs_fingerprint": fingerprint})

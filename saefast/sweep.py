@@ -219,8 +219,8 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
 def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
                    events: Events | None = None) -> dict[str, dict]:
     """Match every pair within each seed group (reports.group_report reuses a report whose
-    runs are unchanged)."""
-    from saefast import reports
+    runs are unchanged), with the nulls of the activation store the runs name in run.json."""
+    from saefast import report_nulls, reports
     from saefast.artifacts import is_complete_run
 
     events = events or Events()
@@ -233,7 +233,8 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
         out[gname] = reports.group_report(
             dirs, Path(out_dir) / REPORTS_DIR / gname, threshold=mc.threshold, top_k=mc.top_k,
             live_only=mc.live_only, solver=mc.solver, extra={"group": gname},
-            on_start=lambda g=gname: events.report_started(g))
+            on_start=lambda g=gname: events.report_started(g),
+            acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
     return out
 
 
@@ -242,10 +243,25 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _null_median(report: dict) -> float | None:
-    """The null a trend's excess is measured against: the isotropic baseline's median."""
-    base = report.get("summary", {}).get("baseline") or {}
-    return base.get("median_cosine", base.get("median"))
+def _null_medians(report: dict) -> dict[str, float]:
+    """Each null's median for a report (isotropic, covariance, activation where computed);
+    trends report the excess over each."""
+    kinds = ((report.get("summary") or {}).get("nulls") or {}).get("kinds") or {}
+    out = {k: v.get("median_cosine") for k, v in kinds.items() if v.get("median_cosine") is not None}
+    if not out:
+        base = (report.get("summary") or {}).get("baseline") or {}
+        if base.get("median_cosine", base.get("median")) is not None:
+            out["isotropic"] = base.get("median_cosine", base.get("median"))
+    return out
+
+
+def _null_columns(nulls: dict | None) -> dict[str, Any]:
+    """null_medians {kind: median or None (skipped)}, excess {kind: {estimate, ci} or None}."""
+    kinds = (nulls or {}).get("kinds") or {}
+    medians = {k: v.get("median_cosine") for k, v in kinds.items()}
+    excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
+                  if v.get("excess_median") else None) for k, v in kinds.items()}
+    return {"null_medians": medians, "excess": excess}
 
 
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
@@ -276,6 +292,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
+            **_null_columns(s.get("nulls")),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
@@ -289,7 +306,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
     return {
         "groups": rows,
         # groups that differ only in tokens: slope per decade, seeds resampled jointly
-        "trends": family_trends(reports, configs, null_median=_null_median),
+        "trends": family_trends(reports, configs, null_medians=_null_medians),
         "runs": {"done": sum(o.status == "done" for o in outcomes),
                  "skipped": sum(o.status == "skipped" for o in outcomes),
                  "failed": [{"name": o.spec.name, "error": o.error}

@@ -94,28 +94,31 @@ def families(group_configs: dict[str, dict], min_budgets: int = 2) -> list[list[
 
 
 def family_trends(reports: dict[str, dict], group_configs: dict[str, dict],
-                  null_median: Callable[[dict], float | None] | None = None) -> list[dict]:
+                  null_medians: Callable[[dict], dict[str, float]] | None = None) -> list[dict]:
     """For every family of groups that differ only in tokens: the slope per decade of the
-    pooled median, and of its excess over the null (`null_median(report)`, when given), over
-    the seeds every budget of the family has."""
+    pooled median, and of its excess over each null every budget has (`null_medians(report)`
+    -> {kind: median}), over the seeds every budget of the family has."""
     from saefast.inference import excess_median, median
 
     out = []
     for names in families(group_configs):
-        reps = [reports[n] for n in names if reports.get(n, {}).get("pairs")]
+        names = [n for n in names if reports.get(n, {}).get("pairs")]
+        reps = [reports[n] for n in names]
         if len(reps) < 2:
             continue
         seeds = sorted(set.intersection(*(set(report_seeds(r)) - {None} for r in reps)))
         if len(seeds) < 2:
             continue
-        budgets = [int(group_configs[n]["data"]["tokens"]) for n in names
-                   if reports.get(n, {}).get("pairs")]
+        budgets = [int(group_configs[n]["data"]["tokens"]) for n in names]
         data = [seed_aligned(r, seeds) for r in reps]
         row = {"groups": names, "seeds": seeds,
-               "global_median": slope_per_decade(budgets, data, [median()] * len(data))}
-        nulls = [null_median(r) if null_median else None for r in reps]
-        if all(m is not None and math.isfinite(m) for m in nulls):
-            row["excess_median"] = slope_per_decade(budgets, data,
-                                                    [excess_median(m) for m in nulls])
+               "global_median": slope_per_decade(budgets, data, [median()] * len(data)),
+               "excess_median": {}}
+        nulls = [null_medians(r) if null_medians else {} for r in reps]
+        for kind in sorted(set.intersection(*(set(n) for n in nulls))) if nulls else []:
+            meds = [n[kind] for n in nulls]
+            if all(m is not None and math.isfinite(m) for m in meds):
+                row["excess_median"][kind] = slope_per_decade(
+                    budgets, data, [excess_median(m) for m in meds])
         out.append(row)
     return out

@@ -36,8 +36,10 @@ def test_analyze_runs_writes_everything(runs, tmp_path):
     on_disk = json.loads((out / "stability.json").read_text())
     assert on_disk["summary"]["n_pairs"] == 3
     assert on_disk["live_only"]["summary"]["mode"] == "live_only"
+    nulls = on_disk["settings"].pop("nulls")  # the null settings: tests/test_report_nulls.py
     assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
                                    "solver": "auto", "plots": True, "baseline": True}
+    assert nulls["store"] is None and nulls["version"] == saefast.report_nulls.NULLS_VERSION
     assert not list(out.glob(".*"))  # no temp files left behind
     assert oct(os.stat(out / "stability.json").st_mode & 0o777) == oct(0o666 & ~_umask())
 

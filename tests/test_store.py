@@ -139,8 +139,9 @@ def test_meta_json_and_shards_agree(store):
 
 
 def test_writes_leave_no_temporary_files(store):
+    shards = St.store_info(store)["shards"]
     assert sorted(p.name for p in store.iterdir()) == \
-        ["meta.json"] + [s["file"] for s in St.store_info(store)["shards"]]
+        ["meta.json"] + [s["file"] for s in shards] + [s["token_ids"] for s in shards]
 
 
 def test_store_and_windows_do_not_import_transformer_lens_or_rich():
@@ -151,3 +152,32 @@ def test_store_and_windows_do_not_import_transformer_lens_or_rich():
             "print(sorted(m for m in ('transformer_lens', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_token_ids_sit_beside_the_shards_and_an_old_store_resumes_without_them(store, corpus):
+    """Layout 2 keeps each row's token id; a layout-1 store (written before) still reads,
+    and a longer harvest into it adds ids for its new shards only."""
+    meta = St.store_info(store)
+    assert meta["layout"] == St.LAYOUT_VERSION
+    ids = St.load_token_ids(store, 600)
+    assert ids.shape == (600,) and ids.dtype == np.int64
+    assert np.array_equal(St.load_token_ids(store, 250), ids[:250])
+    rows = np.array([599, 0, 250, 17])
+    np.testing.assert_array_equal(St.gather_rows(store, rows), St.load_activations(store)[rows].numpy())
+    for shard in meta["shards"]:  # as a store written before token ids
+        (store / shard.pop("token_ids")).unlink()
+    del meta["layout"]
+    (store / St.META).write_text(json.dumps(meta))
+    assert St.load_token_ids(store, 600) is None
+    assert St.load_activations(store).shape[0] == meta["n_tokens"]
+    harvest("tiny", [HOOK], corpus, 900, context_length=32)
+    new = St.store_info(store)
+    old_shards = len(meta["shards"])
+    assert all("token_ids" not in s for s in new["shards"][:old_shards])
+    assert all("token_ids" in s for s in new["shards"][old_shards:])
+    assert St.load_token_ids(store, 900) is None  # its prefix has none
+    (store / new["shards"][-1]["token_ids"]).write_bytes(b"torn")
+    meta2 = dict(new, shards=[dict(s, token_ids="x.npy") for s in new["shards"]])
+    (store / St.META).write_text(json.dumps(meta2))
+    with pytest.raises(StoreError, match="corrupt .*x.npy"):
+        St.load_token_ids(store, 10)

@@ -62,10 +62,13 @@ def test_family_trends_from_reports():
                                      "baseline": {"median_cosine": 0.1}},
                          "pairs": [{"index_a": i, "index_b": j, "all_cosines": v.tolist()}
                                    for (i, j), v in zip(d.pairs, d.values)]}
-    (row,) = family_trends(reports, configs,
-                           null_median=lambda r: r["summary"]["baseline"]["median_cosine"])
+        reports[name]["summary"]["covariance_median"] = 0.2 + 0.02 * np.log10(b)  # rising null
+    (row,) = family_trends(reports, configs, null_medians=lambda r: {
+        "isotropic": r["summary"]["baseline"]["median_cosine"],
+        "covariance": r["summary"]["covariance_median"]})
     assert row["seeds"] == [7, 8, 9, 10] and row["groups"] == list(reports)
     assert row["global_median"]["slope_per_decade"] == pytest.approx(0.1, abs=0.03)
-    # the excess subtracts a constant null here: the same slope
-    assert row["excess_median"]["slope_per_decade"] == pytest.approx(
-        row["global_median"]["slope_per_decade"])
+    # a constant null: the same slope; a null rising 0.02 a decade: 0.02 less
+    iso, cov = row["excess_median"]["isotropic"], row["excess_median"]["covariance"]
+    assert iso["slope_per_decade"] == pytest.approx(row["global_median"]["slope_per_decade"])
+    assert cov["slope_per_decade"] == pytest.approx(iso["slope_per_decade"] - 0.02)

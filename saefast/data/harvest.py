@@ -139,9 +139,11 @@ def _run_harvest(lm, writers: list[StoreWriter], corpus: str, n_tokens: int, fra
         wanted = [w for w in active if w.next_chunk < index + len(batch)]
         names = {w.hook for w in wanted}
         acts = forward_chunks(lm, batch, names, framing, drop_special, device)  # hook -> per chunk [n_c, d]
+        ids = chunk_token_ids(batch, framing, drop_special)  # per chunk [n_c]
         for w in wanted:
             first = w.next_chunk - index  # chunks before this one are already in its store
-            w.add(np.concatenate(acts[w.hook][first:]), len(batch) - first, n_tokens)  # [n, d]
+            w.add(np.concatenate(acts[w.hook][first:]), len(batch) - first, n_tokens,  # [n, d]
+                  token_ids=np.concatenate(ids[first:]))  # [n]
         index += len(batch)
         report(min(min(w.tokens for w in writers), n_tokens), n_tokens)
 
@@ -172,21 +174,36 @@ def _next_forward(chunks: Iterator[list[int]], limit: int) -> list[list[int]]:
     return list(itertools.islice(chunks, limit))
 
 
+def _keep_mask(ids: torch.Tensor, framing: Framing, drop_special: bool) -> torch.Tensor:
+    """[b, L] bool: the positions of framed chunks ids [b, L] whose activations are kept."""
+    keep = torch.ones_like(ids, dtype=torch.bool)  # [b, L]
+    if drop_special:
+        keep[:, :len(framing.prefix)] = False
+        keep[:, ids.shape[1] - len(framing.suffix):] = False
+        for sid in set(framing.prefix) | set(framing.suffix):
+            keep &= ids != sid
+    return keep
+
+
+def chunk_token_ids(batch: list[list[int]], framing: Framing, drop_special: bool) -> list[np.ndarray]:
+    """The token id of every activation row `forward_chunks` keeps, per chunk [n_kept] (the
+    same mask, so row i of a chunk's activations is the token ids[i])."""
+    out = []
+    for c in batch:
+        ids = torch.tensor([framing.prefix + tuple(c) + framing.suffix])  # [1, L]
+        out.append(ids[_keep_mask(ids, framing, drop_special)].numpy().astype(np.int32))
+    return out
+
+
 def forward_chunks(lm, batch: list[list[int]], hooks: set[str], framing: Framing, drop_special: bool,
                    device: str) -> dict[str, list[np.ndarray]]:
     """Activations of `hooks` for each chunk: hook -> [per chunk: [n_kept, d] float32]."""
-    special_ids = set(framing.prefix) | set(framing.suffix)
     out: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
     # one forward per run of equal-length chunks (only the corpus's last chunk is shorter)
     for _, group in itertools.groupby(batch, key=len):
         ids = torch.tensor([framing.prefix + tuple(c) + framing.suffix for c in group],
                            device=device)  # [b, L]
-        keep = torch.ones_like(ids, dtype=torch.bool)  # [b, L]
-        if drop_special:
-            keep[:, :len(framing.prefix)] = False
-            keep[:, ids.shape[1] - len(framing.suffix):] = False
-            for sid in special_ids:
-                keep &= ids != sid
+        keep = _keep_mask(ids, framing, drop_special)  # [b, L]
         with torch.inference_mode():
             _, cache = lm.run_with_cache(ids, names_filter=lambda n: n in hooks,
                                          stop_at_layer=_stop_layer(hooks))

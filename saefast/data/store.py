@@ -9,8 +9,12 @@ Cache layout (root: ``cache_dir`` argument, else ``$SAEFAST_CACHE_DIR``, else
 ``platformdirs.user_cache_dir("saefast")``; see `models.cache_root`)::
 
     <root>/activations/<model>__<hook>__<corpus>__ctx<L>__<hash12>/   (this module)
-        meta.json            key fields, d_model, n_tokens, chunks_consumed, exhausted, shards
+        meta.json            key fields, d_model, n_tokens, chunks_consumed, exhausted, shards,
+                             layout (2; absent in stores written before token ids: 1)
         shard-00000.npy      [n_i, d] float32, append-only
+        tokens-00000.npy     [n_i] int32 token id of each row of shard-00000 (layout 2)
+        moments-n<rows>-<hash8>.npz   cached ActivationMoments of the first <rows> rows
+                             (`training_moments`), keyed by the shards they cover
     <root>/models/gemma-270m-<sha16>/   de-quantized Gemma weights (saefast.data.models)
     <root>/weights-hashes.json          memoised file hashes by path, size, mtime (models)
 
@@ -19,8 +23,15 @@ content fingerprint, context length, chunking scheme, dtype and drop_special_tok
 token budget is not in it: a smaller budget reads a prefix of a bigger store, and a bigger
 budget extends a store from the chunk where it stopped.
 
-Every file is written atomically (`saefast.fsio`): a shard first, then meta.json, so a
-killed writer leaves a store that is valid up to its last shard. This module does not
+Every file is written atomically (`saefast.fsio`): a shard (and its token ids) first, then
+meta.json, so a killed writer leaves a store that is valid up to its last shard.
+
+Layout 2 adds the token ids (what the activation-sampled null needs: distinct tokens) as a
+shard kind beside the activation shards; a shard's meta entry names its ids file. A store
+written before (layout 1) still loads and trains; it just has no token ids, and a layout-1
+store resumed by a newer harvest gets ids for its new shards only (`load_token_ids` of a
+prefix that an old shard covers is None). The layout is not in the store key, so existing
+caches are found again. This module does not
 import transformer_lens.
 """
 
@@ -42,14 +53,16 @@ from saefast.data.windows import TokenSource
 from saefast.errors import StoreError, first_line
 from saefast.fsio import atomic_open, read_json, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # in the store key (the folder name): changing it would orphan every cache
+LAYOUT_VERSION = 2  # meta.json "layout": 2 = token-id shards beside the activation shards
 CHUNKING = "packed-v1"  # the chunking scheme of saefast.data.harvest.iter_chunks
 DTYPE = "float32"
 SHARD_TOKENS = 65_536  # a shard is written once this many tokens are pending (and at the end)
 META = "meta.json"
 
 __all__ = ["store_key", "store_dir", "StoreWriter", "store_info", "open_shards",
-           "load_activations", "StoreSource"]
+           "load_activations", "StoreSource", "load_token_ids", "gather_rows", "rows_key",
+           "training_moments"]
 
 
 # ---------------------------------------------------------------------------- where a store lives
@@ -94,6 +107,7 @@ class StoreWriter:
     path: Path
     meta: dict
     pending: list = field(default_factory=list)
+    pending_ids: list = field(default_factory=list)
     pending_tokens: int = 0
     pending_chunks: int = 0
     meta_changed: bool = False
@@ -105,7 +119,7 @@ class StoreWriter:
             meta = store_info(path)
         else:
             meta = {**key, "d_model": None, "n_tokens": 0, "chunks_consumed": 0,
-                    "exhausted": False, "shards": []}
+                    "exhausted": False, "shards": [], "layout": LAYOUT_VERSION}
         return cls(key["hook"], path, meta)
 
     @property
@@ -116,10 +130,15 @@ class StoreWriter:
     def next_chunk(self) -> int:
         return self.meta["chunks_consumed"] + self.pending_chunks
 
-    def add(self, rows: np.ndarray, n_chunks: int, n_tokens: int) -> None:
-        """Append `rows` [n, d], the kept tokens of the next `n_chunks` chunks; a shard is
-        written once SHARD_TOKENS are pending or the store reaches `n_tokens`."""
+    def add(self, rows: np.ndarray, n_chunks: int, n_tokens: int,
+            token_ids: np.ndarray | None = None) -> None:
+        """Append `rows` [n, d], the kept tokens of the next `n_chunks` chunks, with their
+        token ids [n] (None: the shard gets no ids file); a shard is written once
+        SHARD_TOKENS are pending or the store reaches `n_tokens`."""
+        if token_ids is not None and len(token_ids) != len(rows):
+            raise ValueError(f"{len(token_ids)} token ids for {len(rows)} rows")  # a bug
         self.pending.append(rows)
+        self.pending_ids.append(token_ids)
         self.pending_tokens += len(rows)
         self.pending_chunks += n_chunks
         if self.pending_tokens >= SHARD_TOKENS or self.tokens >= n_tokens:
@@ -137,13 +156,18 @@ class StoreWriter:
         if self.pending_chunks:
             rows = np.concatenate(self.pending).astype(np.float32, copy=False)  # [n, d]
             name = f"shard-{len(self.meta['shards']):05d}.npy"
+            entry = {"file": name, "n_tokens": int(len(rows))}
+            if all(ids is not None for ids in self.pending_ids):
+                entry["token_ids"] = f"tokens-{len(self.meta['shards']):05d}.npy"
+                with atomic_open(self.path / entry["token_ids"], "wb") as f:
+                    np.save(f, np.concatenate(self.pending_ids).astype(np.int32))  # [n]
             with atomic_open(self.path / name, "wb") as f:
                 np.save(f, rows)
             self.meta["d_model"] = int(rows.shape[1])
-            self.meta["shards"].append({"file": name, "n_tokens": int(len(rows))})
+            self.meta["shards"].append(entry)
             self.meta["n_tokens"] += int(len(rows))
             self.meta["chunks_consumed"] += self.pending_chunks
-        self.pending, self.pending_tokens, self.pending_chunks = [], 0, 0
+        self.pending, self.pending_ids, self.pending_tokens, self.pending_chunks = [], [], 0, 0
         self.meta_changed = False
         write_json_atomic(self.path / META, self.meta, indent=1, sort_keys=True, newline=False)  # bytes as before
 
@@ -251,3 +275,99 @@ class StoreSource(TokenSource):
         out.shards, out.offsets, out.d = self.shards, self.offsets, self.d
         out.start, out.n_tokens = self.start + start, end - start
         return out
+
+
+# ---------------------------------------------------------------------------- what the nulls read
+
+
+def load_token_ids(store: str | os.PathLike, n_rows: int) -> np.ndarray | None:
+    """[n_rows] int64 token ids of the store's first n_rows rows, or None when a shard they
+    cover has no ids file (a store written before layout 2). StoreError for a bad ids file."""
+    meta = store_info(store)
+    _check_size(store, meta["n_tokens"], n_rows)
+    out, filled = [], 0
+    for shard in meta["shards"]:
+        if filled >= n_rows:
+            break
+        if "token_ids" not in shard:
+            return None
+        path = Path(store) / shard["token_ids"]
+        try:
+            ids = np.load(path, mmap_mode="r")  # [n_i]
+        except (OSError, ValueError, EOFError) as err:
+            raise StoreError(f"activation store '{store}' is corrupt ({shard['token_ids']}: "
+                             f"{first_line(err)}): delete the folder and harvest again") from None
+        if ids.shape != (shard["n_tokens"],) or not np.issubdtype(ids.dtype, np.integer):
+            raise StoreError(f"activation store '{store}' is corrupt ({shard['token_ids']} has "
+                             f"shape {tuple(ids.shape)} {ids.dtype}, meta.json says "
+                             f"({shard['n_tokens']},) integer): delete the folder and harvest again")
+        take = min(len(ids), n_rows - filled)
+        out.append(np.asarray(ids[:take], dtype=np.int64))
+        filled += take
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def gather_rows(store: str | os.PathLike, rows: np.ndarray) -> np.ndarray:
+    """[len(rows), d] float32 activation rows at the given store positions (any order),
+    read from the memory-mapped shards (only those rows are copied)."""
+    meta = store_info(store)
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= meta["n_tokens"]):
+        raise StoreError(f"activation store '{store}' has {meta['n_tokens']:,} tokens; asked "
+                         f"for row {int(rows.max()):,}")
+    shards = open_shards(store, meta)
+    offsets = np.cumsum([0] + [len(s) for s in shards])  # [n_shards + 1]
+    out = np.empty((rows.size, meta["d_model"] or 0), dtype=np.float32)
+    which = np.searchsorted(offsets, rows, side="right") - 1  # [n] shard of each row
+    for i in np.unique(which):
+        sel = np.flatnonzero(which == i)
+        out[sel] = shards[i][rows[sel] - offsets[i]]
+    return out
+
+
+def rows_key(store: str | os.PathLike, n_rows: int) -> str:
+    """12 hex digits naming the first n_rows rows of a store: the store folder and each shard
+    they cover (name, length, file size, mtime). Shards are append-only, so a longer harvest
+    keeps the key of a prefix, and a store harvested again from scratch gets a new one."""
+    meta = store_info(store)
+    _check_size(store, meta["n_tokens"], n_rows)
+    h = hashlib.sha256(f"{Path(store).resolve()}:{int(n_rows)};".encode())
+    covered = 0
+    for shard in meta["shards"]:
+        if covered >= n_rows:
+            break
+        try:
+            st = (Path(store) / shard["file"]).stat()
+        except OSError:
+            raise StoreError(f"activation store '{store}' is corrupt ({shard['file']} is "
+                             "missing): delete the folder and harvest again") from None
+        h.update(f"{shard['file']}:{shard['n_tokens']}:{st.st_size}:{st.st_mtime_ns};".encode())
+        covered += shard["n_tokens"]
+    return h.hexdigest()[:12]
+
+
+def training_moments(store: str | os.PathLike, n_rows: int):
+    """`nulls.ActivationMoments` (float64 mean and centred covariance) of the store's first
+    n_rows rows (a run's training tokens), computed once and cached beside the store as
+    moments-n<rows>-<rows_key[:8]>.npz (atomic write). A cache file that cannot be read is
+    recomputed."""
+    from saefast.nulls import ActivationMoments
+
+    path = Path(store) / f"moments-n{int(n_rows)}-{rows_key(store, n_rows)[:8]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return ActivationMoments.from_dict(
+                    {"format": str(z["format"]), "n": int(z["n"]), "d": int(z["d"]),
+                     "mean": z["mean"], "m2": z["m2"]})
+        except Exception:  # torn or foreign file: recompute and replace it
+            pass
+    moments = ActivationMoments()
+    source = StoreSource(store, 0, int(n_rows))
+    for start in range(0, source.n_tokens, SHARD_TOKENS):
+        moments.update(source.read(start, min(start + SHARD_TOKENS, source.n_tokens)).numpy())
+    rec = moments.to_dict(arrays=True)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, format=np.array(rec["format"]), n=np.array(rec["n"]),
+                 d=np.array(rec["d"] or 0), mean=rec["mean"], m2=rec["m2"])
+    return moments

@@ -1,0 +1,252 @@
+"""The nulls of a stability report: which activations they come from, and the report's `nulls` key.
+
+A report's matched cosines are compared with three nulls (`saefast.nulls`), each matched
+exactly like the real dictionaries, for the report's pair shape (n_a, n_b, d) and hook:
+
+- isotropic: random Gaussian dictionaries (two untrained SAEs); always there;
+- covariance: rows ~ N(0, Σ), Σ the centred covariance of the runs' training tokens, i.e. the
+  first `tokens.train` rows of the activation store they trained on (`store.training_moments`,
+  cached beside the store);
+- activations: rows are centred activation vectors of distinct tokens of those training rows
+  (the store's token ids; a store written before token ids existed has none: skipped with
+  the reason). The pool keeps at most ROWS_PER_TOKEN random rows of each token id, so its
+  memory is bounded by the vocabulary seen, not by the budget.
+
+The data-shaped nulls need the store: a sweep passes the one its runs name in run.json
+(`store_of_runs`); `saefast analyze` passes `--acts STORE_DIR`. Without one (or for runs that
+streamed their activations) only the isotropic null is computed, and the report says why.
+
+`resolve` (cheap: JSON and file stats only) decides where the data comes from before
+anything is matched, so its `settings` can decide whether a stored report is reused; `add_nulls`
+computes the nulls and the excess of the observed pooled median over each null's median with
+its 90 % delete-one-run jackknife interval (`inference`, the unit is the run), and stores them
+as report["summary"]["nulls"]. Nothing here writes a report file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import inference
+from . import nulls as _nulls
+from .artifacts import RUN, LoadedSAE
+from .errors import ConfigError, StoreError
+from .fsio import read_json
+
+NULLS_VERSION = 1  # bump when what add_nulls computes changes: stored reports are recomputed
+NULL_SEED = 0
+ROWS_PER_TOKEN = 16  # activation null: rows kept per distinct token id (module doc)
+HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
+KINDS = ("isotropic", "covariance", "activations")
+
+NEED_ACTS = ("the covariance and activation nulls need the runs' training activations: pass "
+             "--acts STORE_DIR (the activation store the sweep harvested into)")
+STREAMED = ("the runs streamed their activations (data.cache false), so no store holds them; "
+            "the covariance and activation nulls need a store (a sweep with data.cache true)")
+
+
+@dataclass(frozen=True)
+class NullSource:
+    """Where a report's data-shaped nulls come from: the first n_rows rows of `store`, or
+    nothing (store None) for the `reason` given."""
+
+    store: Path | None
+    n_rows: int | None = None
+    rows_key: str | None = None  # store.rows_key: names exactly those rows
+    hook: str | None = None
+    reason: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The nulls' memo key for this data (store folder and the rows' key)."""
+        return None if self.store is None else f"{self.store}:{self.n_rows}:{self.rows_key}"
+
+
+def _run_info(run) -> dict:
+    """run.json of a run dir (or a LoadedSAE's info); {} for formats without one."""
+    if isinstance(run, LoadedSAE):
+        return run.info or {}
+    path = Path(run) / RUN
+    if not path.is_file():
+        return {}
+    try:
+        info = read_json(path)
+    except (OSError, ValueError):
+        return {}  # load_sae reports a corrupt run.json with its own message
+    return info if isinstance(info, dict) else {}
+
+
+def store_of_runs(run_dirs) -> Path | None:
+    """The activation store the runs' run.json names, when they all name one and it exists
+    (what a sweep passes to its reports); None otherwise (streamed runs, other formats)."""
+    where = {_run_info(r).get("activation_store") for r in run_dirs}
+    if len(where) != 1:
+        return None
+    (path,) = where
+    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
+
+
+def resolve(run_dirs, acts: str | Path | None) -> NullSource:
+    """The data of the runs' data-shaped nulls: `acts` (a store folder) checked against the
+    runs' run.json (hook, d_model, model weights, corpus), and the rows they trained on (the
+    smallest `tokens.train` of the runs; the whole store for runs that record none). ConfigError
+    when the store holds other activations than the runs trained on."""
+    from saefast.data import store as _store
+
+    infos = [_run_info(r) for r in run_dirs]
+    if acts is None:
+        streamed = any(str(i.get("activation_store", "")).startswith("stream") for i in infos)
+        return NullSource(None, reason=STREAMED if streamed else NEED_ACTS)
+    acts = Path(acts)
+    meta = _store.store_info(acts)  # StoreError when it is not a store
+    for info in infos:
+        model, corpus = info.get("model") or {}, info.get("corpus") or {}
+        for what, ours, theirs in (
+                ("hook", model.get("hook"), meta.get("hook")),
+                ("d_model", model.get("d_model"), meta.get("d_model")),
+                ("model weights", model.get("weights_hash"), meta.get("weights_hash")),
+                ("corpus", corpus.get("fingerprint"), meta.get("corpus_fingerprint"))):
+            if ours is not None and theirs is not None and ours != theirs:
+                raise ConfigError(f"--acts {acts}: the store's {what} is {theirs}, but run "
+                                  f"{info.get('name', '?')} was trained with {ours}; pass the "
+                                  "store the runs were trained on")
+    trained = [int(i["tokens"]["train"]) for i in infos
+               if isinstance(i.get("tokens"), dict) and isinstance(i["tokens"].get("train"), int)]
+    n_rows = min(trained) if trained else int(meta["n_tokens"])
+    if n_rows > meta["n_tokens"]:
+        raise StoreError(f"--acts {acts}: the store has {meta['n_tokens']:,} tokens, the runs "
+                         f"trained on {n_rows:,}; pass the store the runs were trained on")
+    if n_rows < 2:
+        return NullSource(None, reason=f"the runs trained on {n_rows} token(s): no covariance")
+    return NullSource(acts.resolve(), n_rows, _store.rows_key(acts, n_rows), meta.get("hook"))
+
+
+def settings(source: NullSource) -> dict[str, Any]:
+    """What the nulls depend on besides the runs (part of a report's reuse settings)."""
+    return {"version": NULLS_VERSION, "seed": NULL_SEED,
+            "min_pooled_cosines": _nulls.MIN_POOLED_COSINES,
+            "quantiles": list(_nulls.QUANTILES), "rows_per_token": ROWS_PER_TOKEN,
+            "store": None if source.store is None else str(source.store),
+            "n_rows": source.n_rows, "rows_key": source.rows_key}
+
+
+# ---------------------------------------------------------------------------- data
+
+
+_POOLS: dict[str, Any] = {}  # NullSource.key -> TokenPool or a reason (per process)
+
+
+def _token_pool(source: NullSource, mean: np.ndarray):
+    """The activation null's TokenPool of the source's rows, or the reason there is none."""
+    from saefast.data import store as _store
+
+    if source.key in _POOLS:
+        return _POOLS[source.key]
+    ids = _store.load_token_ids(source.store, source.n_rows)  # [n] or None
+    if ids is None:
+        pool = (f"skipped: the store {source.store} was written before token ids were kept "
+                "(store layout 1), and the activation null needs distinct tokens; harvest "
+                "into a fresh cache (or delete this store) to get it")
+    else:
+        rng = np.random.default_rng([NULL_SEED, source.n_rows])
+        perm = rng.permutation(ids.size)  # [n]: a random order within each token id
+        order = perm[np.argsort(ids[perm], kind="stable")]  # [n] rows grouped by id
+        sorted_ids = ids[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]  # [M] first of each id
+        rank = np.arange(ids.size) - np.repeat(starts, np.diff(np.r_[starts, ids.size]))
+        rows = np.sort(order[rank < ROWS_PER_TOKEN])  # [<= M * ROWS_PER_TOKEN]
+        pool = _nulls.TokenPool(_store.gather_rows(source.store, rows), ids[rows], mean=mean)
+    _POOLS[source.key] = pool
+    return pool
+
+
+# ---------------------------------------------------------------------------- the report key
+
+
+def _public(null: dict) -> dict:
+    """A null as stored in the report: every key but the pooled cosines, plus their histogram
+    over HIST_EDGES (what the plot draws)."""
+    out = {k: v for k, v in null.items() if k != "cosines"}
+    if not null.get("skipped"):
+        counts, _ = np.histogram(np.clip(null["cosines"], -1.0, 1.0), bins=HIST_EDGES)
+        out["histogram"] = {"edges": HIST_EDGES.tolist(), "counts": counts.tolist()}
+    return out
+
+
+def _skipped(kind: str, reason: str) -> dict:
+    return {"kind": kind, "skipped": True, "reason": f"skipped: {reason}"}
+
+
+def _excess(report: dict, shape: tuple[int, int], null_median: float) -> dict | None:
+    """Observed pooled median (pairs of this shape) minus the null median, 90 % jackknife."""
+    n_runs = report["summary"]["n_runs"]
+    if n_runs < 3:
+        return None
+    data = inference.PairedRuns.from_dict(
+        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in report["pairs"]
+                 if (p["n_features_a"], p["n_features_b"]) == shape})
+    jk = inference.jackknife(data, inference.excess_median(null_median))
+    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+
+
+def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict:
+    """Compute the report's nulls and store them as report["summary"]["nulls"] (full-feature
+    report only; returns that dict):
+
+    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, hook, n_rows,
+     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
+     kinds {isotropic | covariance | activations: the null's summary (median_cosine,
+     quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ..., histogram) with
+     excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
+     skipped: True, reason}}}."""
+    from saefast.data import store as _store
+
+    s, pairs = report["summary"], report["pairs"]
+    shapes = Counter((p["n_features_a"], p["n_features_b"]) for p in pairs)
+    (n_a, n_b), count = shapes.most_common(1)[0]
+    d = int(s["d_model"])
+    moments = pool = None
+    reasons = {"covariance": source.reason, "activations": source.reason}
+    if source.store is not None:
+        moments = _store.training_moments(source.store, source.n_rows)
+        if moments.d != d:
+            raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs d={d}")
+        pool = _token_pool(source, moments.mean)
+        if isinstance(pool, str):
+            reasons["activations"], pool = pool, None
+    got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED, solver=solver,
+                       key=source.key)
+    kinds = {}
+    for kind in KINDS:
+        if kind not in got:
+            kinds[kind] = _skipped(kind, reasons[kind].removeprefix("skipped: "))
+            continue
+        kinds[kind] = _public(got[kind])
+        if not got[kind]["skipped"]:
+            kinds[kind]["excess_median"] = _excess(report, (n_a, n_b), got[kind]["median_cosine"])
+    skipped = [k for k, v in kinds.items() if v["skipped"]]
+    if skipped and source.store is None:  # one reason for both data-shaped nulls
+        notes = [source.reason]
+    else:
+        notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
+    out = {
+        "method": (f"each null: dictionaries of the report's most common pair shape, matched "
+                   f"like the real ones, draws until >= {_nulls.MIN_POOLED_COSINES} matched "
+                   "cosines are pooled; quantiles of the pooled cosines, spread of the "
+                   "per-draw medians. excess_median: observed pooled median minus the null's "
+                   "median, 90 % delete-one-run jackknife interval, t(S-1)"),
+        "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": count,
+        "data": {"store": None if source.store is None else str(source.store),
+                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key,
+                 "effective_rank": kinds["covariance"].get("effective_rank"),
+                 "distinct_tokens": kinds["activations"].get("distinct_tokens")},
+        "note": "; ".join(notes) or None,
+        "kinds": kinds,
+    }
+    s["nulls"] = out
+    return out
