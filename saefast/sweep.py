@@ -242,6 +242,11 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _evidence(summary: dict, key: str, field: str):
+    """summary.evidence[key][field], None where a report has no evidence (or no null)."""
+    return ((summary.get("evidence") or {}).get(key) or {}).get(field)
+
+
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
     """One row per group: stability next to its random baseline and training health.
     `global_median` is the pooled median over every pair's matched cosines;
@@ -270,6 +275,9 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
+            "share_beyond_chance": _evidence(s, "share_beyond_chance", "estimate"),
+            "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
+            "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
