@@ -199,6 +199,15 @@ def null_lines(nulls: dict | None) -> list[str]:
     return lines
 
 
+def _share(row: dict) -> str:
+    """'.73 (.69-.77)': the share beyond chance and its interval ('-' where not computed)."""
+    est, ci = row.get("share_beyond_chance"), row.get("share_beyond_chance_ci")
+    if est is None:
+        return "-"
+    text = f"{est:.2f}".replace("0.", ".")
+    return text + (f" ({ci[0]:.2f}-{ci[1]:.2f})".replace("0.", ".") if ci else "")
+
+
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
@@ -209,9 +218,11 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         "fraction of matched pairs at or above. null: the same matching of random isotropic "
         "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
         "over cov: the median minus the covariance null's (random rows shaped like the "
-        "training activations), with its 90% interval over runs; '-': no activation store.")
+        "training activations), with its 90% interval over runs; '-': no activation store. "
+        "beyond chance: share of matched features recurring beyond the isotropic null (1 - "
+        "Storey's pi0 of per-feature p-values) with its 90% interval over runs.")
     stab.add_column("group", no_wrap=True)
-    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "over cov [90%]", "live"):
+    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "over cov [90%]", "beyond chance", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         frac = row.get("fraction_above") or {}
@@ -220,7 +231,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
                      f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-",
                      fracs, _fmt(row["baseline_median"]),
-                     excess_cell((row.get("excess") or {}).get("covariance")),
+                     excess_cell((row.get("excess") or {}).get("covariance")), _share(row),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
     health = _compact_table(
@@ -292,6 +303,15 @@ def print_report(console: Console, report: dict, title: str) -> None:
         f"{_fmt(base.get('median_cosine', base.get('median')))}")
     for line in null_lines(s.get("nulls")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    ev = s.get("evidence") or {}
+    if ev.get("significance"):
+        sig, share = ev["significance"], ev["share_beyond_chance"]
+        ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
+        console.print(
+            f"beyond the {ev['null']['kind']} null: {sig['n_significant_by']} of "
+            f"{sig['n_matched']} matched pairs significant at FDR 5% (Benjamini-Yekutieli, per "
+            f"pair); share of features recurring beyond chance {share['estimate']:.3f}{ci}; "
+            f"seed-count curve and diagnostics in stability.json (summary.evidence)")
     live = report.get("live_only")
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},

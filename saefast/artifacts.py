@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from saefast.errors import RunDirError
@@ -274,3 +275,22 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
                 f"across groups, so analyze one group at a time, e.g. {inner}/{groups[0]}-s*")
         out += found
     return out
+
+
+def read_fire_rates(sae: LoadedSAE) -> np.ndarray | None:
+    """[F] each feature's firing frequency from feature_analysis.json: `fire_rate`, else
+    `fire_count` (the same order within a run; a group's runs see the same tokens); None when
+    the file or the field is missing."""
+    path = Path(sae.path) / FEATURES
+    if not path.is_file():
+        return None
+    feats = read_json(path).get("features") or []
+    key = "fire_rate" if feats and all("fire_rate" in f for f in feats) else "fire_count"
+    if not feats or not all(key in f for f in feats):
+        return None
+    out = np.full(sae.n_features, np.nan)
+    for f in feats:
+        i = int(f["feature_index"])
+        if 0 <= i < sae.n_features:
+            out[i] = float(f[key])
+    return None if np.isnan(out).any() else out

@@ -5,6 +5,7 @@ Each function builds a matplotlib Figure and returns it; nothing here writes a f
 
 pair_heatmap(report)       runs x runs matrix of pairwise median matched cosines
 cosine_histogram(report)   all matched cosines (pooled over pairs) against every null
+seed_count_curve(report)   the seed-count curve (share of features found in N-1 others) vs null
 pair_medians(report)       the heatmap's [n_runs, n_runs] values (NaN on the diagonal)
 heatmap_scale(medians)     its colour range: the off-diagonal values only
 close(fig)                 release a figure once it is saved
@@ -172,3 +173,42 @@ def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
                         f"{null['quantiles']['0.999']:.3f} ({null['n_draws']} draws)")
         ax.axvline(null["median_cosine"], color=colour, linestyle=":")
     return True
+
+
+def seed_count_curve(report: dict):
+    """The seed-count curve of `summary.evidence.seed_count_curve`: for N runs, the share of a
+    run's features found in all N-1 others (solid) and in at least half (dashed), at the
+    threshold and BY-significant (beyond chance), each beside the same curve on null
+    dictionaries (grey); bars: 90 % jackknife intervals over runs. None without the curve."""
+    curves = ((report["summary"].get("evidence") or {}).get("seed_count_curve")) or {}
+    if not curves.get("at_threshold"):
+        return None
+    plt = _pyplot()
+    s = report["summary"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    styles = {"at_threshold": ("tab:blue", f"cosine >= {s['threshold']:g}"),
+              "beyond_chance": ("tab:orange", "BY-significant"),
+              "null_at_threshold": ("grey", f"null, cosine >= {s['threshold']:g}"),
+              "null_beyond_chance": ("black", "null, BY-significant")}
+    for key, (color, label) in styles.items():
+        if not curves.get(key):
+            continue
+        pts = curves[key]["curve"]
+        n = np.array([p["n_runs"] for p in pts])
+        for kind, ls in (("all", "-"), ("half", "--")):
+            y = np.array([p[kind]["mean"] for p in pts])
+            err = np.array([[y_ - p[kind]["jackknife"]["ci"][0], p[kind]["jackknife"]["ci"][1] - y_]
+                            if p[kind]["jackknife"] else [0.0, 0.0] for p, y_ in zip(pts, y)]).T
+            ax.errorbar(n, y, yerr=np.clip(err, 0, None), color=color, linestyle=ls, marker="o",
+                        markersize=3, capsize=2,
+                        label=f"{label}: in {'all' if kind == 'all' else '>= half'} of N-1 others")
+    ax.set_xlabel("N runs (seeds)")
+    ax.set_ylabel("share of a run's features")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(range(2, int(s["n_runs"]) + 1))
+    null = (s.get("evidence") or {}).get("null") or {}
+    ax.set_title(f"Seed-count curve{_mode_note(report)}: features recurring across runs\n"
+                 f"90% jackknife intervals over runs; null: {null.get('kind', 'none')}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+    return fig

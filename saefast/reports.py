@@ -7,8 +7,9 @@
                                         written LAST, so its presence means "finished"
       feature_recurrence.csv            one row per matched feature (`stability.recurrence_rows`)
       feature_recurrence_live_only.csv  live_only=True
-      pair_heatmap.png, cosine_histogram.png             plots=True (figures: `saefast.plots`)
-      live_only_pair_heatmap.png, live_only_cosine_histogram.png
+      pair_heatmap.png, cosine_histogram.png,            plots=True (figures: `saefast.plots`)
+      seed_count_curve.png
+      live_only_pair_heatmap.png, live_only_cosine_histogram.png, live_only_seed_count_curve.png
 
 Entry points:
 
@@ -49,6 +50,8 @@ RECURRENCE_CSV = "feature_recurrence.csv"
 RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
+SEED_CURVE_PNG = "seed_count_curve.png"
+EVIDENCE_VERSION = 1  # in `settings`: a report stored before summary.evidence is recomputed
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -90,6 +93,9 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
             for name, draw in ((HEATMAP_PNG, _plots.pair_heatmap),
                                (HISTOGRAM_PNG, _plots.cosine_histogram)):
                 paths.append(_save_figure(draw(rep), out_dir / f"{prefix}{name}"))
+            curve = _plots.seed_count_curve(rep)  # None for reports without the evidence
+            if curve is not None:
+                paths.append(_save_figure(curve, out_dir / f"{prefix}{SEED_CURVE_PNG}"))
     return paths
 
 
@@ -102,7 +108,8 @@ def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
     for the same settings). `nulls`: the null settings and data (None without a baseline)."""
     return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
             "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline),
-            "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None}
+            "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None,
+            "evidence": EVIDENCE_VERSION}
 
 
 def _as_list(run_dirs) -> list:

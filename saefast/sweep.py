@@ -262,6 +262,9 @@ def _null_columns(nulls: dict | None) -> dict[str, Any]:
     excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
                   if v.get("excess_median") else None) for k, v in kinds.items()}
     return {"null_medians": medians, "excess": excess}
+def _evidence(summary: dict, key: str, field: str):
+    """summary.evidence[key][field], None where a report has no evidence (or no null)."""
+    return ((summary.get("evidence") or {}).get(key) or {}).get(field)
 
 
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
@@ -293,6 +296,9 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
             **_null_columns(s.get("nulls")),
+            "share_beyond_chance": _evidence(s, "share_beyond_chance", "estimate"),
+            "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
+            "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),

@@ -77,7 +77,8 @@ def test_write_plots_draws_full_and_live_only(tmp_path):
     paths = write_plots(rep, tmp_path / "figs")
     assert sorted(p.name for p in paths) == [
         "cosine_histogram.png", "live_only_cosine_histogram.png",
-        "live_only_pair_heatmap.png", "pair_heatmap.png"]
+        "live_only_pair_heatmap.png", "live_only_seed_count_curve.png", "pair_heatmap.png",
+        "seed_count_curve.png"]
     for p in paths:
         png_size(p)
 

@@ -14,8 +14,8 @@ from saefast import errors, reports, stability
 from saefast.stability import compute_stability_report, recurrence_rows
 
 ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
-             "cosine_histogram.png", "live_only_pair_heatmap.png",
-             "live_only_cosine_histogram.png", "stability.json"]
+             "cosine_histogram.png", "seed_count_curve.png", "live_only_pair_heatmap.png",
+             "live_only_cosine_histogram.png", "live_only_seed_count_curve.png", "stability.json"]
 KW = dict(threshold=0.9, top_k=20, live_only=False, solver="auto", plots=False)
 
 
@@ -38,7 +38,8 @@ def test_analyze_runs_writes_everything(runs, tmp_path):
     assert on_disk["live_only"]["summary"]["mode"] == "live_only"
     nulls = on_disk["settings"].pop("nulls")  # the null settings: tests/test_report_nulls.py
     assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
-                                   "solver": "auto", "plots": True, "baseline": True}
+                                   "solver": "auto", "plots": True, "baseline": True,
+                                   "evidence": reports.EVIDENCE_VERSION}
     assert nulls["store"] is None and nulls["version"] == saefast.report_nulls.NULLS_VERSION
     assert not list(out.glob(".*"))  # no temp files left behind
     assert oct(os.stat(out / "stability.json").st_mode & 0o777) == oct(0o666 & ~_umask())

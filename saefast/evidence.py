@@ -1,0 +1,327 @@
+"""Per-feature evidence of a group report: significance, share beyond chance, other notions of
+"recurs", diagnostics and the seed-count curve, each next to a null (`null_model.NullModel`).
+
+`add_evidence(pairs, rows, runs, ...)` adds keys to each pair dict and returns the summary's
+`evidence` block (stability.py calls it once per report; nothing here reads weights or writes
+files). It reuses the report's matchings: nothing real is matched again. The statistics are
+`saefast.inference` (p-values, Benjamini-Yekutieli, Storey, delete-one-run jackknife) and
+`saefast.recurrence` (nearest neighbours, maximum-cardinality matching, seed-count curve).
+
+Per pair (keys added): pvalues (ordered like all_cosines), nearest_pvalues (A's features,
+then B's, in the order of the matched rows), significant_by, n_significant_by,
+n_significant_bh, share_beyond_chance (nearest p-values), share_beyond_chance_matched,
+null_large_enough, nearest {median, fraction_above,
+n}, max_cardinality {threshold, count, fraction, one_to_one_count, one_to_one_fraction,
+null_fraction, null_one_to_one_fraction}.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import inference as inf
+from . import recurrence as rec
+from .match import match_decoders, unit_rows
+from .null_model import NullModel
+
+LEVEL = 0.90
+NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
+NEAREST_NULL_MIN = 4000  # nearest cosines per side of a null pair shape, at least
+FIRE_BINS = 10  # deciles of firing frequency
+_BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
+
+METHOD = {
+    "unit": "the run (seed): S runs make S(S-1)/2 pairs that share runs, and one pair's matched "
+            "cosines are one joint assignment; intervals are delete-one-run jackknife over the "
+            "stored matchings (no re-matching), t(S-1), 90 %; none below 3 runs",
+    "pvalues": "per matched feature pair: p = (1 + #null >= c) / (N + 1) against the pooled "
+               "matched cosines of null dictionaries of the pair's exact shape, N >= "
+               "inference.min_null_size(m) so one feature of m can reach BY's first threshold",
+    "significance": "per pair, FDR 5 % by Benjamini-Yekutieli (scipy.stats."
+                    "false_discovery_control, method='by'): the matched cosines of one assignment "
+                    "are dependent with no proven positive dependence, and BY controls the FDR "
+                    "under any dependence; BH counts beside it for comparison; pooled = summed "
+                    "over pairs",
+    "share_beyond_chance": "1 - Storey's pi0 (lambda 0.5) of the pooled nearest-neighbour "
+                           "p-values (each feature's best cosine in the other run against the "
+                           "same on null dictionaries of the pair's shape: the exact null of a "
+                           "feature with no counterpart, whatever the others share), both sides "
+                           "of every pair; share_beyond_chance_matched: the same of the matched "
+                           "p-values, conservative for pairs that share features (unshared "
+                           "features are matched among fewer free partners than in the null), "
+                           "so a lower estimate",
+    "nearest": "each feature's best cosine in the other run (many-to-one), both sides of each "
+               "pair pooled; null: the same on null dictionaries of the pair's shape",
+    "max_cardinality": "the largest number of disjoint feature pairs whose cosines all clear "
+                       "the threshold (Hopcroft-Karp on edges >= t), as a fraction of "
+                       "min(n_a, n_b), beside the one-to-one maximum-total count; null: the "
+                       "same on null dictionaries",
+    "redundancy": "within one SAE, each feature's max cosine to another of its features "
+                  "(near-duplicates inflate matches); null: a null dictionary of the same size",
+    "by_fire_rate": "matched cosines of each feature (both sides of each pair), grouped by "
+                    "deciles of the feature's firing frequency (feature_analysis.json) pooled "
+                    "over runs",
+    "seed_count_curve": "for N = 2..S runs: the share of a run's features matched (at the "
+                        "threshold / BY-significant) in all N-1 others and in at least half; "
+                        "mean over runs and choices of runs, jackknife over runs; null: the "
+                        "same on S null dictionaries of the runs' sizes, matched pairwise",
+}
+
+
+def _unit_np(x) -> np.ndarray:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return unit_rows(t.detach().cpu()).numpy()
+
+
+def _interval(data: inf.PairedRuns, stat: inf.Statistic) -> dict:
+    """{estimate, ci, se, level, method}; ci/se None below 3 runs (no jackknife)."""
+    if data.n_runs < 3:
+        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": LEVEL,
+                "method": "none: fewer than 3 runs"}
+    jk = inf.jackknife(data, stat, level=LEVEL)
+    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+
+
+def _indicator(count: int, n: int) -> np.ndarray:
+    """[n] with `count` ones: a pooled count as the mean of a PairedRuns value array."""
+    return np.r_[np.ones(count), np.zeros(n - count)]
+
+
+def redundancy(rows) -> np.ndarray:
+    """[n] each row's max cosine to ANOTHER row of the same dictionary (float32 unit rows,
+    blockwise; -inf for a dictionary of one row)."""
+    u = torch.as_tensor(_unit_np(rows))
+    n = u.shape[0]
+    out = np.full(n, -np.inf)
+    block = max(1, _BLOCK_BYTES // (4 * n))
+    for s in range(0, n, block):
+        c = u[s:s + block] @ u.T  # [block, n]
+        idx = torch.arange(s, min(s + block, n))
+        c[idx - s, idx] = -float("inf")
+        out[s:s + block] = c.max(1).values.double().numpy()
+    return out
+
+
+_MEMO: dict[tuple, dict] = {}  # per (null key, threshold): {"matched"|"pair"|"red": {shape: ...}}
+
+
+class _Nulls:
+    """The null statistics a report needs, computed once per null, threshold and shape in a
+    process (a sweep's groups share them); `shapes()` lists those this report used."""
+
+    def __init__(self, null: NullModel, threshold: float, solver: str):
+        self.null, self.t, self.solver = null, float(threshold), solver
+        memo = _MEMO.setdefault((null.key, self.t), {"matched": {}, "pair": {}, "red": {}})
+        self._matched, self._pair, self._red = memo["matched"], memo["pair"], memo["red"]
+        self._used: set[tuple[int, int]] = set()
+
+    def matched(self, n_a: int, n_b: int) -> np.ndarray:
+        key = (n_a, n_b)
+        self._used.add(key)
+        if key not in self._matched:
+            n_min = inf.min_null_size(min(n_a, n_b), inf.FDR_ALPHA, "by")
+            self._matched[key] = np.sort(self.null.matched(n_a, n_b, n_min))
+        return self._matched[key]
+
+    def pair(self, n_a: int, n_b: int) -> dict:
+        """Nearest and max-cardinality statistics of null pairs of this shape: at least
+        NULL_DICT_DRAWS draws, and enough that each side pools >= NEAREST_NULL_MIN nearest
+        cosines (Storey's pi0 needs p-values resolved near lambda, not in the far tail)."""
+        key = (n_a, n_b)
+        if key not in self._pair:
+            rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
+            near_a, near_b, most = [], [], []
+            for k in range(max(NULL_DICT_DRAWS, -(-NEAREST_NULL_MIN // min(n_a, n_b)))):
+                a, b = self.null.sample([n_a, n_b], rng)
+                best_a, best_b = rec.nearest_cosines(a, b)
+                near_a.append(best_a), near_b.append(best_b)
+                if k < NULL_DICT_DRAWS:
+                    most.append(rec.max_pairs_at(a, b, [self.t])[self.t] / min(n_a, n_b))
+            near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
+            near = np.concatenate([near_a, near_b])
+            self._pair[key] = {"near_a": near_a, "near_b": near_b,
+                               "nearest_median": float(np.median(near)),
+                               "nearest_fraction_above": float(np.mean(near >= self.t)),
+                               "max_cardinality_fraction": float(np.mean(most)),
+                               "one_to_one_fraction":
+                                   float(np.mean(self.matched(n_a, n_b) >= self.t))}
+        return self._pair[key]
+
+    def redundancy(self, n: int) -> np.ndarray:
+        if n not in self._red:
+            rng = np.random.default_rng([n, self.null.d, 12])
+            self._red[n] = np.concatenate([redundancy(self.null.sample([n], rng)[0])
+                                           for _ in range(NULL_DICT_DRAWS)])
+        return self._red[n]
+
+    def shapes(self) -> list[dict]:
+        out = []
+        for n_a, n_b in sorted(self._used):
+            c = self._matched[n_a, n_b]
+            q = np.quantile(c, [0.5, 0.95, 0.99, 0.999])
+            out.append({"n_a": n_a, "n_b": n_b, "d": self.null.d, "n_cosines": int(c.size),
+                        "median": float(q[0]),
+                        "quantiles": {"0.95": float(q[1]), "0.99": float(q[2]),
+                                      "0.999": float(q[3])}})
+        return out
+
+
+def _pair_evidence(p: dict, a, b, nulls: _Nulls | None, t: float) -> np.ndarray:
+    """Add one pair's keys (see the module docstring) to the pair dict p; returns the
+    pair's nearest cosines [n_a + n_b]."""
+    cos = np.asarray(p["all_cosines"], dtype=np.float64)
+    n_a, n_b = len(a), len(b)
+    best_a, best_b = rec.nearest_cosines(a, b)
+    near = np.concatenate([best_a, best_b])
+    most = rec.max_pairs_at(a, b, [t])[t]
+    one = int(np.count_nonzero(cos >= t))
+    p["nearest"] = {"median": float(np.median(near)), "fraction_above": float(np.mean(near >= t)),
+                    "n": int(near.size)}
+    p["max_cardinality"] = {"threshold": t, "count": most, "fraction": most / cos.size,
+                            "one_to_one_count": one, "one_to_one_fraction": one / cos.size,
+                            "null_fraction": None, "null_one_to_one_fraction": None}
+    if nulls is None:
+        return near
+    sig = inf.significance(cos, nulls.matched(n_a, n_b))
+    p["pvalues"] = sig["pvalues"].tolist()
+    p["significant_by"] = sig["by"].tolist()
+    p["n_significant_by"], p["n_significant_bh"] = sig["n_by"], sig["n_bh"]
+    p["share_beyond_chance_matched"] = sig["share_beyond_chance"]
+    p["null_large_enough"] = sig["null_large_enough"]
+    np_ = nulls.pair(n_a, n_b)
+    p["nearest_pvalues"] = np.concatenate([inf.feature_pvalues(best_a, np_["near_a"]),
+                                           inf.feature_pvalues(best_b, np_["near_b"])]).tolist()
+    p["share_beyond_chance"] = 1.0 - inf.storey_pi0(p["nearest_pvalues"])
+    p["nearest"]["null_median"] = np_["nearest_median"]
+    p["nearest"]["null_fraction_above"] = np_["nearest_fraction_above"]
+    p["max_cardinality"]["null_fraction"] = np_["max_cardinality_fraction"]
+    p["max_cardinality"]["null_one_to_one_fraction"] = np_["one_to_one_fraction"]
+    return near
+
+
+def _by_fire_rate(pairs: list[dict], rates: Sequence[np.ndarray | None]) -> dict | None:
+    """Median matched cosine (and share BY-significant) per decile of firing frequency."""
+    if any(r is None for r in rates):
+        return None
+    vals, cos, sig = [], [], []
+    for p in pairs:
+        c = np.asarray(p["all_cosines"], dtype=np.float64)
+        s = np.asarray(p.get("significant_by", np.zeros(c.size, bool)), dtype=bool)
+        for side, run in (("a_indices", p["index_a"]), ("b_indices", p["index_b"])):
+            vals.append(rates[run][np.asarray(p[side], dtype=np.int64)])
+            cos.append(c), sig.append(s)
+    vals, cos, sig = np.concatenate(vals), np.concatenate(cos), np.concatenate(sig)
+    edges = np.quantile(vals, np.linspace(0, 1, FIRE_BINS + 1))
+    which = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, FIRE_BINS - 1)
+    bins = []
+    for k in range(FIRE_BINS):
+        m = which == k
+        bins.append({"decile": k + 1, "fire_rate_from": float(edges[k]),
+                     "fire_rate_to": float(edges[k + 1]), "n": int(m.sum()),
+                     "median_matched_cosine": float(np.median(cos[m])) if m.any() else None,
+                     "fraction_significant_by": (float(np.mean(sig[m])) if m.any() and
+                                                 "significant_by" in pairs[0] else None)})
+    return {"bins": bins, "n": int(vals.size)}
+
+
+def _hits(pairs: list[dict], sizes: Sequence[int], keep) -> tuple[list, list]:
+    return rec.hits_from_report({"summary": {"runs": [{"n_features": n} for n in sizes]},
+                                 "pairs": pairs}, keep)
+
+
+def _curves(pairs, sizes, nulls: _Nulls | None, t: float) -> dict:
+    out = {"at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL)}
+    if nulls is not None:
+        out["beyond_chance"] = rec.seed_count_curve(
+            *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL)
+    return out
+
+
+def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
+    """The seed-count curve of S null dictionaries of the runs' sizes, matched pairwise."""
+    sizes = [len(r) for r in rows]
+    rng = np.random.default_rng([*sizes, nulls.null.d, 13])
+    dicts = nulls.null.sample(sizes, rng)
+    pairs = []
+    for i in range(len(dicts)):
+        for j in range(i + 1, len(dicts)):
+            m = match_decoders(dicts[i], dicts[j], solver=nulls.solver)
+            pv = inf.significance(m.cosines, nulls.matched(sizes[i], sizes[j]))
+            pairs.append({"index_a": i, "index_b": j, "a_indices": m.rows.tolist(),
+                          "b_indices": m.cols.tolist(), "all_cosines": m.cosines.tolist(),
+                          "threshold": t, "significant_by": pv["by"].tolist()})
+    return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL),
+            "null_beyond_chance": rec.seed_count_curve(
+                *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL)}
+
+
+def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], labels: Sequence[str],
+                 threshold: float, null: NullModel | None, solver: str = "auto",
+                 fire_rates: Sequence[np.ndarray | None] | None = None,
+                 cosine_to_init: Sequence[dict | None] | None = None) -> dict:
+    """Add the per-pair keys to `pairs` (each with index_a/index_b into `rows`) and return the
+    summary's `evidence` block. rows[r]: the decoder rows run r took part in the matchings
+    with (all features, or the live ones), in the order of the pairs' indices' positions;
+    n_features[r]: run r's total feature count; fire_rates[r] [n_features[r]] or None.
+    null=None (a report without baseline): only what needs no null."""
+    t = float(threshold)
+    S = len(rows)
+    nulls = None if null is None else _Nulls(null, t, solver)
+    near = {(p["index_a"], p["index_b"]):
+            _pair_evidence(p, rows[p["index_a"]], rows[p["index_b"]], nulls, t) for p in pairs}
+    by = {(p["index_a"], p["index_b"]): p for p in pairs}
+
+    def data(fn):
+        return inf.PairedRuns.from_dict(S, {k: fn(p) for k, p in by.items()})
+
+    nearest = inf.PairedRuns.from_dict(S, near)
+    most = data(lambda p: _indicator(p["max_cardinality"]["count"], p["n_matched_pairs"]))
+    one = data(lambda p: _indicator(p["max_cardinality"]["one_to_one_count"], p["n_matched_pairs"]))
+    red = [redundancy(r) for r in rows]
+    ev = {
+        "null": None, "level": LEVEL, "threshold": t, "method": METHOD,
+        "nearest": {"median": _interval(nearest, inf.median()),
+                    "fraction_above": _interval(nearest, inf.fraction_at_least(t))},
+        "max_cardinality": {"fraction": _interval(most, inf.mean()),
+                            "one_to_one_fraction": _interval(one, inf.mean())},
+        "redundancy": {"runs": [{"label": lab, "median": float(np.median(r)),
+                                 "fraction_above": float(np.mean(r >= t))}
+                                for lab, r in zip(labels, red)]},
+        "by_fire_rate": _by_fire_rate(pairs, fire_rates or [None] * S),
+        "cosine_to_init": list(cosine_to_init) if cosine_to_init is not None else None,
+        "seed_count_curve": _curves(pairs, n_features, nulls, t),
+        "significance": None, "share_beyond_chance": None, "share_beyond_chance_matched": None,
+        "fraction_significant_by": None,
+    }
+    if nulls is None:
+        return ev
+    n_by = [p["n_significant_by"] for p in pairs]
+    n_all = sum(p["n_matched_pairs"] for p in pairs)
+    ev["significance"] = {
+        "procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA, "family": "one pair",
+        "n_matched": n_all, "n_significant_by": sum(n_by), "fraction_significant_by": sum(n_by) / n_all,
+        "n_significant_bh": sum(p["n_significant_bh"] for p in pairs), "per_pair_by": n_by,
+        "null_large_enough": all(p["null_large_enough"] for p in pairs)}
+    storey = inf.share_beyond_chance()
+    ev["share_beyond_chance"] = dict(_interval(data(lambda p: p["nearest_pvalues"]), storey),
+                                     storey_lambda=inf.STOREY_LAMBDA, pvalues="nearest")
+    ev["share_beyond_chance_matched"] = dict(_interval(data(lambda p: p["pvalues"]), storey),
+                                             storey_lambda=inf.STOREY_LAMBDA, pvalues="matched")
+    ev["fraction_significant_by"] = _interval(
+        data(lambda p: np.asarray(p["significant_by"], dtype=float)), inf.mean())
+    null_pairs = [nulls.pair(len(rows[p["index_a"]]), len(rows[p["index_b"]])) for p in pairs]
+    ev["nearest"]["null"] = {k: float(np.mean([q[k] for q in null_pairs]))
+                             for k in ("nearest_median", "nearest_fraction_above")}
+    ev["max_cardinality"]["null_fraction"] = float(np.mean(
+        [q["max_cardinality_fraction"] for q in null_pairs]))
+    ev["max_cardinality"]["null_one_to_one_fraction"] = float(np.mean(
+        [q["one_to_one_fraction"] for q in null_pairs]))
+    null_red = np.concatenate([nulls.redundancy(len(r)) for r in rows])
+    ev["redundancy"]["null"] = {"median": float(np.median(null_red)),
+                                "fraction_above": float(np.mean(null_red >= t))}
+    ev["seed_count_curve"].update(_null_curves(rows, nulls, t))
+    ev["null"] = {"kind": null.name, "description": null.description, "shapes": nulls.shapes()}
+    return ev

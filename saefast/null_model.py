@@ -1,0 +1,71 @@
+"""The one place a null plugs into a report's per-feature evidence (`saefast.evidence`).
+
+A `NullModel` answers two questions for dictionaries of the report's d that share nothing:
+
+- `matched(n_a, n_b, n_min)`: pooled matched cosines (one-to-one, maximum total cosine,
+  matched like real dictionaries) of null dictionaries of exactly that shape, at least n_min
+  of them (fewer only when `MAX_NULL_DRAWS` caps the draws; the evidence says so). Per-feature
+  p-values, the one-to-one count's null and the beyond-chance seed-count curve use these;
+- `sample(sizes, rng)`: one set of null dictionaries [n_i, d] float32 drawn together (an
+  activation-sampled null must draw distinct tokens across all of them), for the statistics
+  that need the dictionaries themselves: nearest-neighbour and maximum-cardinality nulls,
+  within-SAE redundancy, the null seed-count curve.
+
+Only the isotropic null exists here: Gaussian rows (= the init: "two untrained SAEs"), with
+the matched cosines of `stats.random_baseline` (memoised per shape, every draw kept). A
+data-shaped null (covariance, activation-sampled: `saefast.nulls`) is another NullModel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .stats import random_baseline
+
+MAX_NULL_DRAWS = 400  # matched-null draws per shape at most (cost bound for large dictionaries)
+
+
+@dataclass(frozen=True)
+class NullModel:
+    """name: e.g. "isotropic"; d: the dimension of every dictionary; key: hashable, names
+    the distribution (e.g. with a fingerprint of Σ or of the store), so evidence memoises
+    per null and shape; description: one line for the report; sample(sizes, rng) -> [float32
+    [n_i, d]]; matched(n_a, n_b, n_min) -> pooled matched cosines [N] (read-only)."""
+
+    name: str
+    d: int
+    key: tuple
+    description: str
+    sample: Callable[[Sequence[int], np.random.Generator], list[np.ndarray]]
+    matched: Callable[[int, int, int], np.ndarray]
+
+
+def null_draws(n_a: int, n_b: int, n_min: int) -> int:
+    """Draws of an n_a x n_b matching (min(n_a, n_b) cosines each) that pool >= n_min cosines,
+    at least 2 and at most MAX_NULL_DRAWS."""
+    per = min(int(n_a), int(n_b))
+    if per < 1:
+        raise ConfigError(f"null_draws: empty shape {n_a} x {n_b}")
+    return int(min(MAX_NULL_DRAWS, max(2, math.ceil(int(n_min) / per))))
+
+
+def isotropic_null(d: int, *, solver: str = "auto") -> NullModel:
+    """Gaussian rows in d dimensions: the init's distribution, so "two untrained SAEs"."""
+    d = int(d)
+
+    def sample(sizes: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+        return [rng.standard_normal((int(n), d)).astype(np.float32) for n in sizes]
+
+    def matched(n_a: int, n_b: int, n_min: int) -> np.ndarray:
+        base = random_baseline(n_a, n_b, d, n_draws=null_draws(n_a, n_b, n_min), solver=solver)
+        out = np.asarray(base["cosines"], dtype=np.float64)
+        out.setflags(write=False)
+        return out
+
+    return NullModel("isotropic", d, ("isotropic", d, solver),
+                     "isotropic Gaussian rows (the init: two untrained SAEs)", sample, matched)
