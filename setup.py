@@ -230,6 +230,7 @@ setup(
         "rich",
         "matplotlib",
         "platformdirs",
+        "threadpoolctl",  # the report nulls' draws run single-threaded (report_nulls.py)
         "transformer-lens>=4",
         # imported directly (also pulled in by transformer-lens)
         "transformers",

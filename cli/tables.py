@@ -208,6 +208,30 @@ def _share(row: dict) -> str:
     return text + (f" ({ci[0]:.2f}-{ci[1]:.2f})".replace("0.", ".") if ci else "")
 
 
+def _print_nulls(console: Console, rows: list[dict]) -> None:
+    """The median against each null, with its interval over runs (groups with nulls only)."""
+    rows = [r for r in rows if r.get("null_medians")]
+    if not rows:
+        return
+    table = _compact_table(
+        "against the nulls",
+        "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
+        "the training activations' covariance) / activations (centred activations of distinct "
+        "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
+        "-: not computed (no activation store, or too few distinct tokens: see stability.json).")
+    table.add_column("group", no_wrap=True)
+    for col in ("null medians", "over cov", "over act"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        med = row["null_medians"]
+        meds = "/".join(_fmt(med.get(k)).replace("0.", ".")
+                        for k in ("isotropic", "covariance", "activations"))
+        ex = row.get("excess") or {}
+        table.add_row(escape(row["group"]), meds, excess_cell(ex.get("covariance")),
+                      excess_cell(ex.get("activations")))
+    console.print(table)
+
+
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
@@ -216,13 +240,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         "median: pooled over every pair's matched cosines, with its 90% interval over runs "
         "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
         "fraction of matched pairs at or above. null: the same matching of random isotropic "
-        "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
-        "over cov: the median minus the covariance null's (random rows shaped like the "
-        "training activations), with its 90% interval over runs; '-': no activation store. "
-        "beyond chance: share of matched features recurring beyond the isotropic null (1 - "
-        "Storey's pi0 of per-feature p-values) with its 90% interval over runs.")
+        "unit dictionaries of the same shapes (a null shaped like the activations is higher).")
     stab.add_column("group", no_wrap=True)
-    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "over cov [90%]", "beyond chance", "live"):
+    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         frac = row.get("fraction_above") or {}
@@ -231,9 +251,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
                      f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-",
                      fracs, _fmt(row["baseline_median"]),
-                     excess_cell((row.get("excess") or {}).get("covariance")), _share(row),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
+    _print_nulls(console, rows)
     health = _compact_table(
         "training",
         "dead: never fired on the training tokens. cos to init: decoder rows vs their random "

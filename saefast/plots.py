@@ -120,7 +120,10 @@ def cosine_histogram(report: dict):
     obs = np.concatenate([np.asarray(p["all_cosines"], dtype=np.float64)
                           for p in report["pairs"]])
     null = s.get("baseline")
-    bins = np.linspace(min(-0.05, float(obs.min())), 1.0, 81)
+    lo = min(-0.05, float(obs.min()))
+    bins = np.linspace(lo, 1.0, 81)
+    if (s.get("nulls") or {}).get("kinds"):  # whole stored null bins (0.005) in each bin
+        bins = np.arange(np.floor(lo / NULL_BIN) * NULL_BIN, 1.0 + NULL_BIN / 2, NULL_BIN)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.hist(obs, bins=bins, density=True, alpha=0.65, color="tab:blue",
             label=f"observed: {len(report['pairs'])} pairs, n={obs.size} matches")
@@ -148,6 +151,7 @@ def cosine_histogram(report: dict):
     return fig
 
 
+NULL_BIN = 0.02  # plot bin width with nulls: 4 of their stored histogram's 0.005 bins
 NULL_STYLES = {"isotropic": ("black", "isotropic null"),
                "covariance": ("tab:orange", "covariance null"),
                "activations": ("tab:green", "activation-sampled null")}

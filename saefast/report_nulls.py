@@ -26,13 +26,13 @@ as report["summary"]["nulls"]. Nothing here writes a report file.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import inference
 from . import nulls as _nulls
 from .artifacts import RUN, LoadedSAE
 from .errors import ConfigError, StoreError
@@ -40,9 +40,10 @@ from .fsio import read_json
 
 NULLS_VERSION = 1  # bump when what add_nulls computes changes: stored reports are recomputed
 NULL_SEED = 0
-ROWS_PER_TOKEN = 16  # activation null: rows kept per distinct token id (module doc)
+ROWS_PER_TOKEN = 8  # activation null: rows kept per distinct token id (module doc)
 HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
 KINDS = ("isotropic", "covariance", "activations")
+ONE_THREAD_MAX = 1 << 30  # n_a * n_b * d up to which the null draws run on one thread
 
 NEED_ACTS = ("the covariance and activation nulls need the runs' training activations: pass "
              "--acts STORE_DIR (the activation store the sweep harvested into)")
@@ -100,8 +101,14 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
 
     infos = [_run_info(r) for r in run_dirs]
     if acts is None:
-        streamed = any(str(i.get("activation_store", "")).startswith("stream") for i in infos)
-        return NullSource(None, reason=STREAMED if streamed else NEED_ACTS)
+        named = [str(i.get("activation_store", "")) for i in infos]
+        if any(n.startswith("stream") for n in named):
+            return NullSource(None, reason=STREAMED)
+        gone = sorted({n for n in named if n and not Path(n).is_dir()})
+        if gone:
+            return NullSource(None, reason=f"the activation store the runs were trained on "
+                                           f"({gone[0]}) is not there any more; {NEED_ACTS}")
+        return NullSource(None, reason=NEED_ACTS)
     acts = Path(acts)
     meta = _store.store_info(acts)  # StoreError when it is not a store
     for info in infos:
@@ -165,6 +172,28 @@ def _token_pool(source: NullSource, mean: np.ndarray):
     return pool
 
 
+@contextmanager
+def _one_thread(n_a: int, n_b: int, d: int):
+    """The null draws are hundreds of small eighs, GEMMs and matchings: run them on one
+    thread (torch and BLAS), restored afterwards. With two, BLAS and OpenMP threads spin-wait
+    for each other whenever the cores are shared: a 128 x 128 covariance null took 17 s
+    instead of 0.43 s on this machine under load (docs/benchmarks.md). Large shapes keep
+    their threads (their GEMMs gain from them)."""
+    if n_a * n_b * d > ONE_THREAD_MAX:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------- the report key
 
 
@@ -184,6 +213,8 @@ def _skipped(kind: str, reason: str) -> dict:
 
 def _excess(report: dict, shape: tuple[int, int], null_median: float) -> dict | None:
     """Observed pooled median (pairs of this shape) minus the null median, 90 % jackknife."""
+    from saefast import inference  # scipy.stats: only when a report is computed
+
     n_runs = report["summary"]["n_runs"]
     if n_runs < 3:
         return None
@@ -219,8 +250,9 @@ def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict
         pool = _token_pool(source, moments.mean)
         if isinstance(pool, str):
             reasons["activations"], pool = pool, None
-    got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED, solver=solver,
-                       key=source.key)
+    with _one_thread(n_a, n_b, d):
+        got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED,
+                           solver=solver, key=source.key)
     kinds = {}
     for kind in KINDS:
         if kind not in got:

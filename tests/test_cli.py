@@ -197,6 +197,11 @@ def test_stream_sweep_trains_without_an_activation_cache(tmp_path, corpus, capsy
         f"L1-f16-k2-t800-s{s}" for s in (1, 2)]
     assert (tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json").is_file()
     assert not (tmp_path / "cache" / "activations").exists()
+    # no store: the isotropic null only, and the report says why
+    nulls = json.loads((tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json")
+                       .read_text())["summary"]["nulls"]
+    assert not nulls["kinds"]["isotropic"]["skipped"] and nulls["kinds"]["covariance"]["skipped"]
+    assert "streamed" in nulls["note"]
 
 
 def _copy_sweep(finished_sweep, tmp_path, edit):

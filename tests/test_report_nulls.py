@@ -131,8 +131,9 @@ def test_the_sweep_table_shows_the_excess_over_the_covariance_null(sweep, capsys
     assert main(["report", str(root / "out")]) == 0
     out = capsys.readouterr().out
     ex = _report(root / "out" / "reports" / GROUP)["summary"]["nulls"]["kinds"]["covariance"]
-    assert "over cov" in out
+    assert "against the nulls" in out and "over cov" in out
     assert f"{ex['excess_median']['estimate']:+.2f}".replace("0.", ".") in out
+    assert max(len(line) for line in out.splitlines()) <= 80  # the tables fit 80 columns
 
 
 def test_analyze_without_a_store_has_the_isotropic_null_and_says_why(sweep, tmp_path, capsys):
@@ -242,3 +243,18 @@ def test_the_histogram_draws_every_null(sweep):
     plots.close(fig)
     for name in ("isotropic null", "covariance null", "activation-sampled null"):
         assert any(lab.startswith(name + ": median") for lab in labels), labels
+
+
+def test_runs_whose_store_is_gone_say_so(sweep, tmp_path):
+    _, runs, _ = sweep
+    copies = []
+    for r in runs:
+        shutil.copytree(r, tmp_path / r.name)
+        info = json.loads((tmp_path / r.name / "run.json").read_text())
+        info["activation_store"] = str(tmp_path / "deleted-store")
+        (tmp_path / r.name / "run.json").write_text(json.dumps(info))
+        copies.append(tmp_path / r.name)
+    assert report_nulls.store_of_runs(copies) is None
+    src = report_nulls.resolve(copies, None)
+    assert src.store is None and "deleted-store" in src.reason and "not there" in src.reason
+    assert report_nulls.store_of_runs(runs) is not None  # the sweep's own runs: their store
