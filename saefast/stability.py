@@ -35,7 +35,9 @@ order), mean_stability_fraction. Added by saefast: mode, top_k, solver, certifie
 global_median, global_mean, fraction_above (pooled), best_pair {run_a_name, run_b_name,
 median_cosine}, baseline (the null for the most common pair shape, see
 `stats.random_baseline`; None when baseline=False), runs [{name, label, path, format,
-n_features, n_live, k}], feature_recurrence.
+n_features, n_live, k}], feature_recurrence, seed_intervals, evidence (per-feature
+significance, share beyond chance, nearest / max-cardinality statistics, diagnostics,
+seed-count curve: `saefast.evidence`, which also adds per-pair keys listed there).
 
 The two medians are different numbers; both are kept:
   - `median_of_medians`: the median over pairs of each pair's `median_cosine` (one value per
