@@ -199,13 +199,26 @@ def null_lines(nulls: dict | None) -> list[str]:
     return lines
 
 
-def _share(row: dict) -> str:
-    """'.73 (.69-.77)': the share beyond chance and its interval ('-' where not computed)."""
-    est, ci = row.get("share_beyond_chance"), row.get("share_beyond_chance_ci")
-    if est is None:
-        return "-"
-    text = f"{est:.2f}".replace("0.", ".")
-    return text + (f" ({ci[0]:.2f}-{ci[1]:.2f})".replace("0.", ".") if ci else "")
+def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
+    """Per group: the share of features recurring beyond the null with its interval, and the
+    share of matched pairs on the BY list (details: stability.json, summary.evidence)."""
+    if not any(r.get("share_beyond_chance") is not None for r in rows):
+        return
+    table = _compact_table(
+        "beyond the isotropic null (summary.evidence)",
+        "share: features whose nearest cosine in the other run beats the null (1 - Storey's "
+        "pi0 of their p-values), 90% interval over runs (jackknife). BY: matched pairs "
+        "significant at FDR 5% (Benjamini-Yekutieli, per pair). The isotropic null is two "
+        "untrained SAEs: beating it does not yet mean the same features were found.")
+    table.add_column("group", no_wrap=True)
+    for col in ("share", "90% CI", "BY"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        ci = row.get("share_beyond_chance_ci")
+        table.add_row(escape(row["group"]), _fmt(row.get("share_beyond_chance"), 2),
+                      f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-",
+                      _fmt(row.get("fraction_significant_by"), 2))
+    console.print(table)
 
 
 def _print_nulls(console: Console, rows: list[dict]) -> None:
@@ -254,6 +267,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
     _print_nulls(console, rows)
+    _print_beyond_chance(console, rows)
     health = _compact_table(
         "training",
         "dead: never fired on the training tokens. cos to init: decoder rows vs their random "

@@ -1,9 +1,9 @@
 """Per-feature evidence of a group report: significance, share beyond chance, other notions of
 "recurs", diagnostics and the seed-count curve, each next to a null (`null_model.NullModel`).
 
-`add_evidence(pairs, rows, runs, ...)` adds keys to each pair dict and returns the summary's
-`evidence` block (stability.py calls it once per report; nothing here reads weights or writes
-files). It reuses the report's matchings: nothing real is matched again. The statistics are
+`add_evidence(pairs, rows, ...)` adds keys to each pair dict and returns the summary's
+`evidence` block; `report_evidence` is what stability.py calls once per report (it reads the
+runs' firing rates; nothing here reads weights or writes files). It reuses the report's matchings: nothing real is matched again. The statistics are
 `saefast.inference` (p-values, Benjamini-Yekutieli, Storey, delete-one-run jackknife) and
 `saefast.recurrence` (nearest neighbours, maximum-cardinality matching, seed-count curve).
 
@@ -17,6 +17,7 @@ null_fraction, null_one_to_one_fraction}.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -114,8 +115,10 @@ class _Nulls:
 
     def __init__(self, null: NullModel, threshold: float, solver: str):
         self.null, self.t, self.solver = null, float(threshold), solver
-        memo = _MEMO.setdefault((null.key, self.t), {"matched": {}, "pair": {}, "red": {}})
+        memo = _MEMO.setdefault((null.key, self.t),
+                                {"matched": {}, "pair": {}, "red": {}, "curves": {}})
         self._matched, self._pair, self._red = memo["matched"], memo["pair"], memo["red"]
+        self.curves = memo["curves"]  # _null_curves, per tuple of run sizes
         self._used: set[tuple[int, int]] = set()
 
     def matched(self, n_a: int, n_b: int) -> np.ndarray:
@@ -241,8 +244,15 @@ def _curves(pairs, sizes, nulls: _Nulls | None, t: float) -> dict:
 
 
 def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
-    """The seed-count curve of S null dictionaries of the runs' sizes, matched pairwise."""
-    sizes = [len(r) for r in rows]
+    """The seed-count curve of S null dictionaries of the runs' sizes, matched pairwise
+    (memoised per sizes: deterministic, and the same for every group of that shape)."""
+    sizes = tuple(len(r) for r in rows)
+    if sizes not in nulls.curves:
+        nulls.curves[sizes] = _compute_null_curves(sizes, nulls, t)
+    return nulls.curves[sizes]
+
+
+def _compute_null_curves(sizes: tuple[int, ...], nulls: _Nulls, t: float) -> dict:
     rng = np.random.default_rng([*sizes, nulls.null.d, 13])
     dicts = nulls.null.sample(sizes, rng)
     pairs = []
@@ -282,7 +292,7 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     one = data(lambda p: _indicator(p["max_cardinality"]["one_to_one_count"], p["n_matched_pairs"]))
     red = [redundancy(r) for r in rows]
     ev = {
-        "null": None, "level": LEVEL, "threshold": t, "method": METHOD,
+        "null": None, "level": LEVEL, "threshold": t, "method": dict(METHOD),
         "nearest": {"median": _interval(nearest, inf.median()),
                     "fraction_above": _interval(nearest, inf.fraction_at_least(t))},
         "max_cardinality": {"fraction": _interval(most, inf.mean()),
@@ -302,7 +312,8 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     n_all = sum(p["n_matched_pairs"] for p in pairs)
     ev["significance"] = {
         "procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA, "family": "one pair",
-        "n_matched": n_all, "n_significant_by": sum(n_by), "fraction_significant_by": sum(n_by) / n_all,
+        "n_matched": n_all, "n_significant_by": sum(n_by),
+        "fraction_significant_by": sum(n_by) / n_all,
         "n_significant_bh": sum(p["n_significant_bh"] for p in pairs), "per_pair_by": n_by,
         "null_large_enough": all(p["null_large_enough"] for p in pairs)}
     storey = inf.share_beyond_chance()
@@ -325,3 +336,36 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     ev["seed_count_curve"].update(_null_curves(rows, nulls, t))
     ev["null"] = {"kind": null.name, "description": null.description, "shapes": nulls.shapes()}
     return ev
+
+
+def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline) -> dict:
+    """add_evidence for a stability report: saes (artifacts.LoadedSAE) in the order of the
+    pairs' index_a/index_b, rows[r] the decoder rows run r was matched with; the isotropic
+    null unless baseline=False. Reads each run's feature_analysis.json for firing rates."""
+    from .artifacts import read_fire_rates
+    from .null_model import isotropic_null
+
+    d = int(saes[0].decoder.shape[1])
+    drift = [(s.info.get("metrics") or {}).get("decoder_drift") for s in saes]
+    with single_thread():
+        return add_evidence(
+            pairs, rows, n_features=[s.n_features for s in saes], labels=labels,
+            threshold=threshold, null=isotropic_null(d, solver=solver) if baseline else None,
+            solver=solver, fire_rates=[read_fire_rates(s) for s in saes],
+            cosine_to_init=[None if dd is None else {"label": lab, **dd}
+                            for lab, dd in zip(labels, drift)])
+
+
+@contextmanager
+def single_thread():
+    """torch on one thread inside: the evidence is thousands of small ops (null draws,
+    [n, d] normalisations, small GEMMs), for which a second OpenMP thread only adds
+    synchronisation; on a loaded 2-core machine each such op waited ~10 ms for it (the default
+    study's reports: 6 s on one thread, 60 s on two). Also makes the float64 GEMMs' bits
+    independent of the machine's thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -27,7 +27,10 @@ import numpy as np
 from .errors import ConfigError
 from .stats import random_baseline
 
-MAX_NULL_DRAWS = 400  # matched-null draws per shape at most (cost bound for large dictionaries)
+MAX_NULL_DRAWS = 400  # matched-null draws per shape at most
+# draws x n_a x n_b at most: the matchings' cost bound. 1024 x 1024 still gets the 150 draws
+# BY needs; 4096 x 4096 gets 16 (null_large_enough is then false: BY lists are underpowered)
+NULL_WORK = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,12 @@ class NullModel:
 
 def null_draws(n_a: int, n_b: int, n_min: int) -> int:
     """Draws of an n_a x n_b matching (min(n_a, n_b) cosines each) that pool >= n_min cosines,
-    at least 2 and at most MAX_NULL_DRAWS."""
+    at least 2, at most MAX_NULL_DRAWS and NULL_WORK / (n_a n_b)."""
     per = min(int(n_a), int(n_b))
     if per < 1:
         raise ConfigError(f"null_draws: empty shape {n_a} x {n_b}")
-    return int(min(MAX_NULL_DRAWS, max(2, math.ceil(int(n_min) / per))))
+    cap = min(MAX_NULL_DRAWS, NULL_WORK // (int(n_a) * int(n_b)))
+    return int(max(2, min(cap, math.ceil(int(n_min) / per))))
 
 
 def isotropic_null(d: int, *, solver: str = "auto") -> NullModel:

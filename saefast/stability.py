@@ -35,7 +35,9 @@ order), mean_stability_fraction. Added by saefast: mode, top_k, solver, certifie
 global_median, global_mean, fraction_above (pooled), best_pair {run_a_name, run_b_name,
 median_cosine}, baseline (the null for the most common pair shape, see
 `stats.random_baseline`; None when baseline=False), runs [{name, label, path, format,
-n_features, n_live, k}], feature_recurrence.
+n_features, n_live, k}], feature_recurrence, seed_intervals, evidence (per-feature
+significance, share beyond chance, nearest / max-cardinality statistics, diagnostics,
+seed-count curve: `saefast.evidence`, which also adds per-pair keys listed there).
 
 The two medians are different numbers; both are kept:
   - `median_of_medians`: the median over pairs of each pair's `median_cosine` (one value per
@@ -301,27 +303,12 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
             progress(p + 1, len(index_pairs), pair)
     summary = _summary(saes, labels, pairs, threshold=threshold, top_k=top_k, solver=solver,
                        live_only=live_only, baseline=baseline)
-    summary["evidence"] = _evidence(saes, labels, pairs, threshold=threshold, solver=solver,
-                                    live_only=live_only, baseline=baseline)
+    from . import evidence  # scipy.stats: imported only when a report is computed
+
+    summary["evidence"] = evidence.report_evidence(
+        saes, labels, pairs, [_features(s, live_only)[1] for s in saes], threshold=threshold,
+        solver=solver, baseline=baseline)
     return {"pairs": pairs, "summary": summary}
-
-
-def _evidence(saes, labels, pairs, *, threshold, solver, live_only, baseline) -> dict:
-    """Per-feature significance, share beyond chance, nearest-neighbour and max-cardinality
-    statistics, diagnostics, seed-count curve (`saefast.evidence`; the isotropic null)."""
-    from saefast import evidence
-    from saefast.artifacts import read_fire_rates
-    from saefast.null_model import isotropic_null
-
-    d = int(saes[0].decoder.shape[1])
-    drift = [((s.info.get("metrics") or {}).get("decoder_drift") or None) for s in saes]
-    return evidence.add_evidence(
-        pairs, [_features(s, live_only)[1] for s in saes],
-        n_features=[s.n_features for s in saes], labels=labels, threshold=threshold,
-        null=isotropic_null(d, solver=solver) if baseline else None, solver=solver,
-        fire_rates=[read_fire_rates(s) for s in saes],
-        cosine_to_init=[None if dd is None else {"label": lab, **dd}
-                        for lab, dd in zip(labels, drift)])
 
 
 def _summary(saes, labels, pairs, *, threshold, top_k, solver, live_only, baseline) -> dict:

@@ -18,7 +18,7 @@ from scipy import stats as sps
 from planted_runs import N_SHARED, F as PLANTED_F, make_run as make_run_dir
 from saefast import evidence, inference as inf, recurrence as rec, reports
 from saefast.match import match_decoders
-from saefast.null_model import MAX_NULL_DRAWS, isotropic_null, null_draws
+from saefast.null_model import MAX_NULL_DRAWS, NULL_WORK, isotropic_null, null_draws
 from saefast.stats import random_baseline
 from test_inference import D, F, make_run, population
 
@@ -54,6 +54,8 @@ def test_the_null_interface_is_random_baseline_of_the_same_shape():
     np.testing.assert_array_equal(
         c, random_baseline(F, F, D, n_draws=null_draws(F, F, n_min))["cosines"])
     assert null_draws(10, 20, 10**9) == MAX_NULL_DRAWS and null_draws(10, 20, 1) == 2
+    assert null_draws(4096, 4096, inf.min_null_size(4096)) == NULL_WORK // 4096**2  # capped
+    assert null_draws(1024, 1024, inf.min_null_size(1024)) * 1024 >= inf.min_null_size(1024)
     a, b = null.sample([3, 5], np.random.default_rng(0))
     assert a.shape == (3, D) and b.shape == (5, D) and a.dtype == np.float32
 
