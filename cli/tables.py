@@ -301,7 +301,8 @@ def print_trends(console: Console, trends: list[dict]) -> None:
             parts.append(f"{label} {fit['slope_per_decade']:+.3f}{interval}")
         if parts:
             budgets = t["global_median"]["budgets"]
-            console.print(f"trend per decade of tokens, {budgets[0]:,}-{budgets[-1]:,} "
+            console.print(f"trend per decade of tokens, {escape(t['groups'][0])} ... "
+                          f"{escape(t['groups'][-1])}, {budgets[0]:,}-{budgets[-1]:,} "
                           f"({len(t['seeds'])} seeds, resampled jointly): " + "; ".join(parts))
 
 
