@@ -66,6 +66,43 @@ inline void check_k(const char* op, int64_t k, int64_t limit, const char* what) 
                     " = ", limit, ", got k = ", k);
 }
 
+// The argument checks of the ops that do not depend on the device; each kernel (CPU, CUDA)
+// adds its own device check after them.
+inline void check_topk_encode_args(const at::Tensor& x, const at::Tensor& W_enc,
+                                   const at::Tensor& b_enc, int64_t k) {
+  const char* op = "topk_encode";
+  check_matrix(op, "x", x, "[B, d]");
+  check_matrix(op, "W_enc", W_enc, "[F, d]");
+  TORCH_CHECK_VALUE(W_enc.size(1) == x.size(1), "saefast.topk_encode: W_enc must be [F, d] with d = ",
+                    x.size(1), " (x is ", shape_str(x), "), got ", shape_str(W_enc));
+  TORCH_CHECK_VALUE(b_enc.dim() == 1 && b_enc.size(0) == W_enc.size(0),
+                    "saefast.topk_encode: b_enc must be [F] with F = ", W_enc.size(0),
+                    ", got shape ", shape_str(b_enc));
+  check_same_float(op, {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
+  check_k(op, k, W_enc.size(0), "F");
+}
+
+// sparse_decode and its backward: values, indices, W_dec (b_dec: check_sparse_decode_bias).
+inline void check_sparse_decode_args(const char* op, const at::Tensor& values,
+                                     const at::Tensor& indices, const at::Tensor& W_dec) {
+  check_matrix(op, "values", values, "[B, k]");
+  TORCH_CHECK_VALUE(indices.sizes() == values.sizes(), "saefast.", op,
+                    ": indices must have the shape of values ", shape_str(values), ", got ",
+                    shape_str(indices));
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+                   "saefast.", op, ": indices must be int64 (or int32), got ",
+                   dtype_name(indices.scalar_type()));
+  check_matrix(op, "W_dec", W_dec, "[F, d]");
+}
+
+inline void check_sparse_decode_bias(const at::Tensor& values, const at::Tensor& W_dec,
+                                     const at::Tensor& b_dec) {
+  TORCH_CHECK_VALUE(b_dec.dim() == 1 && b_dec.size(0) == W_dec.size(1),
+                    "saefast.sparse_decode: b_dec must be [d] with d = ", W_dec.size(1),
+                    " (W_dec is ", shape_str(W_dec), "), got shape ", shape_str(b_dec));
+  check_same_float("sparse_decode", {{"values", &values}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
+}
+
 // Every index in [0, n_latents), or a clear error (an out-of-range index would read or
 // write outside the weight matrix).
 inline void check_index_range(const char* op, const at::Tensor& idx, int64_t n_latents) {

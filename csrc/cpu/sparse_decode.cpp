@@ -21,28 +21,12 @@
 namespace saefast {
 namespace {
 
-// The checks both kernels share; b_dec (forward) or grad_out (backward) is checked by each.
-void check_sparse_decode(const char* op, const at::Tensor& values, const at::Tensor& indices,
-                         const at::Tensor& W_dec) {
-  check_matrix(op, "values", values, "[B, k]");
-  TORCH_CHECK_VALUE(indices.sizes() == values.sizes(), "saefast.", op,
-                    ": indices must have the shape of values ", shape_str(values), ", got ",
-                    shape_str(indices));
-  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-                   "saefast.", op, ": indices must be int64 (or int32), got ",
-                   dtype_name(indices.scalar_type()));
-  check_matrix(op, "W_dec", W_dec, "[F, d]");
-}
-
 at::Tensor sparse_decode_cpu(const at::Tensor& values, const at::Tensor& indices,
                              const at::Tensor& W_dec, const at::Tensor& b_dec) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
   const char* op = "sparse_decode";
-  check_sparse_decode(op, values, indices, W_dec);
-  TORCH_CHECK_VALUE(b_dec.dim() == 1 && b_dec.size(0) == W_dec.size(1),
-                    "saefast.sparse_decode: b_dec must be [d] with d = ", W_dec.size(1),
-                    " (W_dec is ", shape_str(W_dec), "), got shape ", shape_str(b_dec));
-  check_same_float(op, {{"values", &values}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
+  check_sparse_decode_args(op, values, indices, W_dec);
+  check_sparse_decode_bias(values, W_dec, b_dec);
   check_cpu(op, {{"values", &values}, {"indices", &indices}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
   const int64_t B = values.size(0), k = values.size(1), F = W_dec.size(0), d = W_dec.size(1);
   const at::Tensor idx = indices.to(at::kLong).contiguous();  // [B, k]
@@ -63,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_decode_backward_cpu(
     const at::Tensor& W_dec, std::array<bool, 3> output_mask) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
   const char* op = "sparse_decode_backward";
-  check_sparse_decode(op, values, indices, W_dec);
+  check_sparse_decode_args(op, values, indices, W_dec);
   TORCH_CHECK_VALUE(grad_out.dim() == 2 && grad_out.size(0) == values.size(0) &&
                         grad_out.size(1) == W_dec.size(1),
                     "saefast.", op, ": grad_out must be [B, d] = [", values.size(0), ", ",

@@ -16,27 +16,12 @@ namespace saefast {
 namespace cuda {
 namespace {
 
-void check_decode(const char* op, const at::Tensor& values, const at::Tensor& indices,
-                  const at::Tensor& W_dec) {
-  check_matrix(op, "values", values, "[B, k]");
-  TORCH_CHECK_VALUE(indices.sizes() == values.sizes(), "saefast.", op,
-                    ": indices must have the shape of values ", shape_str(values), ", got ",
-                    shape_str(indices));
-  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-                   "saefast.", op, ": indices must be int64 (or int32), got ",
-                   dtype_name(indices.scalar_type()));
-  check_matrix(op, "W_dec", W_dec, "[F, d]");
-}
-
 at::Tensor sparse_decode_cuda(const at::Tensor& values, const at::Tensor& indices,
                               const at::Tensor& W_dec, const at::Tensor& b_dec) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "sparse_decode";
-  check_decode(op, values, indices, W_dec);
-  TORCH_CHECK_VALUE(b_dec.dim() == 1 && b_dec.size(0) == W_dec.size(1),
-                    "saefast.sparse_decode: b_dec must be [d] with d = ", W_dec.size(1),
-                    " (W_dec is ", shape_str(W_dec), "), got shape ", shape_str(b_dec));
-  check_same_float(op, {{"values", &values}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
+  check_sparse_decode_args(op, values, indices, W_dec);
+  check_sparse_decode_bias(values, W_dec, b_dec);
   check_cuda(op, {{"values", &values}, {"indices", &indices}, {"W_dec", &W_dec}, {"b_dec", &b_dec}});
   const c10::cuda::CUDAGuard guard(values.device());
   const int64_t B = values.size(0), k = values.size(1), F = W_dec.size(0), d = W_dec.size(1);
@@ -64,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_decode_backward_cuda(
     const at::Tensor& W_dec, std::array<bool, 3> output_mask) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "sparse_decode_backward";
-  check_decode(op, values, indices, W_dec);
+  check_sparse_decode_args(op, values, indices, W_dec);
   check_cuda(op, {{"grad_out", &grad_out}, {"values", &values}, {"indices", &indices}, {"W_dec", &W_dec}});
   const c10::cuda::CUDAGuard guard(values.device());
   const int64_t B = values.size(0), k = values.size(1), F = W_dec.size(0), d = W_dec.size(1);

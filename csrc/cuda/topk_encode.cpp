@@ -19,17 +19,8 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> topk_encode_cuda(const at::Tensor& x, const at::Tensor& W_enc,
                                                     const at::Tensor& b_enc, int64_t k) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const char* op = "topk_encode";
-  check_matrix(op, "x", x, "[B, d]");
-  check_matrix(op, "W_enc", W_enc, "[F, d]");
-  TORCH_CHECK_VALUE(W_enc.size(1) == x.size(1), "saefast.topk_encode: W_enc must be [F, d] with d = ",
-                    x.size(1), " (x is ", shape_str(x), "), got ", shape_str(W_enc));
-  TORCH_CHECK_VALUE(b_enc.dim() == 1 && b_enc.size(0) == W_enc.size(0),
-                    "saefast.topk_encode: b_enc must be [F] with F = ", W_enc.size(0),
-                    ", got shape ", shape_str(b_enc));
-  check_same_float(op, {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
-  check_cuda(op, {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
-  check_k(op, k, W_enc.size(0), "F");
+  check_topk_encode_args(x, W_enc, b_enc, k);
+  check_cuda("topk_encode", {{"x", &x}, {"W_enc", &W_enc}, {"b_enc", &b_enc}});
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = x.size(0);
   at::Tensor vals = at::empty({B, k}, x.options());
