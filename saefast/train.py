@@ -299,59 +299,53 @@ def train_saes(
                 group["lr"] = lr * lr_factor(step, total, cfg.warmup_fraction, cfg.decay_fraction)
             opt.zero_grad(set_to_none=True)
             losses, total_loss, dead_counts = {}, None, {}
-            if sync_free:
+            if sync_free:  # nothing read back: the device log is read every log_every steps
                 for i in active:
                     x = tokens[orders[i][start:start + batch]]  # [B, d]
                     loss, n_dead = seed_loss_sync_free(saes[i], x, since_fired[i], dead_window,
                                                        aux_k, cfg.aux_coef, aux_on[i])
                     log.record(i, loss, n_dead)
                     total_loss = loss if total_loss is None else total_loss + loss
-                total_loss.backward()
+                stepped = active
+            else:
                 for i in active:
-                    saes[i].remove_parallel_grad_()
-                opt.step()
-                for i in active:
-                    saes[i].normalize_decoder_()
-                step += 1
-                tokens_this_call += min(batch, tokens.shape[0] - start)
-                if log.advance(step - 1) or step == total:
-                    read_out()
-                if step in trace_at:
-                    trace_fvu()
-                continue
-            for i in active:
-                x = tokens[orders[i][start:start + batch]]  # [B, d]
-                loss, n_dead = seed_loss(saes[i], x, since_fired[i], dead_window, aux_k,
-                                         cfg.aux_coef)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    failed[i] = TrainingDiverged(step, value)
-                    continue
-                losses[i] = value
-                dead_counts[i] = int(n_dead)
-                total_loss = loss if total_loss is None else total_loss + loss
+                    x = tokens[orders[i][start:start + batch]]  # [B, d]
+                    loss, n_dead = seed_loss(saes[i], x, since_fired[i], dead_window, aux_k,
+                                             cfg.aux_coef)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        failed[i] = TrainingDiverged(step, value)
+                        continue
+                    losses[i] = value
+                    dead_counts[i] = int(n_dead)
+                    total_loss = loss if total_loss is None else total_loss + loss
+                stepped = list(losses)
             if total_loss is not None:
                 total_loss.backward()
-                for i in losses:
+                for i in stepped:
                     saes[i].remove_parallel_grad_()
                 opt.step()
-                for i in losses:
+                for i in stepped:
                     saes[i].normalize_decoder_()
             step += 1
             tokens_this_call += min(batch, tokens.shape[0] - start)
-            if step % log_every == 0 or step == total:
-                for i, value in losses.items():
-                    histories[i].append({"step": step, "loss": value})
+            if sync_free:
+                if log.advance(step - 1) or step == total:
+                    read_out()
+            else:
+                if step % log_every == 0 or step == total:
+                    for i, value in losses.items():
+                        histories[i].append({"step": step, "loss": value})
+                if on_step is not None and losses:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    on_step(step, total, {
+                        "loss": sum(losses.values()) / len(losses),
+                        "dead": sum(dead_counts.values()) / (len(dead_counts) * F),
+                        "per_seed": {seeds[i]: {"loss": losses[i], "dead": dead_counts[i] / F}
+                                     for i in losses},
+                        "tokens_per_second": tokens_this_call / elapsed})
             if step in trace_at:
                 trace_fvu()
-            if on_step is not None and losses:
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                on_step(step, total, {
-                    "loss": sum(losses.values()) / len(losses),
-                    "dead": sum(dead_counts.values()) / (len(dead_counts) * F),
-                    "per_seed": {seeds[i]: {"loss": losses[i], "dead": dead_counts[i] / F}
-                                 for i in losses},
-                    "tokens_per_second": tokens_this_call / elapsed})
         position = schedule.next_position(window.position)
         del window, tokens, orders  # free this window before the next one is read
         if sync_free and log.count:
