@@ -24,14 +24,10 @@
 #include "candidate_buffer.h"
 #include "checks.h"
 #include "gemm_select.h"
+#include "unit_rows.h"
 
 namespace saefast {
 namespace {
-
-at::Tensor normalized_rows(const at::Tensor& t, at::ScalarType acc) {
-  const at::Tensor a = t.detach().to(acc);  // worker threads run at::mm_out on it
-  return (a / a.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12)).contiguous();  // [rows, d]
-}
 
 // One worker's column top-k over all m columns: candidates [m, cap], their counts [m] and
 // each column's threshold [m] (contiguous, so a tile row is tested against it in one pass).

@@ -7,16 +7,12 @@
 
 #include <torch/library.h>
 
+#include "../cpu/unit_rows.h"
 #include "glue.h"
 
 namespace saefast {
 namespace cuda {
 namespace {
-
-at::Tensor normalized_rows(const at::Tensor& t, at::ScalarType acc) {
-  const at::Tensor a = t.to(acc);
-  return (a / a.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12)).contiguous();  // [rows, d]
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cuda(const at::Tensor& A,
                                                                             const at::Tensor& B,
