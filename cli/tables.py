@@ -199,25 +199,35 @@ def null_lines(nulls: dict | None) -> list[str]:
     return lines
 
 
+def share_cell(entry: dict | None) -> str:
+    """".45 [.40,.50]": a share beyond chance with its interval; "-" when there is none."""
+    if not entry or entry.get("share") is None:
+        return "-"
+    ci = entry.get("share_ci")
+    cell = f"{entry['share']:.2f}".replace("0.", ".")
+    if ci and all(c is not None and c == c for c in ci):
+        cell += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
+    return cell
+
+
 def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
-    """Per group: the share of features recurring beyond the null with its interval, and the
-    share of matched pairs on the BY list (details: stability.json, summary.evidence)."""
-    if not any(r.get("share_beyond_chance") is not None for r in rows):
+    """Per group and null: the share of features recurring beyond that null with its interval
+    (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
+    if not any(r.get("beyond_chance") for r in rows):
         return
     table = _compact_table(
-        "beyond the isotropic null (summary.evidence)",
-        "share: features whose nearest cosine in the other run beats the null (1 - Storey's "
-        "pi0 of their p-values), 90% interval over runs (jackknife). BY: matched pairs "
-        "significant at FDR 5% (Benjamini-Yekutieli, per pair). The isotropic null is two "
-        "untrained SAEs: beating it does not yet mean the same features were found.")
+        "features recurring beyond chance (summary.evidence.by_null)",
+        "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
+        "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
+        "beating it does not yet mean the same features were found. cov / act: dictionaries "
+        "shaped like the activations, the nulls that matter. -: not computed.")
     table.add_column("group", no_wrap=True)
-    for col in ("share", "90% CI", "BY"):
+    for col in ("iso", "cov", "act"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        ci = row.get("share_beyond_chance_ci")
-        table.add_row(escape(row["group"]), _fmt(row.get("share_beyond_chance"), 2),
-                      f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-",
-                      _fmt(row.get("fraction_significant_by"), 2))
+        by = row.get("beyond_chance") or {}
+        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in
+                                              ("isotropic", "covariance", "activations")))
     console.print(table)
 
 
@@ -306,6 +316,24 @@ def print_trends(console: Console, trends: list[dict]) -> None:
                           f"({len(t['seeds'])} seeds, resampled jointly): " + "; ".join(parts))
 
 
+def evidence_lines(ev: dict | None) -> list[str]:
+    """One line per null the evidence judged: the BY count and the share beyond chance."""
+    lines = []
+    for kind, block in ((ev or {}).get("by_null") or {}).items():
+        if block.get("skipped"):
+            lines.append(f"beyond the {kind} null: not computed, {block['reason']}")
+            continue
+        sig, share = block["significance"], block["share_beyond_chance"]
+        ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
+        lines.append(
+            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} matched "
+            f"pairs significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
+            f"recurring beyond chance {share['estimate']:.3f}{ci}")
+    if lines:
+        lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")
+    return lines
+
+
 def print_report(console: Console, report: dict, title: str) -> None:
     """The runs, numbered with their whole names (a cut name loses the seed suffix that tells
     runs apart), then one row per pair by those numbers."""
@@ -338,15 +366,8 @@ def print_report(console: Console, report: dict, title: str) -> None:
         f"{_fmt(base.get('median_cosine', base.get('median')))}")
     for line in null_lines(s.get("nulls")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    ev = s.get("evidence") or {}
-    if ev.get("significance"):
-        sig, share = ev["significance"], ev["share_beyond_chance"]
-        ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
-        console.print(
-            f"beyond the {ev['null']['kind']} null: {sig['n_significant_by']} of "
-            f"{sig['n_matched']} matched pairs significant at FDR 5% (Benjamini-Yekutieli, per "
-            f"pair); share of features recurring beyond chance {share['estimate']:.3f}{ci}; "
-            f"seed-count curve and diagnostics in stability.json (summary.evidence)")
+    for line in evidence_lines(s.get("evidence")):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     live = report.get("live_only")
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},

@@ -172,11 +172,10 @@ class _Nulls:
         return out
 
 
-def _pair_evidence(p: dict, a, b, nulls: _Nulls | None, t: float) -> np.ndarray:
-    """Add one pair's keys (see the module docstring) to the pair dict p; returns the
-    pair's nearest cosines [n_a + n_b]."""
+def _pair_observed(p: dict, a, b, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Add one pair's null-free keys (nearest, max_cardinality) to the pair dict p; returns
+    the pair's nearest cosines (A's features [n_a], B's [n_b])."""
     cos = np.asarray(p["all_cosines"], dtype=np.float64)
-    n_a, n_b = len(a), len(b)
     best_a, best_b = rec.nearest_cosines(a, b)
     near = np.concatenate([best_a, best_b])
     most = rec.max_pairs_at(a, b, [t])[t]
@@ -186,23 +185,34 @@ def _pair_evidence(p: dict, a, b, nulls: _Nulls | None, t: float) -> np.ndarray:
     p["max_cardinality"] = {"threshold": t, "count": most, "fraction": most / cos.size,
                             "one_to_one_count": one, "one_to_one_fraction": one / cos.size,
                             "null_fraction": None, "null_one_to_one_fraction": None}
-    if nulls is None:
-        return near
+    return best_a, best_b
+
+
+def _pair_under(p: dict, best_a, best_b, nulls: _Nulls) -> dict:
+    """One pair against one null: the per-pair keys of the module docstring (p-values, BY
+    list, shares) and the null's nearest / max-cardinality numbers of the pair's shape."""
+    cos = np.asarray(p["all_cosines"], dtype=np.float64)
+    n_a, n_b = len(best_a), len(best_b)
     sig = inf.significance(cos, nulls.matched(n_a, n_b))
-    p["pvalues"] = sig["pvalues"].tolist()
-    p["significant_by"] = sig["by"].tolist()
-    p["n_significant_by"], p["n_significant_bh"] = sig["n_by"], sig["n_bh"]
-    p["share_beyond_chance_matched"] = sig["share_beyond_chance"]
-    p["null_large_enough"] = sig["null_large_enough"]
     np_ = nulls.pair(n_a, n_b)
-    p["nearest_pvalues"] = np.concatenate([inf.feature_pvalues(best_a, np_["near_a"]),
-                                           inf.feature_pvalues(best_b, np_["near_b"])]).tolist()
-    p["share_beyond_chance"] = 1.0 - inf.storey_pi0(p["nearest_pvalues"])
+    near_p = np.concatenate([inf.feature_pvalues(best_a, np_["near_a"]),
+                             inf.feature_pvalues(best_b, np_["near_b"])])
+    return {"pvalues": sig["pvalues"].tolist(), "significant_by": sig["by"].tolist(),
+            "n_significant_by": sig["n_by"], "n_significant_bh": sig["n_bh"],
+            "share_beyond_chance_matched": sig["share_beyond_chance"],
+            "null_large_enough": sig["null_large_enough"],
+            "nearest_pvalues": near_p.tolist(), "share_beyond_chance": 1.0 - inf.storey_pi0(near_p),
+            "null": np_}
+
+
+def _attach(p: dict, under: dict) -> None:
+    """The primary null's per-pair results become the pair's own keys (the report's JSON)."""
+    p.update({k: v for k, v in under.items() if k != "null"})
+    np_ = under["null"]
     p["nearest"]["null_median"] = np_["nearest_median"]
     p["nearest"]["null_fraction_above"] = np_["nearest_fraction_above"]
     p["max_cardinality"]["null_fraction"] = np_["max_cardinality_fraction"]
     p["max_cardinality"]["null_one_to_one_fraction"] = np_["one_to_one_fraction"]
-    return near
 
 
 def _by_fire_rate(pairs: list[dict], rates: Sequence[np.ndarray | None]) -> dict | None:
@@ -235,12 +245,16 @@ def _hits(pairs: list[dict], sizes: Sequence[int], keep) -> tuple[list, list]:
                                  "pairs": pairs}, keep)
 
 
-def _curves(pairs, sizes, nulls: _Nulls | None, t: float) -> dict:
-    out = {"at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL)}
-    if nulls is not None:
-        out["beyond_chance"] = rec.seed_count_curve(
-            *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL)
-    return out
+def _curves(pairs, sizes) -> dict:
+    return {"at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL)}
+
+
+def _beyond_chance_curve(pairs, sizes, under: dict) -> dict:
+    """The seed-count curve counting only BY-significant matches under one null."""
+    sig = {(p["index_a"], p["index_b"]): under[p["index_a"], p["index_b"]]["significant_by"]
+           for p in pairs}
+    return rec.seed_count_curve(*_hits(pairs, sizes, lambda p: sig[p["index_a"], p["index_b"]]),
+                                level=LEVEL)
 
 
 def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
@@ -271,23 +285,26 @@ def _compute_null_curves(sizes: tuple[int, ...], nulls: _Nulls, t: float) -> dic
 def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], labels: Sequence[str],
                  threshold: float, null: NullModel | None, solver: str = "auto",
                  fire_rates: Sequence[np.ndarray | None] | None = None,
-                 cosine_to_init: Sequence[dict | None] | None = None) -> dict:
+                 cosine_to_init: Sequence[dict | None] | None = None,
+                 other_nulls: Sequence[NullModel] = ()) -> dict:
     """Add the per-pair keys to `pairs` (each with index_a/index_b into `rows`) and return the
     summary's `evidence` block. rows[r]: the decoder rows run r took part in the matchings
     with (all features, or the live ones), in the order of the pairs' indices' positions;
     n_features[r]: run r's total feature count; fire_rates[r] [n_features[r]] or None.
-    null=None (a report without baseline): only what needs no null."""
+    null: the primary null, whose results are the pairs' keys and the block's top-level keys
+    (None, a report without baseline: only what needs no null). other_nulls: further nulls
+    (covariance, activations), each judged the same way from the same matchings; every null's
+    block is under `by_null[name]` (the primary's too)."""
     t = float(threshold)
     S = len(rows)
-    nulls = None if null is None else _Nulls(null, t, solver)
-    near = {(p["index_a"], p["index_b"]):
-            _pair_evidence(p, rows[p["index_a"]], rows[p["index_b"]], nulls, t) for p in pairs}
+    near = {(p["index_a"], p["index_b"]): _pair_observed(p, rows[p["index_a"]], rows[p["index_b"]], t)
+            for p in pairs}
     by = {(p["index_a"], p["index_b"]): p for p in pairs}
 
     def data(fn):
         return inf.PairedRuns.from_dict(S, {k: fn(p) for k, p in by.items()})
 
-    nearest = inf.PairedRuns.from_dict(S, near)
+    nearest = inf.PairedRuns.from_dict(S, {k: np.concatenate(v) for k, v in near.items()})
     most = data(lambda p: _indicator(p["max_cardinality"]["count"], p["n_matched_pairs"]))
     one = data(lambda p: _indicator(p["max_cardinality"]["one_to_one_count"], p["n_matched_pairs"]))
     red = [redundancy(r) for r in rows]
@@ -300,48 +317,95 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
         "redundancy": {"runs": [{"label": lab, "median": float(np.median(r)),
                                  "fraction_above": float(np.mean(r >= t))}
                                 for lab, r in zip(labels, red)]},
-        "by_fire_rate": _by_fire_rate(pairs, fire_rates or [None] * S),
+        "by_fire_rate": None,
         "cosine_to_init": list(cosine_to_init) if cosine_to_init is not None else None,
-        "seed_count_curve": _curves(pairs, n_features, nulls, t),
+        "seed_count_curve": _curves(pairs, n_features),
         "significance": None, "share_beyond_chance": None, "share_beyond_chance_matched": None,
-        "fraction_significant_by": None,
+        "fraction_significant_by": None, "by_null": {},
     }
-    if nulls is None:
-        return ev
-    n_by = [p["n_significant_by"] for p in pairs]
-    n_all = sum(p["n_matched_pairs"] for p in pairs)
-    ev["significance"] = {
-        "procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA, "family": "one pair",
-        "n_matched": n_all, "n_significant_by": sum(n_by),
-        "fraction_significant_by": sum(n_by) / n_all,
-        "n_significant_bh": sum(p["n_significant_bh"] for p in pairs), "per_pair_by": n_by,
-        "null_large_enough": all(p["null_large_enough"] for p in pairs)}
-    storey = inf.share_beyond_chance()
-    ev["share_beyond_chance"] = dict(_interval(data(lambda p: p["nearest_pvalues"]), storey),
-                                     storey_lambda=inf.STOREY_LAMBDA, pvalues="nearest")
-    ev["share_beyond_chance_matched"] = dict(_interval(data(lambda p: p["pvalues"]), storey),
-                                             storey_lambda=inf.STOREY_LAMBDA, pvalues="matched")
-    ev["fraction_significant_by"] = _interval(
-        data(lambda p: np.asarray(p["significant_by"], dtype=float)), inf.mean())
-    null_pairs = [nulls.pair(len(rows[p["index_a"]]), len(rows[p["index_b"]])) for p in pairs]
-    ev["nearest"]["null"] = {k: float(np.mean([q[k] for q in null_pairs]))
-                             for k in ("nearest_median", "nearest_fraction_above")}
-    ev["max_cardinality"]["null_fraction"] = float(np.mean(
-        [q["max_cardinality_fraction"] for q in null_pairs]))
-    ev["max_cardinality"]["null_one_to_one_fraction"] = float(np.mean(
-        [q["one_to_one_fraction"] for q in null_pairs]))
-    null_red = np.concatenate([nulls.redundancy(len(r)) for r in rows])
-    ev["redundancy"]["null"] = {"median": float(np.median(null_red)),
-                                "fraction_above": float(np.mean(null_red >= t))}
-    ev["seed_count_curve"].update(_null_curves(rows, nulls, t))
-    ev["null"] = {"kind": null.name, "description": null.description, "shapes": nulls.shapes()}
+    for k, model in enumerate(([null] if null is not None else []) + list(other_nulls)):
+        block, under = _under_null(pairs, rows, near, n_features, model, t, solver)
+        ev["by_null"][model.name] = block
+        if k == 0:  # the primary null: its results are the pairs' keys and the top level
+            for key, p in by.items():
+                _attach(p, under[key])
+            ev["null"] = block["null"]
+            ev["nearest"]["null"] = block["nearest_null"]
+            for name in ("significance", "share_beyond_chance", "share_beyond_chance_matched",
+                         "fraction_significant_by"):
+                ev[name] = block[name]
+            ev["max_cardinality"].update(block["max_cardinality_null"])
+            ev["redundancy"]["null"] = block["redundancy_null"]
+            ev["seed_count_curve"].update(block["seed_count_curve"])
+    ev["by_fire_rate"] = _by_fire_rate(pairs, fire_rates or [None] * S)
     return ev
 
 
-def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline) -> dict:
+def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solver: str):
+    """Every null-dependent statistic of a report under one null: (block, per-pair results).
+    A null that cannot draw the dictionaries a pair needs (too few distinct tokens) gives
+    {"null": ..., "skipped": True, "reason": ...} and no per-pair results."""
+    S = len(rows)
+    desc = {"kind": model.name, "description": model.description}
+    short = next((r for r in (model.short_of([len(rows[p["index_a"]]), len(rows[p["index_b"]])])
+                              for p in pairs) if r), None)
+    if short is not None:
+        return {"null": desc, "skipped": True, "reason": f"skipped: {short}"}, {}
+    nulls = _Nulls(model, t, solver)
+    under = {(p["index_a"], p["index_b"]): _pair_under(p, *near[p["index_a"], p["index_b"]], nulls)
+             for p in pairs}
+    keys = list(under)
+
+    def data(field):
+        return inf.PairedRuns.from_dict(S, {k: under[k][field] for k in keys})
+
+    n_by = [under[k]["n_significant_by"] for k in keys]
+    n_all = sum(p["n_matched_pairs"] for p in pairs)
+    storey = inf.share_beyond_chance()
+    null_pairs = [under[k]["null"] for k in keys]
+    null_red = np.concatenate([nulls.redundancy(len(r)) for r in rows])
+    curves = {"beyond_chance": _beyond_chance_curve(pairs, n_features, under)}
+    short = model.short_of([len(r) for r in rows])
+    if short is None:
+        curves.update(_null_curves(rows, nulls, t))
+    else:
+        curves.update(null_at_threshold=None, null_beyond_chance=None,
+                      null_reason=f"skipped: {short}")
+    block = {
+        "null": dict(desc, shapes=nulls.shapes()), "skipped": False, "reason": None,
+        "significance": {
+            "procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA, "family": "one pair",
+            "n_matched": n_all, "n_significant_by": sum(n_by),
+            "fraction_significant_by": sum(n_by) / n_all,
+            "n_significant_bh": sum(under[k]["n_significant_bh"] for k in keys),
+            "per_pair_by": n_by,
+            "null_large_enough": all(under[k]["null_large_enough"] for k in keys)},
+        "share_beyond_chance": dict(_interval(data("nearest_pvalues"), storey),
+                                    storey_lambda=inf.STOREY_LAMBDA, pvalues="nearest"),
+        "share_beyond_chance_matched": dict(_interval(data("pvalues"), storey),
+                                            storey_lambda=inf.STOREY_LAMBDA, pvalues="matched"),
+        "fraction_significant_by": _interval(
+            inf.PairedRuns.from_dict(S, {k: np.asarray(under[k]["significant_by"], dtype=float)
+                                         for k in keys}), inf.mean()),
+        "nearest_null": {k: float(np.mean([q[k] for q in null_pairs]))
+                         for k in ("nearest_median", "nearest_fraction_above")},
+        "max_cardinality_null": {
+            "null_fraction": float(np.mean([q["max_cardinality_fraction"] for q in null_pairs])),
+            "null_one_to_one_fraction": float(np.mean([q["one_to_one_fraction"]
+                                                       for q in null_pairs]))},
+        "redundancy_null": {"median": float(np.median(null_red)),
+                            "fraction_above": float(np.mean(null_red >= t))},
+        "seed_count_curve": curves,
+    }
+    return block, under
+
+
+def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
+                    other_nulls: Sequence[NullModel] = ()) -> dict:
     """add_evidence for a stability report: saes (artifacts.LoadedSAE) in the order of the
     pairs' index_a/index_b, rows[r] the decoder rows run r was matched with; the isotropic
-    null unless baseline=False. Reads each run's feature_analysis.json for firing rates."""
+    null (primary) and the other_nulls unless baseline=False. Reads each run's
+    feature_analysis.json for firing rates."""
     from .artifacts import read_fire_rates
     from .null_model import isotropic_null
 
@@ -353,7 +417,8 @@ def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline) -
             threshold=threshold, null=isotropic_null(d, solver=solver) if baseline else None,
             solver=solver, fire_rates=[read_fire_rates(s) for s in saes],
             cosine_to_init=[None if dd is None else {"label": lab, **dd}
-                            for lab, dd in zip(labels, drift)])
+                            for lab, dd in zip(labels, drift)],
+            other_nulls=other_nulls if baseline else ())
 
 
 @contextmanager

@@ -11,9 +11,13 @@ A `NullModel` answers two questions for dictionaries of the report's d that shar
   that need the dictionaries themselves: nearest-neighbour and maximum-cardinality nulls,
   within-SAE redundancy, the null seed-count curve.
 
-Only the isotropic null exists here: Gaussian rows (= the init: "two untrained SAEs"), with
-the matched cosines of `stats.random_baseline` (memoised per shape, every draw kept). A
-data-shaped null (covariance, activation-sampled: `saefast.nulls`) is another NullModel.
+Three nulls (`saefast.nulls` computes their matched cosines, memoised per shape and data):
+- `isotropic_null(d)`: Gaussian rows (= the init: "two untrained SAEs"), the matched cosines
+  of `stats.random_baseline`;
+- `covariance_null_model(cov, key)`: rows ~ N(0, Σ);
+- `activation_null_model(pool, key)`: centred activation vectors of distinct token ids. Its
+  `capacity` is the pool's number of distinct ids: a statistic whose dictionaries need more
+  rows than that is skipped with the reason (`NullModel.short_of`), never drawn with repeats.
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ class NullModel:
     description: str
     sample: Callable[[Sequence[int], np.random.Generator], list[np.ndarray]]
     matched: Callable[[int, int, int], np.ndarray]
+    capacity: int | None = None  # rows one sample() call can draw in all (None: unbounded)
+
+    def short_of(self, sizes: Sequence[int]) -> str | None:
+        """Why dictionaries of these sizes cannot be drawn together, or None when they can."""
+        need = int(sum(int(n) for n in sizes))
+        if self.capacity is None or need <= self.capacity:
+            return None
+        return (f"the {self.name} null has {self.capacity} distinct tokens, {need} features "
+                f"({' + '.join(str(int(n)) for n in sizes)}) need distinct tokens")
 
 
 def null_draws(n_a: int, n_b: int, n_min: int) -> int:
@@ -67,9 +80,60 @@ def isotropic_null(d: int, *, solver: str = "auto") -> NullModel:
 
     def matched(n_a: int, n_b: int, n_min: int) -> np.ndarray:
         base = random_baseline(n_a, n_b, d, n_draws=null_draws(n_a, n_b, n_min), solver=solver)
-        out = np.asarray(base["cosines"], dtype=np.float64)
-        out.setflags(write=False)
-        return out
+        return _frozen(base["cosines"])
 
     return NullModel("isotropic", d, ("isotropic", d, solver),
                      "isotropic Gaussian rows (the init: two untrained SAEs)", sample, matched)
+
+
+def _frozen(cosines) -> np.ndarray:
+    out = np.asarray(cosines, dtype=np.float64)
+    out.setflags(write=False)
+    return out
+
+
+def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
+    """Rows ~ N(0, Σ), Σ [d, d] (or an ActivationMoments): dictionaries in the activations'
+    high-variance subspace that share nothing. key names Σ (e.g. store and rows)."""
+    from . import nulls as _nulls
+
+    if isinstance(cov, _nulls.ActivationMoments):
+        cov = cov.cov
+    f = _nulls.covariance_factor(cov)  # [d, d], F F^T = Σ / scale; checks Σ
+    d = int(f.shape[0])
+
+    def sample(sizes: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+        return [(rng.standard_normal((int(n), d)) @ f.T).astype(np.float32) for n in sizes]
+
+    def matched(n_a: int, n_b: int, n_min: int) -> np.ndarray:
+        got = _nulls.covariance_null(cov, n_a, n_b, n_draws=null_draws(n_a, n_b, n_min),
+                                     solver=solver, key=key)
+        return _frozen(got["cosines"])
+
+    return NullModel("covariance", d, ("covariance", d, solver, str(key)),
+                     "Gaussian rows with the training activations' covariance", sample,
+                     matched)
+
+
+def activation_null_model(pool, key: str, *, solver: str = "auto") -> NullModel:
+    """Rows are centred activation vectors of distinct token ids (`nulls.TokenPool`), no id
+    twice within one sample() call; capacity = the pool's distinct ids."""
+    from . import nulls as _nulls
+
+    d = int(pool.acts.shape[1])
+
+    def sample(sizes: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+        idx = pool.sample_rows(int(sum(int(n) for n in sizes)), rng)  # distinct ids
+        cuts = np.cumsum([0, *[int(n) for n in sizes]])
+        return [pool.rows(idx[s:e]) for s, e in zip(cuts[:-1], cuts[1:])]
+
+    def matched(n_a: int, n_b: int, n_min: int) -> np.ndarray:
+        got = _nulls.activation_null(pool, n_a, n_b, n_draws=null_draws(n_a, n_b, n_min),
+                                     solver=solver, key=key)
+        if got["skipped"]:
+            raise ConfigError(got["reason"])  # callers check short_of first
+        return _frozen(got["cosines"])
+
+    return NullModel("activations", d, ("activations", d, solver, str(key)),
+                     "centred activation vectors of distinct tokens", sample, matched,
+                     capacity=pool.n_distinct)

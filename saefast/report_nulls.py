@@ -38,7 +38,7 @@ from .artifacts import RUN, LoadedSAE
 from .errors import ConfigError, StoreError
 from .fsio import read_json
 
-NULLS_VERSION = 1  # bump when what add_nulls computes changes: stored reports are recomputed
+NULLS_VERSION = 2  # bump when what add_nulls computes changes: stored reports are recomputed
 NULL_SEED = 0
 ROWS_PER_TOKEN = 8  # activation null: rows kept per distinct token id (module doc)
 HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
@@ -211,23 +211,76 @@ def _skipped(kind: str, reason: str) -> dict:
     return {"kind": kind, "skipped": True, "reason": f"skipped: {reason}"}
 
 
-def _excess(report: dict, shape: tuple[int, int], null_median: float) -> dict | None:
-    """Observed pooled median (pairs of this shape) minus the null median, 90 % jackknife."""
+def _excess(report: dict, pairs: list[dict], null_median: float) -> dict | None:
+    """Observed pooled median (of these pairs) minus the null median, 90 % jackknife."""
     from saefast import inference  # scipy.stats: only when a report is computed
 
     n_runs = report["summary"]["n_runs"]
     if n_runs < 3:
         return None
     data = inference.PairedRuns.from_dict(
-        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in report["pairs"]
-                 if (p["n_features_a"], p["n_features_b"]) == shape})
+        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
     jk = inference.jackknife(data, inference.excess_median(null_median))
     return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
 
 
+def _matched_shape(pair: dict) -> tuple[int, int]:
+    """(n_a, n_b) of the dictionaries that were matched: all features, or the live ones."""
+    if pair.get("mode") == "live_only":
+        return pair["live_features_a"], pair["live_features_b"]
+    return pair["n_features_a"], pair["n_features_b"]
+
+
+def _null_shape(pairs: list[dict]) -> tuple[tuple[int, int], list[dict], str]:
+    """The one shape a report's nulls are drawn at, the pairs compared with them, and how
+    the shape was chosen. Full reports: the most common pair shape and its pairs (a seed
+    group has one). Live-only reports, where every pair has its own live counts: the median
+    (smaller, larger) live counts, compared with every pair (the null median changes little
+    over such spreads; the per-pair evidence uses each pair's exact shape)."""
+    if pairs and pairs[0].get("mode") == "live_only":
+        sides = np.array([sorted(_matched_shape(p)) for p in pairs])  # [pairs, 2]
+        shape = tuple(int(round(float(np.median(sides[:, c])))) for c in (0, 1))
+        return shape, list(pairs), "the median live-feature counts of the pairs"
+    shape, _ = Counter(_matched_shape(p) for p in pairs).most_common(1)[0]
+    return shape, [p for p in pairs if _matched_shape(p) == shape], \
+        "the report's most common pair shape"
+
+
+def _data(source: NullSource, d: int):
+    """(moments, pool, reasons) of the source for runs of dimension d: ActivationMoments or
+    None, a TokenPool or None, and the reason each data-shaped null is missing."""
+    from saefast.data import store as _store
+
+    reasons = {"covariance": source.reason, "activations": source.reason}
+    if source.store is None:
+        return None, None, reasons
+    moments = _store.training_moments(source.store, source.n_rows)
+    if moments.d != d:
+        raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs d={d}")
+    pool = _token_pool(source, moments.mean)
+    if isinstance(pool, str):
+        reasons["activations"], pool = pool, None
+    return moments, pool, reasons
+
+
+def null_models(source: NullSource | None, d: int, *, solver: str = "auto") -> list:
+    """The data-shaped nulls of the source as `null_model.NullModel`s (covariance, then
+    activations, those the data allows), for the per-feature evidence under each null."""
+    from saefast.null_model import activation_null_model, covariance_null_model
+
+    if source is None or source.store is None:
+        return []
+    moments, pool, _ = _data(source, d)
+    out = [covariance_null_model(moments, source.key, solver=solver)]
+    if pool is not None:
+        out.append(activation_null_model(pool, source.key, solver=solver))
+    return out
+
+
 def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict:
-    """Compute the report's nulls and store them as report["summary"]["nulls"] (full-feature
-    report only; returns that dict):
+    """Compute the report's nulls and store them as report["summary"]["nulls"], and those of
+    the live-only report (report["live_only"], when there is one) in its own summary, for
+    its own (live) pair shape. Returns the full report's dict:
 
     {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, hook, n_rows,
      rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
@@ -235,21 +288,19 @@ def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict
      quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ..., histogram) with
      excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
      skipped: True, reason}}}."""
-    from saefast.data import store as _store
+    d = int(report["summary"]["d_model"])
+    data = _data(source, d)
+    out = _add_nulls(report, source, data, solver)
+    if report.get("live_only") is not None:
+        _add_nulls(report["live_only"], source, data, solver)
+    return out
 
+
+def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
+    moments, pool, reasons = data
     s, pairs = report["summary"], report["pairs"]
-    shapes = Counter((p["n_features_a"], p["n_features_b"]) for p in pairs)
-    (n_a, n_b), count = shapes.most_common(1)[0]
+    (n_a, n_b), used, how = _null_shape(pairs)
     d = int(s["d_model"])
-    moments = pool = None
-    reasons = {"covariance": source.reason, "activations": source.reason}
-    if source.store is not None:
-        moments = _store.training_moments(source.store, source.n_rows)
-        if moments.d != d:
-            raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs d={d}")
-        pool = _token_pool(source, moments.mean)
-        if isinstance(pool, str):
-            reasons["activations"], pool = pool, None
     with _one_thread(n_a, n_b, d):
         got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED,
                            solver=solver, key=source.key)
@@ -260,19 +311,18 @@ def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict
             continue
         kinds[kind] = _public(got[kind])
         if not got[kind]["skipped"]:
-            kinds[kind]["excess_median"] = _excess(report, (n_a, n_b), got[kind]["median_cosine"])
+            kinds[kind]["excess_median"] = _excess(report, used, got[kind]["median_cosine"])
     skipped = [k for k, v in kinds.items() if v["skipped"]]
     if skipped and source.store is None:  # one reason for both data-shaped nulls
         notes = [source.reason]
     else:
         notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
     out = {
-        "method": (f"each null: dictionaries of the report's most common pair shape, matched "
-                   f"like the real ones, draws until >= {_nulls.MIN_POOLED_COSINES} matched "
+        "method": (f"each null: dictionaries of {how}, matched like the real ones, draws until >= {_nulls.MIN_POOLED_COSINES} matched "
                    "cosines are pooled; quantiles of the pooled cosines, spread of the "
                    "per-draw medians. excess_median: observed pooled median minus the null's "
                    "median, 90 % delete-one-run jackknife interval, t(S-1)"),
-        "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": count,
+        "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
         "data": {"store": None if source.store is None else str(source.store),
                  "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key,
                  "effective_rank": kinds["covariance"].get("effective_rank"),

@@ -51,7 +51,7 @@ RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
 SEED_CURVE_PNG = "seed_count_curve.png"
-EVIDENCE_VERSION = 1  # in `settings`: a report stored before summary.evidence is recomputed
+EVIDENCE_VERSION = 2  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null)
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -118,8 +118,12 @@ def _as_list(run_dirs) -> list:
 
 def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
              progress) -> dict:
+    def data_nulls(d: int) -> list:
+        return report_nulls.null_models(source, d, solver=solver)
+
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
-                              solver=solver, baseline=baseline, progress=progress)
+                              solver=solver, baseline=baseline, progress=progress,
+                              data_nulls=data_nulls if baseline else None)
     if baseline:
         report_nulls.add_nulls(report, source, solver=solver)
     return report

@@ -264,13 +264,17 @@ def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, to
 
 def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                      live_only: bool = False, solver: str = "auto", baseline: bool = True,
-                     progress: Progress | None = None) -> dict:
+                     progress: Progress | None = None,
+                     data_nulls: Callable[[int], Sequence] | None = None) -> dict:
     """The report that `reports.analyze_runs` stores, computed without writing anything: the
     full report, plus (live_only=True) the live-only report under the key "live_only". Each
-    run is loaded once; every argument is checked before any matching starts."""
+    run is loaded once; every argument is checked before any matching starts. data_nulls(d):
+    the data-shaped `NullModel`s of runs of dimension d (`report_nulls.null_models`), judged
+    in the evidence beside the isotropic null (baseline=True only)."""
     saes = _checked(run_dirs, threshold, top_k, solver)
+    others = list(data_nulls(int(saes[0].decoder.shape[1]))) if baseline and data_nulls else []
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
-              progress=progress)
+              progress=progress, other_nulls=others)
     report = _report(saes, live_only=False, **kw)
     if live_only:
         report["live_only"] = _report(saes, live_only=True, **kw)
@@ -286,7 +290,7 @@ def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
 
 
 def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
-            progress) -> dict:
+            progress, other_nulls: Sequence = ()) -> dict:
     labels = _labels(saes)
     n_runs = len(saes)
     if live_only:
@@ -307,7 +311,7 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
 
     summary["evidence"] = evidence.report_evidence(
         saes, labels, pairs, [_features(s, live_only)[1] for s in saes], threshold=threshold,
-        solver=solver, baseline=baseline)
+        solver=solver, baseline=baseline, other_nulls=other_nulls)
     return {"pairs": pairs, "summary": summary}
 
 

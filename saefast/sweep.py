@@ -262,6 +262,18 @@ def _null_columns(nulls: dict | None) -> dict[str, Any]:
     excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
                   if v.get("excess_median") else None) for k, v in kinds.items()}
     return {"null_medians": medians, "excess": excess}
+def _beyond_chance(summary: dict) -> dict[str, Any]:
+    """Per null judged in the evidence: {share, share_ci, fraction_significant_by}, or None
+    where that null was skipped (too few distinct tokens)."""
+    out = {}
+    for kind, block in ((summary.get("evidence") or {}).get("by_null") or {}).items():
+        out[kind] = None if block.get("skipped") else {
+            "share": block["share_beyond_chance"]["estimate"],
+            "share_ci": block["share_beyond_chance"]["ci"],
+            "fraction_significant_by": block["fraction_significant_by"]["estimate"]}
+    return out
+
+
 def _evidence(summary: dict, key: str, field: str):
     """summary.evidence[key][field], None where a report has no evidence (or no null)."""
     return ((summary.get("evidence") or {}).get(key) or {}).get(field)
@@ -299,6 +311,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "share_beyond_chance": _evidence(s, "share_beyond_chance", "estimate"),
             "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
             "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
+            "beyond_chance": _beyond_chance(s),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),

@@ -18,7 +18,9 @@ from scipy import stats as sps
 from planted_runs import N_SHARED, F as PLANTED_F, make_run as make_run_dir
 from saefast import evidence, inference as inf, recurrence as rec, reports
 from saefast.match import match_decoders
-from saefast.null_model import MAX_NULL_DRAWS, NULL_WORK, isotropic_null, null_draws
+from saefast.null_model import (MAX_NULL_DRAWS, NULL_WORK, activation_null_model,
+                                covariance_null_model, isotropic_null, null_draws)
+from saefast.nulls import TokenPool
 from saefast.stats import random_baseline
 from test_inference import D, F, make_run, population
 
@@ -176,6 +178,75 @@ def test_counts_nulls_and_curves_on_planted_runs():
     bare, _, _ = run_evidence(runs, null=False)  # without a null: only what needs none
     assert bare["significance"] is None and bare["share_beyond_chance"] is None
     assert bare["nearest"]["median"] == ev["nearest"]["median"]
+
+
+def _null_free(block):
+    return {k: v for k, v in block.items() if k != "null"}
+
+
+def test_an_identity_covariance_null_judges_exactly_like_the_isotropic_one():
+    """Σ = I draws the isotropic null's normals (common random numbers): every per-feature
+    statistic under it equals the isotropic one, so the plumbing of a second null is exact."""
+    g = np.random.default_rng(31)
+    runs = [make_run(population(0.5), g) for _ in range(4)]
+    pairs, _ = report_pairs(runs)
+    ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 4,
+                               labels=list("abcd"), threshold=T, null=isotropic_null(D),
+                               other_nulls=[covariance_null_model(np.eye(D), "eye")])
+    assert list(ev["by_null"]) == ["isotropic", "covariance"]
+    iso, cov = ev["by_null"]["isotropic"], ev["by_null"]["covariance"]
+    assert cov["null"]["kind"] == "covariance" and not cov["skipped"]
+    assert _null_free(cov) == _null_free(iso)
+    assert ev["significance"] == iso["significance"]  # the top level is the primary null
+    assert ev["share_beyond_chance"] == iso["share_beyond_chance"]
+
+
+def test_dictionaries_of_the_data_subspace_beat_the_isotropic_null_but_not_the_covariance_one():
+    """Runs that share nothing but live in a 6-dimensional subspace (what a covariance of low
+    effective rank does to trained decoders): judged against the isotropic null most features
+    look like they recur; against the covariance null (Σ of that subspace) almost none do,
+    and the activation null (data points of that subspace) agrees."""
+    g = np.random.default_rng(5)
+    basis = np.linalg.qr(g.standard_normal((D, 6)))[0]  # [D, 6]
+    cov = basis @ np.diag(np.linspace(2.0, 1.0, 6)) @ basis.T + 1e-3 * np.eye(D)
+    runs = [((g.standard_normal((F, 6)) * np.linspace(2.0, 1.0, 6) ** 0.5) @ basis.T
+             + 0.03 * g.standard_normal((F, D))).astype(np.float32) for _ in range(4)]
+    pool = TokenPool(g.multivariate_normal(np.zeros(D), cov, size=4000), np.arange(4000))
+    pairs, _ = report_pairs([(r, -np.ones(F, dtype=int)) for r in runs])
+    ev = evidence.add_evidence(
+        pairs, runs, n_features=[F] * 4, labels=list("abcd"), threshold=T,
+        null=isotropic_null(D), other_nulls=[covariance_null_model(cov, "subspace"),
+                                             activation_null_model(pool, "subspace")])
+    by = ev["by_null"]
+    assert by["isotropic"]["significance"]["fraction_significant_by"] > 0.5
+    assert by["isotropic"]["share_beyond_chance"]["estimate"] > 0.5
+    for kind in ("covariance", "activations"):
+        assert by[kind]["significance"]["fraction_significant_by"] < 0.05
+        assert by[kind]["share_beyond_chance"]["estimate"] < 0.15
+        assert by[kind]["nearest_null"]["nearest_median"] > \
+            by["isotropic"]["nearest_null"]["nearest_median"] + 0.2
+        curve = by[kind]["seed_count_curve"]["beyond_chance"]["curve"]
+        assert curve[-1]["all"]["mean"] < 0.05
+
+
+def test_an_activation_null_with_too_few_distinct_tokens_is_skipped_with_the_reason():
+    g = np.random.default_rng(9)
+    runs = [make_run(population(0.5), g) for _ in range(3)]
+    pairs, _ = report_pairs(runs)
+    small = TokenPool(g.standard_normal((500, D)), np.arange(500) % 100)  # 100 distinct ids
+    ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 3,
+                               labels=list("abc"), threshold=T, null=isotropic_null(D),
+                               other_nulls=[activation_null_model(small, "small")])
+    act = ev["by_null"]["activations"]
+    assert act["skipped"] and "100 distinct tokens, 128 features (64 + 64)" in act["reason"]
+    mid = TokenPool(g.standard_normal((500, D)), np.arange(500) % 150)  # pairs fit, 3 runs don't
+    ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 3,
+                               labels=list("abc"), threshold=T, null=isotropic_null(D),
+                               other_nulls=[activation_null_model(mid, "mid")])
+    act = ev["by_null"]["activations"]
+    assert not act["skipped"] and act["significance"]["n_matched"] == 3 * F
+    curves = act["seed_count_curve"]
+    assert curves["null_at_threshold"] is None and "192 features" in curves["null_reason"]
 
 
 def test_a_report_holds_every_key_and_the_seed_count_png(tmp_path):

@@ -126,12 +126,59 @@ def test_a_sweep_report_carries_all_three_nulls_with_quantiles_and_excess(sweep)
     assert row["excess"]["covariance"]["ci"] == n["kinds"]["covariance"]["excess_median"]["ci"]
 
 
+def test_the_evidence_is_judged_under_every_null_of_the_store(sweep):
+    """Per-feature significance, the share beyond chance and the seed-count curve exist under
+    the covariance and activation nulls too, each against its own null statistics."""
+    root, _, _ = sweep
+    rep = _report(root / "out" / "reports" / GROUP)
+    by = rep["summary"]["evidence"]["by_null"]
+    assert list(by) == KINDS
+    for kind in KINDS:
+        b = by[kind]
+        assert not b["skipped"] and b["null"]["kind"] == kind
+        assert b["significance"]["n_matched"] == 3 * 16
+        share = b["share_beyond_chance"]
+        assert 0 <= share["estimate"] <= 1 and share["ci"][0] <= share["estimate"] <= share["ci"][1]
+        curves = b["seed_count_curve"]
+        assert curves["beyond_chance"]["curve"]
+        distinct = rep["summary"]["nulls"]["data"]["distinct_tokens"]
+        if kind == "activations" and distinct < 3 * 16:  # three null runs need 48 tokens
+            assert f"{distinct} distinct tokens" in curves["null_reason"]
+        else:
+            assert curves["null_beyond_chance"]["curve"]
+        assert b["null"]["shapes"][0]["n_a"] == 16
+    # data-shaped nulls sit closer to trained decoders than the isotropic one does
+    assert by["covariance"]["nearest_null"]["nearest_median"] > \
+        by["isotropic"]["nearest_null"]["nearest_median"]
+    row = json.loads((root / "out" / "summary.json").read_text())["groups"][0]
+    assert row["beyond_chance"]["covariance"]["share"] == by["covariance"][
+        "share_beyond_chance"]["estimate"]
+
+
+def test_the_live_only_report_has_its_own_nulls_at_the_live_shape(sweep, tmp_path):
+    _, runs, store = sweep
+    rep = reports.analyze_runs(runs, tmp_path / "a", plots=False, live_only=True, acts=store)
+    live = rep["live_only"]
+    n = live["summary"]["nulls"]
+    sides = np.array([sorted((p["live_features_a"], p["live_features_b"])) for p in live["pairs"]])
+    assert (n["shape"]["n_a"], n["shape"]["n_b"]) == tuple(
+        int(round(float(np.median(sides[:, c])))) for c in (0, 1))
+    assert "live-feature counts" in n["method"] and n["n_pairs_with_this_shape"] == 3
+    for kind in KINDS:
+        k = n["kinds"][kind]
+        assert not k["skipped"] and k["n_a"] == n["shape"]["n_a"]
+        assert k["excess_median"]["estimate"] == pytest.approx(
+            live["summary"]["global_median"] - k["median_cosine"])
+    assert list(live["summary"]["evidence"]["by_null"]) == KINDS
+
+
 def test_the_sweep_table_shows_the_excess_over_the_covariance_null(sweep, capsys):
     root, _, _ = sweep
     assert main(["report", str(root / "out")]) == 0
     out = capsys.readouterr().out
     ex = _report(root / "out" / "reports" / GROUP)["summary"]["nulls"]["kinds"]["covariance"]
     assert "against the nulls" in out and "over cov" in out
+    assert "features recurring beyond chance" in out  # the share per null
     assert f"{ex['excess_median']['estimate']:+.2f}".replace("0.", ".") in out
     assert max(len(line) for line in out.splitlines()) <= 80  # the tables fit 80 columns
 
@@ -210,6 +257,9 @@ def test_too_few_distinct_tokens_skips_the_activation_null_with_the_reason(sweep
     rep = reports.analyze_runs(runs, tmp_path / "a", plots=False, acts=store)
     act = rep["summary"]["nulls"]["kinds"]["activations"]
     assert act["skipped"] and "only 20 distinct tokens for 32 features" in act["reason"]
+    ev = rep["summary"]["evidence"]["by_null"]
+    assert ev["activations"]["skipped"] and "20 distinct tokens" in ev["activations"]["reason"]
+    assert not ev["covariance"]["skipped"]
     assert not rep["summary"]["nulls"]["kinds"]["covariance"]["skipped"]
 
 
