@@ -364,6 +364,11 @@ def print_report(console: Console, report: dict, title: str) -> None:
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "
         f"{_fmt(base.get('median_cosine', base.get('median')))}")
+    bf = s.get("best_feature_pair")
+    if bf:
+        console.print(escape(f"best matched feature pair: {bf['run_a_name']} #{bf['feature_a']} ~ "
+                             f"{bf['run_b_name']} #{bf['feature_b']}, cosine {bf['cosine']:.3f}"),
+                      soft_wrap=True)
     for line in null_lines(s.get("nulls")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in evidence_lines(s.get("evidence")):

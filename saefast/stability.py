@@ -352,12 +352,35 @@ def _summary(saes, labels, pairs, *, threshold, top_k, solver, live_only, baseli
         "fraction_above": pooled_stats["fraction_above"],
         "best_pair": {"run_a_name": best["run_a_name"], "run_b_name": best["run_b_name"],
                       "median_cosine": best["median_cosine"]},
+        "best_feature_pair": _best_feature_pair(pairs),
+        "fraction_at_threshold": float(np.mean(pooled >= threshold)),
+        "pairwise_medians": _pairwise_medians(pairs, len(saes)),
         "baseline": null,
         "runs": runs,
         "feature_recurrence": _recurrence(saes, labels, pairs, threshold, live_only),
         "seed_intervals": _seed_intervals(pairs, len(saes), threshold, null),
     }
     return summary
+
+
+def _best_feature_pair(pairs: list[dict]) -> dict:
+    """The matched feature pair with the highest cosine over every pair of runs (the first
+    such on ties, in pair order)."""
+    best = max(pairs, key=lambda p: max(p["all_cosines"]))
+    k = int(np.argmax(best["all_cosines"]))
+    return {"run_a_name": best["run_a_name"], "run_b_name": best["run_b_name"],
+            "feature_a": int(best["a_indices"][k]), "feature_b": int(best["b_indices"][k]),
+            "cosine": float(best["all_cosines"][k])}
+
+
+def _pairwise_medians(pairs: list[dict], n_runs: int) -> list[list[float | None]]:
+    """[n_runs][n_runs] median matched cosine of each pair of runs (symmetric; None on the
+    diagonal: a run against itself is not a measurement), in the order of summary.runs."""
+    med: list[list[float | None]] = [[None] * n_runs for _ in range(n_runs)]
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        med[i][j] = med[j][i] = p["median_cosine"]
+    return med
 
 
 def _seed_intervals(pairs: list[dict], n_runs: int, threshold: float, null: dict | None) -> dict | None:

@@ -111,6 +111,8 @@ def test_analyze_command(finished_sweep, tmp_path, capsys):
     assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a"), "--threshold", "0.5"]) == 0
     report = json.loads((tmp_path / "a" / "stability.json").read_text())
     assert report["summary"]["threshold"] == 0.5 and report["summary"]["n_pairs"] == 1
+    bf = report["summary"]["best_feature_pair"]
+    assert f"#{bf['feature_a']} ~ " in capsys.readouterr().out.replace("\n", "")
 
 
 def test_dry_run_runs_nothing(tmp_path, capsys):

@@ -96,6 +96,15 @@ def test_stability_report(runs):
     assert s["global_median"] == pytest.approx(np.median(pooled))
     assert s["fraction_above"]["0.9"] == pytest.approx(N_SHARED / F)
     assert s["best_pair"]["median_cosine"] == max(meds)
+    bf = s["best_feature_pair"]  # the best matched feature pair, checked on the weights
+    assert bf["cosine"] == max(pooled)
+    by_name = {load_sae(d).name: load_sae(d).decoder for d in dirs}
+    ra, rb = by_name[bf["run_a_name"]][bf["feature_a"]], by_name[bf["run_b_name"]][bf["feature_b"]]
+    assert float(ra @ rb / (ra.norm() * rb.norm())) == pytest.approx(bf["cosine"], abs=1e-6)
+    assert s["fraction_at_threshold"] == pytest.approx(N_SHARED / F)  # the configured 0.9
+    mat = np.array(s["pairwise_medians"], dtype=float)  # None -> nan on the diagonal
+    assert np.isnan(np.diag(mat)).all() and np.allclose(mat, mat.T, equal_nan=True)
+    assert sorted(mat[np.triu_indices(3, 1)]) == sorted(meds)
     assert s["baseline"]["n_a"] == F and s["baseline"]["d"] == D
     assert s["baseline"]["n_per_draw"] == F
     assert len(s["baseline"]["cosines"]) == s["baseline"]["n_draws"] * F  # every draw
