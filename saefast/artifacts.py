@@ -39,12 +39,14 @@ SAELENS_CFG = "cfg.json"
 
 def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str, Any],
                corpus: dict[str, Any], tokens: dict[str, int], metrics: dict[str, Any],
-               history: list, activation_store: str, timings: dict[str, Any]) -> dict[str, Any]:
+               history: list, activation_store: str, timings: dict[str, Any],
+               null_data: str | None = None) -> dict[str, Any]:
     """run.json: everything that made a run and what it measured. Keys are only ever added.
 
     config: RunConfig.to_dict(); model: {name, hook, weights_hash, d_model}; corpus: {name,
     fingerprint}; tokens: {harvested, train, held_out, seen}; metrics and history: from
-    training; timings: {train_seconds, total_seconds, seeds_trained_together}."""
+    training; timings: {train_seconds, total_seconds, seeds_trained_together}; null_data: a
+    streamed run's saved training-row moments and token pool (`data.stream_nulls`), or None."""
     from saefast import __version__
 
     return {
@@ -59,6 +61,7 @@ def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str
         "history": history,
         "encoder_input": "x - decoder.bias",
         "activation_store": activation_store,
+        "null_data": null_data,
         "timings": timings,
         "versions": {"saefast": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},

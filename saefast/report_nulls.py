@@ -13,8 +13,10 @@ exactly like the real dictionaries, for the report's pair shape (n_a, n_b, d) an
   memory is bounded by the vocabulary seen, not by the budget.
 
 The data-shaped nulls need the store: a sweep passes the one its runs name in run.json
-(`store_of_runs`); `saefast analyze` passes `--acts STORE_DIR`. Without one (or for runs that
-streamed their activations) only the isotropic null is computed, and the report says why.
+(`store_of_runs`); `saefast analyze` passes `--acts STORE_DIR`. Runs that streamed their
+activations name in run.json the null data their pass gathered (`data.stream_nulls`: the
+training rows' covariance and one row per distinct token id). Without either only the
+isotropic null is computed, and the report says why.
 
 `resolve` (cheap: JSON and file stats only) decides where the data comes from before
 anything is matched, so its `settings` can decide whether a stored report is reused; `add_nulls`
@@ -47,25 +49,33 @@ ONE_THREAD_MAX = 1 << 30  # n_a * n_b * d up to which the null draws run on one 
 
 NEED_ACTS = ("the covariance and activation nulls need the runs' training activations: pass "
              "--acts STORE_DIR (the activation store the sweep harvested into)")
-STREAMED = ("the runs streamed their activations (data.cache false), so no store holds them; "
-            "the covariance and activation nulls need a store (a sweep with data.cache true)")
+STREAMED = ("the runs streamed their activations (data.cache false) and their null data (the "
+            "training rows' covariance and token pool, saved by the sweep under "
+            "runs/.null_data/) is not there")
 
 
 @dataclass(frozen=True)
 class NullSource:
-    """Where a report's data-shaped nulls come from: the first n_rows rows of `store`, or
-    nothing (store None) for the `reason` given."""
+    """Where a report's data-shaped nulls come from: the first n_rows rows of `store`, the
+    null data `file` streamed runs saved, or nothing for the `reason` given."""
 
     store: Path | None
     n_rows: int | None = None
     rows_key: str | None = None  # store.rows_key: names exactly those rows
     hook: str | None = None
     reason: str | None = None
+    file: Path | None = None  # streamed runs: their saved null data (`data.stream_nulls`)
 
     @property
     def key(self) -> str | None:
-        """The nulls' memo key for this data (store folder and the rows' key)."""
+        """The nulls' memo key for this data (store folder and the rows' key, or the file)."""
+        if self.file is not None:
+            return f"{self.file}:{self.rows_key}"
         return None if self.store is None else f"{self.store}:{self.n_rows}:{self.rows_key}"
+
+    @property
+    def has_data(self) -> bool:
+        return self.store is not None or self.file is not None
 
 
 def _run_info(run) -> dict:
@@ -103,7 +113,7 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     if acts is None:
         named = [str(i.get("activation_store", "")) for i in infos]
         if any(n.startswith("stream") for n in named):
-            return NullSource(None, reason=STREAMED)
+            return _streamed(infos)
         gone = sorted({n for n in named if n and not Path(n).is_dir()})
         if gone:
             return NullSource(None, reason=f"the activation store the runs were trained on "
@@ -133,12 +143,28 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     return NullSource(acts.resolve(), n_rows, _store.rows_key(acts, n_rows), meta.get("hook"))
 
 
+def _streamed(infos: list[dict]) -> NullSource:
+    """Streamed runs: the null data file they all name in run.json, when it is there."""
+    files = {i.get("null_data") for i in infos}
+    if len(files) != 1 or not isinstance(next(iter(files)), str):
+        return NullSource(None, reason=STREAMED)
+    path = Path(next(iter(files)))
+    if not path.is_file():
+        return NullSource(None, reason=STREAMED)
+    st = path.stat()  # a file written again is other data: its size and mtime name it
+    rows = {(i.get("tokens") or {}).get("train") for i in infos}
+    return NullSource(None, n_rows=rows.pop() if len(rows) == 1 else None, file=path.resolve(),
+                      rows_key=f"{st.st_size}-{st.st_mtime_ns}",
+                      hook=((infos[0].get("model") or {}).get("hook")))
+
+
 def settings(source: NullSource) -> dict[str, Any]:
     """What the nulls depend on besides the runs (part of a report's reuse settings)."""
     return {"version": NULLS_VERSION, "seed": NULL_SEED,
             "min_pooled_cosines": _nulls.MIN_POOLED_COSINES,
             "quantiles": list(_nulls.QUANTILES), "rows_per_token": ROWS_PER_TOKEN,
             "store": None if source.store is None else str(source.store),
+            "file": None if source.file is None else str(source.file),
             "n_rows": source.n_rows, "rows_key": source.rows_key}
 
 
@@ -252,8 +278,15 @@ def _data(source: NullSource, d: int):
     from saefast.data import store as _store
 
     reasons = {"covariance": source.reason, "activations": source.reason}
-    if source.store is None:
+    if not source.has_data:
         return None, None, reasons
+    if source.file is not None:
+        from saefast.data import stream_nulls
+
+        moments, pool = stream_nulls.load(source.file)
+        if moments.d != d:
+            raise ConfigError(f"{source.file}: d={moments.d}, the runs d={d}")
+        return moments, pool, reasons
     moments = _store.training_moments(source.store, source.n_rows)
     if moments.d != d:
         raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs d={d}")
@@ -268,7 +301,7 @@ def null_models(source: NullSource | None, d: int, *, solver: str = "auto") -> l
     activations, those the data allows), for the per-feature evidence under each null."""
     from saefast.null_model import activation_null_model, covariance_null_model
 
-    if source is None or source.store is None:
+    if source is None or not source.has_data:
         return []
     moments, pool, _ = _data(source, d)
     out = [covariance_null_model(moments, source.key, solver=solver)]
@@ -313,7 +346,7 @@ def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
         if not got[kind]["skipped"]:
             kinds[kind]["excess_median"] = _excess(report, used, got[kind]["median_cosine"])
     skipped = [k for k, v in kinds.items() if v["skipped"]]
-    if skipped and source.store is None:  # one reason for both data-shaped nulls
+    if skipped and not source.has_data:  # one reason for both data-shaped nulls
         notes = [source.reason]
     else:
         notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
@@ -324,6 +357,7 @@ def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
                    "median, 90 % delete-one-run jackknife interval, t(S-1)"),
         "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
         "data": {"store": None if source.store is None else str(source.store),
+                 "file": None if source.file is None else str(source.file),
                  "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key,
                  "effective_rank": kinds["covariance"].get("effective_rank"),
                  "distinct_tokens": kinds["activations"].get("distinct_tokens")},

@@ -166,6 +166,20 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
     return TrainingData(source, meta, key, str(data))
 
 
+def _stream_null_data(got: TrainingData, out_dir: Path, t0: int, t1: int):
+    """(path, gatherer): where a streamed pass's null data lives and, when no earlier pass of
+    the same stream and rows wrote it, a `StreamNullData` attached to the stream to gather
+    it; (None, None) for a store (its reports read the store)."""
+    if not got.key.startswith("stream:"):
+        return None, None
+    from saefast.data import stream_nulls
+
+    path = stream_nulls.null_data_path(out_dir / RUNS_DIR, got.key.removeprefix("stream:"), t0, t1)
+    if path.is_file():
+        return path, None
+    return path, stream_nulls.StreamNullData(got.source, t0, t1).attach()
+
+
 def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
              events: Events | None = None, memory_budget: int | None = None) -> list[RunOutcome]:
     """Train the seeds of one pass (runs that differ only by seed) together from one
@@ -182,9 +196,12 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
     train_src, eval_src = split(got.source, t0_, t1_), split(got.source, e0, e1)
     seeds = [r.config.train.seed for r in runs]
     ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{runs[0].group}-s{'_'.join(map(str, seeds))}"
+    null_data, gather = _stream_null_data(got, out_dir, t0_, t1_)
     results = train.train_saes(
         train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
         on_step=events.run_step, checkpoint_dir=ckpt_dir, data_key=got.key)
+    if gather is not None:  # the streamed rows' moments and token pool, for the nulls
+        gather.finish().save(null_data)
     outcomes = []
     for spec, result in zip(runs, results):
         if isinstance(result, train.TrainingDiverged):
@@ -199,6 +216,7 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
                     "held_out": eval_src.n_tokens, "seen": token_steps(cfg),
                     "held_out_shared": bool(cfg.data.held_out_tokens)},
             metrics=result.metrics, history=result.history, activation_store=got.where,
+            null_data=None if null_data is None else str(null_data),
             timings={"train_seconds": result.metrics["train_seconds"],
                      "total_seconds": time.perf_counter() - t0,
                      "seeds_trained_together": len(runs)})

@@ -195,13 +195,19 @@ def test_diverging_run_is_reported_and_the_others_finish(tmp_path, corpus, capsy
 def test_stream_sweep_trains_without_an_activation_cache(tmp_path, corpus, capsys):
     rc = main(sweep_args(corpus, tmp_path / "out", tmp_path / "cache", "--seeds", "2", "--stream"))
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == [
-        f"L1-f16-k2-t800-s{s}" for s in (1, 2)]
-    assert (tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json").is_file()
+    runs = sorted(p for p in (tmp_path / "out" / "runs").iterdir() if not p.name.startswith("."))
+    assert [p.name for p in runs] == [f"L1-f16-k2-t800-s{s}" for s in (1, 2)]
+    report = tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json"
+    assert report.is_file()
     assert not (tmp_path / "cache" / "activations").exists()
-    # no store: the isotropic null only, and the report says why
-    nulls = json.loads((tmp_path / "out" / "reports" / "L1-f16-k2-t800" / "stability.json")
-                       .read_text())["summary"]["nulls"]
+    # no store: the data-shaped nulls come from what the pass gathered from the stream
+    nulls = json.loads(report.read_text())["summary"]["nulls"]
+    assert not nulls["kinds"]["covariance"]["skipped"]
+    # without that file, the isotropic null only, and the report says why
+    for f in (tmp_path / "out" / "runs" / ".null_data").iterdir():
+        f.unlink()
+    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a")]) == 0
+    nulls = json.loads((tmp_path / "a" / "stability.json").read_text())["summary"]["nulls"]
     assert not nulls["kinds"]["isotropic"]["skipped"] and nulls["kinds"]["covariance"]["skipped"]
     assert "streamed" in nulls["note"]
 

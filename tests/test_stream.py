@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +123,53 @@ def test_a_stream_is_trained_in_corpus_order():
     assert ordered.window_order(0) == ordered.window_order(1) == list(range(10))
     assert sorted(shuffled.window_order(0)) == list(range(10)) != shuffled.window_order(0)
     assert S.StreamSource.random_access is False
+
+
+def _sweep(corpus, out, cache_on, seeds=(1, 2, 3)):
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "model.context_length": 32,
+                           "data.corpus": corpus, "data.tokens": 2000, "data.cache": cache_on,
+                           "sae.n_features": 8, "sae.k": 2, "train.epochs": 2},
+                     grid={"train.seed": list(seeds)})
+    runs = expand(exp)
+    run_sweep(runs, out)
+    rep = json.loads((out / "reports" / runs[0].group / "stability.json").read_text())
+    return runs, rep
+
+
+def test_streamed_runs_get_the_data_shaped_nulls_from_the_pass(corpus, cache, tmp_path):
+    """The pass gathers the training rows' covariance and token pool as the stream computes
+    them (no extra forward pass); the covariance is the one a store of the same rows gives,
+    so the covariance null is the cached sweep's."""
+    runs, streamed = _sweep(corpus, tmp_path / "s", False)
+    info = json.loads((tmp_path / "s" / "runs" / runs[0].name / "run.json").read_text())
+    assert info["null_data"] and info["null_data"].endswith(".npz")
+    n = streamed["summary"]["nulls"]
+    assert n["note"] is None and n["data"]["file"] == str(Path(info["null_data"]).resolve())
+    assert not n["kinds"]["covariance"]["skipped"] and not n["kinds"]["activations"]["skipped"]
+    assert list(streamed["summary"]["evidence"]["by_null"]) == ["isotropic", "covariance",
+                                                                "activations"]
+    _, cached = _sweep(corpus, tmp_path / "c", True)
+    cov_s, cov_c = (r["summary"]["nulls"]["kinds"]["covariance"] for r in (streamed, cached))
+    assert cov_s["effective_rank"] == pytest.approx(cov_c["effective_rank"], rel=1e-9)
+    assert cov_s["median_cosine"] == pytest.approx(cov_c["median_cosine"], abs=1e-5)
+    act_s, act_c = (r["summary"]["nulls"]["kinds"]["activations"] for r in (streamed, cached))
+    assert act_s["distinct_tokens"] == act_c["distinct_tokens"]  # the same distinct ids
+
+
+def test_gathering_fills_the_rows_a_resumed_pass_did_not_see(corpus):
+    """A pass resumed mid-way sees the stream from its checkpoint on: finish() reads the rows
+    before it, and the result equals gathering from the start."""
+    from saefast.data.stream_nulls import StreamNullData
+    from saefast.nulls import ActivationMoments
+
+    whole = StreamNullData(stream(corpus), 200, 2800).attach()
+    whole.source.read(0, 3000)
+    assert whole.complete
+    late = StreamNullData(stream(corpus), 200, 2800).attach()
+    late.source.read(1500, 3000)  # starts past the training rows' start: nothing taken
+    assert late.next == 200
+    late.finish()
+    ref = ActivationMoments().update(stream(corpus).read(200, 2800))
+    for got in (whole, late):
+        np.testing.assert_allclose(got.moments.cov, ref.cov, rtol=1e-9, atol=1e-12)
+        assert got._first.keys() == whole._first.keys()

@@ -13,6 +13,10 @@ whole forward batches by tokenizing only. Forward batches are always the chunks
 activation does not depend on where a (resumed) stream started: resuming is bitwise.
 
 Costs: every epoch, and the evaluation pass after training, run the model again.
+
+`on_batch(start, acts, token_ids)`, when set, sees every forward batch as it is computed
+(tokens [start, start + len(acts))): how `stream_nulls` gathers the data-shaped nulls' data
+during training without a second pass.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class StreamSource(TokenSource):
         self.key = store_key(model, hook, corpus, context_length=context_length,
                              drop_special_tokens=drop_special_tokens, cache_dir=cache_dir)
         self.forward_batches = 0  # how many forward passes ran (tests, progress)
+        self.on_batch = None  # callable(start, acts [n, d], token_ids [n]) per forward batch
         self._restart()
 
     def _batches(self) -> Iterator[tuple[list[list[int]], int]]:
@@ -75,6 +80,7 @@ class StreamSource(TokenSource):
         self._start, self._count = 0, 0  # token range [start, start + count) of this batch
         self._chunks: list[list[int]] = []
         self._acts: np.ndarray | None = None  # [count, d] once computed
+        self._ids: np.ndarray | None = None  # [count] token ids, with _acts
 
     def _advance(self) -> None:
         got = next(self._iter, None)
@@ -83,7 +89,7 @@ class StreamSource(TokenSource):
                                      self.drop_special)
         self._start += self._count
         self._chunks, self._count = got
-        self._acts = None
+        self._acts = self._ids = None
 
     def check_length(self) -> None:
         """Raise CorpusError now, not hours into training, when the corpus is too short
@@ -101,21 +107,34 @@ class StreamSource(TokenSource):
             acts = H.forward_chunks(self.lm, self._chunks, {self.hook}, self.framing,
                                     self.drop_special, self.device)[self.hook]
             self._acts = np.concatenate(acts) if acts else np.zeros((0, self.d), np.float32)
+            ids = H.chunk_token_ids(self._chunks, self.framing, self.drop_special)
+            self._ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
             self.forward_batches += 1
+            if self.on_batch is not None:
+                self.on_batch(self._start, self._acts, self._ids)
         return self._acts
 
     def read(self, start: int, end: int) -> torch.Tensor:
+        return torch.from_numpy(self._read(start, end, ids=False))  # [end - start, d]
+
+    def token_ids(self, start: int, end: int) -> np.ndarray:
+        """[end - start] token id of each row of read(start, end)."""
+        return self._read(start, end, ids=True)
+
+    def _read(self, start: int, end: int, *, ids: bool) -> np.ndarray:
         if not 0 <= start <= end <= self.n_tokens:
             raise ValueError(f"read [{start}, {end}) outside the stream's {self.n_tokens:,} tokens")
         if start < self._start:
             self._restart()
-        out = np.empty((end - start, self.d), np.float32)  # filled batch by batch, no extra copy
+        # filled batch by batch, no extra copy
+        out = np.empty(end - start, np.int32) if ids else np.empty((end - start, self.d), np.float32)
         pos = start
         while pos < end:
             if pos >= self._start + self._count:
                 self._advance()  # batches before `start` are only tokenized
                 continue
             lo, hi = pos - self._start, min(end, self._start + self._count) - self._start
-            out[pos - start:pos - start + hi - lo] = self._activations()[lo:hi]
+            acts = self._activations()
+            out[pos - start:pos - start + hi - lo] = (self._ids if ids else acts)[lo:hi]
             pos += hi - lo
-        return torch.from_numpy(out)  # [end - start, d]
+        return out
