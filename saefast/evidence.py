@@ -26,7 +26,7 @@ import torch
 from . import inference as inf
 from . import recurrence as rec
 from .match import match_decoders, unit_rows
-from .null_model import NullModel
+from .null_model import NullModel, report_null_size
 
 LEVEL = 0.90
 NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
@@ -125,7 +125,7 @@ class _Nulls:
         key = (n_a, n_b)
         self._used.add(key)
         if key not in self._matched:
-            n_min = inf.min_null_size(min(n_a, n_b), inf.FDR_ALPHA, "by")
+            n_min = report_null_size(n_a, n_b)  # >= what BY needs; shared with summary.nulls
             self._matched[key] = np.sort(self.null.matched(n_a, n_b, n_min))
         return self._matched[key]
 

@@ -71,6 +71,17 @@ def null_draws(n_a: int, n_b: int, n_min: int) -> int:
     return int(max(2, min(cap, math.ceil(int(n_min) / per))))
 
 
+def report_null_size(n_a: int, n_b: int) -> int:
+    """Matched null cosines a report pools for the shape: enough for BY's first threshold at
+    min(n_a, n_b) features (per-feature p-values) and for the summary's 99.9 % quantile
+    (`nulls.MIN_POOLED_COSINES`). The report's summary nulls (`report_nulls`) and its
+    p-values (`evidence`) both ask for this many, so they share one set of draws."""
+    from .inference import FDR_ALPHA, min_null_size
+    from .nulls import MIN_POOLED_COSINES
+
+    return max(min_null_size(min(int(n_a), int(n_b)), FDR_ALPHA, "by"), MIN_POOLED_COSINES)
+
+
 def isotropic_null(d: int, *, solver: str = "auto") -> NullModel:
     """Gaussian rows in d dimensions: the init's distribution, so "two untrained SAEs"."""
     d = int(d)

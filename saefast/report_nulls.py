@@ -39,6 +39,7 @@ from . import nulls as _nulls
 from .artifacts import RUN, LoadedSAE
 from .errors import ConfigError, StoreError
 from .fsio import read_json
+from .null_model import null_draws, report_null_size
 
 NULLS_VERSION = 2  # bump when what add_nulls computes changes: stored reports are recomputed
 NULL_SEED = 0
@@ -335,8 +336,10 @@ def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
     (n_a, n_b), used, how = _null_shape(pairs)
     d = int(s["d_model"])
     with _one_thread(n_a, n_b, d):
+        # the draws the evidence's p-values use (memoised): one null per shape and data
+        n_draws = null_draws(n_a, n_b, report_null_size(n_a, n_b))
         got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED,
-                           solver=solver, key=source.key)
+                           n_draws=n_draws, solver=solver, key=source.key)
     kinds = {}
     for kind in KINDS:
         if kind not in got:
@@ -351,9 +354,10 @@ def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
     else:
         notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
     out = {
-        "method": (f"each null: dictionaries of {how}, matched like the real ones, draws until >= {_nulls.MIN_POOLED_COSINES} matched "
-                   "cosines are pooled; quantiles of the pooled cosines, spread of the "
-                   "per-draw medians. excess_median: observed pooled median minus the null's "
+        "method": (f"each null: dictionaries of {how}, matched like the real ones, the same "
+                   "draws as the per-feature p-values (null_model.report_null_size: >= "
+                   f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
+                   "the pooled cosines, spread of the per-draw medians. excess_median: observed pooled median minus the null's "
                    "median, 90 % delete-one-run jackknife interval, t(S-1)"),
         "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
         "data": {"store": None if source.store is None else str(source.store),

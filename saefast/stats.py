@@ -5,7 +5,8 @@ features in 768-d: median ~0.087, in 384-d ~0.122, measured on this machine), so
 matched-cosine distribution only means something next to the null for the same shapes. One
 null per (n_a, n_b, d, seed, n_draws), computed once per process and reused across pairs.
 
-Later additions (bootstrap CIs, permutation tests, seed-count curves) belong here too.
+Intervals over seeds, p-values and the seed-count curve are `inference.py` and
+`recurrence.py`; the data-shaped nulls `nulls.py`.
 """
 
 from __future__ import annotations

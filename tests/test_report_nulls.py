@@ -147,6 +147,9 @@ def test_the_evidence_is_judged_under_every_null_of_the_store(sweep):
         else:
             assert curves["null_beyond_chance"]["curve"]
         assert b["null"]["shapes"][0]["n_a"] == 16
+        summary_null = rep["summary"]["nulls"]["kinds"][kind]  # one set of draws for both
+        assert b["null"]["shapes"][0]["n_cosines"] == summary_null["n_draws"] * 16
+        assert b["null"]["shapes"][0]["median"] == summary_null["median_cosine"]
     # data-shaped nulls sit closer to trained decoders than the isotropic one does
     assert by["covariance"]["nearest_null"]["nearest_median"] > \
         by["isotropic"]["nearest_null"]["nearest_median"]
