@@ -179,40 +179,63 @@ def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
     return True
 
 
+def _curve_lines(ax, curve: dict, color: str, label: str) -> None:
+    """One seed-count curve: in all N-1 others (solid) and in at least half (dashed)."""
+    pts = curve["curve"]
+    n = np.array([p["n_runs"] for p in pts])
+    for kind, ls in (("all", "-"), ("half", "--")):
+        y = np.array([p[kind]["mean"] for p in pts])
+        err = np.array([[y_ - p[kind]["jackknife"]["ci"][0], p[kind]["jackknife"]["ci"][1] - y_]
+                        if p[kind]["jackknife"] else [0.0, 0.0] for p, y_ in zip(pts, y)]).T
+        ax.errorbar(n, y, yerr=np.clip(err, 0, None), color=color, linestyle=ls, marker="o",
+                    markersize=3, capsize=2,
+                    label=f"{label}: in {'all' if kind == 'all' else '>= half'} of N-1 others")
+
+
+_NULL_COLORS = {"isotropic": "tab:orange", "covariance": "tab:green", "activations": "tab:purple"}
+
+
 def seed_count_curve(report: dict):
     """The seed-count curve of `summary.evidence.seed_count_curve`: for N runs, the share of a
     run's features found in all N-1 others (solid) and in at least half (dashed), at the
     threshold and BY-significant (beyond chance), each beside the same curve on null
-    dictionaries (grey); bars: 90 % jackknife intervals over runs. None without the curve."""
-    curves = ((report["summary"].get("evidence") or {}).get("seed_count_curve")) or {}
+    dictionaries (grey); bars: 90 % jackknife intervals over runs. A second panel, when the
+    report has data-shaped nulls (`evidence.by_null`): the BY-significant curve beyond each
+    null. None without the curve."""
+    ev = report["summary"].get("evidence") or {}
+    curves = ev.get("seed_count_curve") or {}
     if not curves.get("at_threshold"):
         return None
     plt = _pyplot()
     s = report["summary"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    beyond = {k: b["seed_count_curve"]["beyond_chance"]
+              for k, b in (ev.get("by_null") or {}).items() if not b.get("skipped")}
+    two = len(beyond) > 1
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(13 if two else 7.5, 4.5),
+                             squeeze=False)
+    ax = axes[0, 0]
     styles = {"at_threshold": ("tab:blue", f"cosine >= {s['threshold']:g}"),
               "beyond_chance": ("tab:orange", "BY-significant"),
               "null_at_threshold": ("grey", f"null, cosine >= {s['threshold']:g}"),
               "null_beyond_chance": ("black", "null, BY-significant")}
     for key, (color, label) in styles.items():
-        if not curves.get(key):
-            continue
-        pts = curves[key]["curve"]
-        n = np.array([p["n_runs"] for p in pts])
-        for kind, ls in (("all", "-"), ("half", "--")):
-            y = np.array([p[kind]["mean"] for p in pts])
-            err = np.array([[y_ - p[kind]["jackknife"]["ci"][0], p[kind]["jackknife"]["ci"][1] - y_]
-                            if p[kind]["jackknife"] else [0.0, 0.0] for p, y_ in zip(pts, y)]).T
-            ax.errorbar(n, y, yerr=np.clip(err, 0, None), color=color, linestyle=ls, marker="o",
-                        markersize=3, capsize=2,
-                        label=f"{label}: in {'all' if kind == 'all' else '>= half'} of N-1 others")
-    ax.set_xlabel("N runs (seeds)")
-    ax.set_ylabel("share of a run's features")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xticks(range(2, int(s["n_runs"]) + 1))
-    null = (s.get("evidence") or {}).get("null") or {}
+        if curves.get(key):
+            _curve_lines(ax, curves[key], color, label)
+    null = ev.get("null") or {}
     ax.set_title(f"Seed-count curve{_mode_note(report)}: features recurring across runs\n"
                  f"90% jackknife intervals over runs; null: {null.get('kind', 'none')}",
                  fontsize=10)
-    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+    if two:
+        right = axes[0, 1]
+        for kind, curve in beyond.items():
+            _curve_lines(right, curve, _NULL_COLORS.get(kind, "tab:red"), f"beyond {kind}")
+        right.set_title("BY-significant (FDR 5%) against each null\n90% jackknife intervals "
+                        "over runs", fontsize=10)
+    for a in axes[0]:
+        a.set_xlabel("N runs (seeds)")
+        a.set_ylabel("share of a run's features")
+        a.set_ylim(-0.02, 1.02)
+        a.set_xticks(range(2, int(s["n_runs"]) + 1))
+        a.legend(fontsize=7, loc="best", framealpha=0.9)
+    fig.tight_layout()
     return fig

@@ -311,3 +311,15 @@ def test_runs_whose_store_is_gone_say_so(sweep, tmp_path):
     src = report_nulls.resolve(copies, None)
     assert src.store is None and "deleted-store" in src.reason and "not there" in src.reason
     assert report_nulls.store_of_runs(runs) is not None  # the sweep's own runs: their store
+
+
+def test_the_seed_count_png_draws_the_curve_beyond_every_null(sweep):
+    from saefast import plots
+
+    root, _, _ = sweep
+    fig = plots.seed_count_curve(_report(root / "out" / "reports" / GROUP))
+    assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    plots.close(fig)
+    for kind in KINDS:
+        assert f"beyond {kind}: in all of N-1 others" in labels, labels
