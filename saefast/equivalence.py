@@ -159,16 +159,25 @@ class Codes:
 
 def _correlation_block(a: Codes, b: Codes, f0: int, f1: int) -> np.ndarray:
     """[f1 - f0, F_b] float64 Pearson r of A's features f0..f1-1 with every B feature."""
-    lo, hi = a.starts[f0], a.starts[f1]
-    tok = a.by_feature_token[lo:hi]  # [e]
-    val = a.by_feature_value[lo:hi]  # [e]
-    row = np.repeat(np.arange(f1 - f0), np.diff(a.starts[f0:f1 + 1]))  # [e] local feature
+    return correlation_rows(a, b, np.arange(f0, f1))
+
+
+def correlation_rows(a: Codes, b: Codes, feats: np.ndarray) -> np.ndarray:
+    """[len(feats), F_b] float64 Pearson r of the given A features with every B feature. A
+    row's value does not depend on which other rows are computed with it (each bin sums the
+    same entries in the same order), so candidates, rows and rescoring agree bit for bit."""
+    feats = np.asarray(feats, dtype=np.int64)
+    counts = a.starts[feats + 1] - a.starts[feats]  # [f]
+    pos = np.repeat(a.starts[feats] - np.cumsum(np.r_[0, counts[:-1]]), counts) + \
+        np.arange(counts.sum())  # [e] entries of these features, feature by feature
+    tok, val = a.by_feature_token[pos], a.by_feature_value[pos]  # [e]
+    row = np.repeat(np.arange(len(feats)), counts)  # [e] local row
     cols = b.indices[tok]  # [e, k_b]
     prods = val[:, None] * b.values[tok]  # [e, k_b]
     co = np.bincount((row[:, None] * b.F + cols).ravel(), weights=prods.ravel(),
-                     minlength=(f1 - f0) * b.F)  # co-activation sums, [f * F_b]
-    cov = co.reshape(f1 - f0, b.F) / a.T - np.outer(a.mean[f0:f1], b.mean)
-    den = np.outer(a.std[f0:f1], b.std)
+                     minlength=len(feats) * b.F)  # co-activation sums, [f * F_b]
+    cov = co.reshape(len(feats), b.F) / a.T - np.outer(a.mean[feats], b.mean)
+    den = np.outer(a.std[feats], b.std)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(den > 0, cov / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(r, -1.0, 1.0)
@@ -225,19 +234,62 @@ def pair_correlations(a: Codes, b: Codes, a_idx, b_idx) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """The one-to-one assignment maximising total Pearson r: (a_idx, b_idx, r, info), exact
-    (dense solve with its gap bound). Up to DENSE_MAX pairs; larger problems raise
-    NotImplementedError (the sparse certified path is not built for correlations yet)."""
-    from .match.certified import solve_dense
+class CorrelationScores:
+    """Pearson r between A's and B's features as the certified solver's score matrix (the
+    interface of `match.certified.CosineScores`), n = F_a <= m = F_b. Candidate values are
+    exact r (kept, so rescoring them costs nothing); other entries come from full rows."""
 
-    if a.F * b.F > DENSE_MAX:
-        raise NotImplementedError(
-            f"correlation matching of {a.F} x {b.F} features: only up to {DENSE_MAX:,} pairs "
-            "(dense) so far")
-    r = correlation_matrix(a, b)  # [F_a, F_b]
+    margin = 1e-12  # candidates, rows and rescoring compute each r bit for bit alike
+
+    def __init__(self, a: Codes, b: Codes):
+        self.a, self.b, self.n, self.m = a, b, a.F, b.F
+        self._keys = np.zeros(0, np.int64)
+        self._vals = np.zeros(0)
+
+    def top_k(self, k: int):
+        rv, ri, cv, ci = correlation_topk(self.a, self.b, k)
+        keys = np.r_[np.arange(self.n).repeat(ri.shape[1]) * self.m + ri.numpy().ravel(),
+                     ci.numpy().ravel() * self.m + np.arange(self.m).repeat(ci.shape[1])]
+        self._keys, first = np.unique(keys, return_index=True)
+        self._vals = np.r_[rv.numpy().ravel(), cv.numpy().ravel()][first]
+        return rv, ri, cv, ci
+
+    def exact(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        keys = np.asarray(rows, np.int64) * self.m + np.asarray(cols, np.int64)
+        at = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+        out = np.empty(len(keys))
+        known = (self._keys[at] == keys) if len(self._keys) else np.zeros(len(keys), bool)
+        out[known] = self._vals[at[known]]
+        miss = np.flatnonzero(~known)
+        if len(miss):
+            need, where = np.unique(np.asarray(rows)[miss], return_inverse=True)
+            for s0 in range(0, len(need), max(1, BLOCK_ELEMS // self.m)):
+                blk = need[s0:s0 + max(1, BLOCK_ELEMS // self.m)]
+                full = correlation_rows(self.a, self.b, blk)  # [f, m]
+                sel = (where >= s0) & (where < s0 + len(blk))
+                out[miss[sel]] = full[where[sel] - s0, np.asarray(cols)[miss[sel]]]
+        return out
+
+    def full_rows(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(correlation_rows(self.a, self.b, rows))  # [f, m] float64
+
+
+def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The one-to-one assignment maximising total Pearson r: (a_idx, b_idx, r, info), exact:
+    a dense solve with its gap bound up to DENSE_MAX pairs, else the certified sparse solver
+    on the top-TOP_K candidates (info["certified"] says whether the proof closed)."""
+    from .match.certified import DUAL_TOL, solve_dense, solve_scores
+
     flip = a.F > b.F
-    x, vals, info = solve_dense(r.T if flip else r)
+    lo, hi = (b, a) if flip else (a, b)  # n <= m
+    if a.F * b.F <= DENSE_MAX:
+        x, vals, info = solve_dense(correlation_matrix(lo, hi))
+        info["certified"] = info["gap_bound"] <= DUAL_TOL * lo.F + 1e-12
+    else:
+        timings: dict[str, float] = {}
+        x, vals, proven, info = solve_scores(CorrelationScores(lo, hi), min(TOP_K, lo.F), timings)
+        info["certified"], info["timings"] = bool(proven), timings
+        info.setdefault("gap_bound", float("nan"))
     rows = np.arange(len(x))
     a_idx, b_idx = (x, rows) if flip else (rows, x)
     order = np.argsort(a_idx)
@@ -272,6 +324,7 @@ def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
             "same_partner": float(hits.mean()) if hits.size else None,
             "correlation_matching": {"median_r": float(np.median(mr)),
                                      "agreement_with_decoder": both / len(ia),
+                                     "certified": bool(info["certified"]),
                                      "gap_bound": info["gap_bound"]}}
     return {
         "method": METHOD["activation"], "held_out_tokens": int(x.shape[0]), "source": source,

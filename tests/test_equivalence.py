@@ -58,8 +58,12 @@ def test_correlations_from_sparse_codes_equal_the_dense_pearson(two_runs, monkey
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip):
+@pytest.mark.parametrize("path", ["dense", "certified sparse"])
+def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip, path, monkeypatch):
     a, da, b, db = two_runs
+    if path != "dense":  # the certified solver on top-K candidates, rows recomputed as needed
+        monkeypatch.setattr(eq, "DENSE_MAX", 0)
+        monkeypatch.setattr(eq, "TOP_K", 3)
     if flip:
         a, da, b, db = b, db, a, da
     ia, ib, r, info = eq.correlation_matching(a, b)
@@ -68,7 +72,9 @@ def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip):
     assert r.sum() == pytest.approx(want[rows, cols].sum(), abs=1e-9)
     np.testing.assert_allclose(r, want[ia, ib], atol=1e-10)
     assert len(set(ia)) == len(ia) == len(set(ib)) == min(a.F, b.F)
-    assert info["gap_bound"] < 1e-9
+    assert info["certified"] and info["gap_bound"] < 1e-9
+    if path != "dense":
+        assert info["k"] == 3 and info["edges"] < a.F * b.F  # it did not need every pair
 
 
 class _SAE:

@@ -108,16 +108,46 @@ def _column_bound(r: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Graph:
-    """The candidate edges of a sparse problem (n rows <= m columns) in CSR, sorted by (row,
-    column), with costs -cosine in float64 (exact rescoring of the float32 unit rows)."""
+class CosineScores:
+    """The scores of the decoder problem: cos_ij of unit float32 rows a [n, d], b [m, d].
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, indptr: np.ndarray, cols: np.ndarray):
+    What the certified solver needs of any score matrix: `top_k(k)` (the k best of every row
+    and every column, values descending), `exact(rows, cols)` (float64, the values the
+    solution is scored with), `full_rows(rows)` ([len, m] values within `margin` of the exact
+    ones), and `margin`. Candidates may come from a GPU (`device`), with TF32 where allowed."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, device=None):
+        self.a, self.b = a, b
+        self.n, self.m = a.shape[0], b.shape[0]
+        self.device = candidate_device(device, self.n, self.m)
+        self.tf32 = self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        self.margin = gemm_margin(a.shape[1], tf32=self.tf32)
+
+    def top_k(self, k: int):
+        from saefast import ops
+
+        if self.device.type == "cpu":
+            return ops.cosine_topk(self.a, self.b, k)  # [n,k], [n,k], [m,k], [m,k]
+        found = ops.cosine_topk(self.a.to(self.device), self.b.to(self.device), k)
+        return tuple(t.cpu() for t in found)
+
+    def exact(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         from . import _lap
 
-        self.a, self.b, self.m = a, b, b.shape[0]
+        return _lap.rescore(self.a, self.b, rows, cols)
+
+    def full_rows(self, rows: np.ndarray) -> torch.Tensor:
+        return self.a[torch.from_numpy(rows)] @ self.b.T  # [f, m] float32 cosines
+
+
+class _Graph:
+    """The candidate edges of a sparse problem (n rows <= m columns) in CSR, sorted by (row,
+    column), with costs -score in float64 (the scores' exact values)."""
+
+    def __init__(self, scores, indptr: np.ndarray, cols: np.ndarray):
+        self.scores, self.m = scores, scores.m
         self._set(indptr, cols)
-        self.cost = -_lap.rescore(a, b, self.rows, self.cols)  # [E]
+        self.cost = -scores.exact(self.rows, self.cols)  # [E]
 
     def _set(self, indptr: np.ndarray, cols: np.ndarray) -> None:
         self.indptr = indptr  # [n + 1]
@@ -134,10 +164,8 @@ class _Graph:
 
     def add(self, keys: np.ndarray) -> None:
         """Add new (absent) edges given as sorted keys row * m + col."""
-        from . import _lap
-
         rows, cols = keys // self.m, keys % self.m
-        cost = -_lap.rescore(self.a, self.b, rows, cols)
+        cost = -self.scores.exact(rows, cols)
         at = np.searchsorted(self.keys, keys)
         all_cols = np.insert(self.cols, at, cols.astype(np.int32))
         self.cost = np.insert(self.cost, at, cost)
@@ -152,10 +180,10 @@ class _Graph:
 
 def _recompute_rows(graph: _Graph, rows: np.ndarray, u: np.ndarray, v: np.ndarray,
                     margin: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Full float32 cosine rows for `rows` (blockwise): the keys of every non-candidate entry
-    that could have a reduced cost below `headroom` (cos + margin + headroom >= -u_i - v_j), and
-    per row W_i >= max over the entries left out of (cos_ij + v_j) (-inf if none)."""
-    a, b, m = graph.a, graph.b, graph.m
+    """Full score rows for `rows` (blockwise): the keys of every non-candidate entry that
+    could have a reduced cost below `headroom` (score + margin + headroom >= -u_i - v_j), and
+    per row W_i >= max over the entries left out of (score_ij + v_j) (-inf if none)."""
+    m = graph.m
     # float32 sums cos + v and the thresholds err by at most a few ulps of these magnitudes
     slack = 8 * _U32 * (2.0 + float(np.abs(u[rows]).max()) + float(np.abs(v).max()))
     block = max(1, RECOMPUTE_BLOCK_ELEMS // m)
@@ -163,15 +191,15 @@ def _recompute_rows(graph: _Graph, rows: np.ndarray, u: np.ndarray, v: np.ndarra
     new_keys, w = [], np.full(len(rows), -np.inf)
     for s0 in range(0, len(rows), block):
         blk = rows[s0:s0 + block]
-        vals = a[torch.from_numpy(blk)] @ b.T  # [f, m] float32 cosines
-        vals += v32  # cos_ij + v_j
+        vals = graph.scores.full_rows(blk)  # [f, m] float32 (cosines) or float64
+        vals += v32.to(vals.dtype)  # score_ij + v_j
         lo, hi = graph.indptr[blk], graph.indptr[blk + 1]
         counts = hi - lo
         local = np.repeat(np.arange(len(blk)), counts)  # existing candidates: not "unseen"
         pos = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         cand = graph.cols[np.repeat(lo, counts) + pos]
         vals.view(-1)[torch.from_numpy(local * m + cand)] = -np.inf
-        thr = torch.from_numpy((-u[blk] - margin - headroom - slack).astype(np.float32))
+        thr = torch.from_numpy(-u[blk] - margin - headroom - slack).to(vals.dtype)
         hit = vals >= thr[:, None]  # [f, m]
         ii, jj = torch.nonzero(hit, as_tuple=True)
         new_keys.append(blk[ii.numpy()] * m + jj.numpy())
@@ -204,24 +232,22 @@ def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device
     (a GPU's cosine_topk; TF32 there when torch allows it, with the margin widened to match);
     the solve and the certificate run on the CPU. Fills `timings`; returns (row_to_col [n],
     cosines [n], certified, info: k, margin, device, rounds, rows_recomputed, edges, ...)."""
-    from saefast import ops
+    return solve_scores(CosineScores(a, b, device), k, timings)
 
+
+def solve_scores(scores, k: int, timings: dict) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+    """The maximum-total-score assignment of every row to a distinct column, certified over
+    all n * m pairs, for any `scores` with CosineScores' interface (n <= m, K = k)."""
     from . import _lap
 
-    n, m, d = a.shape[0], b.shape[0], a.shape[1]
-    dev = candidate_device(device, n, m)
-    tf32 = dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-    margin = gemm_margin(d, tf32=tf32)
+    n, m = scores.n, scores.m
+    dev, tf32, margin = getattr(scores, "device", "cpu"), getattr(scores, "tf32", False), scores.margin
     t0 = time.perf_counter()
-    if dev.type == "cpu":
-        row_vals, row_idx, col_vals, col_idx = ops.cosine_topk(a, b, k)  # [n,k], [n,k], [m,k], [m,k]
-    else:
-        found = ops.cosine_topk(a.to(dev), b.to(dev), k)
-        row_vals, row_idx, col_vals, col_idx = (t.cpu() for t in found)
+    row_vals, row_idx, col_vals, col_idx = scores.top_k(k)  # [n,k], [n,k], [m,k], [m,k]
     timings["candidates_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    graph = _Graph(a, b, *_lap.candidate_graph(row_idx, col_idx))
+    graph = _Graph(scores, *_lap.candidate_graph(row_idx, col_idx))
     # Unseen (i, j): j is not in row i's top-k and i not in column j's, so the float32 cosine
     # is <= the k-th best of the row (r_i) and of the column (s_j); with all of a row (column)
     # kept, nothing is unseen there (-inf).
@@ -310,7 +336,7 @@ def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device
     cos[on_graph] = -graph.cost[graph.find(np.flatnonzero(on_graph), x[on_graph])]
     if not on_graph.all():  # rows filled in by _complete: score them directly
         miss = np.flatnonzero(~on_graph)
-        cos[miss] = _lap.rescore(a, b, miss, x[miss])
+        cos[miss] = scores.exact(miss, x[miss])
     return x, cos, certified, info
 
 
