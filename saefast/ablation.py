@@ -1,0 +1,215 @@
+"""Ablation equivalence at the hook: what each SAE, and each of its features, does to the loss.
+
+Two features are "the same" in the circuit sense when removing either changes the model's
+next-token loss the same way. Through TransformerLens hooks on a causal LM:
+
+- splice: the hook's activations replaced by the SAE's reconstruction; the loss increase over
+  the clean model, and the share of the zero-ablation damage it avoids (`fraction_recovered`
+  = (L_zero - L_splice) / (L_zero - L_clean), L_zero with the hook's activations at 0);
+- per-feature effects, per token: removing feature f at token t changes the summed loss by
+  about e_f(t) = -a_f(t) (d_f . g_t), d_f the decoder row, a_f(t) its activation and g_t the
+  gradient of the summed loss with respect to the hook's activation at t (one backward pass
+  for every feature: the linear, attribution estimate). For a decoder-matched pair (i, j),
+  the Pearson correlation of e_i and e_j over the tokens says whether they do the same job;
+- the attribution is checked against exact ablations on a sample of features: each sampled
+  feature removed at every token at once (x - sum_t a_f(t) d_f), the loss change measured,
+  and compared with sum_t e_f(t) (correlation and median relative error).
+
+Effects are on the clean model (the hook's true activations minus the feature's part), not
+on the spliced one. Models without a language-model loss (MiniLM, an encoder) are refused
+with the reason: their final output has no scalar whose gradient is not zero at the clean
+point.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from . import equivalence as eq
+
+
+def _loss(lm, ids: torch.Tensor, hook: str, fn=None) -> torch.Tensor:
+    """Summed next-token loss of ids [b, L] with `fn` (act -> act) at the hook, or clean."""
+    hooks = [] if fn is None else [(hook, lambda act, hook=None: fn(act))]
+    try:
+        per_token = lm.run_with_hooks(ids, return_type="loss", loss_per_token=True,
+                                      fwd_hooks=hooks)  # [b, L - 1]
+    except Exception as e:  # an encoder without an LM head, or a bridge without losses
+        raise ModelError(f"ablation needs a causal language model with a loss ({e})") from None
+    return per_token.sum()
+
+
+def _at(act: torch.Tensor, keep: torch.Tensor | None, fn) -> torch.Tensor:
+    """act [b, L, d] with fn applied to the kept positions' rows [N, d] (all when keep is
+    None): special tokens (BOS, CLS) the SAEs never trained on keep their activations."""
+    if keep is None:
+        return fn(act.reshape(-1, act.shape[-1])).reshape(act.shape).to(act.dtype)
+    out = act.clone()
+    out[keep] = fn(act[keep]).to(act.dtype)
+    return out
+
+
+def _reconstruct(sae, rows: torch.Tensor) -> torch.Tensor:
+    from . import ops
+
+    v, i = ops.topk_encode(rows.float() - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
+    return ops.sparse_decode(v, i, sae.decoder, sae.b_dec)
+
+
+def splice(lm, hook: str, sae, ids: torch.Tensor, keep: torch.Tensor | None = None) -> dict:
+    """{clean, spliced, zero (mean loss per predicted token), increase, fraction_recovered};
+    the SAE (and the zero ablation) act on the `keep` [b, L] positions only."""
+    n = ids.shape[0] * (ids.shape[1] - 1)
+    with torch.no_grad():
+        clean = float(_loss(lm, ids, hook)) / n
+        spliced = float(_loss(lm, ids, hook,
+                              lambda act: _at(act, keep, lambda r: _reconstruct(sae, r)))) / n
+        zero = float(_loss(lm, ids, hook, lambda act: _at(act, keep, torch.zeros_like))) / n
+    return {"clean": clean, "spliced": spliced, "zero": zero, "increase": spliced - clean,
+            "fraction_recovered": (zero - spliced) / (zero - clean) if zero != clean else None}
+
+
+def hook_gradient(lm, hook: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x [b, L, d], g [b, L, d]): the hook's clean activations and the gradient of the
+    summed loss with respect to them."""
+    seen = {}
+
+    def grab(act):
+        seen["x"] = act.detach().clone().requires_grad_(True)
+        return seen["x"]
+
+    loss = _loss(lm, ids, hook, grab)
+    (g,) = torch.autograd.grad(loss, seen["x"])
+    return seen["x"].detach(), g
+
+
+def feature_effects(sae, x: torch.Tensor, g: torch.Tensor, keep: torch.Tensor | None = None):
+    """Attribution of every kept latent at every token: (effects [N, k], indices [N, k])
+    with effects = -a (d . g), for the N `keep` positions (all b * L when None) of x and g
+    [b, L, d]."""
+    from . import ops
+
+    if keep is None:
+        flat, gf = x.reshape(-1, x.shape[-1]).float(), g.reshape(-1, g.shape[-1]).float()
+    else:
+        flat, gf = x[keep].float(), g[keep].float()
+    v, i = ops.topk_encode(flat - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))  # [N, k]
+    dots = torch.einsum("nkd,nd->nk", sae.decoder[i], gf)  # [N, k] d_f . g_t
+    return (-v * dots).detach(), i
+
+
+def exact_removal(lm, hook: str, sae, ids: torch.Tensor, features: Sequence[int],
+                  keep: torch.Tensor | None = None) -> np.ndarray:
+    """[len(features)] summed-loss change when each feature is removed at every (kept)
+    token at once (x - sum_t a_f(t) d_f), on the clean model."""
+    from . import ops
+
+    def without(rows, f):
+        flat = rows.float()
+        v, i = ops.topk_encode(flat - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
+        a = (v * (i == f)).sum(1, keepdim=True)  # [N, 1] feature f's activation
+        return flat - a * sae.decoder[f]
+
+    with torch.no_grad():
+        base = float(_loss(lm, ids, hook))
+        out = [float(_loss(lm, ids, hook, lambda act, f=int(f): _at(
+            act, keep, lambda r: without(r, f)))) - base for f in features]
+    return np.asarray(out)
+
+
+def attribution_check(lm, hook: str, sae, ids: torch.Tensor, effects: torch.Tensor,
+                      indices: torch.Tensor, n_sample: int, seed: int = 0,
+                      keep: torch.Tensor | None = None) -> dict:
+    """Exact removal of n_sample active features (chosen at random) against the summed
+    attribution of the same features: {features, exact, attribution, pearson_r,
+    median_relative_error}."""
+    total = np.bincount(indices.reshape(-1).numpy(), weights=effects.reshape(-1).double().numpy(),
+                        minlength=int(sae.n_features))  # [F] summed attribution
+    active = np.flatnonzero(total != 0)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(active, min(n_sample, len(active)), replace=False))
+    exact = exact_removal(lm, hook, sae, ids, pick, keep)
+    lin = total[pick]
+    rel = np.abs(lin - exact) / np.maximum(np.abs(exact), 1e-12)
+    r = float(np.corrcoef(lin, exact)[0, 1]) if len(pick) > 2 else None
+    return {"features": pick.tolist(), "exact": exact.tolist(), "attribution": lin.tolist(),
+            "pearson_r": r, "median_relative_error": float(np.median(rel)) if len(pick) else None}
+
+
+def pair_effect_correlations(effects_a, idx_a, effects_b, idx_b, n_a: int, n_b: int,
+                             a_feats, b_feats) -> np.ndarray:
+    """[n] Pearson r over tokens between the per-token effects of A's feature a_feats[t] and
+    B's b_feats[t] (0 where a feature is not kept), from the sparse effects."""
+    ca = eq.Codes(effects_a, idx_a, n_a)
+    cb = eq.Codes(effects_b, idx_b, n_b)
+    return eq.pair_correlations(ca, cb, a_feats, b_feats)
+
+
+# ---------------------------------------------------------------------------- a report's block
+
+
+def eval_tokens(lm, corpus: str, n_tokens: int, context_length: int, info: dict,
+                drop_special: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [b, L], keep [b, L]): the corpus's first chunks, framed like the harvest's, until
+    n_tokens kept positions; keep marks the positions whose activations an SAE saw."""
+    from .data import harvest as H
+    from .data.models import model_framing
+
+    framing = model_framing(lm)
+    size = H.content_length(framing, info, context_length)
+    rows, have = [], 0
+    for chunk in H.iter_chunks(corpus, framing.encode, size):
+        if len(chunk) != size:
+            break  # one length: one batch
+        rows.append(list(framing.prefix) + chunk + list(framing.suffix))
+        have += H.kept_tokens(chunk, framing, drop_special)
+        if have >= n_tokens:
+            break
+    if not rows:
+        raise ModelError(f"corpus '{corpus}' has no full chunk of {size} tokens to ablate on")
+    ids = torch.tensor(rows)
+    return ids, H._keep_mask(ids, framing, drop_special)
+
+
+def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, corpus: str,
+                   n_tokens: int, context_length: int = 128, n_check: int = 8,
+                   cache_dir=None) -> dict:
+    """summary["ablation"]: each run's splice, the per-token effect correlation of every
+    decoder-matched pair (added to each pair as `ablation`), with its interval over runs, and
+    the attribution check on the first run. Loads the model (TransformerLens)."""
+    from . import inference as inf
+    from .data.models import check_hooks, load_model
+
+    lm, info = load_model(model, cache_dir=cache_dir)
+    check_hooks([hook], info["hook_names"])
+    ids, keep = eval_tokens(lm, corpus, n_tokens, context_length, info)
+    x, g = hook_gradient(lm, hook, ids)
+    effects = [feature_effects(s, x, g, keep) for s in saes]
+    per_pair = {}
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        r = pair_effect_correlations(*effects[i], *effects[j], saes[i].n_features,
+                                     saes[j].n_features, p["a_indices"], p["b_indices"])
+        per_pair[i, j] = r
+        p["ablation"] = {"effect_r": r.tolist(), "median_effect_r": float(np.median(r))}
+    data = inf.PairedRuns.from_dict(len(saes), per_pair)
+    med = (inf.jackknife(data, inf.median()) if len(saes) >= 3
+           else {"estimate": data.evaluate(inf.median()), "ci": None})
+    return {
+        "method": "on the first tokens of the corpus (special tokens untouched): splice = "
+                  "the hook's activations replaced by the SAE's reconstruction; effect of "
+                  "removing feature f at token t on the summed next-token loss, linear "
+                  "estimate -a_f(t) (d_f . dL/dx_t) from one backward pass of the clean model; "
+                  "effect_r: Pearson r over tokens of a decoder-matched pair's effects; "
+                  "attribution_check: exact removal of sampled features of the first run "
+                  "against their summed linear estimate",
+        "model": model, "hook": hook, "corpus": corpus, "tokens": int(keep.sum()),
+        "splice": [dict(run=s.name, **splice(lm, hook, s, ids, keep)) for s in saes],
+        "effect_r_median": {k: med[k] for k in ("estimate", "ci")},
+        "attribution_check": attribution_check(lm, hook, saes[0], ids, *effects[0], n_check,
+                                               keep=keep),
+    }
