@@ -45,8 +45,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help='add a grid axis, e.g. "train.seed=1..20" or "sae.k=8,16,32" (repeatable)')
     p.add_argument("--model", help="minilm (default), gemma-270m, tiny, a HF name or a local dir")
     p.add_argument("--hook", help="hook point, e.g. blocks.3.hook_resid_pre (default blocks.0...)")
-    p.add_argument("--corpus", help="python-docs (default), python-code, a .txt/.jsonl file or "
-                   "folder, or hf:<dataset>")
+    p.add_argument("--corpus", help="python-docs (default), python-code, math, multilingual, a "
+                   ".txt/.jsonl file or folder, or hf:<dataset> (saefast corpora lists them)")
     p.add_argument("--tokens", help="activation vectors to harvest, e.g. 30000 or 30k "
                    "(default 30000; the last 10%% are held out)")
     p.add_argument("--features", type=int, help="dictionary size (default 128)")
