@@ -1,4 +1,4 @@
-"""The `saefast` command: sweep, analyze, report, info.
+"""The `saefast` command: sweep, analyze, report, corpora, info.
 
 Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) are
 `saefast.errors.SaefastError`s: they print one line and exit with status 2, and nothing
@@ -200,6 +200,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- corpora
+
+
+def _add_corpora(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpora", help="list the built-in corpora (and a model's unknown-token rate)",
+                       description="List the built-in corpora. With --model, tokenize the first "
+                                   "--tokens tokens of each with that model's tokenizer and show "
+                                   "the share that is its unknown token ([UNK]).")
+    p.add_argument("--model", help="minilm, gemma-270m, tiny, a HF name or a local dir")
+    p.add_argument("--tokens", type=int, default=100_000,
+                   help="tokens counted per corpus with --model (default 100000)")
+    p.set_defaults(func=cmd_corpora)
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from saefast.data import corpora, coverage
+    from saefast.errors import CorpusError
+
+    if args.tokens < 1:
+        raise ConfigError(f"--tokens must be >= 1, got {args.tokens}")
+    tok = coverage.load_tokenizer(args.model) if args.model else None
+    rows = []
+    for name in corpora.BUILTIN_CORPORA:
+        try:  # a corpus whose optional package is missing is listed with the reason
+            what = corpora.describe_corpus(name)
+            row = {"name": name, "description": what.removeprefix(f"{name}: ")}
+            if tok is not None:
+                row["unknown"] = coverage.unknown_token_rate(args.model, name, args.tokens, tokenizer=tok)
+        except CorpusError as err:
+            row = {"name": name, "description": f"unavailable: {err}"}
+        rows.append(row)
+    tables.print_corpora(console, rows, args.model, args.tokens)
+    return 0
+
+
 # ---------------------------------------------------------------------------- info
 
 
@@ -233,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_analyze(sub)
     _add_report(sub)
+    _add_corpora(sub)
     _add_info(sub)
     return parser
 

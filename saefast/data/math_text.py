@@ -285,7 +285,7 @@ def _divides(rng: random.Random) -> str:
     return rng.choice([
         "If a divides b and b divides c, then a divides c. Indeed, b = am and c = bn for "
         "integers m and n, so c = a(mn).",
-        f"Since {a} divides {b} ({b} = {a} * {m}) and {b} divides {c} ({c} = {b} * {n}), "
+        f"{a} divides {b}, as {b} = {a} * {m}, and {b} divides {c}, as {c} = {b} * {n}; so "
         f"{a} divides {c}: {c} = {a} * {m * n}.",
     ])
 
