@@ -136,8 +136,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze", help="match SAEs you already trained and report their stability",
         description="Match every pair of the given run directories (saefast, the original "
-                    "study's format, or SAELens checkpoints) one-to-one by decoder cosine, "
-                    "and write stability.json, feature_recurrence.csv and plots into --out.")
+                    "study's format, SAELens, EleutherAI sparsify or dictionary_learning "
+                    "checkpoints) one-to-one by decoder cosine, and write stability.json, "
+                    "feature_recurrence.csv and plots into --out. Runs of different corpora "
+                    "(cross-domain) are matched against the isotropic null only.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run dirs, or folders of them (a sweep's OUT or OUT/runs)")
     p.add_argument("--live-only", action="store_true",
@@ -160,8 +162,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast import reports
     from saefast.artifacts import find_run_dirs
 
+    from saefast.stability import shared_init_warning
+
     out = Path(args.out)
     run_dirs = find_run_dirs(args.run_dirs)
+    warning = shared_init_warning(run_dirs)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
         solver=args.solver, acts=args.acts)
