@@ -242,7 +242,7 @@ def test_multilingual_interleaves_languages():
     assert "multilingual" in describe_corpus("multilingual")
 
 
-def test_multilingual_without_the_package_names_the_extra(monkeypatch):
+def test_multilingual_without_the_package_names_the_extra(monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
@@ -251,6 +251,10 @@ def test_multilingual_without_the_package_names_the_extra(monkeypatch):
     with pytest.raises(CorpusError, match=r'pip install "saefast\[multilingual\]"') as err:
         list(iter_documents("multilingual"))
     assert "\n" not in str(err.value)
+    from saefast.cli.main import main  # the listing still works, and says why it is missing
+
+    assert main(["corpora"]) == 0
+    assert "unavailable" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- unknown tokens
