@@ -231,6 +231,37 @@ def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
     console.print(table)
 
 
+def _print_equivalence(console: Console, rows: list[dict]) -> None:
+    """Per group: is it the same feature when the encoder and the activations are asked too?"""
+    rows = [r for r in rows if r.get("equivalence")]
+    if not rows:
+        return
+    table = _compact_table(
+        "the same feature from every side (summary.equivalence)",
+        "shared: decoder-matched pairs whose encoder rows also match at the threshold "
+        "[90% interval over runs]. r: median Pearson correlation of the matched pairs' "
+        "held-out activations [90%]. same: features whose max-correlation partner is their "
+        "decoder partner. both: pairs the correlation matching and the decoder matching both "
+        "pick. -: not computed (see stability.json summary.equivalence.skipped).")
+    table.add_column("group", no_wrap=True)
+    for col in ("shared", "r", "same", "both"):
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def cell(x, ci=None):
+        if x is None:
+            return "-"
+        out = f"{x:.2f}".replace("0.", ".")
+        if ci and all(c is not None and c == c for c in ci):
+            out += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
+        return out
+
+    for row in rows:
+        e = row["equivalence"]
+        table.add_row(escape(row["group"]), cell(e["shared"], e["shared_ci"]),
+                      cell(e["r"], e["r_ci"]), cell(e["same_partner"]), cell(e["agreement"]))
+    console.print(table)
+
+
 def _print_nulls(console: Console, rows: list[dict]) -> None:
     """The median against each null, with its interval over runs (groups with nulls only)."""
     rows = [r for r in rows if r.get("null_medians")]
@@ -278,6 +309,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     console.print(stab)
     _print_nulls(console, rows)
     _print_beyond_chance(console, rows)
+    _print_equivalence(console, rows)
     health = _compact_table(
         "training",
         "dead: never fired on the training tokens. cos to init: decoder rows vs their random "

@@ -139,6 +139,11 @@ class LoadedSAE:
     format: str  # "saefast", "original", "saelens", "sparsify" or "dictionary_learning"
     dead: torch.Tensor | None  # [F] bool, from feature_analysis.json when present
     info: dict[str, Any]  # run.json (ours), cfg.json (SAELens, sparsify), dictionary_learning's config, else {}
+    # the encoder, for encoder matching and codes (None where a format has none): W_enc
+    # [F, d] rows are features, b_enc [F], b_dec [d] (z = TopK(relu(W_enc (x - b_dec) + b_enc)))
+    encoder: torch.Tensor | None = None
+    b_enc: torch.Tensor | None = None
+    b_dec: torch.Tensor | None = None
 
     @property
     def n_features(self) -> int:
@@ -196,8 +201,8 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
                                   (formats.DL_WEIGHTS, formats.read_dictionary_learning,
                                    "dictionary_learning")):
             if (run_dir / name).is_file():
-                dec, k, info = reader(run_dir)
-                return _loaded(run_dir, dec, k, fmt, info, run_dir / name)
+                dec, k, info, (enc, b_enc, b_dec) = reader(run_dir)
+                return _loaded(run_dir, dec, k, fmt, info, run_dir / name, enc, b_enc, b_dec)
         ours = any((run_dir / f).is_file() for f in (WEIGHTS_META, FEATURES, RUN))
         raise RunDirError(f"{run_dir}: missing {WEIGHTS}" if ours else
                           f"{run_dir}: missing {WEIGHTS} and no other SAE checkpoint; expected {EXPECTED}")
@@ -212,6 +217,9 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
                 f"{weights}: W_dec is {list(dec.shape)} but cfg.json says d_sae={d_sae}, d_in={d_in}")
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
         fmt, info = "saelens", cfg
+        enc = tensors.get("W_enc")  # SAELens: [d, F]
+        enc = None if enc is None or tuple(enc.shape) != tuple(dec.shape[::-1]) else enc.t()
+        b_enc, b_dec = tensors.get("b_enc"), tensors.get("b_dec")
     else:
         dec_t = _need(tensors, "decoder.weight", weights).float()  # [d, F]
         if dec_t.ndim != 2:
@@ -229,18 +237,34 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
                 f"{weights}: encoder.weight is {list(enc.shape)}, expected {[F, d]} "
                 f"to match decoder.weight {[d, F]}")
         dec = dec_t.t().contiguous()
+        b_enc, b_dec = tensors.get("encoder.bias"), tensors.get("decoder.bias")
         k = meta.get("k")
         fmt = "saefast" if (run_dir / RUN).is_file() else "original"
         info = read_json(run_dir / RUN) if fmt == "saefast" else {}
-    return _loaded(run_dir, dec, k, fmt, info, weights)
+    return _loaded(run_dir, dec, k, fmt, info, weights, enc, b_enc, b_dec)
 
 
-def _loaded(run_dir: Path, dec: torch.Tensor, k, fmt: str, info: dict, weights: Path) -> LoadedSAE:
+def _loaded(run_dir: Path, dec: torch.Tensor, k, fmt: str, info: dict, weights: Path,
+            enc, b_enc, b_dec) -> LoadedSAE:
     if not torch.isfinite(dec).all():
         raise RunDirError(f"{weights}: decoder contains NaN or infinite values")
     dead = _read_dead(run_dir, dec.shape[0])
     name = info.get("name") if isinstance(info.get("name"), str) else run_dir.name
-    return LoadedSAE(path=run_dir, name=name, decoder=dec, k=k, format=fmt, dead=dead, info=info)
+    encoder = _encoder(enc, b_enc, b_dec, dec.shape)
+    return LoadedSAE(path=run_dir, name=name, decoder=dec, k=k, format=fmt, dead=dead, info=info,
+                     **encoder)
+
+
+def _encoder(enc, b_enc, b_dec, shape) -> dict[str, torch.Tensor | None]:
+    """The encoder fields of a LoadedSAE: all three when they are there, finite and of the
+    decoder's shape (F, d), else none (the analyses that need them say they are missing)."""
+    F, d = shape
+    parts = (enc, b_enc, b_dec)
+    if any(p is None for p in parts) or tuple(enc.shape) != (F, d) or tuple(b_enc.shape) != (F,) \
+            or tuple(b_dec.shape) != (d,) or not all(torch.isfinite(p).all() for p in parts):
+        return {"encoder": None, "b_enc": None, "b_dec": None}
+    return {"encoder": enc.float().contiguous(), "b_enc": b_enc.float().contiguous(),
+            "b_dec": b_dec.float().contiguous()}
 
 
 def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:

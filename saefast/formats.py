@@ -12,8 +12,11 @@ features). `artifacts.load_sae` picks the reader from the files a folder holds.
   plain AutoEncoder: encoder.weight, encoder.bias, decoder.weight [d, F], bias [d];
   JumpReluAutoEncoder: W_enc [d, F], W_dec [F, d], b_enc, b_dec, threshold.
 
-Each reader returns (decoder [F, d] float32, k or None, info dict) or raises one RunDirError
-line naming the file and what is wrong. Orientation comes from the format's tensor names,
+Each reader returns (decoder [F, d] float32, k or None, info dict, (encoder [F, d], b_enc [F],
+b_dec [d]) or Nones) or raises one RunDirError line naming the file and what is wrong. The
+encoder is given where the tool's encoding is saefast's, relu(W_enc (x - b_dec) + b_enc)
+before the top-k (sparsify's SparseCoder.encode and dictionary_learning's autoencoders
+subtract b_dec; a sparsify transcoder or group-max coder does not qualify). Orientation comes from the format's tensor names,
 never from the shapes (F == d happens).
 """
 
@@ -32,7 +35,11 @@ DL_WEIGHTS = "ae.pt"
 DL_CONFIG = "config.json"
 
 
-def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any]]:
+Parts = tuple  # (encoder [F, d] | None, b_enc [F] | None, b_dec [d] | None)
+NO_ENCODER: Parts = (None, None, None)
+
+
+def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """An EleutherAI sparsify checkpoint folder (cfg.json + sae.safetensors)."""
     from .artifacts import _need, _read_tensors, read_json
 
@@ -54,10 +61,13 @@ def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, An
         raise RunDirError(f"{weights}: W_dec is {list(dec.shape)}, but {SPARSIFY_CFG} says "
                           f"[num_latents, d_in] = [{want[0]}, {want[1]}]")
     _check_encoder(tensors.get("encoder.weight"), tuple(dec.shape), "encoder.weight", weights)
-    return dec.float(), _int_or_none(cfg.get("k")), cfg
+    same_encoding = not cfg.get("transcode") and cfg.get("activation", "topk") == "topk"
+    parts = ((tensors.get("encoder.weight"), tensors.get("encoder.bias"), tensors.get("b_dec"))
+             if same_encoding else NO_ENCODER)
+    return dec.float(), _int_or_none(cfg.get("k")), cfg, parts
 
 
-def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any]]:
+def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """A saprmarks dictionary_learning save folder (ae.pt, with config.json when present)."""
     from .artifacts import read_json
 
@@ -74,10 +84,13 @@ def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, d
         dec = dec_t.t()
         enc_name = "encoder.weight"
         enc = state.get(enc_name)
+        b_enc = state.get("encoder.bias")
+        b_dec = state.get("b_dec", state.get("bias"))  # TopK / BatchTopK: b_dec; AutoEncoder: bias
     elif "W_dec" in state:  # JumpReluAutoEncoder: W_dec [F, d], W_enc [d, F]
         dec = _tensor(state, "W_dec", weights)
         enc_name, enc = "W_enc", state.get("W_enc")
         enc = enc.t() if isinstance(enc, torch.Tensor) and enc.ndim == 2 else enc
+        b_enc, b_dec = state.get("b_enc"), state.get("b_dec")
     else:
         keys = ", ".join(sorted(map(str, state))[:8])
         raise RunDirError(f"{weights}: no decoder.weight or W_dec in the state dict (has {keys}); "
@@ -94,7 +107,8 @@ def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, d
     k = int(k.item()) if isinstance(k, torch.Tensor) and k.numel() == 1 else _int_or_none(trainer.get("k"))
     # not under "config": that key is run.json's (our RunConfig) wherever info is read
     info = {"dict_class": trainer.get("dict_class"), "trainer": trainer}
-    return dec.float().contiguous(), k, info
+    parts = tuple(t if isinstance(t, torch.Tensor) else None for t in (enc, b_enc, b_dec))
+    return dec.float().contiguous(), k, info, parts
 
 
 # ---------------------------------------------------------------------------- helpers

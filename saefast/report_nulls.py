@@ -79,7 +79,7 @@ class NullSource:
         return self.store is not None or self.file is not None
 
 
-def _run_info(run) -> dict:
+def run_info(run) -> dict:
     """run.json of a run dir (or a LoadedSAE's info); {} for formats without one."""
     if isinstance(run, LoadedSAE):
         return run.info or {}
@@ -96,7 +96,7 @@ def _run_info(run) -> dict:
 def store_of_runs(run_dirs) -> Path | None:
     """The activation store the runs' run.json names, when they all name one and it exists
     (what a sweep passes to its reports); None otherwise (streamed runs, other formats)."""
-    where = {_run_info(r).get("activation_store") for r in run_dirs}
+    where = {run_info(r).get("activation_store") for r in run_dirs}
     if len(where) != 1:
         return None
     (path,) = where
@@ -112,7 +112,7 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     nulls, with that reason (`mixed_data`); with `acts` that is a ConfigError."""
     from saefast.data import store as _store
 
-    infos = [_run_info(r) for r in run_dirs]
+    infos = [run_info(r) for r in run_dirs]
     mixed = mixed_data(infos)
     if mixed is not None:  # cross-domain (or cross-layer) runs: no one training set to draw from
         if acts is not None:

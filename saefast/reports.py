@@ -51,7 +51,7 @@ RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
 SEED_CURVE_PNG = "seed_count_curve.png"
-EVIDENCE_VERSION = 2  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null)
+EVIDENCE_VERSION = 3  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null, 3: equivalence)
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -123,10 +123,29 @@ def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
 
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress,
-                              data_nulls=data_nulls if baseline else None)
+                              data_nulls=data_nulls if baseline else None,
+                              held_out=lambda: _held_out(run_dirs, source))
     if baseline:
         report_nulls.add_nulls(report, source, solver=solver)
     return report
+
+
+def _held_out(run_dirs, source) -> tuple:
+    """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
+    nulls read (a sweep's store, or --acts), for the activation-correlation view."""
+    from saefast import equivalence
+    from saefast.data.store import StoreSource
+
+    if source is None or source.store is None:
+        why = source.reason if source is not None and source.reason else report_nulls.NEED_ACTS
+        return None, why.replace("covariance and activation nulls need",
+                                 "held-out activations come from"), None
+    span = equivalence.held_out_rows([report_nulls.run_info(r) for r in run_dirs], source.store)
+    if isinstance(span, str):
+        return None, span, None
+    start, end = span
+    x = StoreSource(source.store, start, end).read(0, end - start)  # [T, d]
+    return x, None, f"{source.store} rows {start}-{end}"
 
 
 def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -> dict:

@@ -295,17 +295,20 @@ def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, to
 def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                      live_only: bool = False, solver: str = "auto", baseline: bool = True,
                      progress: Progress | None = None,
-                     data_nulls: Callable[[int], Sequence] | None = None) -> dict:
+                     data_nulls: Callable[[int], Sequence] | None = None,
+                     held_out: Callable[[], tuple] | None = None) -> dict:
     """The report that `reports.analyze_runs` stores, computed without writing anything: the
     full report, plus (live_only=True) the live-only report under the key "live_only". Each
     run is loaded once; every argument is checked before any matching starts. data_nulls(d):
     the data-shaped `NullModel`s of runs of dimension d (`report_nulls.null_models`), judged
-    in the evidence beside the isotropic null (baseline=True only)."""
+    in the evidence beside the isotropic null (baseline=True only). held_out() -> (x [T, d] or
+    None, reason, where): the runs' held-out activations for the activation-correlation view
+    of summary["equivalence"] (full report only; encoder matching needs none)."""
     saes = _checked(run_dirs, threshold, top_k, solver)
     others = list(data_nulls(int(saes[0].decoder.shape[1]))) if baseline and data_nulls else []
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
               progress=progress, other_nulls=others)
-    report = _report(saes, live_only=False, **kw)
+    report = _report(saes, live_only=False, held_out=held_out, **kw)
     if live_only:
         report["live_only"] = _report(saes, live_only=True, **kw)
     return report
@@ -320,7 +323,7 @@ def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
 
 
 def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
-            progress, other_nulls: Sequence = ()) -> dict:
+            progress, other_nulls: Sequence = (), held_out: Callable | None = None) -> dict:
     labels = _labels(saes)
     n_runs = len(saes)
     if live_only:
@@ -342,6 +345,14 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
     summary["evidence"] = evidence.report_evidence(
         saes, labels, pairs, [_features(s, live_only)[1] for s in saes], threshold=threshold,
         solver=solver, baseline=baseline, other_nulls=other_nulls)
+    if not live_only:  # encoder and activation views of the same matchings
+        from . import equivalence
+
+        x, reason, where = held_out() if held_out is not None else (
+            None, "no held-out activations given (reports.analyze_runs passes the store's)", None)
+        summary["equivalence"] = equivalence.equivalence(
+            saes, pairs, threshold=threshold, solver=solver, held_out=x,
+            held_out_reason=reason, source=where)
     return {"pairs": pairs, "summary": summary}
 
 

@@ -292,6 +292,23 @@ def _beyond_chance(summary: dict) -> dict[str, Any]:
     return out
 
 
+def _equivalence(summary: dict) -> dict[str, Any] | None:
+    """{shared, shared_ci (decoder and encoder >= threshold), r, r_ci (Pearson r of the
+    decoder-matched pairs' held-out activations), same_partner, agreement}, None when absent."""
+    e = summary.get("equivalence") or {}
+    enc, act = e.get("encoder"), e.get("activation")
+    if not enc and not act:
+        return None
+    t = f"{summary.get('threshold', 0):g}"
+    shared = (enc or {}).get("shared_fraction", {}).get(t) or {}
+    r = ((act or {}).get("decoder_pairs_r") or {}).get("median") or {}
+    return {"shared": shared.get("estimate"), "shared_ci": shared.get("ci"),
+            "r": r.get("estimate"), "r_ci": r.get("ci"),
+            "same_partner": ((act or {}).get("same_partner") or {}).get("estimate"),
+            "agreement": (((act or {}).get("correlation_matching") or {})
+                          .get("agreement_with_decoder") or {}).get("estimate")}
+
+
 def _evidence(summary: dict, key: str, field: str):
     """summary.evidence[key][field], None where a report has no evidence (or no null)."""
     return ((summary.get("evidence") or {}).get(key) or {}).get(field)
@@ -330,6 +347,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
             "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
             "beyond_chance": _beyond_chance(s),
+            "equivalence": _equivalence(s),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),

@@ -65,13 +65,17 @@ def test_sparsify_and_dictionary_learning_read_rows_as_features(tmp_path):
     assert (sp.format, dl.format, plain.format) == ("sparsify", "dictionary_learning", "dictionary_learning")
     for sae in (sp, dl, plain):
         assert torch.equal(sae.decoder, W) and sae.dead is None
+        # the encoder too, rows are features (for encoder matching and codes)
+        assert torch.equal(sae.encoder, W) and sae.b_enc.shape == (W.shape[0],)
+        assert sae.b_dec.shape == (W.shape[1],)
     assert (sp.k, dl.k, plain.k) == (6, 5, None)
     # dictionary_learning's JumpReluAutoEncoder keeps W_dec [F, d] and W_enc [d, F]
     (tmp_path / "jr").mkdir()
     torch.save({"W_enc": W.t().contiguous(), "b_enc": torch.zeros(W.shape[0]), "W_dec": W.clone(),
                 "b_dec": torch.zeros(W.shape[1]), "threshold": torch.zeros(W.shape[0])},
                tmp_path / "jr" / "ae.pt")
-    assert torch.equal(load_sae(tmp_path / "jr").decoder, W)
+    jr = load_sae(tmp_path / "jr")
+    assert torch.equal(jr.decoder, W) and torch.equal(jr.encoder, W)
     # num_latents 0: sparsify sizes the SAE as d_in * expansion_factor
     F, d = W.shape
     W2 = torch.randn(2 * d, d)

@@ -1,0 +1,326 @@
+"""Is it the same feature? Views beyond decoder cosine, from a report's own matchings.
+
+Decoder cosine says two features write the same direction. A reviewer also asks whether
+they read the same direction and fire on the same tokens:
+
+- encoder matching: encoder rows (W_enc [F, d]) matched one-to-one exactly like decoders;
+  and per decoder-matched pair, the cosine of the two features' encoder rows. A pair is
+  *shared* at t when both its decoder and its encoder cosine are >= t (Paulo & Belrose 2025
+  call a latent shared only then);
+- activation correlation on held-out tokens: each feature's activation over T tokens (its
+  value in the k-sparse code, 0 where it is not kept). Per decoder-matched pair, Pearson r;
+  per feature, its max-correlation partner in the other run (does it agree with the decoder
+  partner?); and the one-to-one assignment maximising total correlation, compared with the
+  decoder matching (how many pairs do both pick?).
+
+The correlations come from the k-sparse codes only: for a block of A's features, every token
+where one of them is active adds value_a x B's k code values into a dense [block, F_b] row
+block of co-activation sums (sparse x sparse: T k^2 products in all); with each feature's mean
+and standard deviation (also from the codes), that block is the exact Pearson r. Top-K per row
+and per column are kept across blocks; the [T, F] activations and the [F_a, F_b] matrix never
+exist at once. The assignment on correlations is exact: a dense solve up to DENSE_MAX pairs,
+else the certified sparse solver of `match.certified` on the top-K candidates, recomputing
+rows where its certificate needs them.
+
+Intervals: the run is the unit (delete-one-run jackknife over the stored per-pair values,
+`inference`), as everywhere in a report. No null is claimed for these views: a random
+dictionary's codes are not "random features of this model" in any single agreed sense.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import inference as inf
+from .match import match_decoders, unit_rows
+
+LEVEL = 0.90
+THRESHOLDS = (0.5, 0.7, 0.9)
+MAX_HELD_OUT = 100_000  # held-out tokens encoded per run, at most
+BLOCK_ELEMS = 1 << 23  # a [block, F_b] float64 co-activation block (64 MiB)
+TOP_K = 16  # correlation candidates per row and per column
+DENSE_MAX = 1 << 22  # correlation matchings up to this many pairs are solved densely
+ENCODE_ROWS = 8192  # tokens per encode call
+
+METHOD = {
+    "encoder": "encoder rows matched one-to-one by maximum total cosine like decoders "
+               "(matching.median, fraction_above); per decoder-matched pair, the cosine of "
+               "the two features' encoder rows (decoder_pairs); shared at t: decoder and "
+               "encoder cosine both >= t; 90 % delete-one-run jackknife intervals, t(S-1)",
+    "activation": "each feature's activation on the runs' held-out tokens (its value in the "
+                  "k-sparse code, 0 elsewhere); Pearson r of every decoder-matched pair; "
+                  "same_partner: the share of features whose max-correlation partner in the "
+                  "other run is their decoder partner; correlation_matching: one-to-one "
+                  "assignment maximising total r (exact), and the share of its pairs the "
+                  "decoder matching also picks; r computed exactly from the sparse codes "
+                  "(co-activation sums, no dense [tokens, F] matrix); zero-variance "
+                  "(never active) features have r = 0",
+}
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+def _interval(per_pair: dict, n_runs: int, stat: inf.Statistic) -> dict:
+    data = inf.PairedRuns.from_dict(n_runs, per_pair)
+    if n_runs < 3:
+        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": LEVEL,
+                "method": "none: fewer than 3 runs"}
+    jk = inf.jackknife(data, stat, level=LEVEL)
+    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+
+
+def pair_encoder_cosines(enc_a: torch.Tensor, enc_b: torch.Tensor, a_idx, b_idx) -> np.ndarray:
+    """[n] cosine of encoder rows enc_a[a_idx[t]] and enc_b[b_idx[t]] (float64)."""
+    ua = unit_rows(enc_a.double())[torch.as_tensor(np.asarray(a_idx, dtype=np.int64))]
+    ub = unit_rows(enc_b.double())[torch.as_tensor(np.asarray(b_idx, dtype=np.int64))]
+    return (ua * ub).sum(1).numpy()
+
+
+def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
+                  solver: str = "auto") -> dict | None:
+    """Add `encoder` {cosines (per decoder-matched pair, in all_cosines' order), matching
+    {median, fraction_above}, shared_count} to each pair and return the summary's block
+    (None when a run has no encoder: the block's absence says so in `equivalence.skipped`)."""
+    if any(s.encoder is None for s in saes):
+        return None
+    t = float(threshold)
+    ts = sorted({*THRESHOLDS, t})
+    enc_cos, matched, shared = {}, {}, {t_: {} for t_ in ts}
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        a, b = saes[i].encoder, saes[j].encoder
+        c = pair_encoder_cosines(a, b, p["a_indices"], p["b_indices"])
+        ia = np.asarray(p["a_indices"], dtype=np.int64)
+        ib = np.asarray(p["b_indices"], dtype=np.int64)
+        m = match_decoders(a[torch.as_tensor(ia)] if p.get("mode") == "live_only" else a,
+                           b[torch.as_tensor(ib)] if p.get("mode") == "live_only" else b,
+                           solver=solver)
+        dec = np.asarray(p["all_cosines"], dtype=np.float64)
+        key = (i, j)
+        enc_cos[key], matched[key] = c, m.cosines
+        for t_ in ts:
+            shared[t_][key] = ((dec >= t_) & (c >= t_)).astype(float)
+        p["encoder"] = {"cosines": c.tolist(), "matching": {
+            "median": float(np.median(m.cosines)),
+            "fraction_above": float(np.mean(m.cosines >= t)), "certified": bool(m.certified)},
+            "shared_count": int(np.count_nonzero((dec >= t) & (c >= t)))}
+    S = len(saes)
+    return {
+        "method": METHOD["encoder"], "threshold": t,
+        "matching": {"median": _interval(matched, S, inf.median()),
+                     "fraction_above": _interval(matched, S, inf.fraction_at_least(t))},
+        "decoder_pairs": {"median": _interval(enc_cos, S, inf.median()),
+                          "fraction_above": _interval(enc_cos, S, inf.fraction_at_least(t))},
+        "shared_fraction": {f"{t_:g}": _interval(shared[t_], S, inf.mean()) for t_ in ts},
+    }
+
+
+# ---------------------------------------------------------------------------- codes
+
+
+def sparse_codes(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAE's k-sparse codes of x [T, d]: (values [T, k] float32 >= 0, indices [T, k])."""
+    from . import ops
+
+    vals, idx = [], []
+    for s in range(0, x.shape[0], ENCODE_ROWS):
+        v, i = ops.topk_encode(x[s:s + ENCODE_ROWS] - sae.b_dec, sae.encoder, sae.b_enc,
+                               int(sae.k))
+        vals.append(v), idx.append(i)
+    return torch.cat(vals), torch.cat(idx)
+
+
+class Codes:
+    """k-sparse codes of T tokens for F features, with each feature's mean and standard
+    deviation over the T tokens (zeros counted) and its entries grouped by feature."""
+
+    def __init__(self, values: torch.Tensor, indices: torch.Tensor, n_features: int):
+        self.values = values.double().numpy()  # [T, k]
+        self.indices = indices.numpy().astype(np.int64)  # [T, k]
+        self.T, self.k = self.values.shape
+        self.F = int(n_features)
+        flat_i, flat_v = self.indices.ravel(), self.values.ravel()
+        keep = flat_v != 0  # a kept latent of value 0 is no activation
+        flat_i, flat_v = flat_i[keep], flat_v[keep]
+        tokens = np.repeat(np.arange(self.T), self.k)[keep]
+        s1 = np.bincount(flat_i, weights=flat_v, minlength=self.F)
+        s2 = np.bincount(flat_i, weights=flat_v * flat_v, minlength=self.F)
+        self.mean = s1 / self.T  # [F]
+        self.std = np.sqrt(np.maximum(s2 / self.T - self.mean ** 2, 0.0))  # [F]
+        order = np.argsort(flat_i, kind="stable")
+        self.by_feature_token = tokens[order]  # [nnz] tokens, grouped by feature
+        self.by_feature_value = flat_v[order]  # [nnz]
+        self.starts = np.r_[0, np.cumsum(np.bincount(flat_i, minlength=self.F))]  # [F + 1]
+
+
+def _correlation_block(a: Codes, b: Codes, f0: int, f1: int) -> np.ndarray:
+    """[f1 - f0, F_b] float64 Pearson r of A's features f0..f1-1 with every B feature."""
+    lo, hi = a.starts[f0], a.starts[f1]
+    tok = a.by_feature_token[lo:hi]  # [e]
+    val = a.by_feature_value[lo:hi]  # [e]
+    row = np.repeat(np.arange(f1 - f0), np.diff(a.starts[f0:f1 + 1]))  # [e] local feature
+    cols = b.indices[tok]  # [e, k_b]
+    prods = val[:, None] * b.values[tok]  # [e, k_b]
+    co = np.bincount((row[:, None] * b.F + cols).ravel(), weights=prods.ravel(),
+                     minlength=(f1 - f0) * b.F)  # co-activation sums, [f * F_b]
+    cov = co.reshape(f1 - f0, b.F) / a.T - np.outer(a.mean[f0:f1], b.mean)
+    den = np.outer(a.std[f0:f1], b.std)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, cov / np.where(den > 0, den, 1.0), 0.0)
+    return np.clip(r, -1.0, 1.0)
+
+
+def correlation_matrix(a: Codes, b: Codes) -> np.ndarray:
+    """[F_a, F_b] Pearson r, blockwise (for matchings small enough to solve densely)."""
+    block = max(1, BLOCK_ELEMS // b.F)
+    return np.vstack([_correlation_block(a, b, f0, min(a.F, f0 + block))
+                      for f0 in range(0, a.F, block)])
+
+
+def correlation_topk(a: Codes, b: Codes, k: int = TOP_K):
+    """Top-k correlations of every A feature (row) and every B feature (column), blockwise:
+    (row_vals [F_a, k] desc, row_idx, col_vals [F_b, k] desc, col_idx) as torch tensors."""
+    k_r, k_c = min(k, b.F), min(k, a.F)
+    block = max(1, BLOCK_ELEMS // b.F)
+    row_vals, row_idx = np.empty((a.F, k_r)), np.empty((a.F, k_r), np.int64)
+    col_vals = np.full((k_c, b.F), -np.inf)
+    col_idx = np.zeros((k_c, b.F), np.int64)
+    for f0 in range(0, a.F, block):
+        f1 = min(a.F, f0 + block)
+        r = torch.from_numpy(_correlation_block(a, b, f0, f1))  # [f, F_b]
+        v, i = torch.topk(r, k_r, dim=1)
+        row_vals[f0:f1], row_idx[f0:f1] = v.numpy(), i.numpy()
+        kc = min(k_c, f1 - f0)
+        v, i = torch.topk(r, kc, dim=0)  # [kc, F_b]
+        both_v = np.vstack([col_vals, v.numpy()])
+        both_i = np.vstack([col_idx, i.numpy() + f0])
+        top = np.argsort(-both_v, axis=0, kind="stable")[:k_c]
+        col_vals = np.take_along_axis(both_v, top, 0)
+        col_idx = np.take_along_axis(both_i, top, 0)
+    return (torch.from_numpy(row_vals), torch.from_numpy(row_idx),
+            torch.from_numpy(col_vals.T.copy()), torch.from_numpy(col_idx.T.copy()))
+
+
+def pair_correlations(a: Codes, b: Codes, a_idx, b_idx) -> np.ndarray:
+    """[n] Pearson r of A feature a_idx[t] with B feature b_idx[t] (each A feature at most
+    once, as in a matching): every active entry of a_idx's features looks up its partner in
+    B's code of the same token (T k^2 comparisons in all)."""
+    ia, ib = np.asarray(a_idx, dtype=np.int64), np.asarray(b_idx, dtype=np.int64)
+    partner = np.full(a.F, -1, np.int64)
+    partner[ia] = ib
+    feat = np.repeat(np.arange(a.F), np.diff(a.starts))  # [nnz] feature of each entry
+    want = partner[feat]  # [nnz]
+    keep = want >= 0
+    tok, val, feat, want = a.by_feature_token[keep], a.by_feature_value[keep], feat[keep], want[keep]
+    hit = b.indices[tok] == want[:, None]  # [e, k_b]
+    co = np.bincount(feat, weights=val * (b.values[tok] * hit).sum(1), minlength=a.F)[ia]
+    cov = co / a.T - a.mean[ia] * b.mean[ib]
+    den = a.std[ia] * b.std[ib]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, cov / np.where(den > 0, den, 1.0), 0.0)
+    return np.clip(r, -1.0, 1.0)
+
+
+def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The one-to-one assignment maximising total Pearson r: (a_idx, b_idx, r, info), exact
+    (dense solve with its gap bound). Up to DENSE_MAX pairs; larger problems raise
+    NotImplementedError (the sparse certified path is not built for correlations yet)."""
+    from .match.certified import solve_dense
+
+    if a.F * b.F > DENSE_MAX:
+        raise NotImplementedError(
+            f"correlation matching of {a.F} x {b.F} features: only up to {DENSE_MAX:,} pairs "
+            "(dense) so far")
+    r = correlation_matrix(a, b)  # [F_a, F_b]
+    flip = a.F > b.F
+    x, vals, info = solve_dense(r.T if flip else r)
+    rows = np.arange(len(x))
+    a_idx, b_idx = (x, rows) if flip else (rows, x)
+    order = np.argsort(a_idx)
+    return a_idx[order], b_idx[order], vals[order], info
+
+
+def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
+                     source: str) -> dict:
+    """Encode the held-out tokens x [T, d] with every run, add `activation` {r (per
+    decoder-matched pair), median_r, same_partner, correlation_matching} to each pair and
+    return the summary's block (intervals over runs)."""
+    codes = [Codes(*sparse_codes(s, x), s.n_features) for s in saes]
+    S = len(saes)
+    r_all, same, agree, corr_r = {}, {}, {}, {}
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        a, b = codes[i], codes[j]
+        ia = np.asarray(p["a_indices"], dtype=np.int64)
+        ib = np.asarray(p["b_indices"], dtype=np.int64)
+        r = pair_correlations(a, b, ia, ib)
+        best_b = correlation_topk(a, b, 1)[1][:, 0].numpy()  # [F_a] max-r partner in B
+        best_a = correlation_topk(b, a, 1)[1][:, 0].numpy()  # [F_b] max-r partner in A
+        active = (a.std[ia] > 0) & (b.std[ib] > 0)  # never-active features have no partner
+        hits = np.r_[(best_b[ia] == ib)[active], (best_a[ib] == ia)[active]].astype(float)
+        ma, mb, mr, info = correlation_matching(a, b)
+        both = np.intersect1d(ia * b.F + ib, ma * b.F + mb).size
+        key = (i, j)
+        r_all[key], same[key], corr_r[key] = r, hits, mr
+        agree[key] = np.r_[np.ones(both), np.zeros(len(ia) - both)]
+        p["activation"] = {
+            "r": r.tolist(), "median_r": float(np.median(r)),
+            "same_partner": float(hits.mean()) if hits.size else None,
+            "correlation_matching": {"median_r": float(np.median(mr)),
+                                     "agreement_with_decoder": both / len(ia),
+                                     "gap_bound": info["gap_bound"]}}
+    return {
+        "method": METHOD["activation"], "held_out_tokens": int(x.shape[0]), "source": source,
+        "decoder_pairs_r": {"median": _interval(r_all, S, inf.median()),
+                            "fraction_above_0.5": _interval(r_all, S, inf.fraction_at_least(0.5))},
+        "same_partner": _interval(same, S, inf.mean()),
+        "correlation_matching": {"median_r": _interval(corr_r, S, inf.median()),
+                                 "agreement_with_decoder": _interval(agree, S, inf.mean())},
+    }
+
+
+# ---------------------------------------------------------------------------- held-out data
+
+
+def held_out_rows(infos: Sequence[dict], store) -> tuple[int, int] | str:
+    """[start, end) of the runs' held-out tokens in their store (from run.json `tokens`),
+    capped at MAX_HELD_OUT tokens, or the reason there are none."""
+    spans = set()
+    for info in infos:
+        tok = info.get("tokens") if isinstance(info, dict) else None
+        if not isinstance(tok, dict) or not isinstance(tok.get("held_out"), int):
+            return "the runs' run.json does not say which tokens were held out"
+        start = 0 if tok.get("held_out_shared") else int(tok["train"])
+        spans.add((start, start + int(tok["held_out"])))
+    if len(spans) != 1:
+        return "the runs held out different tokens"
+    start, end = spans.pop()
+    if end - start < 2:
+        return "fewer than 2 held-out tokens"
+    return start, min(end, start + MAX_HELD_OUT)
+
+
+def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str,
+                held_out: torch.Tensor | None, held_out_reason: str | None,
+                source: str | None = None) -> dict:
+    """summary["equivalence"]: {encoder: block or None, activation: block or None, skipped:
+    [reasons]}, adding the per-pair keys of each block to `pairs`."""
+    skipped = []
+    enc = encoder_block(saes, pairs, threshold=threshold, solver=solver)
+    if enc is None:
+        skipped.append("encoder: a run's weights have no encoder (W_enc, b_enc, b_dec)")
+    act = None
+    if held_out is None:
+        skipped.append(f"activation correlation: {held_out_reason}")
+    elif any(s.encoder is None or not s.k for s in saes):
+        skipped.append("activation correlation: a run has no encoder or no k to encode with")
+    else:
+        try:
+            act = activation_block(saes, pairs, held_out, source=source or "")
+        except NotImplementedError as e:
+            skipped.append(f"activation correlation: {e}")
+    return {"encoder": enc, "activation": act, "skipped": skipped}

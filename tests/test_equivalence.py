@@ -1,0 +1,145 @@
+"""saefast.equivalence: encoder matching, the shared criterion and activation correlation,
+each checked against a direct dense computation, and as a report states them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from saefast import equivalence as eq
+from saefast.match import match_decoders
+
+
+def random_codes(T, F, k, seed, dead=()):
+    """k-sparse codes of T tokens over F features (some features never active), and the
+    same activations as a dense [T, F] matrix."""
+    g = np.random.default_rng(seed)
+    live = np.setdiff1d(np.arange(F), dead)
+    idx = np.stack([g.choice(live, k, replace=False) for _ in range(T)])  # [T, k]
+    vals = g.exponential(1.0, (T, k)) * (g.random((T, k)) > 0.1)  # some kept values are 0
+    dense = np.zeros((T, F))
+    np.put_along_axis(dense, idx, vals, 1)
+    return eq.Codes(torch.from_numpy(vals).float(), torch.from_numpy(idx), F), \
+        dense.astype(np.float32).astype(np.float64)
+
+
+def pearson(da, db):
+    """[F_a, F_b] Pearson r of dense activations, 0 where a feature never varies."""
+    za, zb = da - da.mean(0), db - db.mean(0)
+    sa, sb = np.sqrt((za ** 2).mean(0)), np.sqrt((zb ** 2).mean(0))
+    cov = za.T @ zb / da.shape[0]
+    den = np.outer(sa, sb)
+    return np.where(den > 0, cov / np.where(den > 0, den, 1), 0.0)
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    a, da = random_codes(600, 40, 4, 1, dead=(3, 17))
+    b, db = random_codes(600, 56, 5, 2, dead=(0,))
+    return a, da, b, db
+
+
+def test_correlations_from_sparse_codes_equal_the_dense_pearson(two_runs, monkeypatch):
+    a, da, b, db = two_runs
+    want = pearson(da, db)
+    monkeypatch.setattr(eq, "BLOCK_ELEMS", 7 * b.F)  # several row blocks, one ragged
+    np.testing.assert_allclose(eq.correlation_matrix(a, b), want, atol=1e-10)
+    g = np.random.default_rng(0)
+    ia, ib = g.permutation(a.F)[:30], g.permutation(b.F)[:30]
+    np.testing.assert_allclose(eq.pair_correlations(a, b, ia, ib), want[ia, ib], atol=1e-10)
+    rv, ri, cv, ci = eq.correlation_topk(a, b, 6)
+    np.testing.assert_allclose(rv.numpy(), -np.sort(-want, 1)[:, :6], atol=1e-10)
+    np.testing.assert_allclose(cv.numpy(), -np.sort(-want.T, 1)[:, :6], atol=1e-10)
+    np.testing.assert_allclose(np.take_along_axis(want, ri.numpy(), 1), rv.numpy(), atol=1e-10)
+    np.testing.assert_allclose(np.take_along_axis(want.T, ci.numpy(), 1), cv.numpy(), atol=1e-10)
+    assert (eq.correlation_matrix(a, b)[[3, 17]] == 0).all()  # never active: r = 0
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip):
+    a, da, b, db = two_runs
+    if flip:
+        a, da, b, db = b, db, a, da
+    ia, ib, r, info = eq.correlation_matching(a, b)
+    want = pearson(da, db)
+    rows, cols = linear_sum_assignment(want, maximize=True)
+    assert r.sum() == pytest.approx(want[rows, cols].sum(), abs=1e-9)
+    np.testing.assert_allclose(r, want[ia, ib], atol=1e-10)
+    assert len(set(ia)) == len(ia) == len(set(ib)) == min(a.F, b.F)
+    assert info["gap_bound"] < 1e-9
+
+
+class _SAE:
+    def __init__(self, enc, dec, k):
+        self.encoder, self.decoder, self.k = enc, dec, k
+        self.b_enc = torch.zeros(enc.shape[0])
+        self.b_dec = torch.zeros(enc.shape[1])
+        self.n_features = enc.shape[0]
+
+
+def test_encoder_matching_and_the_shared_criterion_count_what_they_say():
+    """Three runs sharing 20 of 32 features in decoder and encoder, and 6 more in the
+    decoder only: the shared fraction at 0.9 is 20/32, the decoder one 26/32."""
+    g = np.random.default_rng(4)
+    d, F = 24, 32
+    base_dec, base_enc = g.standard_normal((26, d)), g.standard_normal((26, d))
+    saes = []
+    for _ in range(3):
+        dec = np.vstack([base_dec + 0.01 * g.standard_normal((26, d)), g.standard_normal((6, d))])
+        enc = np.vstack([base_enc[:20] + 0.01 * g.standard_normal((20, d)),
+                         g.standard_normal((12, d))])
+        perm = g.permutation(F)
+        saes.append(_SAE(torch.tensor(enc[perm], dtype=torch.float32),
+                         torch.tensor(dec[perm], dtype=torch.float32), 4))
+    pairs = []
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        m = match_decoders(saes[i].decoder, saes[j].decoder)
+        pairs.append({"index_a": i, "index_b": j, "a_indices": m.rows.tolist(),
+                      "b_indices": m.cols.tolist(), "all_cosines": m.cosines.tolist()})
+    block = eq.encoder_block(saes, pairs, threshold=0.9)
+    assert block["shared_fraction"]["0.9"]["estimate"] == pytest.approx(20 / 32)
+    for p in pairs:  # per pair: the encoder cosine of exactly the decoder-matched rows
+        ua = saes[p["index_a"]].encoder / saes[p["index_a"]].encoder.norm(dim=1, keepdim=True)
+        ub = saes[p["index_b"]].encoder / saes[p["index_b"]].encoder.norm(dim=1, keepdim=True)
+        direct = (ua[p["a_indices"]] * ub[p["b_indices"]]).sum(1).numpy()
+        np.testing.assert_allclose(p["encoder"]["cosines"], direct, atol=1e-6)
+        assert p["encoder"]["shared_count"] == 20
+        own = match_decoders(saes[p["index_a"]].encoder, saes[p["index_b"]].encoder)
+        assert p["encoder"]["matching"]["median"] == pytest.approx(np.median(own.cosines))
+    assert eq.encoder_block([_SAE(saes[0].encoder, saes[0].decoder, 4), type(
+        "NoEnc", (), {"encoder": None})()], pairs[:1], threshold=0.9) is None
+
+
+def test_a_report_has_every_view_with_the_store_and_says_why_without(tmp_path, capsys):
+    from test_report_nulls import GROUP  # noqa: F401  (same tiny-model sweep helpers)
+    from saefast.cli.main import main
+    from pydoc_data.topics import topics
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
+    rc = main(["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus",
+               str(corpus), "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "3",
+               "--seeds", "3", "--out", str(tmp_path / "out"), "--cache-dir",
+               str(tmp_path / "cache")])
+    assert rc == 0
+    rep = json.loads((tmp_path / "out" / "reports" / GROUP / "stability.json").read_text())
+    e = rep["summary"]["equivalence"]
+    assert e["skipped"] == [] and e["activation"]["held_out_tokens"] == 80
+    for p in rep["pairs"]:
+        act = p["activation"]
+        assert len(act["r"]) == p["n_matched_pairs"] and all(-1 <= r <= 1 for r in act["r"])
+        assert 0 <= act["correlation_matching"]["agreement_with_decoder"] <= 1
+    iv = e["activation"]["same_partner"]
+    assert iv["ci"][0] <= iv["estimate"] <= iv["ci"][1]
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "the same feature from every side" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    runs = sorted(p for p in (tmp_path / "out" / "runs").iterdir() if not p.name.startswith("."))
+    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a")]) == 0
+    e = json.loads((tmp_path / "a" / "stability.json").read_text())["summary"]["equivalence"]
+    assert e["encoder"] is not None and e["activation"] is None
+    assert any("--acts" in s for s in e["skipped"])
