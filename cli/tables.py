@@ -418,3 +418,20 @@ def print_info(console: Console, info: dict) -> None:
     for key, value in info.items():
         table.add_row(escape(str(key)), escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     console.print(table)
+
+
+def print_corpora(console: Console, rows: list[dict], model: str | None, tokens: int) -> None:
+    """The built-in corpora: what each is and, with a model, its unknown-token rate."""
+    table = Table(title="built-in corpora", box=box.SIMPLE)
+    table.add_column("corpus")
+    table.add_column("what", overflow="fold")
+    if model:
+        table.add_column(f"{model} [UNK] (first {tokens:,} tokens)", justify="right")
+    for row in rows:
+        cells = [escape(row["name"]), escape(row["description"])]
+        if model:
+            rate = row.get("unknown")
+            cells.append("-" if rate is None else
+                         "none (byte-level)" if not rate.has_unknown else f"{rate.rate:.2%}")
+        table.add_row(*cells)
+    console.print(table)

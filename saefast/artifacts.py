@@ -9,7 +9,9 @@ Layout of a run directory (ours and the original study's share the first three f
     run.json                      ours only: config, model, hook, corpus, tokens, metrics, timings
                                   (the schema is `run_record` below)
 
-SAELens checkpoints (`cfg.json` + `sae_weights.safetensors` with `W_dec` [F, d]) are read too.
+SAELens checkpoints (`cfg.json` + `sae_weights.safetensors` with `W_dec` [F, d]) are read too,
+and other tools' checkpoints through `saefast.formats` (EleutherAI sparsify: `sae.safetensors`
++ `cfg.json`; dictionary_learning: `ae.pt` + `config.json`), chosen by the files present.
 Orientation always comes from the format, never from the shapes (F == d happens).
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saefast import formats
 from saefast.errors import RunDirError
 from saefast.fsio import atomic_dir, dump_json
 
@@ -133,9 +136,9 @@ class LoadedSAE:
     name: str
     decoder: torch.Tensor  # [F, d], rows are features (not normalised)
     k: int | None
-    format: str  # "saefast", "original" or "saelens"
+    format: str  # "saefast", "original", "saelens", "sparsify" or "dictionary_learning"
     dead: torch.Tensor | None  # [F] bool, from feature_analysis.json when present
-    info: dict[str, Any]  # run.json (ours) or cfg.json (SAELens), else {}
+    info: dict[str, Any]  # run.json (ours), cfg.json (SAELens, sparsify), dictionary_learning's config, else {}
     # the encoder, for encoder matching and codes (None where a format has none): W_enc
     # [F, d] rows are features, b_enc [F], b_dec [d] (z = TopK(relu(W_enc (x - b_dec) + b_enc)))
     encoder: torch.Tensor | None = None
@@ -181,14 +184,28 @@ def _need(tensors: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tenso
     return tensors[key]
 
 
+EXPECTED = (f"{WEIGHTS} (saefast, the original study's; SAELens with {SAELENS_CFG}), "
+            f"{formats.SPARSIFY_WEIGHTS} + {formats.SPARSIFY_CFG} (EleutherAI sparsify) or "
+            f"{formats.DL_WEIGHTS} (+ {formats.DL_CONFIG}, dictionary_learning)")
+
+
 def load_sae(run_dir: str | Path) -> LoadedSAE:
-    """Read a run directory in any supported format; errors name the file and what is wrong."""
+    """Read a run directory in any supported format, chosen by the files it holds; errors
+    name the file and what is wrong."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a directory")
     weights = run_dir / WEIGHTS
     if not weights.is_file():
-        raise RunDirError(f"{run_dir}: missing {WEIGHTS}")
+        for name, reader, fmt in ((formats.SPARSIFY_WEIGHTS, formats.read_sparsify, "sparsify"),
+                                  (formats.DL_WEIGHTS, formats.read_dictionary_learning,
+                                   "dictionary_learning")):
+            if (run_dir / name).is_file():
+                dec, k, info, (enc, b_enc, b_dec) = reader(run_dir)
+                return _loaded(run_dir, dec, k, fmt, info, run_dir / name, enc, b_enc, b_dec)
+        ours = any((run_dir / f).is_file() for f in (WEIGHTS_META, FEATURES, RUN))
+        raise RunDirError(f"{run_dir}: missing {WEIGHTS}" if ours else
+                          f"{run_dir}: missing {WEIGHTS} and no other SAE checkpoint; expected {EXPECTED}")
     tensors = _read_tensors(weights)
     if (run_dir / SAELENS_CFG).is_file() and "W_dec" in tensors:
         cfg = read_json(run_dir / SAELENS_CFG)
@@ -224,6 +241,11 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         k = meta.get("k")
         fmt = "saefast" if (run_dir / RUN).is_file() else "original"
         info = read_json(run_dir / RUN) if fmt == "saefast" else {}
+    return _loaded(run_dir, dec, k, fmt, info, weights, enc, b_enc, b_dec)
+
+
+def _loaded(run_dir: Path, dec: torch.Tensor, k, fmt: str, info: dict, weights: Path,
+            enc, b_enc, b_dec) -> LoadedSAE:
     if not torch.isfinite(dec).all():
         raise RunDirError(f"{weights}: decoder contains NaN or infinite values")
     dead = _read_dead(run_dir, dec.shape[0])
@@ -266,7 +288,8 @@ def _read_dead(run_dir: Path, n_features: int) -> torch.Tensor | None:
 
 
 def _looks_like_run(path: Path) -> bool:
-    return any((path / f).is_file() for f in (WEIGHTS, WEIGHTS_META, FEATURES, RUN, SAELENS_CFG))
+    return any((path / f).is_file() for f in (WEIGHTS, WEIGHTS_META, FEATURES, RUN, SAELENS_CFG,
+                                              formats.SPARSIFY_WEIGHTS, formats.DL_WEIGHTS))
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -289,7 +312,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
         found = sorted(p for p in inner.iterdir()
                        if p.is_dir() and not p.name.startswith(".") and _looks_like_run(p))
         if not found:
-            raise RunDirError(f"{given}: missing {WEIGHTS} (and no run dirs inside)")
+            raise RunDirError(f"{given}: missing {WEIGHTS} (and no run dirs inside); expected {EXPECTED}")
         for p in found:
             if not (p / WEIGHTS).is_file():
                 raise RunDirError(f"{p}: missing {WEIGHTS}")

@@ -63,7 +63,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     corpus: str = setting("python-docs")
-    """Built-in corpus (`python-docs`, `python-code`), a local .txt/.jsonl file or folder,
+    """Built-in corpus (`python-docs`, `python-code`, `math`, `multilingual`), a local
+    .txt/.jsonl file or folder,
     or a Hugging Face dataset name (`hf:<name>[:<split>]`, needs internet)."""
     tokens: int = setting(30_000, CORE)
     """Distinct activation vectors harvested (after dropping special tokens)."""

@@ -107,10 +107,20 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     """The data of the runs' data-shaped nulls: `acts` (a store folder) checked against the
     runs' run.json (hook, d_model, model weights, corpus), and the rows they trained on (the
     smallest `tokens.train` of the runs; the whole store for runs that record none). ConfigError
-    when the store holds other activations than the runs trained on."""
+    when the store holds other activations than the runs trained on. Runs that trained on
+    different data (cross-domain: other corpora; other hooks or models) get no data-shaped
+    nulls, with that reason (`mixed_data`); with `acts` that is a ConfigError."""
     from saefast.data import store as _store
 
     infos = [run_info(r) for r in run_dirs]
+    mixed = mixed_data(infos)
+    if mixed is not None:  # cross-domain (or cross-layer) runs: no one training set to draw from
+        if acts is not None:
+            raise ConfigError(f"--acts {acts}: {mixed}, so no one store is theirs; leave out "
+                              "--acts (the report then has the isotropic null only)")
+        return NullSource(None, reason=f"{mixed}: the covariance and activation nulls are drawn "
+                                       "from one training set, so these runs have the isotropic "
+                                       "null only")
     if acts is None:
         named = [str(i.get("activation_store", "")) for i in infos]
         if any(n.startswith("stream") for n in named):
@@ -142,6 +152,26 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     if n_rows < 2:
         return NullSource(None, reason=f"the runs trained on {n_rows} token(s): no covariance")
     return NullSource(acts.resolve(), n_rows, _store.rows_key(acts, n_rows), meta.get("hook"))
+
+
+def mixed_data(infos: list[dict]) -> str | None:
+    """Why the runs did not all train on the same activations (other corpora, hooks or model
+    weights, as their run.json records them), or None. Runs without a run.json (other tools'
+    formats) record nothing and count as agreeing."""
+    for what, path in (("corpora", ("corpus", "fingerprint")), ("hooks", ("model", "hook")),
+                       ("models", ("model", "weights_hash"))):
+        seen: dict[str, str] = {}  # value -> the first run's label for it
+        for info in infos:
+            section = info.get(path[0])
+            value = section.get(path[1]) if isinstance(section, dict) else None
+            if value is not None:
+                label = section.get("name") if what == "corpora" else value
+                seen.setdefault(str(value), str(label or value))
+        if len(seen) > 1:
+            names = sorted(seen.values())
+            return (f"the runs trained on different {what} ({', '.join(names[:4])}"
+                    f"{', ...' if len(names) > 4 else ''})")
+    return None
 
 
 def _streamed(infos: list[dict]) -> NullSource:

@@ -110,6 +110,36 @@ def load_runs(run_dirs) -> list[LoadedSAE]:
     return saes
 
 
+def shared_init_warning(run_dirs) -> str | None:
+    """A warning when runs of different groups (another corpus, hook, budget...) share a seed
+    and a dictionary shape: saefast's init depends on the seed and shape alone, so such runs
+    started from the same decoder and their matched cosines are inflated. None otherwise,
+    and for formats without run.json."""
+    from .artifacts import RUN, read_json
+
+    first: dict[tuple, tuple[str, str]] = {}
+    for run in run_dirs:
+        path = Path(run.path if isinstance(run, LoadedSAE) else run) / RUN
+        try:
+            info = read_json(path) if path.is_file() else {}
+        except RunDirError:
+            continue  # load_sae reports it
+        cfg = info.get("config") if isinstance(info, dict) else None
+        if not isinstance(cfg, dict):
+            continue
+        key = (cfg.get("train", {}).get("seed"), cfg.get("sae", {}).get("n_features"),
+               (info.get("model") or {}).get("d_model"))
+        name, group = str(info.get("name", path.parent.name)), str(info.get("group"))
+        if None in key:
+            continue
+        if key in first and first[key][1] != group:
+            return (f"{first[key][0]} and {name} are in different groups but share seed "
+                    f"{key[0]} and {key[1]} features, so they started from the same decoder and "
+                    "their match is inflated; compare runs of different seeds across groups")
+        first.setdefault(key, (name, group))
+    return None
+
+
 def _folder_hint(run_dirs: list) -> str:
     """When the one path given is a folder of run directories, say so."""
     if len(run_dirs) != 1 or isinstance(run_dirs[0], LoadedSAE):

@@ -114,3 +114,171 @@ def test_hf_rows_without_text_field(monkeypatch):
         list(iter_documents("hf:some/dataset"))
     rows[:] = [{"text": "a"}, {"text": " "}, {"text": "b"}]
     assert list(iter_documents("hf:some/dataset")) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- math
+
+
+def _evaluate(expr: str, x=None):
+    """An arithmetic expression of the math corpus (digits, x, + - * / ^, parentheses,
+    implicit products such as 3x or (x + 1)(x - 2)) as an exact Fraction."""
+    import ast
+    import re
+    from fractions import Fraction
+
+    py = expr.replace("^", "**")
+    py = re.sub(r"(\d|\))\s*(?=[x(])", r"\1*", py)  # 3x, 2(…), )( -> explicit products
+    py = re.sub(r"x\s*(?=\()", "x*", py)
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return Fraction(node.value)
+        if isinstance(node, ast.Name) and node.id == "x" and x is not None:
+            return Fraction(x)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                   ast.Div: lambda: a / b, ast.Pow: lambda: a ** int(b)}
+            return ops[type(node.op)]()
+        raise ValueError(f"cannot evaluate {expr!r}")
+
+    return ev(ast.parse(py, mode="eval"))
+
+
+# an equation chain: expressions of digits, x, operators and parentheses joined by " = ",
+# not glued to a word or an exponent before it, ending at a punctuation mark
+_CHAIN = r"(?<![\w^.])-?[\dx(][\dx+\-*/^() ]*(?: = -?[\dx(][\dx+\-*/^() ]*)+(?=[.,:;](?:\s|$))"
+
+
+def test_math_statements_are_true():
+    import re
+
+    from saefast.data.math_text import math_document
+
+    checked = {"numeric": 0, "identity": 0, "solved": 0, "gcd": 0, "percent": 0}
+    for i in range(150):
+        for para in math_document(i).split("\n\n"):
+            solutions = [_evaluate(v) for v in re.findall(r"(?<![\w^])x = (-?\d+)\.", para)]
+            for chain in re.findall(_CHAIN, para):
+                sides = [s.strip() for s in chain.split(" = ")]
+                if sides[0] == "x":
+                    continue  # the answer itself
+                if "x" not in chain:
+                    values = {_evaluate(s) for s in sides}
+                    assert len(values) == 1, f"doc {i}: {chain!r} is false"
+                    checked["numeric"] += 1
+                elif all(len({_evaluate(s, x) for s in sides}) == 1 for x in (-3, 2, 5, 11)):
+                    checked["identity"] += 1
+                else:  # an equation: true at the solution the paragraph gives
+                    assert any(len({_evaluate(s, v) for s in sides}) == 1 for v in solutions), \
+                        f"doc {i}: {chain!r} holds for no x the paragraph names ({solutions})"
+                    checked["solved"] += 1
+            for a, b, d in re.findall(r"greatest common divisor of (\d+) and (\d+) is (\d+)", para):
+                from math import gcd
+
+                assert gcd(int(a), int(b)) == int(d)
+                checked["gcd"] += 1
+            for pct, base, val in re.findall(r"(\d+)(?:%| percent) of (\d+) (?:is|gives) (\d+)", para):
+                assert int(pct) * int(base) == 100 * int(val)
+                checked["percent"] += 1
+    assert min(checked.values()) >= 10, checked  # every kind was found and checked
+
+
+def test_math_is_deterministic_lazy_and_large(monkeypatch):
+    import subprocess
+
+    from saefast.data import math_text
+
+    code = ("import hashlib; from saefast.data.corpora import iter_documents; import itertools;"
+            "print(hashlib.sha256('\\x00'.join(itertools.islice(iter_documents('math'), 200))"
+            ".encode()).hexdigest())")
+    import os
+
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(runs) == 1  # the same text whatever the hash seed
+    docs = iter_documents("math")
+    first = next(docs)
+    assert first == next(iter_documents("math")) and first != next(docs)
+    calls = []
+    real = math_text.math_document
+    monkeypatch.setattr(math_text, "math_document", lambda i: calls.append(i) or real(i))
+    next(iter_documents("math"))
+    assert calls == [0]  # one document generated for one document read
+    monkeypatch.undo()
+    # big enough for 1M-token budgets: tokens per character on a sample, times all characters
+    from saefast.data.coverage import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    sample = [math_text.math_document(i) for i in range(0, math_text.N_DOCS, 300)]
+    per_char = sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in sample) / sum(map(len, sample))
+    chars = sum(len(d) for d in iter_documents("math"))
+    assert chars * per_char > 1.5e6
+    assert corpus_fingerprint("math") != corpus_fingerprint("python-docs")
+
+
+# ---------------------------------------------------------------------------- multilingual
+
+
+def _scripts(text: str) -> set[str]:
+    import unicodedata
+
+    return {unicodedata.name(c, "?").split()[0] for c in text if c.isalpha()}
+
+
+def test_multilingual_interleaves_languages():
+    pytest.importorskip("chatterbot_corpus")
+    from saefast.data import multilingual
+
+    docs = list(iter_documents("multilingual"))
+    langs = multilingual.languages()
+    assert len(langs) >= 20 and docs == list(iter_documents("multilingual"))
+    head = "\n".join(docs[:len(langs)])  # the first round: one document of each language
+    assert {"LATIN", "CYRILLIC", "CJK", "ARABIC", "DEVANAGARI", "HANGUL", "HEBREW"} <= _scripts(head)
+    assert "multilingual" in describe_corpus("multilingual")
+
+
+def test_multilingual_without_the_package_names_the_extra(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "chatterbot_corpus" else real(name, *a))
+    with pytest.raises(CorpusError, match=r'pip install "saefast\[multilingual\]"') as err:
+        list(iter_documents("multilingual"))
+    assert "\n" not in str(err.value)
+    from saefast.cli.main import main  # the listing still works, and says why it is missing
+
+    assert main(["corpora"]) == 0
+    assert "unavailable" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- unknown tokens
+
+
+def test_unknown_token_rate_counts_the_tokenizers_unknown_id(tmp_path):
+    from saefast.data.coverage import unknown_token_rate
+
+    path = tmp_path / "runes.txt"
+    path.write_text("hello \u16a0 world \u16a2\n")  # runes: not in MiniLM's vocabulary
+    got = unknown_token_rate("minilm", str(path))
+    assert (got.tokens, got.unknown, got.rate) == (4, 2, 0.5)
+    assert unknown_token_rate("minilm", "python-docs", 5000).unknown == 0
+    capped = unknown_token_rate("minilm", "python-docs", 300)
+    assert capped.tokens == 300
+    byte = unknown_token_rate("tiny", str(path))
+    assert not byte.has_unknown and byte.rate == 0.0
+
+
+def test_corpora_command_lists_every_builtin(capsys):
+    from saefast.cli.main import main
+
+    from saefast.data.corpora import BUILTIN_CORPORA
+
+    assert main(["corpora", "--model", "tiny", "--tokens", "200"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in BUILTIN_CORPORA) and "none (byte-level)" in out

@@ -6,6 +6,12 @@ A corpus is named by one string:
   words of English prose in ~80 documents; ships with every Python, so it is always offline.
 - ``python-code``: the standard library's ``.py`` files (test folders, site-packages,
   idlelib and ``__pycache__`` left out); ~660 files, ~12 MB, a few million tokens.
+- ``math``: generated mathematical text (arithmetic, algebra, proof-like paragraphs), 6,000
+  documents, ~7.8 MB, ~3M MiniLM tokens; generated lazily from fixed seeds
+  (`saefast.data.math_text`).
+- ``multilingual``: conversations in 28 languages from the optional package
+  ``chatterbot-corpus`` (`saefast.data.multilingual`; extra ``saefast[multilingual]``),
+  languages interleaved; ~660K characters.
 - a local ``.txt`` file: documents are separated by one or more blank lines (so a file of
   paragraphs is a corpus of paragraphs; a file with no blank lines is one document).
 - a local ``.jsonl`` file: one JSON object a line, its ``"text"`` field is a document.
@@ -14,9 +20,10 @@ A corpus is named by one string:
   ``datasets.load_dataset(name, split=split, streaming=True)`` (split defaults to
   ``train``), field ``"text"``; needs the network.
 
-Built-in corpora are shuffled at the document level with a fixed seed (``SHUFFLE_SEED``) so
+The python-* corpora are shuffled at the document level with a fixed seed (``SHUFFLE_SEED``) so
 that a small token budget spans several topics instead of the first one alphabetically;
-local files and Hugging Face datasets keep their own order. `corpus_fingerprint` hashes
+math mixes every kind of statement in each document and multilingual interleaves its
+languages instead; local files and Hugging Face datasets keep their own order. `corpus_fingerprint` hashes
 the documents in iteration order (seed included), so a changed file or Python version gives
 a different fingerprint and so a different activation cache.
 """
@@ -34,7 +41,7 @@ from typing import Iterator
 from saefast.errors import CorpusError
 
 DEFAULT_CORPUS = "python-docs"
-BUILTIN_CORPORA = ("python-docs", "python-code")
+BUILTIN_CORPORA = ("python-docs", "python-code", "math", "multilingual")
 SHUFFLE_SEED = 0
 LOCAL_SUFFIXES = (".txt", ".jsonl")
 
@@ -60,6 +67,14 @@ def iter_documents(corpus: str) -> Iterator[str]:
             text = path.read_text(encoding="utf-8", errors="replace")
             if text.strip():
                 yield text
+    elif corpus == "math":
+        from saefast.data.math_text import iter_math_documents
+
+        yield from iter_math_documents()
+    elif corpus == "multilingual":
+        from saefast.data.multilingual import multilingual_documents
+
+        yield from multilingual_documents()
     elif corpus.startswith("hf:"):
         yield from _iter_hf(corpus)
     else:
@@ -112,6 +127,19 @@ def describe_corpus(corpus: str) -> str:
         size = sum(p.stat().st_size for p in files)
         return (f"python-code: the standard library's .py files, {len(files)} files, "
                 f"{size / 1e6:.1f} MB of Python source (built-in, offline)")
+    if corpus == "math":
+        from saefast.data import math_text
+
+        return (f"math: generated arithmetic, algebra and proof-like text, {math_text.N_DOCS} "
+                "documents, ~3M MiniLM tokens (built-in, offline)")
+    if corpus == "multilingual":
+        from saefast.data import multilingual
+
+        docs = multilingual.multilingual_documents()
+        chars = sum(len(d) for d in docs)
+        return (f"multilingual: chatterbot-corpus conversations in {len(multilingual.languages())} "
+                f"languages, {len(docs)} documents, {chars / 1e3:.0f}K characters (offline, "
+                f"extra [{multilingual.EXTRA}])")
     if corpus.startswith("hf:"):
         name, split = parse_hf_corpus(corpus)
         return f"{corpus}: Hugging Face dataset '{name}', split '{split}', field 'text' (streamed, online)"
