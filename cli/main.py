@@ -155,6 +155,14 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                    help="the activation store the runs were trained on (a sweep's cache: "
                         "<cache>/activations/<model>__<hook>__...): adds the covariance and "
                         "activation-sampled nulls; without it only the isotropic null")
+    p.add_argument("--ablation-tokens", type=int, default=0, metavar="N",
+                   help="also measure ablation equivalence on N tokens of the corpus (causal "
+                        "LMs: splice loss per run, per-token feature effects of every matched "
+                        "pair, attribution checked by exact removals); runs the model, off by "
+                        "default")
+    p.add_argument("--model", help="with --ablation-tokens: the model (default: run.json's)")
+    p.add_argument("--hook", help="with --ablation-tokens: the hook (default: run.json's)")
+    p.add_argument("--corpus", help="with --ablation-tokens: the corpus (default: run.json's)")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -171,7 +179,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver, acts=args.acts)
+        solver=args.solver, acts=args.acts,
+        ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
+                   "corpus": args.corpus} if args.ablation_tokens else None))
     tables.print_report(console, report, title="stability")
     console.print(f"report: {Path(args.out) / 'stability.json'}")
     return 0

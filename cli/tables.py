@@ -405,6 +405,18 @@ def print_report(console: Console, report: dict, title: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in evidence_lines(s.get("evidence")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    abl = s.get("ablation")
+    if abl:
+        splices = ", ".join(f"{x['increase']:+.3f}" for x in abl["splice"])
+        med, chk = abl["effect_r_median"], abl["attribution_check"]
+        ci = f" [{med['ci'][0]:.2f}, {med['ci'][1]:.2f}]" if med.get("ci") else ""
+        r = "-" if chk["pearson_r"] is None else f"{chk['pearson_r']:.2f}"
+        console.print(
+            f"ablation on {abl['tokens']:,} tokens of {abl['corpus']}: splice loss increase per "
+            f"run {splices}; matched pairs' per-token effect correlation, median "
+            f"{med['estimate']:.2f}{ci}; attribution vs exact removal of "
+            f"{len(chk['features'])} features: r = {r}", markup=False, highlight=False,
+            soft_wrap=True)
     live = report.get("live_only")
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},

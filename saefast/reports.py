@@ -168,7 +168,7 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
 
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
-                 progress: Progress | None = None, acts=None) -> dict:
+                 progress: Progress | None = None, acts=None, ablation: dict | None = None) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
     Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
@@ -182,11 +182,37 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     check_output_dir(out_dir, "output folder")
     run_dirs = _as_list(run_dirs)
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
+    if ablation is not None and int(ablation.get("tokens") or 0) < 1:
+        raise ConfigError(f"--ablation-tokens must be a positive integer, got {ablation['tokens']}")
     report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
                       solver=solver, baseline=baseline, progress=progress)
+    if ablation is not None:
+        report["summary"]["ablation"] = _ablation(run_dirs, report, ablation)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
                                    solver=solver, plots=plots, baseline=baseline, nulls=source)
     return _write(report, Path(out_dir), plots=plots, stamp={})
+
+
+def _ablation(run_dirs, report: dict, asked: dict) -> dict:
+    """summary["ablation"] (saefast.ablation) on the model, hook and corpus the runs name in
+    run.json unless `asked` names them."""
+    from saefast import ablation
+    from saefast.stability import load_runs
+
+    saes = load_runs(run_dirs)
+    info = report_nulls.run_info(saes[0])
+    model = asked.get("model") or (info.get("model") or {}).get("name")
+    hook = asked.get("hook") or (info.get("model") or {}).get("hook")
+    corpus = asked.get("corpus") or (info.get("corpus") or {}).get("name")
+    if not (model and hook and corpus):
+        raise ConfigError("ablation: the runs do not say which model, hook and corpus they "
+                          "come from; pass --model, --hook and --corpus")
+    if any(s.encoder is None or not s.k for s in saes):
+        raise ConfigError("ablation: every run needs its encoder and k (a decoder-only "
+                          "checkpoint cannot be spliced)")
+    ctx = ((info.get("config") or {}).get("model") or {}).get("context_length", 128)
+    return ablation.ablation_block(saes, report["pairs"], model=model, hook=hook, corpus=corpus,
+                                   n_tokens=int(asked["tokens"]), context_length=int(ctx))
 
 
 def inputs_fingerprint(run_dirs: Iterable[str | Path]) -> str:

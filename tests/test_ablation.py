@@ -111,3 +111,36 @@ def test_an_encoder_model_without_a_loss_is_refused_in_one_line():
             raise TypeError("return_type 'loss' needs an unembedding")
     with pytest.raises(ab.ModelError, match="causal language model"):
         ab.splice(NoLoss(), HOOK, signed_basis(4), torch.ones(1, 3, dtype=torch.long))
+
+
+def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
+    """`saefast analyze --ablation-tokens` on a tiny-model sweep: a splice per run, an effect
+    correlation per matched pair, the attribution check, and one line in the output."""
+    import json
+
+    from pydoc_data.topics import topics
+
+    from saefast.cli.main import main
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
+    assert main(["sweep", "--model", "tiny", "--hook", HOOK, "--corpus", str(corpus),
+                 "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "2",
+                 "--seeds", "3", "--out", str(tmp_path / "out"), "--cache-dir",
+                 str(tmp_path / "cache")]) == 0
+    runs = sorted(p for p in (tmp_path / "out" / "runs").iterdir() if not p.name.startswith("."))
+    capsys.readouterr()
+    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a"),
+                 "--ablation-tokens", "200"]) == 0
+    assert "ablation on" in capsys.readouterr().out
+    rep = json.loads((tmp_path / "a" / "stability.json").read_text())
+    abl = rep["summary"]["ablation"]
+    assert abl["model"] == "tiny" and abl["hook"] == HOOK and abl["tokens"] >= 200
+    assert len(abl["splice"]) == 3 and all(x["spliced"] > 0 for x in abl["splice"])
+    for p in rep["pairs"]:
+        r = p["ablation"]["effect_r"]
+        assert len(r) == p["n_matched_pairs"] and all(-1 <= x <= 1 for x in r)
+    assert len(abl["attribution_check"]["features"]) == 8
+    rc = main(["analyze", *map(str, runs), "--out", str(tmp_path / "b"), "--ablation-tokens",
+               "100", "--hook", "blocks.9.hook_resid_pre"])
+    assert rc == 2 and "hook" in capsys.readouterr().err
