@@ -174,10 +174,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="table and plots of an existing sweep",
-                       description="Print the summary table of a finished sweep "
-                                   "and redraw its plots, without training anything.")
+    p = sub.add_parser("report", help="tables, plots and the HTML page of an existing sweep",
+                       description="Print the summary tables of a finished sweep, redraw its "
+                                   "plots and write OUT_DIR/report.html, without training "
+                                   "anything. report.html is one self-contained page to "
+                                   "share: the study, every group's tables against the nulls, "
+                                   "training health, trends, plots (embedded), the method "
+                                   "and what was skipped.")
     p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--no-html", action="store_true",
+                   help="do not write OUT_DIR/report.html (tables and plots only)")
     p.set_defaults(func=cmd_report)
 
 
@@ -197,6 +203,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for report_path in sorted((out / REPORTS_DIR).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
+    if not args.no_html:
+        console.print(f"HTML report: {escape(str(reports.write_html(out, summary)))}")
     return 0
 
 
