@@ -99,14 +99,15 @@ def _sweep_runs(args: argparse.Namespace):
     for variant in exp.variants:
         for key in overrides:
             variant.pop(key, None)
-    return experiment.expand(exp, axes, overrides)
+    return exp, experiment.expand(exp, axes, overrides)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast import plan, sweep
     from saefast.memory import parse_bytes
+    from saefast.reports import HTML_REPORT
 
-    runs = _sweep_runs(args)
+    exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
     for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -118,11 +119,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     events = tables.RichEvents(console)
     try:
+        study = ({"name": exp.name, "description": exp.description, "file": args.config}
+                 if args.config else None)  # without a YAML the page is named after --out
         summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
-                                  memory_budget=budget)
+                                  memory_budget=budget, experiment=study)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
+    console.print(f"HTML report: {escape(str(Path(args.out) / HTML_REPORT))}")
     failed = summary["runs"]["failed"]
     for f in failed:
         err_console.print(f"[red]failed:[/] {escape(f['name'])}: {escape(f['error'])}")
