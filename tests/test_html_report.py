@@ -200,6 +200,7 @@ def test_the_study_is_named_and_user_text_is_escaped(sweep):
     infos = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run.json")]
     created = sorted(i["created"] for i in infos)
     assert infos[0]["versions"]["torch"] in visible
+    assert f"cpus {infos[0]['machine']['cpus']}" in visible  # run.json's machine
     assert f"{created[0]} to {created[-1]}" in visible
 
 
