@@ -355,10 +355,10 @@ def _figures(report_images: dict[str, bytes], prefix: str, group: str) -> str:
     return "".join(out)
 
 
-def _summary_facts(s: dict) -> str:
+def _summary_facts(s: dict) -> list[tuple[str, Any]]:
     ci = ((s.get("seed_intervals") or {}).get("global_median") or {}).get("ci")
     best = s.get("best_feature_pair") or {}
-    return _facts([
+    return [
         ("pooled median", f"{_num(s.get('global_median'))} [{ci_cell(ci)}]" if ci
          else _num(s.get("global_median"))),
         ("median of pair medians", _num(s.get("median_of_medians"))),
@@ -366,7 +366,7 @@ def _summary_facts(s: dict) -> str:
         ("best matched feature pair", f"{best['run_a_name']} #{best['feature_a']} ~ "
          f"{best['run_b_name']} #{best['feature_b']}, cosine {best['cosine']:.3f}"
          if best else None),
-    ])
+    ]
 
 
 def _group_section(group: str, groups: list[str], report: dict | None, config: dict | None,
@@ -385,14 +385,15 @@ def _group_section(group: str, groups: list[str], report: dict | None, config: d
         ("certified optimal", {True: "every pair", False: "not every pair"}.get(s.get("certified"))),
         ("model", config and f"{config.get('model')} at {config.get('hook')} (d = {config.get('d_model')})"),
         ("corpus", config and config.get("corpus")),
+        *_summary_facts(s),
     ])
-    parts = [head, facts, _summary_facts(s), "<h3>Against each null</h3>", _nulls_table(s.get("nulls")),
+    parts = [head, facts, "<h3>Against each null</h3>", _nulls_table(s.get("nulls")),
              "<h3>Per feature, against each null</h3>", _evidence_table(s.get("evidence")),
              _figures(images, "", group)]
     live = report.get("live_only")
     if live:
         ls = live.get("summary") or {}
-        parts += ["<h3>Live features only</h3>", _summary_facts(ls), _nulls_table(ls.get("nulls")),
+        parts += ["<h3>Live features only</h3>", _facts(_summary_facts(ls)), _nulls_table(ls.get("nulls")),
                   _evidence_table(ls.get("evidence")), _figures(images, LIVE_ONLY_PREFIX, group)]
     return "".join(p for p in parts if p) + "</section>"
 
