@@ -107,6 +107,13 @@ def test_the_sweep_and_the_report_command_write_the_page(sweep, capsys):
     assert main(["report", str(out)]) == 0
 
 
+def test_report_help_describes_the_page(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-html" in text and "report.html" in text and "contained page" in text
+
+
 def test_every_plot_is_an_embedded_png(sweep):
     out, _ = sweep
     _, page = _page(out)
