@@ -241,8 +241,8 @@ def _trend_fit(fit: dict | None) -> list[str] | None:
         return None
     ci = fit.get("ci")
     interval = f"{ci[0]:+.3f} to {ci[1]:+.3f}" if ci else "none: < 3 seeds"
-    values = ", ".join(f"{b:,}: {v:.3f}" for b, v in zip(fit.get("budgets") or [],
-                                                        fit.get("values") or []))
+    values = ", ".join(f"{b:,}: {fmt(v)}" for b, v in zip(fit.get("budgets") or [],
+                                                         fit.get("values") or []))
     return [f"{fit['slope_per_decade']:+.3f}", interval, values]
 
 
