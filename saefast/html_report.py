@@ -221,6 +221,17 @@ def _overview(summary: dict, groups: list[str]) -> str:
         "pairs significant at FDR 5% (Benjamini-Yekutieli within each pair). Beating the "
         "isotropic null does not yet mean the same features were found; the covariance and "
         "activation nulls are shaped like the data. -: not computed.")
+    same = [r for r in rows if r.get("equivalence")]  # summary.equivalence (issue 14 items 1-2)
+    sides = _table(
+        ["group", "shared [90%]", "r [90%]", "same partner", "both matchings"],
+        [[_group_link(groups, r["group"]), _share(r["equivalence"], "shared", "shared_ci"),
+          _share(r["equivalence"], "r", "r_ci"), _share(r["equivalence"], "same_partner"),
+          _share(r["equivalence"], "agreement")] for r in same],
+        "shared: decoder-matched pairs whose encoder rows also match at the threshold [90% "
+        "interval over runs]. r: median Pearson correlation of the matched pairs' held-out "
+        "activations [90%]. same partner: features whose max-correlation partner is their "
+        "decoder partner. both matchings: pairs the correlation matching and the decoder "
+        "matching both pick. -: not computed (see the notes).") if same else ""
     health = _table(
         ["group", "runs", "dead", "cos to init", "held-out FVU"],
         [[_group_link(groups, r["group"]), _num(r.get("runs")), _num(r.get("dead_fraction"), 2),
@@ -233,7 +244,12 @@ def _overview(summary: dict, groups: list[str]) -> str:
             f"<h3>Seed stability: matched decoder cosines</h3>{stab}"
             f"<h3>Against the nulls</h3>{nulls}"
             f"<h3>Features recurring beyond chance</h3>{beyond}"
+            + (f"<h3>The same feature from every side</h3>{sides}" if sides else "") +
             f"<h3>Training health</h3>{health}</section>")
+
+
+def _share(row: dict, key: str, ci_key: str | None = None) -> str:
+    return share_cell({"share": row.get(key), "share_ci": row.get(ci_key) if ci_key else None})
 
 
 def _trend_fit(fit: dict | None) -> list[str] | None:
@@ -473,6 +489,8 @@ def _notes(summary: dict, reports: dict[str, dict], images: dict[str, dict[str, 
                 if b.get("skipped") and b.get("reason"):
                     notes.append(f"{g}, {label}per-feature evidence against the {kind} null: "
                                  f"{b['reason']}")
+            notes += [f"{g}, {label}equivalence: {why}"
+                      for why in (s.get("equivalence") or {}).get("skipped") or []]
             if rep and s and not (s.get("seed_intervals") or {}).get("global_median", {}).get("ci"):
                 notes.append(f"{g}, {label}report: no intervals over runs (fewer than 3 runs)")
         for name in r.get("files") or []:

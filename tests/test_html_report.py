@@ -165,6 +165,11 @@ def test_every_group_has_its_numbers(sweep):
             b = row["beyond_chance"].get(kind)
             assert beyond[f"share beyond {short} [90%]"] == cells.share_cell(b)
             assert beyond[f"BY vs {short}"] == cells.fmt((b or {}).get("fraction_significant_by"))
+        if row.get("equivalence"):  # summary.equivalence, where the reports compute it
+            e = row["equivalence"]
+            sides = page.row("same partner", g)
+            assert sides["shared [90%]"] == cells.share_cell({"share": e["shared"], "share_ci": e["shared_ci"]})
+            assert sides["r [90%]"] == cells.share_cell({"share": e["r"], "share_ci": e["r_ci"]})
         health = page.row("cos to init", g)
         assert health["dead"] == cells.fmt(row["dead_fraction"], 2)
         assert health["held-out FVU"] == cells.fmt(row["held_out_fvu"], 2)
@@ -247,6 +252,10 @@ def test_skipped_nulls_and_missing_reports_are_noted(sweep):
     report["summary"]["nulls"]["note"] = None
     report["summary"]["evidence"]["by_null"]["activations"] = {
         "skipped": True, "reason": "the activations null has 9 distinct tokens"}
+    report["summary"]["equivalence"] = {"encoder": None, "activation": None,
+                                        "skipped": ["encoder: a run has no encoder <W_enc>"]}
+    summary["groups"][0]["equivalence"] = {"shared": 0.25, "shared_ci": [0.2, 0.3], "r": 0.5,
+                                           "r_ci": None, "same_partner": 0.75, "agreement": None}
     summary["groups"].append({"group": "lonely", "runs": 1, "pairs": 0})
     summary["runs"]["failed"] = [{"name": "lonely-s2", "error": "loss became NaN at step 3"}]
     page = Page(html_report.render(summary, {g: report}))
@@ -254,6 +263,10 @@ def test_skipped_nulls_and_missing_reports_are_noted(sweep):
     assert "skipped: only 9 distinct tokens" in notes
     assert "the activations null has 9 distinct tokens" in notes
     assert "lonely: no report" in notes and "loss became NaN at step 3" in notes
+    assert "equivalence: encoder: a run has no encoder <W_enc>" in notes
+    sides = page.row("same partner", g)  # the equivalence row as summarize writes it
+    assert [sides[c] for c in ("shared [90%]", "r [90%]", "same partner", "both matchings")] == [
+        ".25 [.20,.30]", ".50", ".75", "-"]
 
 
 def test_trends_are_shown_with_their_method():
