@@ -99,14 +99,15 @@ def _sweep_runs(args: argparse.Namespace):
     for variant in exp.variants:
         for key in overrides:
             variant.pop(key, None)
-    return experiment.expand(exp, axes, overrides)
+    return exp, experiment.expand(exp, axes, overrides)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast import plan, sweep
     from saefast.memory import parse_bytes
+    from saefast.reports import HTML_REPORT
 
-    runs = _sweep_runs(args)
+    exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
     for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -118,11 +119,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     events = tables.RichEvents(console)
     try:
+        study = ({"name": exp.name, "description": exp.description, "file": args.config}
+                 if args.config else None)  # without a YAML the page is named after --out
         summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
-                                  memory_budget=budget)
+                                  memory_budget=budget, experiment=study)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
+    console.print(f"HTML report: {escape(str(Path(args.out) / HTML_REPORT))}")
     failed = summary["runs"]["failed"]
     for f in failed:
         err_console.print(f"[red]failed:[/] {escape(f['name'])}: {escape(f['error'])}")
@@ -191,10 +195,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="table and plots of an existing sweep",
-                       description="Print the summary table of a finished sweep "
-                                   "and redraw its plots, without training anything.")
+    p = sub.add_parser("report", help="tables, plots and the HTML page of an existing sweep",
+                       description="Print the summary tables of a finished sweep, redraw its "
+                                   "plots and write OUT_DIR/report.html, without training "
+                                   "anything. report.html is one self-contained page to "
+                                   "share: the study, every group's tables against the nulls, "
+                                   "training health, trends, plots (embedded), the method "
+                                   "and what was skipped.")
     p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--no-html", action="store_true",
+                   help="do not write OUT_DIR/report.html (tables and plots only)")
     p.set_defaults(func=cmd_report)
 
 
@@ -214,6 +224,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for report_path in sorted((out / REPORTS_DIR).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
+    if not args.no_html:
+        console.print(f"HTML report: {escape(str(reports.write_html(out, summary)))}")
     return 0
 
 

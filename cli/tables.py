@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -12,17 +11,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.markup import escape
 from rich.table import Table
 
+from saefast.cells import ci_cell, excess_cell, fmt as _fmt, fractions_cell, null_medians_cell, share_cell
 from saefast.experiment import RunSpec
 from saefast.plan import HarvestJob
 from saefast.sweep import Events, RunOutcome
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _gib(n_bytes: float) -> str:
@@ -167,20 +161,6 @@ def _compact_table(title: str, caption: str | None = None) -> Table:
                  title_justify="left", caption_justify="left")
 
 
-def _signed(x: float) -> str:
-    return f"{x:+.2f}".replace("0.", ".")
-
-
-def excess_cell(excess: dict | None) -> str:
-    """"+.12 [+.08,+.16]": an excess over a null with its interval; "-" when there is none."""
-    if not excess or excess.get("estimate") is None:
-        return "-"
-    ci = excess.get("ci")
-    if not ci or any(c is None or c != c for c in ci):  # NaN: too few runs left
-        return _signed(excess["estimate"])
-    return f"{_signed(excess['estimate'])} [{_signed(ci[0])},{_signed(ci[1])}]"
-
-
 def null_lines(nulls: dict | None) -> list[str]:
     """One line per null of summary["nulls"] (median, 99.9 % quantile, excess and its 90 %
     interval), then the reason any null is missing."""
@@ -197,17 +177,6 @@ def null_lines(nulls: dict | None) -> list[str]:
     if nulls.get("note"):
         lines.append(f"not computed: {nulls['note']}")
     return lines
-
-
-def share_cell(entry: dict | None) -> str:
-    """".45 [.40,.50]": a share beyond chance with its interval; "-" when there is none."""
-    if not entry or entry.get("share") is None:
-        return "-"
-    ci = entry.get("share_ci")
-    cell = f"{entry['share']:.2f}".replace("0.", ".")
-    if ci and all(c is not None and c == c for c in ci):
-        cell += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
-    return cell
 
 
 def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
@@ -277,11 +246,8 @@ def _print_nulls(console: Console, rows: list[dict]) -> None:
     for col in ("null medians", "over cov", "over act"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        med = row["null_medians"]
-        meds = "/".join(_fmt(med.get(k)).replace("0.", ".")
-                        for k in ("isotropic", "covariance", "activations"))
         ex = row.get("excess") or {}
-        table.add_row(escape(row["group"]), meds, excess_cell(ex.get("covariance")),
+        table.add_row(escape(row["group"]), null_medians_cell(row["null_medians"]), excess_cell(ex.get("covariance")),
                       excess_cell(ex.get("activations")))
     console.print(table)
 
@@ -299,12 +265,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        frac = row.get("fraction_above") or {}
-        fracs = "/".join(_fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9")) if frac else "-"
-        ci = row.get("global_median_ci")
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
-                     f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-",
-                     fracs, _fmt(row["baseline_median"]),
+                     ci_cell(row.get("global_median_ci")),
+                     fractions_cell(row.get("fraction_above")), _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
     _print_nulls(console, rows)

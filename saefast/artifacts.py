@@ -18,6 +18,7 @@ Orientation always comes from the format, never from the shapes (F == d happens)
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str
     config: RunConfig.to_dict(); model: {name, hook, weights_hash, d_model}; corpus: {name,
     fingerprint}; tokens: {harvested, train, held_out, seen}; metrics and history: from
     training; timings: {train_seconds, total_seconds, seeds_trained_together}; null_data: a
-    streamed run's saved training-row moments and token pool (`data.stream_nulls`), or None."""
+    streamed run's saved training-row moments and token pool (`data.stream_nulls`), or None.
+    machine: what trained it (`machine(device)`), since its timings depend on it."""
     from saefast import __version__
 
     return {
@@ -68,8 +70,19 @@ def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str
         "timings": timings,
         "versions": {"saefast": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
+        "machine": machine((config.get("model") or {}).get("device", "cpu")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def machine(device: str) -> dict[str, Any]:
+    """The machine as run.json records it: OS, CPU architecture and count, and the GPU's name
+    on CUDA (no host name: reports are shared)."""
+    out: dict[str, Any] = {"platform": platform.platform(terse=True),
+                           "cpu": platform.machine(), "cpus": os.cpu_count()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def write_run_dir(

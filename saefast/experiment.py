@@ -32,6 +32,7 @@ class Experiment:
     variants: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     grid: dict[str, list] = field(default_factory=dict)
     name: str = "sweep"
+    description: str = ""  # the YAML's own words on what the study is (the HTML report shows them)
 
 
 @dataclass
@@ -109,6 +110,7 @@ def load_experiment(path: str | Path) -> Experiment:
         variants=[flatten(v or {}) for v in variants],
         grid={k: parse_values(v) for k, v in grid.items()},
         name=str(raw.get("name") or path.stem),
+        description=str(raw.get("description") or ""),
     )
     expand(exp)  # validate every key and value now, with the file's name in the error
     return exp

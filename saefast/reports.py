@@ -24,6 +24,8 @@ covariance and activation nulls with the excess over each (`saefast.report_nulls
 the activation store the runs trained on (None: the isotropic null only, and the report says
 why).
     redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
+    write_html(out, summary) -> OUT/report.html    a sweep's reports as one page to share
+                                                   (rendered by `saefast.html_report`)
     write_recurrence_csv(report, path), write_plots(report, out_dir)
 
 Every file is written atomically through `saefast.fsio`. Computation lives in
@@ -51,6 +53,7 @@ RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
 SEED_CURVE_PNG = "seed_count_curve.png"
+HTML_REPORT = "report.html"  # in a sweep's OUT, beside summary.json
 EVIDENCE_VERSION = 3  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null, 3: equivalence)
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
@@ -305,3 +308,40 @@ def redraw(report_dir: str | Path) -> list[Path]:
     """Re-plot every figure of the stored report_dir/stability.json into report_dir (for
     `saefast report`); stability.json itself is left as it is. Returns the PNG paths."""
     return write_plots(load_report(report_dir), report_dir)
+
+
+# ---------------------------------------------------------------------------- a sweep's page
+
+
+def write_html(out_dir: str | Path, summary: dict) -> Path:
+    """Write OUT/report.html: the sweep's groups (summary: OUT/summary.json), each group's
+    stored report and figures (OUT/reports/<group>/) and what the runs' run.json say, as one
+    self-contained page (`html_report.render`). Reads the PNGs as they are on disk: call it
+    after the plots are drawn. Returns the path."""
+    from datetime import datetime, timezone
+
+    from . import html_report
+    from .artifacts import RUN, read_json as read_run_json
+    from .plan import REPORTS_DIR, RUNS_DIR
+
+    out_dir = Path(out_dir)
+    names = [row["group"] for row in summary.get("groups") or []]
+    stored, images = {}, {}
+    for g in names:
+        report_dir = out_dir / REPORTS_DIR / g
+        if not (report_dir / STABILITY_JSON).is_file():
+            continue  # fewer than two finished runs: the page says so
+        stored[g] = load_report(report_dir)
+        images[g] = {name: (report_dir / name).read_bytes() for name in stored[g].get("files") or []
+                     if name.endswith(".png") and (report_dir / name).is_file()}
+    infos = [read_run_json(d / RUN) for d in sorted((out_dir / RUNS_DIR).glob("*"))
+             if not d.name.startswith(".") and (d / RUN).is_file()]
+    page = html_report.render(
+        summary, stored, images=images,
+        study=html_report.study_facts([i for i in infos if i.get("group") in names]),
+        title=out_dir.resolve().name,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    path = out_dir / HTML_REPORT
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

@@ -56,10 +56,13 @@ class Events:
 
 def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path | None = None,
               events: Events | None = None, analyze: bool = True,
-              memory_budget: int | None = None) -> dict[str, Any]:
-    """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json).
-    Devices and output paths are checked first: nothing is created for a sweep that
-    cannot start."""
+              memory_budget: int | None = None,
+              experiment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json,
+    and with analyze=True OUT/report.html, the page to share: `reports.write_html`, written
+    after the summary so it never shows an older one). Devices and output paths are checked
+    first: nothing is created for a sweep that cannot start. experiment: what the study is
+    ({name, description, file}), stored as summary["experiment"]."""
     from saefast.fsio import write_json_atomic
 
     plan.preflight(runs, out_dir, cache_dir)
@@ -71,7 +74,13 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     reports = analyze_groups(runs, out_dir, events=events) if analyze else {}
     summary = summarize(outcomes, reports)
     summary["seconds"] = time.perf_counter() - t0
+    if experiment is not None:
+        summary["experiment"] = experiment
     write_json_atomic(out_dir / SUMMARY, summary)
+    if analyze:
+        from saefast import reports as _reports
+
+        _reports.write_html(out_dir, summary)
     return summary
 
 

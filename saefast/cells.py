@@ -1,0 +1,64 @@
+"""How a number is written in a table cell. The terminal tables (cli/tables.py) and the HTML
+report (html_report.py) both use these, so a number reads the same in both. Plain strings:
+no markup, no escaping (each caller escapes for its medium)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NULL_KINDS = ("isotropic", "covariance", "activations")  # the order every table lists them in
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A float to `digits` places, None as "-", anything else as str()."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def signed(x: float) -> str:
+    return f"{x:+.2f}".replace("0.", ".")
+
+
+def _finite(ci) -> bool:
+    return bool(ci) and all(c is not None and c == c for c in ci)  # NaN: too few runs left
+
+
+def excess_cell(excess: dict | None) -> str:
+    """"+.12 [+.08,+.16]": an excess over a null with its interval; "-" when there is none."""
+    if not excess or excess.get("estimate") is None:
+        return "-"
+    ci = excess.get("ci")
+    if not _finite(ci):
+        return signed(excess["estimate"])
+    return f"{signed(excess['estimate'])} [{signed(ci[0])},{signed(ci[1])}]"
+
+
+def share_cell(entry: dict | None) -> str:
+    """".45 [.40,.50]": a share beyond chance with its interval; "-" when there is none."""
+    if not entry or entry.get("share") is None:
+        return "-"
+    ci = entry.get("share_ci")
+    cell = f"{entry['share']:.2f}".replace("0.", ".")
+    if _finite(ci):
+        cell += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
+    return cell
+
+
+def ci_cell(ci) -> str:
+    """".295-.325": a 90 % interval of a median; "-" without one."""
+    return f"{ci[0]:.3f}-{ci[1]:.3f}".replace("0.", ".") if ci else "-"
+
+
+def fractions_cell(frac: dict | None) -> str:
+    """".10/.02/.00": the fractions of matched pairs at >= .5/.7/.9."""
+    if not frac:
+        return "-"
+    return "/".join(fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9"))
+
+
+def null_medians_cell(medians: dict) -> str:
+    """".122/.295/.238": the isotropic / covariance / activation null medians."""
+    return "/".join(fmt(medians.get(k)).replace("0.", ".") for k in NULL_KINDS)
