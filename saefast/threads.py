@@ -26,6 +26,9 @@ from typing import Iterator, Sequence, TypeVar
 from saefast.errors import ConfigError
 
 ENV = "SAEFAST_THREADS"
+# "off": every pass trains in the sweep's process with the whole thread budget inside each op
+# (how sweeps ran before issue 13; benchmarks/bench_busy.py compares the two)
+WORKERS_ENV = "SAEFAST_SEED_WORKERS"
 # n_features x d_model at or below which a pass runs its seeds in parallel processes instead
 # of threads inside each op. benchmarks/bench_busy.py --sections pass: at 128 x 384 a pass of
 # 5 seeds takes ~0.55x the time on 2 workers of 1 thread than in one process with 2 threads.
@@ -72,7 +75,8 @@ def plan_pass(n_seeds: int, n_features: int, d_model: int, *, steps: int, batch_
     ones, GPUs and streams with the whole thread budget here."""
     threads = configured(threads)
     small = n_features * d_model <= SMALL_DICTIONARY
-    if not device.startswith("cpu") or not cached or not small:
+    off = os.environ.get(WORKERS_ENV, "auto").lower() in ("off", "0", "no", "false")
+    if off or not device.startswith("cpu") or not cached or not small:
         return PassPlan(1, threads)
     work = 2 * batch_size * n_features * d_model * steps * n_seeds
     workers = max(1, min(threads, n_seeds))
