@@ -13,7 +13,8 @@ study   `saefast sweep experiments/seed_repro.yaml` as a user runs it (a fresh p
         is timed): alone; beside one single-threaded CPU hog (`python -c 'while True:
         pass'`); beside a second identical sweep started at the same moment (each its own
         --out, the same cache); and alone with SAEFAST_SEED_WORKERS=off (every pass in one
-        process with intra-op threads, the behaviour before). Ratios against alone, all in
+        process with intra-op threads, the behaviour before). Alone and off run twice,
+        interleaved, before and after the loaded runs (means). Ratios against alone, all in
         this run. On 2 cores a fair share beside one busy core or a second sweep is 2x.
 """
 
@@ -66,9 +67,17 @@ def study_section(args: argparse.Namespace) -> dict:
     cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
     try:
         _warm_cache(cache)
+        runs: dict[str, list[float]] = {"alone": [], "alone, seed workers off (before)": []}
+
+        def alone_and_off(r: int) -> None:  # interleaved, so that load drifts hit both alike
+            t0 = time.perf_counter()
+            runs["alone"].append(_wait(_run(_sweep_cmd(work / f"alone{r}", cache)), t0))
+            t0 = time.perf_counter()
+            runs["alone, seed workers off (before)"].append(_wait(
+                _run(_sweep_cmd(work / f"off{r}", cache), {"SAEFAST_SEED_WORKERS": "off"}), t0))
+
+        alone_and_off(0)
         seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        seconds["alone"] = _wait(_run(_sweep_cmd(work / "alone", cache)), t0)
 
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
@@ -84,18 +93,19 @@ def study_section(args: argparse.Namespace) -> dict:
         pair = [_wait(p, t0) for p in both]
         seconds["beside a second sweep (first)"] = pair[0]
         seconds["beside a second sweep (second)"] = pair[1]
-
-        t0 = time.perf_counter()
-        seconds["alone, seed workers off (before)"] = _wait(
-            _run(_sweep_cmd(work / "off", cache), {"SAEFAST_SEED_WORKERS": "off"}), t0)
-        same = _same_weights(work / "alone", [work / d for d in ("hog", "pair1", "pair2", "off")])
+        alone_and_off(1)
+        same = _same_weights(work / "alone0", [work / d for d in ("hog", "pair1", "pair2", "off0",
+                                                                  "alone1", "off1")])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # the mean of the two alone runs (one before, one after the loaded runs)
+    seconds = {k: sum(v) / len(v) for k, v in runs.items()} | seconds
     alone = seconds["alone"]
     rows = [[name, f"{t:.1f} s", f"{t / alone:.2f}x"] for name, t in seconds.items()]
     return {"title": "the default study (30 runs), fresh --out, shared warm cache; time vs alone",
             "columns": ["how", "time", "vs alone"], "rows": rows,
-            "results": {"seconds": seconds, "ratios": {k: v / alone for k, v in seconds.items()},
+            "results": {"seconds": seconds, "alone_runs_s": runs,
+                        "ratios": {k: v / alone for k, v in seconds.items()},
                         "weights_identical": same}}
 
 

@@ -121,5 +121,8 @@ def info(threads: int | None = None) -> dict:
     return {"threads": n, "threads_source": ("--threads" if threads is not None else
                                              ENV if os.environ.get(ENV) else "torch"),
             "torch_intra_op_threads": torch.get_num_threads(),
-            "small_dictionary_pass": f"{small.workers} worker process(es) x {small.threads} thread(s)",
+            "small_dictionary_pass": (f"{small.workers} worker processes x {small.threads} thread(s)"
+                                      if small.parallel_seeds else
+                                      f"in the sweep's process, {small.threads} thread(s)"),
+            "seed_workers": os.environ.get(WORKERS_ENV, "auto"),
             "small_dictionary_max": f"n_features x d_model <= {SMALL_DICTIONARY:,}"}
