@@ -30,8 +30,10 @@ ENV = "SAEFAST_THREADS"
 # (how sweeps ran before issue 13; benchmarks/bench_busy.py compares the two)
 WORKERS_ENV = "SAEFAST_SEED_WORKERS"
 # n_features x d_model at or below which a pass runs its seeds in parallel processes instead
-# of threads inside each op. benchmarks/bench_busy.py --sections pass: at 128 x 384 a pass of
-# 5 seeds takes ~0.55x the time on 2 workers of 1 thread than in one process with 2 threads.
+# of threads inside each op. benchmarks/bench_busy.py --sections pass (2-core AMD EPYC): a
+# pass of 5 seeds on 2 workers of 1 thread against one process of 2 threads is 1.41-1.82x
+# faster at 128 x 384 and 1.34x at 512 x 384 (idle machine; beside other work the gap grows).
+# Measured up to 512 x 384; 2048 x 384 is an extrapolation, not a measurement.
 SMALL_DICTIONARY = 2048 * 384
 # A pass with less work than this (multiply-adds, ~2 x batch x F x d a step and seed) trains
 # in the sweep's process on one thread: starting the workers (importing torch, ~2 s) would

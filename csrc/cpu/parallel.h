@@ -16,12 +16,15 @@ extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 
 namespace saefast {
 
-// A parallel region costs a wake-up of the pool's threads (~5-20 us idle); on a busy machine
-// it waits until every thread it woke gets a core, and OpenMP's spin-waits then burn the
-// share of the work that is waited for. Below this many multiply-adds (or equivalent inner
-// loop steps) a call runs on the calling thread: ~2^17 is 10-40 us of single-threaded work
-// on the AMD EPYC of docs/benchmarks.md, a few times a wake-up. Which thread runs what never
-// changes result bits (row blocks depend on the shape; see RowBlocks), so neither does this.
+// A parallel region costs a wake-up of the pool's threads (microseconds when idle); on a
+// busy machine it waits until every thread it woke gets a core (up to a scheduler time slice,
+// milliseconds), and OpenMP's spin-waits burn the share of the work that is waited for. Below
+// this many multiply-adds (or equivalent inner-loop steps) a call runs on the calling thread.
+// Measured on the 2-core AMD EPYC of docs/benchmarks.md: a whole topk_encode of 2^17
+// multiply-adds (32 x 64 x 64) takes 15 us on one thread, 2^20 (128 x 128 x 64) 44 us, and a
+// second thread gained nothing up to 2^23 (256 x 128 x 384: 273 vs 272 us). Which thread runs
+// what never changes result bits (row blocks depend on the shape; see RowBlocks), so neither
+// does this.
 constexpr int64_t kMinParallelWork = int64_t{1} << 17;
 
 // The at::parallel_for grain (indices a thread takes at least) for `work_per_index` each,
