@@ -191,3 +191,13 @@ def test_a_second_writer_waits_for_the_lock_and_says_so(tmp_path):
     t.join(5)
     assert order == ["first done", "second"]
     assert said == [f"waiting for another saefast process writing {store}"]
+
+
+def test_an_error_in_a_worker_is_raised_in_the_sweep_not_a_hang(corpus, tmp_path):
+    from saefast import seed_pool
+
+    runs = _runs(corpus, [1, 2], tmp_path)
+    with pytest.raises(seed_pool.WorkerFailed, match="in a worker process failed: .*"):
+        seed_pool.run_parts([runs[:1], runs[1:]], tmp_path / "no-store", tmp_path / "out",
+                            events=sweep.Events(), memory_budget=2**30, threads=1)
+    seed_pool.shutdown()
