@@ -201,3 +201,14 @@ def test_an_error_in_a_worker_is_raised_in_the_sweep_not_a_hang(corpus, tmp_path
         seed_pool.run_parts([runs[:1], runs[1:]], tmp_path / "no-store", tmp_path / "out",
                             events=sweep.Events(), memory_budget=2**30, threads=1)
     seed_pool.shutdown()
+
+
+def test_cli_info_shows_the_threads_and_sweep_refuses_zero(capsys, tmp_path):
+    from saefast.cli.main import main
+
+    with threads.torch_threads(torch.get_num_threads()):  # the CLI sets them process-wide
+        assert main(["info", "--threads", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "torch_intra_op_threads" in out and "3 worker processes x 1 thread(s)" in out
+        assert main(["sweep", "--threads", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "threads must be >= 1, got 0" in capsys.readouterr().err
