@@ -66,6 +66,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="memory for training, e.g. 8G (default: 80%% of free memory; on CUDA "
                         "90%% of free GPU memory); seeds that do not fit together are trained "
                         "in several passes")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads to use (default $SAEFAST_THREADS, else all cores); passes of "
+                        "small dictionaries train their seeds in min(N, seeds) worker processes, "
+                        "larger ones use N threads inside each op")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
     p.set_defaults(func=cmd_sweep)
@@ -102,11 +106,24 @@ def _sweep_runs(args: argparse.Namespace):
     return exp, experiment.expand(exp, axes, overrides)
 
 
+def _apply_threads(requested: int | None) -> int:
+    """The thread budget (--threads, $SAEFAST_THREADS or torch's), also for torch's own ops
+    in this process (harvest, reports)."""
+    import torch
+
+    from saefast import threads
+
+    n = threads.configured(requested)
+    torch.set_num_threads(n)
+    return n
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast import plan, sweep
     from saefast.memory import parse_bytes
     from saefast.reports import HTML_REPORT
 
+    n_threads = _apply_threads(args.threads)
     exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
     for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
@@ -122,7 +139,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         study = ({"name": exp.name, "description": exp.description, "file": args.config}
                  if args.config else None)  # without a YAML the page is named after --out
         summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
-                                  memory_budget=budget, experiment=study)
+                                  memory_budget=budget, experiment=study,
+                                  threads=n_threads)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
@@ -269,14 +287,19 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="versions, native build, devices",
-                       description="Show what saefast was built with and what it can use here.")
+                       description="Show what saefast was built with and what it can use here, "
+                                   "including the threads a sweep would use.")
+    p.add_argument("--threads", type=int, metavar="N", help="show the plan for sweep --threads N")
     p.set_defaults(func=cmd_info)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     import saefast
+    from saefast import threads
 
+    _apply_threads(args.threads)
     info = saefast.build_info()
+    info.update(threads.info(args.threads))
     tables.print_info(console, info)
     if info.get("torch_mismatch"):
         err_console.print(f"[yellow]warning:[/] {escape(info['torch_mismatch'])}")

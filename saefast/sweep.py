@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
 
 __all__ = ["Events", "RunOutcome", "run_sweep", "execute_runs", "run_pass", "analyze_groups",
-           "summarize", "RUNS_DIR", "REPORTS_DIR", "SUMMARY"]
+           "run_pass_here", "summarize", "RUNS_DIR", "REPORTS_DIR", "SUMMARY"]
 
 
 @dataclass
@@ -57,12 +57,14 @@ class Events:
 def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path | None = None,
               events: Events | None = None, analyze: bool = True,
               memory_budget: int | None = None,
-              experiment: dict[str, Any] | None = None) -> dict[str, Any]:
+              experiment: dict[str, Any] | None = None,
+              threads: int | None = None) -> dict[str, Any]:
     """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json,
     and with analyze=True OUT/report.html, the page to share: `reports.write_html`, written
     after the summary so it never shows an older one). Devices and output paths are checked
     first: nothing is created for a sweep that cannot start. experiment: what the study is
-    ({name, description, file}), stored as summary["experiment"]."""
+    ({name, description, file}), stored as summary["experiment"]. threads: `--threads`
+    (`saefast.threads`)."""
     from saefast.fsio import write_json_atomic
 
     plan.preflight(runs, out_dir, cache_dir)
@@ -70,7 +72,7 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     outcomes = execute_runs(runs, out_dir, cache_dir=cache_dir, events=events,
-                            memory_budget=memory_budget)
+                            memory_budget=memory_budget, threads=threads)
     reports = analyze_groups(runs, out_dir, events=events) if analyze else {}
     summary = summarize(outcomes, reports)
     summary["seconds"] = time.perf_counter() - t0
@@ -88,11 +90,22 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
 
 
 def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | None = None,
-                 events: Events | None = None,
-                 memory_budget: int | None = None) -> list[RunOutcome]:
+                 events: Events | None = None, memory_budget: int | None = None,
+                 threads: int | None = None) -> list[RunOutcome]:
     """The local executor: train every run that is not finished yet. Harvest each corpus once
     for all its hooks, then hand each pass of seeds to `run_pass`. A diverged run is recorded
-    and the others go on; nothing is written for it."""
+    and the others go on; nothing is written for it. `threads`: see `run_pass`."""
+    from saefast import seed_pool
+
+    try:
+        return _execute_runs(runs, out_dir, cache_dir, events, memory_budget, threads)
+    finally:
+        seed_pool.shutdown()  # the seed workers live for one sweep
+
+
+def _execute_runs(runs: list[RunSpec], out_dir: Path, cache_dir: str | Path | None,
+                  events: Events | None, memory_budget: int | None,
+                  threads: int | None) -> list[RunOutcome]:
     from saefast.data import harvest, store
 
     events = events or Events()
@@ -110,7 +123,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
         got = harvest.harvest(
             job.model, job.hooks, job.corpus, job.tokens, context_length=job.context_length,
             drop_special_tokens=job.drop_special_tokens, device=job.device,
-            cache_dir=cache_dir, on_progress=events.harvest_progress)
+            cache_dir=cache_dir, on_progress=events.harvest_progress, on_wait=events.message)
         for spec in todo:
             if spec.config.data.cache and plan.harvest_key(spec.config) == job.key:
                 sources[spec.group] = got[spec.config.model.hook]
@@ -126,7 +139,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
         label = f"{runs_of_pass[0].group} seed{'s' if len(runs_of_pass) > 1 else ''} {seeds}"
         events.pass_started(label, len(runs_of_pass), i, len(passes))
         for outcome in run_pass(runs_of_pass, sources[runs_of_pass[0].group], out_dir,
-                                events=events, memory_budget=memory_budget):
+                                events=events, memory_budget=memory_budget, threads=threads):
             outcomes.append(outcome)
             events.run_finished(outcome)
     return outcomes
@@ -190,10 +203,42 @@ def _stream_null_data(got: TrainingData, out_dir: Path, t0: int, t1: int):
 
 
 def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
-             events: Events | None = None, memory_budget: int | None = None) -> list[RunOutcome]:
-    """Train the seeds of one pass (runs that differ only by seed) together from one
-    activation store or stream, and write each run dir. Checkpoints let a killed pass
-    resume bitwise."""
+             events: Events | None = None, memory_budget: int | None = None,
+             threads: int | None = None) -> list[RunOutcome]:
+    """Train the seeds of one pass (runs that differ only by seed) from one activation
+    store or stream, and write each run dir. Checkpoints let a killed pass resume bitwise.
+
+    Where the seeds run is `threads.plan_pass`'s choice (`threads`: the sweep's thread
+    budget, default $SAEFAST_THREADS or torch's): small dictionaries from a store are split
+    over worker processes (`seed_pool`), everything else trains in this process. A seed's
+    weights are the same either way."""
+    from saefast import seed_pool
+    from saefast import threads as threads_
+
+    events = events or Events()
+    cfg = runs[0].config
+    plan_ = threads_.plan_pass(len(runs), cfg.sae.n_features, _width(data),
+                               steps=token_steps(cfg) // cfg.train.batch_size,
+                               batch_size=cfg.train.batch_size, device=cfg.model.device,
+                               cached=isinstance(data, Path), threads=threads)
+    if plan_.parallel_seeds:
+        return seed_pool.run_parts(threads_.split(runs, plan_.workers), data, out_dir,
+                                   events=events, memory_budget=memory_budget, threads=plan_.threads)
+    with threads_.torch_threads(plan_.threads):
+        return run_pass_here(runs, data, out_dir, events=events, memory_budget=memory_budget)
+
+
+def _width(data: Path | StreamSource) -> int:
+    from saefast.data import store
+
+    return int(store.store_info(data)["d_model"]) if isinstance(data, Path) else data.d
+
+
+def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
+                  events: Events | None = None,
+                  memory_budget: int | None = None) -> list[RunOutcome]:
+    """`run_pass` in this process with torch's threads as they are: all seeds of `runs`
+    under one optimizer."""
     from saefast import artifacts, checkpoints, train
     from saefast.data.windows import split
 

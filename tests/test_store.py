@@ -139,9 +139,9 @@ def test_meta_json_and_shards_agree(store):
 
 
 def test_writes_leave_no_temporary_files(store):
-    shards = St.store_info(store)["shards"]
+    shards = St.store_info(store)["shards"]  # and the (empty, unlocked) write lock's file
     assert sorted(p.name for p in store.iterdir()) == \
-        ["meta.json"] + [s["file"] for s in shards] + [s["token_ids"] for s in shards]
+        [St.WRITE_LOCK, "meta.json"] + [s["file"] for s in shards] + [s["token_ids"] for s in shards]
 
 
 def test_store_and_windows_do_not_import_transformer_lens_or_rich():

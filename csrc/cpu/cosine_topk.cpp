@@ -176,7 +176,7 @@ struct CosineSelect {
 
   // the parts' column candidates: the best k of their union, sorted
   void merge_columns(S* col_vals, int64_t* col_idx) {
-    at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
+    at::parallel_for(0, m, grain_for(static_cast<int64_t>(part.size()) * (k + 2 * kChunk), 256), [&](int64_t c0, int64_t c1) {
       std::vector<Cand<A, int32_t>> all(part.size() * (k + 2 * kChunk));
       for (int64_t c = c0; c < c1; ++c) {
         int64_t cnt = 0;

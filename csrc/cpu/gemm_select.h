@@ -57,7 +57,8 @@ void gemm_select(const at::Tensor& a, const at::Tensor& b, int64_t k, const Gemm
     return Worker{at::empty({rb * tile}, a.options()), std::vector<Cand<A>>(rb * cap),
                   sel.make_extra()};
   };
-  parallel_items(p.blocks.count * p.groups, make_worker, [&](int64_t item, Worker& wk) {
+  const int64_t work_per_item = rb * std::min(m, p.tiles_per_group * kGemmTile) * a.size(1);
+  parallel_items(p.blocks.count * p.groups, work_per_item, make_worker, [&](int64_t item, Worker& wk) {
     const int64_t blk = item / p.groups, grp = item % p.groups;
     const int64_t r0 = p.blocks.begin(blk), rows = p.blocks.size(blk);
     const int64_t c_begin = grp * p.tiles_per_group * kGemmTile;

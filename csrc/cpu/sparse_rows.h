@@ -15,6 +15,7 @@
 // The float32 inner loops are SAEFAST_ISA_CLONES (isa.h). No FMA is enabled in any clone and
 // sums use 16 fixed lanes, so every clone gives the same bits.
 #include "isa.h"
+#include "parallel.h"
 
 namespace saefast {
 namespace {
@@ -65,7 +66,7 @@ inline A dot(const S* row, const A* v, int64_t d) {
 template <typename S, typename A, typename W>
 void gather_weighted_rows(const S* table, const int64_t* idx, const W* w, const S* bias,
                           S* out, int64_t B, int64_t k, int64_t d) {
-  at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, grain_for(k * d, 16), [&](int64_t b0, int64_t b1) {
     std::vector<A> acc(d);  // [d]
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t c = 0; c < d; ++c) acc[c] = bias ? static_cast<A>(bias[c]) : A(0);
@@ -84,7 +85,7 @@ void gather_weighted_rows(const S* table, const int64_t* idx, const W* w, const 
 template <typename S, typename A>
 void gather_dot(const S* table, const int64_t* idx, const S* vecs, S* out, int64_t B, int64_t k,
                 int64_t d) {
-  at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, grain_for(k * d, 16), [&](int64_t b0, int64_t b1) {
     std::vector<A> v(d);  // [d]
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t c = 0; c < d; ++c) v[c] = static_cast<A>(vecs[b * d + c]);
@@ -137,7 +138,9 @@ template <typename S, typename A, typename W>
 void scatter_rows_by_latent(const LatentBuckets& buckets, const W* w, const S* rows, int64_t k,
                             int64_t d, S* out, S* bias_out) {
   const int64_t n_latents = static_cast<int64_t>(buckets.start.size()) - 1;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n_latents, 8 * at::get_num_threads()));
+  const int64_t work = (static_cast<int64_t>(buckets.order.size()) + n_latents) * d;
+  const int64_t threads = threads_for(work);  // 1: one part, run on this thread
+  const int64_t parts = threads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(n_latents, 8 * threads));
   const std::vector<int64_t> bounds = buckets.balanced_bounds(parts);
   at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<A> acc(d);  // [d]

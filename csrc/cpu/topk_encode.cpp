@@ -90,7 +90,7 @@ struct EncodeSelect {
   // every group's threshold bounds the row's k-th best over all groups from below (the group
   // saw k values >= it), so the largest of them filters the union
   void merge_groups() {
-    at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, grain_for(groups * cap, 64), [&](int64_t b0, int64_t b1) {
       std::vector<Cand<A>> all(groups * cap);
       for (int64_t b = b0; b < b1; ++b) {
         A bound = kNoBound<A>;
@@ -179,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
                                         output_mask[2] ? grad_b.data_ptr<S>() : nullptr);
       } else {
         S* bp = grad_b.data_ptr<S>();
-        at::parallel_for(0, F, 1024, [&](int64_t f0, int64_t f1) {
+        at::parallel_for(0, F, grain_for(B * k / std::max<int64_t>(1, F) + 1, 1024), [&](int64_t f0, int64_t f1) {
           for (int64_t f = f0; f < f1; ++f) {  // each latent's entries in (b, j) order
             A s = 0;
             for (int64_t e = buckets.start[f]; e < buckets.start[f + 1]; ++e) s += gp[buckets.order[e]];

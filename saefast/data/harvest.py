@@ -23,7 +23,7 @@ import torch
 from saefast.data import models
 from saefast.data.corpora import iter_documents
 from saefast.data.models import Framing, check_hooks, model_framing
-from saefast.data.store import StoreWriter, store_dir, store_key
+from saefast.data.store import StoreWriter, store_dir, store_key, write_lock
 from saefast.errors import ConfigError, CorpusError, HookError
 
 FORWARD_CHUNKS = 16  # chunks per forward pass (a stream's forward batches are the same)
@@ -34,7 +34,8 @@ Progress = Callable[[int, int], None]  # (tokens done, tokens wanted)
 def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context_length: int = 128,
             drop_special_tokens: bool = True, device: str = "cpu",
             cache_dir: str | os.PathLike | None = None,
-            on_progress: Progress | None = None) -> dict[str, Path]:
+            on_progress: Progress | None = None,
+            on_wait: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Make sure the cache holds >= n_tokens activations of every hook; return hook -> store dir.
 
     Chunking (`store.CHUNKING`, "packed-v1"): documents (in `iter_documents` order) are tokenized without
@@ -69,19 +70,34 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
     if int(n_tokens) <= 0:
         raise ValueError(f"n_tokens must be positive, got {n_tokens}")
     n_tokens = int(n_tokens)
-    writers = {}
-    for hook in hooks:
-        key = store_key(model, hook, corpus, context_length=context_length,
-                        drop_special_tokens=drop_special_tokens, cache_dir=cache_dir)
-        writers[hook] = StoreWriter.open(store_dir(key, cache_dir), key)
-    stores = {hook: w.path for hook, w in writers.items()}
-    todo = [w for w in writers.values() if w.meta["n_tokens"] < n_tokens]
+    keys = {hook: store_key(model, hook, corpus, context_length=context_length,
+                            drop_special_tokens=drop_special_tokens, cache_dir=cache_dir)
+            for hook in hooks}
+    stores = {hook: store_dir(key, cache_dir) for hook, key in keys.items()}
+    if not _lacking(stores, keys, n_tokens, corpus, drop_special_tokens):
+        return stores  # complete: read without taking the lock
+    with write_lock(list(stores.values()), on_wait):
+        todo = _lacking(stores, keys, n_tokens, corpus, drop_special_tokens)  # after a wait: less
+        if todo:
+            _harvest_into(todo, model, corpus, n_tokens, context_length, drop_special_tokens,
+                          device, cache_dir, on_progress)
+    return stores
+
+
+def _lacking(stores: dict[str, Path], keys: dict[str, dict], n_tokens: int, corpus: str,
+             drop_special: bool) -> list[StoreWriter]:
+    """Writers of the stores holding fewer than n_tokens (their meta read now)."""
+    writers = [StoreWriter.open(stores[hook], keys[hook]) for hook in stores]
+    todo = [w for w in writers if w.meta["n_tokens"] < n_tokens]
     for w in todo:
         if w.meta["exhausted"]:
-            raise corpus_too_small(corpus, w.meta["n_tokens"], n_tokens, drop_special_tokens)
-    if not todo:
-        return stores
+            raise corpus_too_small(corpus, w.meta["n_tokens"], n_tokens, drop_special)
+    return todo
 
+
+def _harvest_into(todo: list[StoreWriter], model: str, corpus: str, n_tokens: int,
+                  context_length: int, drop_special_tokens: bool, device: str,
+                  cache_dir: str | os.PathLike | None, on_progress: Progress | None) -> None:
     lm, info = models.load_model(model, device, cache_dir=cache_dir)
     check_hooks([w.hook for w in todo], info["hook_names"])
     framing = model_framing(lm)
@@ -95,7 +111,6 @@ def harvest(model: str, hooks: list[str], corpus: str, n_tokens: int, *, context
     short = [w for w in todo if w.meta["n_tokens"] < n_tokens]
     if short:
         raise corpus_too_small(corpus, min(w.meta["n_tokens"] for w in short), n_tokens, drop_special_tokens)
-    return stores
 
 
 def content_length(framing: Framing, info: dict, context_length: int) -> int:

@@ -1,0 +1,198 @@
+"""Worker processes that train the seeds of one pass side by side (see `saefast.threads`).
+
+`run_parts` hands each part of a pass (a list of runs differing by seed) to a worker, which
+runs `sweep.run_pass_here` on it exactly as the sweep's own process would: it opens the
+activation store itself (memory-mapped, or in memory within its share of the budget), so no
+activations are pickled, trains, checkpoints under its own seeds' name and writes its run
+dirs. Only the outcomes come back, and step progress, merged here into one `Events.run_step`
+so the progress bar shows the slowest part.
+
+A worker is `python -m saefast.seed_pool THREADS`: a fresh interpreter (fork after OpenMP has
+started is unsafe) that never imports the caller's main module, so a user's script needs no
+`if __name__ == "__main__"` guard (multiprocessing's spawn would need one). Tasks and
+messages are pickles over its stdin and a copy of its stdout (its own stdout goes to stderr).
+Workers are kept for the rest of the sweep (starting one imports torch, ~2 s); `shutdown`
+(called by `sweep.execute_runs`, and at exit) closes their stdin and they exit. A worker
+whose sweep died stops at its next step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import queue as queue_lib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from saefast.errors import SaefastError
+
+if TYPE_CHECKING:
+    from saefast.experiment import RunSpec
+    from saefast.sweep import Events, RunOutcome
+
+
+class WorkerFailed(SaefastError, RuntimeError):
+    """A seed worker process died or raised; its message says which runs."""
+
+
+class _Worker:
+    """One worker process and the thread that reads its messages into `inbox`."""
+
+    def __init__(self, threads: int, inbox: queue_lib.Queue, index: int):
+        self.index = index
+        self.proc = subprocess.Popen([sys.executable, "-m", "saefast.seed_pool", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.reader = threading.Thread(target=self._read, args=(self.proc.stdout, inbox), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: IO[bytes], inbox: queue_lib.Queue) -> None:
+        while True:
+            try:
+                message = pickle.load(stream)
+            except (EOFError, pickle.UnpicklingError, OSError):
+                inbox.put((self.index, "exit", None))
+                return
+            inbox.put((self.index, *message))
+
+    def send(self, task: tuple) -> None:
+        pickle.dump(task, self.proc.stdin)
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_workers: list[_Worker] = []
+_threads: int | None = None
+_inbox: queue_lib.Queue = queue_lib.Queue()
+
+
+def _pool(n: int, threads: int) -> list[_Worker]:
+    global _workers, _threads, _inbox
+    if _threads != threads or len(_workers) < n or any(w.proc.poll() is not None for w in _workers):
+        shutdown()
+        _inbox = queue_lib.Queue()
+        _workers = [_Worker(threads, _inbox, i) for i in range(n)]
+        _threads = threads
+    return _workers[:n]
+
+
+def shutdown() -> None:
+    """Stop the workers (they hold no state between passes)."""
+    global _workers, _threads
+    for w in _workers:
+        w.close()
+    _workers, _threads = [], None
+
+
+atexit.register(shutdown)
+
+
+def merged_stats(latest: dict[int, tuple[int, int, dict]]) -> tuple[int, int, dict]:
+    """One progress line from each part's latest (step, total, stats): the slowest part's
+    step, means over seeds, every seed's own numbers, the mean rate of the parts."""
+    step = min(s for s, _, _ in latest.values())
+    total = max(t for _, t, _ in latest.values())
+    per_seed: dict = {}
+    for _, _, stats in latest.values():
+        per_seed.update(stats.get("per_seed") or {})
+    rates = [st.get("tokens_per_second", 0.0) for _, _, st in latest.values()]
+    n = max(1, len(per_seed))
+    return step, total, {
+        "loss": sum(v["loss"] for v in per_seed.values()) / n,
+        "dead": sum(v["dead"] for v in per_seed.values()) / n,
+        "per_seed": per_seed,
+        "tokens_per_second": sum(rates) / len(rates)}
+
+
+def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: Events,
+              memory_budget: int | None, threads: int) -> list[RunOutcome]:
+    """Train each part in a worker (len(parts) workers of `threads` threads); the outcomes
+    in the order of the parts' runs. Each worker gets an equal share of the memory budget."""
+    from saefast import memory
+
+    workers = _pool(len(parts), threads)
+    device = parts[0][0].config.model.device
+    share = (memory_budget or memory.available_bytes(device)) // len(parts)
+    for w, part in zip(workers, parts):
+        w.send((part, data, out_dir, share))
+    results: dict[int, list[RunOutcome]] = {}
+    latest: dict[int, tuple[int, int, dict]] = {}
+    while len(results) < len(parts):
+        index, kind, payload = _inbox.get()
+        if kind == "step":
+            latest[index] = payload
+            events.run_step(*merged_stats(latest))
+        elif kind == "done":
+            results[index] = payload
+        else:  # "error" (the worker's traceback) or "exit" (it died)
+            shutdown()
+            names = ", ".join(r.name for r in parts[index])
+            detail = payload or f"the worker process exited (code {workers[index].proc.poll()})"
+            raise WorkerFailed(f"training {names} in a worker process failed: {detail}")
+    return [outcome for i in range(len(parts)) for outcome in results[i]]
+
+
+# ---------------------------------------------------------------------------- the worker
+
+
+class _PipeEvents:
+    """A worker's Events: step progress goes to the sweep; the other events are the sweep's."""
+
+    def __init__(self, out: IO[bytes], parent: int):
+        self.out, self.parent = out, parent
+
+    def run_step(self, step: int, total: int, stats: dict) -> None:
+        if os.getppid() != self.parent:  # the sweep was killed: stop, its checkpoints stay
+            os._exit(1)
+        _send(self.out, ("step", (step, total, stats)))
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _send(out: IO[bytes], message: tuple) -> None:
+    pickle.dump(message, out)
+    out.flush()
+
+
+def _worker_main(threads: int) -> None:
+    import traceback
+
+    import torch
+
+    out = os.fdopen(os.dup(1), "wb")  # messages; anything printed goes to stderr instead
+    os.dup2(2, 1)
+    torch.set_num_threads(threads)
+    from saefast import sweep
+
+    parent = os.getppid()
+    tasks = sys.stdin.buffer
+    while True:
+        try:
+            runs, data, out_dir, budget = pickle.load(tasks)
+        except EOFError:
+            return
+        try:
+            outcomes = sweep.run_pass_here(runs, data, out_dir, events=_PipeEvents(out, parent),
+                                           memory_budget=budget)
+        except Exception as e:  # noqa: BLE001 - reported to the sweep, which raises
+            _send(out, ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            continue
+        _send(out, ("done", outcomes))
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]))

@@ -1,0 +1,214 @@
+"""Threads and processes (issue 13): where a pass's seeds run never changes a seed's weights,
+progress of parallel seeds reaches Events, and two sweeps on one cold cache share it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from saefast import sweep, threads
+from saefast.config import SAEConfig, TrainConfig
+from saefast.errors import ConfigError
+from saefast.experiment import Experiment, expand
+from saefast.train import train_saes
+
+HOOK = "blocks.0.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
+    return path
+
+
+def test_small_dictionaries_go_to_workers_large_ones_and_streams_stay():
+    small = dict(steps=10_000, batch_size=256, threads=2)
+    assert threads.plan_pass(5, 128, 384, **small) == threads.PassPlan(2, 1)
+    assert threads.plan_pass(5, 128, 384, **{**small, "threads": 4}) == threads.PassPlan(4, 1)
+    assert threads.plan_pass(3, 128, 384, **{**small, "threads": 8}) == threads.PassPlan(3, 2)
+    assert threads.plan_pass(1, 128, 384, **small) == threads.PassPlan(1, 1)  # one seed: here
+    assert threads.plan_pass(5, 128, 384, **{**small, "steps": 4}) == threads.PassPlan(1, 1)
+    assert threads.plan_pass(5, 16384, 768, **small) == threads.PassPlan(1, 2)
+    assert threads.plan_pass(5, 128, 384, cached=False, **small) == threads.PassPlan(1, 2)
+    assert threads.plan_pass(5, 128, 384, device="cuda", **small) == threads.PassPlan(1, 2)
+    assert threads.plan_pass(5, 128, 384, **{**small, "threads": 1}) == threads.PassPlan(1, 1)
+
+
+def test_thread_budget_from_argument_then_environment(monkeypatch):
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.configured() == 3 and threads.configured(1) == 1
+    monkeypatch.setenv(threads.ENV, "many")
+    with pytest.raises(ConfigError, match="SAEFAST_THREADS"):
+        threads.configured()
+    with pytest.raises(ConfigError, match=">= 1"):
+        threads.configured(0)
+
+
+def test_split_is_contiguous_and_balanced():
+    assert threads.split([1, 2, 3, 4, 5], 2) == [[1, 2, 3], [4, 5]]
+    assert threads.split([1, 2], 4) == [[1], [2]]
+
+
+def _weights(results):
+    return [r.sae.state_dict() for r in results]
+
+
+def test_a_seed_is_the_same_alone_in_a_group_and_with_1_or_2_threads():
+    x = torch.randn(3000, 64, generator=torch.Generator().manual_seed(0)) * 2 + 0.5
+    cfg = TrainConfig(epochs=2, batch_size=128)
+    runs = {}
+    for n_threads in (1, 2):
+        with threads.torch_threads(n_threads):
+            runs[n_threads, "group"] = _weights(train_saes(x[:2500], x[2500:], SAEConfig(96, 4), cfg, [1, 2, 3]))
+            runs[n_threads, "alone"] = _weights(train_saes(x[:2500], x[2500:], SAEConfig(96, 4), cfg, [2]))
+    reference = runs[1, "alone"][0]
+    for key, w in runs.items():
+        got = w[1] if key[1] == "group" else w[0]
+        for name, value in reference.items():
+            assert torch.equal(got[name], value), (key, name)
+
+
+def _runs(corpus, seeds, tmp_cache):
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "model.context_length": 32,
+                           "data.corpus": str(corpus), "data.tokens": 2000, "sae.n_features": 48,
+                           "sae.k": 4, "train.epochs": 2, "train.batch_size": 64},
+                     grid={"train.seed": seeds})
+    return expand(exp)
+
+
+def _run_weights(out, runs):
+    return {r.name: load_file(str(out / "runs" / r.name / "sae_weights.safetensors")) for r in runs}
+
+
+class _Steps(sweep.Events):
+    def __init__(self):
+        self.steps = []
+
+    def run_step(self, step, total, stats):
+        self.steps.append((step, total, stats))
+
+
+def test_seeds_in_worker_processes_equal_the_seeds_trained_here(corpus, tmp_path, monkeypatch):
+    from saefast.data.harvest import harvest
+
+    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(threads, "MIN_PARALLEL_WORK", 0)  # this tiny pass would stay here
+    store = harvest("tiny", [HOOK], str(corpus), 2000, context_length=32)[HOOK]
+    runs = _runs(corpus, [1, 2, 3], tmp_path)
+    events = _Steps()
+    parallel = sweep.run_pass(runs, store, tmp_path / "par", events=events, threads=2)
+    assert [o.status for o in parallel] == ["done"] * 3
+    assert [o.spec.name for o in parallel] == [r.name for r in runs]
+    info = json.loads((tmp_path / "par" / "runs" / runs[0].name / "run.json").read_text())
+    assert info["timings"]["seeds_trained_together"] == 2  # seeds 1, 2 in one worker; 3 in the other
+    with threads.torch_threads(2):
+        sweep.run_pass_here(runs, store, tmp_path / "here")
+    sweep.run_pass(runs[1:2], store, tmp_path / "alone", threads=1)
+    par, here, alone = (_run_weights(tmp_path / d, runs) if d != "alone" else
+                        _run_weights(tmp_path / d, runs[1:2]) for d in ("par", "here", "alone"))
+    for name in par:
+        for key in par[name]:
+            assert torch.equal(par[name][key], here[name][key]), (name, key)
+    for key in alone[runs[1].name]:
+        assert torch.equal(alone[runs[1].name][key], par[runs[1].name][key]), key
+    # progress of the parallel seeds reached the parent's Events, every seed in it
+    assert events.steps, "no step progress from the workers"
+    step, total, stats = events.steps[-1]
+    assert step == total and set(stats["per_seed"]) == {1, 2, 3}
+    assert not (tmp_path / "par" / "runs" / ".checkpoints").exists() or not any(
+        (tmp_path / "par" / "runs" / ".checkpoints").iterdir())
+
+
+def test_progress_of_parts_merges_to_the_slowest_step():
+    from saefast.seed_pool import merged_stats
+
+    step, total, stats = merged_stats({
+        0: (10, 20, {"per_seed": {1: {"loss": 1.0, "dead": 0.0}}, "tokens_per_second": 100.0}),
+        1: (7, 20, {"per_seed": {2: {"loss": 3.0, "dead": 0.5}}, "tokens_per_second": 50.0})})
+    assert (step, total) == (7, 20)
+    assert stats["loss"] == 2.0 and stats["dead"] == 0.25 and set(stats["per_seed"]) == {1, 2}
+
+
+def _sweep_cmd(corpus, out, cache):
+    return [sys.executable, "-m", "saefast.cli.main", "sweep", "--model", "tiny", "--hook", HOOK,
+            "--corpus", str(corpus), "--tokens", "1500", "--features", "16", "--k", "2",
+            "--epochs", "2", "--seeds", "2", "--out", str(out), "--cache-dir", str(cache)]
+
+
+def test_two_sweeps_on_one_cold_cache_both_finish_with_the_results_of_one(corpus, tmp_path):
+    from saefast.data.store import load_activations
+
+    env = {**os.environ, "COLUMNS": "200"}
+    procs = [subprocess.Popen(_sweep_cmd(corpus, tmp_path / f"out{i}", tmp_path / "shared"), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (1, 2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    alone = subprocess.run(_sweep_cmd(corpus, tmp_path / "alone", tmp_path / "own"), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    names = sorted(p.name for p in (tmp_path / "alone" / "runs").iterdir() if not p.name.startswith("."))
+    assert len(names) == 2
+    for out in ("out1", "out2"):
+        for name in names:
+            a = load_file(str(tmp_path / out / "runs" / name / "sae_weights.safetensors"))
+            b = load_file(str(tmp_path / "alone" / "runs" / name / "sae_weights.safetensors"))
+            assert all(torch.equal(a[k], b[k]) for k in b), (out, name)
+    (shared,) = (tmp_path / "shared" / "activations").iterdir()
+    (own,) = (tmp_path / "own" / "activations").iterdir()
+    assert torch.equal(load_activations(shared), load_activations(own))
+    meta = json.loads((shared / "meta.json").read_text())
+    assert meta["n_tokens"] == json.loads((own / "meta.json").read_text())["n_tokens"]
+    assert not [p for p in shared.iterdir() if p.name.endswith(".tmp")]  # no temp file left
+
+
+def test_a_second_writer_waits_for_the_lock_and_says_so(tmp_path):
+    import threading
+
+    from saefast.data.store import write_lock
+
+    store = tmp_path / "store"
+    said, order = [], []
+
+    def second():
+        with write_lock([store], said.append):
+            order.append("second")
+
+    with write_lock([store]):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.5)
+        order.append("first done")
+    t.join(5)
+    assert order == ["first done", "second"]
+    assert said == [f"waiting for another saefast process writing {store}"]
+
+
+def test_an_error_in_a_worker_is_raised_in_the_sweep_not_a_hang(corpus, tmp_path):
+    from saefast import seed_pool
+
+    runs = _runs(corpus, [1, 2], tmp_path)
+    with pytest.raises(seed_pool.WorkerFailed, match="in a worker process failed: .*"):
+        seed_pool.run_parts([runs[:1], runs[1:]], tmp_path / "no-store", tmp_path / "out",
+                            events=sweep.Events(), memory_budget=2**30, threads=1)
+    seed_pool.shutdown()
+
+
+def test_cli_info_shows_the_threads_and_sweep_refuses_zero(capsys, tmp_path):
+    from saefast.cli.main import main
+
+    with threads.torch_threads(torch.get_num_threads()):  # the CLI sets them process-wide
+        assert main(["info", "--threads", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "torch_intra_op_threads" in out and "3 worker processes x 1 thread(s)" in out
+        assert main(["sweep", "--threads", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "threads must be >= 1, got 0" in capsys.readouterr().err
