@@ -138,7 +138,7 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
         return
     table = _compact_table(escape(f"{_plural(len(runs), 'run')}{already} -> {out}; to train: "
                                   f"{_plural(est['runs'], 'run')} in {_plural(est['groups'], 'group')}"))
-    table.add_column("group", no_wrap=True)
+    table.add_column("group", overflow="fold", min_width=12)
     for col in ("seeds", "model", "corpus", "epochs", "passes", "memory"):
         table.add_column(col, justify="right")
     for row in est["rows"]:
@@ -190,7 +190,7 @@ def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
         "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
         "beating it does not yet mean the same features were found. cov / act: dictionaries "
         "shaped like the activations, the nulls that matter. -: not computed.")
-    table.add_column("group", no_wrap=True)
+    table.add_column("group", overflow="fold", min_width=12)
     for col in ("iso", "cov", "act"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
@@ -212,7 +212,7 @@ def _print_equivalence(console: Console, rows: list[dict]) -> None:
         "held-out activations [90%]. same: features whose max-correlation partner is their "
         "decoder partner. both: pairs the correlation matching and the decoder matching both "
         "pick. -: not computed (see stability.json summary.equivalence.skipped).")
-    table.add_column("group", no_wrap=True)
+    table.add_column("group", overflow="fold", min_width=12)
     for col in ("shared", "r", "same", "both"):
         table.add_column(col, justify="right", no_wrap=True)
 
@@ -242,7 +242,7 @@ def _print_nulls(console: Console, rows: list[dict]) -> None:
         "the training activations' covariance) / activations (centred activations of distinct "
         "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
         "-: not computed (no activation store, or too few distinct tokens: see stability.json).")
-    table.add_column("group", no_wrap=True)
+    table.add_column("group", overflow="fold", min_width=12)
     for col in ("null medians", "over cov", "over act"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
@@ -261,7 +261,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
         "fraction of matched pairs at or above. null: the same matching of random isotropic "
         "unit dictionaries of the same shapes (a null shaped like the activations is higher).")
-    stab.add_column("group", no_wrap=True)
+    stab.add_column("group", overflow="fold", min_width=12)
     for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
@@ -277,7 +277,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         "training",
         "dead: never fired on the training tokens. cos to init: decoder rows vs their random "
         "init (near 1: barely trained). FVU: held-out fraction of variance unexplained.")
-    health.add_column("group", no_wrap=True)
+    health.add_column("group", overflow="fold", min_width=12)
     for col in ("runs", "dead", "cos to init", "FVU"):
         health.add_column(col, justify="right", no_wrap=True)
     for row in rows:
