@@ -376,4 +376,37 @@ def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: 
             act = activation_block(saes, pairs, held_out, source=source or "")
         except NotImplementedError as e:
             skipped.append(f"activation correlation: {e}")
-    return {"encoder": enc, "activation": act, "skipped": skipped}
+    return {"encoder": enc, "activation": act, "skipped": skipped,
+            "agreement": agreement(pairs, len(saes))}
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+_VIEWS = {  # per-pair values of each view, aligned with the decoder matching's pairs
+    "decoder": lambda p: p.get("all_cosines"),
+    "encoder": lambda p: (p.get("encoder") or {}).get("cosines"),
+    "activation": lambda p: (p.get("activation") or {}).get("r"),
+    "effect": lambda p: (p.get("ablation") or {}).get("effect_r"),
+}
+
+
+def agreement(pairs: list[dict], n_runs: int) -> dict:
+    """Do the views rank the matched pairs alike? For every two views present in every pair:
+    Spearman's rho between them over one pair's matched features, averaged over pairs, with
+    its delete-one-run jackknife interval ({"decoder~activation": {estimate, ci, ...}})."""
+    from scipy.stats import spearmanr
+
+    have = [v for v, get in _VIEWS.items() if pairs and all(get(p) is not None for p in pairs)]
+    out = {}
+    for n, a in enumerate(have):
+        for b in have[n + 1:]:
+            rho = {}
+            for p in pairs:
+                x, y = np.asarray(_VIEWS[a](p), float), np.asarray(_VIEWS[b](p), float)
+                ok = len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0
+                rho[p["index_a"], p["index_b"]] = [spearmanr(x, y)[0] if ok else np.nan]
+            if all(np.isfinite(v[0]) for v in rho.values()):
+                out[f"{a}~{b}"] = _interval(rho, n_runs, inf.mean())
+    return {"method": "Spearman's rho between two views' values over one pair's decoder-matched "
+                      "features, mean over pairs, 90 % delete-one-run jackknife", **out}

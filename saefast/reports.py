@@ -190,7 +190,11 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
                       solver=solver, baseline=baseline, progress=progress)
     if ablation is not None:
+        from saefast.equivalence import agreement
+
         report["summary"]["ablation"] = _ablation(run_dirs, report, ablation)
+        report["summary"]["equivalence"]["agreement"] = agreement(  # now with the effects
+            report["pairs"], report["summary"]["n_runs"])
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
                                    solver=solver, plots=plots, baseline=baseline, nulls=source)
     return _write(report, Path(out_dir), plots=plots, stamp={})

@@ -141,6 +141,11 @@ def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
         r = p["ablation"]["effect_r"]
         assert len(r) == p["n_matched_pairs"] and all(-1 <= x <= 1 for x in r)
     assert len(abl["attribution_check"]["features"]) == 8
+    agree = rep["summary"]["equivalence"]["agreement"]
+    assert {"decoder~encoder", "decoder~effect", "encoder~effect"} <= set(agree)  # no --acts: no activation view
+    from scipy.stats import spearmanr
+    want = np.mean([spearmanr(p["all_cosines"], p["ablation"]["effect_r"])[0] for p in rep["pairs"]])
+    assert agree["decoder~effect"]["estimate"] == pytest.approx(want)
     rc = main(["analyze", *map(str, runs), "--out", str(tmp_path / "b"), "--ablation-tokens",
                "100", "--hook", "blocks.9.hook_resid_pre"])
     assert rc == 2 and "hook" in capsys.readouterr().err
