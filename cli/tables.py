@@ -369,7 +369,13 @@ def print_report(console: Console, report: dict, title: str) -> None:
     for line in evidence_lines(s.get("evidence")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     abl = s.get("ablation")
-    if abl:
+    if abl and "splice_output" in abl:
+        moves = ", ".join(f"{x['relative_change']:.3f}" for x in abl["splice_output"])
+        console.print(f"ablation on {abl['tokens']:,} tokens of {abl['corpus']} ({abl['model']} "
+                      f"has no loss): the pooled output moves by {moves} of its norm when "
+                      "spliced; per-feature effects skipped", markup=False, highlight=False,
+                      soft_wrap=True)
+    elif abl:
         splices = ", ".join(f"{x['increase']:+.3f}" for x in abl["splice"])
         med, chk = abl["effect_r_median"], abl["attribution_check"]
         ci = f" [{med['ci'][0]:.2f}, {med['ci'][1]:.2f}]" if med.get("ci") else ""

@@ -16,9 +16,9 @@ next-token loss the same way. Through TransformerLens hooks on a causal LM:
   and compared with sum_t e_f(t) (correlation and median relative error).
 
 Effects are on the clean model (the hook's true activations minus the feature's part), not
-on the spliced one. Models without a language-model loss (MiniLM, an encoder) are refused
-with the reason: their final output has no scalar whose gradient is not zero at the clean
-point.
+on the spliced one. Bidirectional models (MiniLM, which loads as a masked LM) are refused with the reason: their
+"next-token loss" sees the next token. Their final output has no scalar loss whose gradient
+is not zero at the clean point, so there is no ablation measure for them here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ import torch
 
 from .errors import ModelError
 from . import equivalence as eq
+
+
+def require_causal(lm, name: str) -> None:
+    """ModelError unless lm is a causal LM: a bidirectional model (MiniLM loads as a masked LM)
+    has logits, but its "next-token loss" sees the next token and measures nothing."""
+    direction = getattr(getattr(lm, "cfg", None), "attention_dir", "causal")
+    if direction != "causal":
+        raise ModelError(f"ablation needs a causal language model; '{name}' is {direction} (a "
+                         "masked or encoder model), so its next-token loss means nothing: use "
+                         "gemma-270m offline, or gpt2 / pythia with a network")
 
 
 def _loss(lm, ids: torch.Tensor, hook: str, fn=None) -> torch.Tensor:
@@ -73,9 +83,45 @@ def splice(lm, hook: str, sae, ids: torch.Tensor, keep: torch.Tensor | None = No
             "fraction_recovered": (zero - spliced) / (zero - clean) if zero != clean else None}
 
 
+def _final_output(lm, ids: torch.Tensor, hook: str, fn=None) -> torch.Tensor:
+    """[b, d] the mean over positions of the last block's residual output (a sentence
+    embedding, as MiniLM's is pooled), with `fn` at the hook or clean."""
+    last = f"blocks.{int(lm.cfg.n_layers) - 1}.hook_resid_post"
+    seen = {}
+
+    def grab(act, hook=None):
+        seen["h"] = act.detach().float()
+        return act
+
+    hooks = ([] if fn is None else [(hook, lambda act, hook=None: fn(act))]) + [(last, grab)]
+    with torch.no_grad():
+        lm.run_with_hooks(ids, fwd_hooks=hooks)
+    return seen["h"].mean(1)
+
+
+def splice_output(lm, hook: str, sae, ids: torch.Tensor, keep: torch.Tensor | None = None) -> dict:
+    """For a bidirectional (encoder) model, which has no loss to compare: how far the spliced
+    final output moves from the clean one. {relative_change: mean over sequences of
+    |h_spliced - h| / |h| of the pooled last-layer output, cosine: of h_spliced with h,
+    zero_relative_change: the same with the hook's activations at 0, fraction_recovered: 1 -
+    relative_change / zero_relative_change}."""
+    clean = _final_output(lm, ids, hook)
+    spliced = _final_output(lm, ids, hook, lambda act: _at(act, keep, lambda r: _reconstruct(sae, r)))
+    zero = _final_output(lm, ids, hook, lambda act: _at(act, keep, torch.zeros_like))
+
+    def rel(x):
+        return float(((x - clean).norm(dim=1) / clean.norm(dim=1)).mean())
+
+    r, rz = rel(spliced), rel(zero)
+    return {"relative_change": r, "zero_relative_change": rz,
+            "cosine": float(torch.nn.functional.cosine_similarity(spliced, clean).mean()),
+            "fraction_recovered": 1 - r / rz if rz > 0 else None}
+
+
 def hook_gradient(lm, hook: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x [b, L, d], g [b, L, d]): the hook's clean activations and the gradient of the
     summed loss with respect to them."""
+    require_causal(lm, getattr(getattr(lm, "cfg", None), "model_name", "the model"))
     seen = {}
 
     def grab(act):
@@ -187,6 +233,15 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
     lm, info = load_model(model, cache_dir=cache_dir)
     check_hooks([hook], info["hook_names"])
     ids, keep = eval_tokens(lm, corpus, n_tokens, context_length, info)
+    if getattr(lm.cfg, "attention_dir", "causal") != "causal":
+        return {"method": "a bidirectional model has no loss: splice_output is how far the "
+                          "pooled last-layer output moves when the hook's activations are "
+                          "replaced by the SAE's reconstruction (non-special positions)",
+                "model": model, "hook": hook, "corpus": corpus, "tokens": int(keep.sum()),
+                "splice_output": [dict(run=s.name, **splice_output(lm, hook, s, ids, keep))
+                                  for s in saes],
+                "skipped": ["per-feature effects and their attribution check: "
+                            f"'{model}' is {lm.cfg.attention_dir}, with no loss to attribute"]}
     x, g = hook_gradient(lm, hook, ids)
     effects = [feature_effects(s, x, g, keep) for s in saes]
     per_pair = {}

@@ -149,3 +149,34 @@ def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
     rc = main(["analyze", *map(str, runs), "--out", str(tmp_path / "b"), "--ablation-tokens",
                "100", "--hook", "blocks.9.hook_resid_pre"])
     assert rc == 2 and "hook" in capsys.readouterr().err
+
+
+def test_a_bidirectional_model_is_refused_before_anything_runs():
+    """MiniLM loads as a masked LM with logits: its next-token loss would be computed, and
+    would mean nothing. The model's attention direction decides."""
+    class Masked:
+        cfg = type("Cfg", (), {"attention_dir": "bidirectional"})()
+    with pytest.raises(ab.ModelError, match="bidirectional"):
+        ab.require_causal(Masked(), "minilm")
+    ab.require_causal(load_model("tiny")[0], "tiny")  # causal: accepted
+
+
+def test_a_bidirectional_model_gets_the_output_splice_instead(lm, ids, monkeypatch):
+    """An encoder model has no loss: the block reports how far the pooled last-layer output
+    moves when spliced (0 for a lossless SAE) and skips the per-feature effects, saying why."""
+    model, d = lm
+    exact = ab.splice_output(model, HOOK, signed_basis(d), ids)
+    assert exact["relative_change"] == pytest.approx(0, abs=1e-4)
+    assert exact["fraction_recovered"] == pytest.approx(1, abs=1e-4)
+    assert exact["zero_relative_change"] > 0.1
+    import saefast.data.models as M
+
+    monkeypatch.setattr(model.cfg, "attention_dir", "bidirectional")
+    monkeypatch.setattr(M, "load_model", lambda name, **k: (model, {
+        "hook_names": sorted(model.hook_dict), "n_ctx": 128, "name": "tiny"}))
+    sae = signed_basis(d)
+    sae.name = "lossless"
+    block = ab.ablation_block([sae], [], model="tiny", hook=HOOK, corpus="python-docs",
+                              n_tokens=64, context_length=32)
+    assert block["splice_output"][0]["relative_change"] == pytest.approx(0, abs=1e-4)
+    assert "bidirectional" in block["skipped"][0]
