@@ -140,9 +140,16 @@ def _held_out(run_dirs, source) -> tuple:
     from saefast.data.store import StoreSource
 
     if source is None or source.store is None:
-        why = source.reason if source is not None and source.reason else report_nulls.NEED_ACTS
-        return None, why.replace("covariance and activation nulls need",
-                                 "held-out activations come from"), None
+        infos = [report_nulls.run_info(r) for r in run_dirs]
+        mixed = report_nulls.mixed_data(infos)
+        if mixed:
+            why = f"{mixed}: there is no one set of held-out tokens to correlate on"
+        elif any(str(i.get("activation_store", "")).startswith("stream") for i in infos):
+            why = "the runs streamed their activations, so no store holds their held-out tokens"
+        else:
+            why = ("the held-out activations come from the runs' activation store: pass "
+                   "--acts STORE_DIR")
+        return None, why, None
     span = equivalence.held_out_rows([report_nulls.run_info(r) for r in run_dirs], source.store)
     if isinstance(span, str):
         return None, span, None

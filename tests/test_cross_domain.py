@@ -53,6 +53,8 @@ def test_analyze_across_domains_matches_with_the_isotropic_null_only(domains, tm
         assert "different corpora (math, python-docs)" in nulls["kinds"][kind]["reason"]
     (line,) = [x for x in captured.out.splitlines() if x.startswith("not computed:")]
     assert "different corpora" in line
+    skipped = report["summary"]["equivalence"]["skipped"]  # no shared held-out tokens either
+    assert any("different corpora" in x and "held-out" in x for x in skipped), skipped
     # a store cannot stand for two corpora: refused in one line, nothing written
     assert main(["analyze", *map(str, given), "--out", str(tmp_path / "y"), "--acts",
                  str(stores[0])]) == 2
