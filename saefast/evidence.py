@@ -33,6 +33,7 @@ NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / 
 NEAREST_NULL_MIN = 4000  # nearest cosines per side of a null pair shape, at least
 FIRE_BINS = 10  # deciles of firing frequency
 _BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
+NULL_CURVE_WORK = 1 << 30  # null seed-count curve: sum over null pairs of n_a n_b, at most
 
 METHOD = {
     "unit": "the run (seed): S runs make S(S-1)/2 pairs that share runs, and one pair's matched "
@@ -68,7 +69,9 @@ METHOD = {
     "seed_count_curve": "for N = 2..S runs: the share of a run's features matched (at the "
                         "threshold / BY-significant) in all N-1 others and in at least half; "
                         "mean over runs and choices of runs, jackknife over runs; null: the "
-                        "same on S null dictionaries of the runs' sizes, matched pairwise",
+                        "same on null dictionaries of the runs' sizes, matched pairwise (all "
+                        "S of them, or null_runs >= 3 when S pairwise matchings would exceed "
+                        "2^30 n_a n_b of work)",
 }
 
 
@@ -257,10 +260,24 @@ def _beyond_chance_curve(pairs, sizes, under: dict) -> dict:
                                 level=LEVEL)
 
 
+def null_curve_runs(sizes: Sequence[int]) -> int:
+    """How many null dictionaries the null seed-count curve matches pairwise: all S runs'
+    sizes while the matchings' work (sum of n_a n_b over pairs) stays under NULL_CURVE_WORK,
+    else the first S' that fit (at least 3). 20 seeds x 16,384 features would otherwise be
+    190 null matchings per null (~10 min each null on 2 cores) for a curve that is ~0."""
+    for s in range(len(sizes), 3, -1):
+        work = sum(sizes[i] * sizes[j] for i in range(s) for j in range(i + 1, s))
+        if work <= NULL_CURVE_WORK:
+            return s
+    return min(3, len(sizes))
+
+
 def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
-    """The seed-count curve of S null dictionaries of the runs' sizes, matched pairwise
-    (memoised per sizes: deterministic, and the same for every group of that shape)."""
+    """The seed-count curve of null dictionaries of the runs' sizes (the first
+    `null_curve_runs` of them), matched pairwise (memoised per sizes: deterministic, and the
+    same for every group of that shape). `null_runs` says how many."""
     sizes = tuple(len(r) for r in rows)
+    sizes = sizes[:null_curve_runs(sizes)]
     if sizes not in nulls.curves:
         nulls.curves[sizes] = _compute_null_curves(sizes, nulls, t)
     return nulls.curves[sizes]
@@ -279,7 +296,8 @@ def _compute_null_curves(sizes: tuple[int, ...], nulls: _Nulls, t: float) -> dic
                           "threshold": t, "significant_by": pv["by"].tolist()})
     return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL),
             "null_beyond_chance": rec.seed_count_curve(
-                *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL)}
+                *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL),
+            "null_runs": len(sizes)}
 
 
 def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], labels: Sequence[str],

@@ -169,7 +169,8 @@ def test_counts_nulls_and_curves_on_planted_runs():
         np.median([r["median"] for r in ev["redundancy"]["runs"]]), abs=0.1)  # random-ish runs
     curves = ev["seed_count_curve"]
     assert set(curves) == {"at_threshold", "beyond_chance", "null_at_threshold",
-                           "null_beyond_chance"}
+                           "null_beyond_chance", "null_runs"}
+    assert curves["null_runs"] == 4  # every run: 4 x 64 features is far below the cap
     real = [c["all"]["mean"] for c in curves["beyond_chance"]["curve"]]
     null = [c["all"]["mean"] for c in curves["null_beyond_chance"]["curve"]]
     assert real == sorted(real, reverse=True) and real[-1] > 0.2  # planted features recur
@@ -282,3 +283,20 @@ def test_a_report_holds_every_key_and_the_seed_count_png(tmp_path):
     assert live["by_fire_rate"]["n"] == 2 * sum(p["n_matched_pairs"] for p in rep["live_only"]["pairs"])
     stored = reports.load_report(tmp_path / "out")
     assert stored["summary"]["evidence"]["significance"] == ev["significance"]
+
+
+def test_the_null_seed_count_curve_is_capped_for_large_studies(monkeypatch):
+    """20 seeds x 16,384 features would be 190 null matchings per null: the null curve uses
+    the first runs whose pairwise work fits, at least 3, and says how many."""
+    assert evidence.null_curve_runs([16384] * 20) == 3
+    assert evidence.null_curve_runs([128] * 20) == 20
+    assert evidence.null_curve_runs([4096] * 20) == 11  # 55 pairs x 2^24 <= 2^30 < 66 x 2^24
+    g = np.random.default_rng(2)
+    runs = [make_run(population(0.5), g) for _ in range(5)]
+    monkeypatch.setattr(evidence, "NULL_CURVE_WORK", 3 * F * F)  # 3 runs' pairs fit, 4 do not
+    monkeypatch.setattr(evidence, "_MEMO", {})
+    ev, _, _ = run_evidence(runs)
+    curves = ev["seed_count_curve"]
+    assert curves["null_runs"] == 3
+    assert [c["n_runs"] for c in curves["null_at_threshold"]["curve"]] == [2, 3]
+    assert [c["n_runs"] for c in curves["at_threshold"]["curve"]] == [2, 3, 4, 5]
