@@ -176,7 +176,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acts", metavar="STORE_DIR",
                    help="the activation store the runs were trained on (a sweep's cache: "
                         "<cache>/activations/<model>__<hook>__...): adds the covariance and "
-                        "activation-sampled nulls; without it only the isotropic null")
+                        "activation-sampled nulls and the activation-correlation view on the "
+                        "runs' held-out tokens; without it only the isotropic null")
     p.add_argument("--ablation-tokens", type=int, default=0, metavar="N",
                    help="also measure ablation equivalence on N tokens of the corpus (causal "
                         "LMs: splice loss per run, per-token feature effects of every matched "
