@@ -28,14 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_json  # noqa: E402
 
 
-class _SAE:
-    def __init__(self, enc, dec, k):
-        self.encoder, self.decoder, self.k = enc, dec, k
-        self.b_enc = torch.zeros(enc.shape[0])
-        self.b_dec = torch.zeros(enc.shape[1])
-        self.n_features = enc.shape[0]
-
-
 def make_pair(F: int, d: int, k: int, shared: float, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     dec_a = torch.randn(F, d, generator=g)
@@ -45,7 +37,9 @@ def make_pair(F: int, d: int, k: int, shared: float, seed: int = 0):
                        torch.randn(F - n, d, generator=g)])
     dec_b = dec_b[torch.randperm(F, generator=g)]
     dec_b /= dec_b.norm(dim=1, keepdim=True)
-    return _SAE(dec_a.clone(), dec_a, k), _SAE(dec_b.clone(), dec_b, k)
+    from saefast.artifacts import LoadedSAE
+
+    return LoadedSAE.in_memory(dec_a.clone(), dec_a, k), LoadedSAE.in_memory(dec_b.clone(), dec_b, k)
 
 
 def activations(T: int, d: int, seed: int = 1) -> torch.Tensor:

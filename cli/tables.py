@@ -11,7 +11,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.markup import escape
 from rich.table import Table
 
-from saefast.cells import ci_cell, excess_cell, fmt as _fmt, fractions_cell, null_medians_cell, share_cell
+from saefast.cells import (NULL_KINDS, ci_cell, excess_cell, fmt as _fmt, fractions_cell,
+                           null_medians_cell, share_cell, value_cell)
 from saefast.experiment import RunSpec
 from saefast.plan import HarvestJob
 from saefast.sweep import Events, RunOutcome
@@ -195,8 +196,7 @@ def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         by = row.get("beyond_chance") or {}
-        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in
-                                              ("isotropic", "covariance", "activations")))
+        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in NULL_KINDS))
     console.print(table)
 
 
@@ -215,19 +215,11 @@ def _print_equivalence(console: Console, rows: list[dict]) -> None:
     table.add_column("group", overflow="fold", min_width=12)
     for col in ("shared", "r", "same", "both"):
         table.add_column(col, justify="right", no_wrap=True)
-
-    def cell(x, ci=None):
-        if x is None:
-            return "-"
-        out = f"{x:.2f}".replace("0.", ".")
-        if ci and all(c is not None and c == c for c in ci):
-            out += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
-        return out
-
     for row in rows:
         e = row["equivalence"]
-        table.add_row(escape(row["group"]), cell(e["shared"], e["shared_ci"]),
-                      cell(e["r"], e["r_ci"]), cell(e["same_partner"]), cell(e["agreement"]))
+        table.add_row(escape(row["group"]), value_cell(e["shared"], e["shared_ci"]),
+                      value_cell(e["r"], e["r_ci"]), value_cell(e["same_partner"]),
+                      value_cell(e["agreement"]))
     console.print(table)
 
 

@@ -32,10 +32,14 @@ from .errors import ModelError
 from . import equivalence as eq
 
 
+def _direction(lm) -> str:
+    return getattr(getattr(lm, "cfg", None), "attention_dir", "causal")
+
+
 def require_causal(lm, name: str) -> None:
     """ModelError unless lm is a causal LM: a bidirectional model (MiniLM loads as a masked LM)
     has logits, but its "next-token loss" sees the next token and measures nothing."""
-    direction = getattr(getattr(lm, "cfg", None), "attention_dir", "causal")
+    direction = _direction(lm)
     if direction != "causal":
         raise ModelError(f"ablation needs a causal language model; '{name}' is {direction} (a "
                          "masked or encoder model), so its next-token loss means nothing: use "
@@ -66,8 +70,7 @@ def _at(act: torch.Tensor, keep: torch.Tensor | None, fn) -> torch.Tensor:
 def _reconstruct(sae, rows: torch.Tensor) -> torch.Tensor:
     from . import ops
 
-    v, i = ops.topk_encode(rows.float() - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
-    return ops.sparse_decode(v, i, sae.decoder, sae.b_dec)
+    return ops.sparse_decode(*eq.encode(sae, rows), sae.decoder, sae.b_dec)
 
 
 def splice(lm, hook: str, sae, ids: torch.Tensor, keep: torch.Tensor | None = None) -> dict:
@@ -137,13 +140,11 @@ def feature_effects(sae, x: torch.Tensor, g: torch.Tensor, keep: torch.Tensor | 
     """Attribution of every kept latent at every token: (effects [N, k], indices [N, k])
     with effects = -a (d . g), for the N `keep` positions (all b * L when None) of x and g
     [b, L, d]."""
-    from . import ops
-
     if keep is None:
         flat, gf = x.reshape(-1, x.shape[-1]).float(), g.reshape(-1, g.shape[-1]).float()
     else:
         flat, gf = x[keep].float(), g[keep].float()
-    v, i = ops.topk_encode(flat - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))  # [N, k]
+    v, i = eq.encode(sae, flat)  # [N, k]
     dots = torch.einsum("nkd,nd->nk", sae.decoder[i], gf)  # [N, k] d_f . g_t
     return (-v * dots).detach(), i
 
@@ -152,11 +153,9 @@ def exact_removal(lm, hook: str, sae, ids: torch.Tensor, features: Sequence[int]
                   keep: torch.Tensor | None = None) -> np.ndarray:
     """[len(features)] summed-loss change when each feature is removed at every (kept)
     token at once (x - sum_t a_f(t) d_f), on the clean model."""
-    from . import ops
-
     def without(rows, f):
         flat = rows.float()
-        v, i = ops.topk_encode(flat - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
+        v, i = eq.encode(sae, flat)
         a = (v * (i == f)).sum(1, keepdim=True)  # [N, 1] feature f's activation
         return flat - a * sae.decoder[f]
 
@@ -233,7 +232,7 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
     lm, info = load_model(model, cache_dir=cache_dir)
     check_hooks([hook], info["hook_names"])
     ids, keep = eval_tokens(lm, corpus, n_tokens, context_length, info)
-    if getattr(lm.cfg, "attention_dir", "causal") != "causal":
+    if _direction(lm) != "causal":
         return {"method": "a bidirectional model has no loss: splice_output is how far the "
                           "pooled last-layer output moves when the hook's activations are "
                           "replaced by the SAE's reconstruction (non-special positions)",
@@ -241,7 +240,7 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
                 "splice_output": [dict(run=s.name, **splice_output(lm, hook, s, ids, keep))
                                   for s in saes],
                 "skipped": ["per-feature effects and their attribution check: "
-                            f"'{model}' is {lm.cfg.attention_dir}, with no loss to attribute"]}
+                            f"'{model}' is {_direction(lm)}, with no loss to attribute"]}
     x, g = hook_gradient(lm, hook, ids)
     effects = [feature_effects(s, x, g, keep) for s in saes]
     per_pair = {}
@@ -251,9 +250,7 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
                                      saes[j].n_features, p["a_indices"], p["b_indices"])
         per_pair[i, j] = r
         p["ablation"] = {"effect_r": r.tolist(), "median_effect_r": float(np.median(r))}
-    data = inf.PairedRuns.from_dict(len(saes), per_pair)
-    med = (inf.jackknife(data, inf.median()) if len(saes) >= 3
-           else {"estimate": data.evaluate(inf.median()), "ci": None})
+    med = inf.run_interval(inf.PairedRuns.from_dict(len(saes), per_pair), inf.median())
     return {
         "method": "on the first tokens of the corpus (special tokens untouched): splice = "
                   "the hook's activations replaced by the SAE's reconstruction; effect of "

@@ -158,6 +158,19 @@ class LoadedSAE:
     b_enc: torch.Tensor | None = None
     b_dec: torch.Tensor | None = None
 
+    @classmethod
+    def in_memory(cls, encoder: torch.Tensor, decoder: torch.Tensor, k: int, *,
+                  b_enc: torch.Tensor | None = None, b_dec: torch.Tensor | None = None,
+                  name: str = "in-memory") -> "LoadedSAE":
+        """An SAE given by its weights (W_enc, W_dec [F, d], rows are features; zero biases by
+        default), for the equivalence and ablation functions without a run directory."""
+        encoder, decoder = encoder.float(), decoder.float()
+        F, d = decoder.shape
+        return cls(path=Path(name), name=name, decoder=decoder, k=int(k), format="in-memory",
+                   dead=None, info={}, encoder=encoder,
+                   b_enc=torch.zeros(F) if b_enc is None else b_enc.float(),
+                   b_dec=torch.zeros(d) if b_dec is None else b_dec.float())
+
     @property
     def n_features(self) -> int:
         return self.decoder.shape[0]

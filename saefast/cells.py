@@ -36,15 +36,20 @@ def excess_cell(excess: dict | None) -> str:
     return f"{signed(excess['estimate'])} [{signed(ci[0])},{signed(ci[1])}]"
 
 
-def share_cell(entry: dict | None) -> str:
-    """".45 [.40,.50]": a share beyond chance with its interval; "-" when there is none."""
-    if not entry or entry.get("share") is None:
+def value_cell(value: float | None, ci=None) -> str:
+    """".45 [.40,.50]": a value in [0, 1] (a share, a correlation) with its interval when
+    there is one; "-" without a value."""
+    if value is None:
         return "-"
-    ci = entry.get("share_ci")
-    cell = f"{entry['share']:.2f}".replace("0.", ".")
+    cell = f"{value:.2f}".replace("0.", ".")
     if _finite(ci):
         cell += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
     return cell
+
+
+def share_cell(entry: dict | None) -> str:
+    """".45 [.40,.50]": a share beyond chance {share, share_ci}; "-" when there is none."""
+    return value_cell((entry or {}).get("share"), (entry or {}).get("share_ci"))
 
 
 def ci_cell(ci) -> str:

@@ -65,12 +65,7 @@ METHOD = {
 
 
 def _interval(per_pair: dict, n_runs: int, stat: inf.Statistic) -> dict:
-    data = inf.PairedRuns.from_dict(n_runs, per_pair)
-    if n_runs < 3:
-        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": LEVEL,
-                "method": "none: fewer than 3 runs"}
-    jk = inf.jackknife(data, stat, level=LEVEL)
-    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+    return inf.run_interval(inf.PairedRuns.from_dict(n_runs, per_pair), stat, level=LEVEL)
 
 
 def pair_encoder_cosines(enc_a: torch.Tensor, enc_b: torch.Tensor, a_idx, b_idx) -> np.ndarray:
@@ -94,11 +89,7 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
         i, j = p["index_a"], p["index_b"]
         a, b = saes[i].encoder, saes[j].encoder
         c = pair_encoder_cosines(a, b, p["a_indices"], p["b_indices"])
-        ia = np.asarray(p["a_indices"], dtype=np.int64)
-        ib = np.asarray(p["b_indices"], dtype=np.int64)
-        m = match_decoders(a[torch.as_tensor(ia)] if p.get("mode") == "live_only" else a,
-                           b[torch.as_tensor(ib)] if p.get("mode") == "live_only" else b,
-                           solver=solver)
+        m = match_decoders(a, b, solver=solver)  # full reports: every feature
         dec = np.asarray(p["all_cosines"], dtype=np.float64)
         key = (i, j)
         enc_cos[key], matched[key] = c, m.cosines
@@ -122,14 +113,19 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
 # ---------------------------------------------------------------------------- codes
 
 
-def sparse_codes(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SAE's k-sparse codes of x [T, d]: (values [T, k] float32 >= 0, indices [T, k])."""
+def encode(sae, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TopK(relu(W_enc (x - b_dec) + b_enc)) of rows [N, d] for an SAE with encoder fields
+    (`artifacts.LoadedSAE`): (values [N, k] float32 >= 0, indices [N, k])."""
     from . import ops
 
+    return ops.topk_encode(rows.float() - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
+
+
+def sparse_codes(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAE's k-sparse codes of x [T, d]: (values [T, k] float32 >= 0, indices [T, k])."""
     vals, idx = [], []
     for s in range(0, x.shape[0], ENCODE_ROWS):
-        v, i = ops.topk_encode(x[s:s + ENCODE_ROWS] - sae.b_dec, sae.encoder, sae.b_enc,
-                               int(sae.k))
+        v, i = encode(sae, x[s:s + ENCODE_ROWS])
         vals.append(v), idx.append(i)
     return torch.cat(vals), torch.cat(idx)
 
@@ -263,8 +259,9 @@ class CorrelationScores:
         miss = np.flatnonzero(~known)
         if len(miss):
             need, where = np.unique(np.asarray(rows)[miss], return_inverse=True)
-            for s0 in range(0, len(need), max(1, BLOCK_ELEMS // self.m)):
-                blk = need[s0:s0 + max(1, BLOCK_ELEMS // self.m)]
+            block = max(1, BLOCK_ELEMS // self.m)
+            for s0 in range(0, len(need), block):
+                blk = need[s0:s0 + block]
                 full = correlation_rows(self.a, self.b, blk)  # [f, m]
                 sel = (where >= s0) & (where < s0 + len(blk))
                 out[miss[sel]] = full[where[sel] - s0, np.asarray(cols)[miss[sel]]]
@@ -310,8 +307,9 @@ def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
         ia = np.asarray(p["a_indices"], dtype=np.int64)
         ib = np.asarray(p["b_indices"], dtype=np.int64)
         r = pair_correlations(a, b, ia, ib)
-        best_b = correlation_topk(a, b, 1)[1][:, 0].numpy()  # [F_a] max-r partner in B
-        best_a = correlation_topk(b, a, 1)[1][:, 0].numpy()  # [F_b] max-r partner in A
+        _, row_idx, _, col_idx = correlation_topk(a, b, 1)  # one pass, both directions
+        best_b = row_idx[:, 0].numpy()  # [F_a] max-r partner in B
+        best_a = col_idx[:, 0].numpy()  # [F_b] max-r partner in A
         active = (a.std[ia] > 0) & (b.std[ib] > 0)  # never-active features have no partner
         hits = np.r_[(best_b[ia] == ib)[active], (best_a[ib] == ia)[active]].astype(float)
         ma, mb, mr, info = correlation_matching(a, b)
@@ -339,7 +337,7 @@ def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
 # ---------------------------------------------------------------------------- held-out data
 
 
-def held_out_rows(infos: Sequence[dict], store) -> tuple[int, int] | str:
+def held_out_rows(infos: Sequence[dict]) -> tuple[int, int] | str:
     """[start, end) of the runs' held-out tokens in their store (from run.json `tokens`),
     capped at MAX_HELD_OUT tokens, or the reason there are none."""
     spans = set()

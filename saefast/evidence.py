@@ -82,11 +82,7 @@ def _unit_np(x) -> np.ndarray:
 
 def _interval(data: inf.PairedRuns, stat: inf.Statistic) -> dict:
     """{estimate, ci, se, level, method}; ci/se None below 3 runs (no jackknife)."""
-    if data.n_runs < 3:
-        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": LEVEL,
-                "method": "none: fewer than 3 runs"}
-    jk = inf.jackknife(data, stat, level=LEVEL)
-    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+    return inf.run_interval(data, stat, level=LEVEL)
 
 
 def _indicator(count: int, n: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import base64
 import html
 from typing import Any, Iterable
 
-from .cells import NULL_KINDS, ci_cell, excess_cell, fmt, fractions_cell, share_cell
+from .cells import NULL_KINDS, ci_cell, excess_cell, fmt, fractions_cell, share_cell, value_cell
 from .reports import HEATMAP_PNG, HISTOGRAM_PNG, LIVE_ONLY_PREFIX, SEED_CURVE_PNG
 
 SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act"}
@@ -249,7 +249,7 @@ def _overview(summary: dict, groups: list[str]) -> str:
 
 
 def _share(row: dict, key: str, ci_key: str | None = None) -> str:
-    return share_cell({"share": row.get(key), "share_ci": row.get(ci_key) if ci_key else None})
+    return value_cell(row.get(key), row.get(ci_key) if ci_key else None)
 
 
 def _trend_fit(fit: dict | None) -> list[str] | None:
@@ -340,8 +340,8 @@ def _evidence_table(ev: dict | None) -> str:
         rows.append([
             kind,
             f"{sig.get('n_significant_by', '-')} of {sig.get('n_matched', '-')}",
-            share_cell({"share": share.get("estimate"), "share_ci": share.get("ci")}),
-            share_cell({"share": matched.get("estimate"), "share_ci": matched.get("ci")}),
+            value_cell(share.get("estimate"), share.get("ci")),
+            value_cell(matched.get("estimate"), matched.get("ci")),
             _curve_end((b.get("seed_count_curve") or {}).get("beyond_chance")),
             _num((b.get("nearest_null") or {}).get("nearest_median")),
         ])

@@ -187,6 +187,16 @@ def jackknife(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL
             "df": S - 1, "replicates": reps.tolist()}
 
 
+def run_interval(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL) -> dict:
+    """What a report states for a statistic of paired runs: {estimate, ci, se, level,
+    method}, the delete-one-run jackknife from 3 runs on; below that the estimate alone."""
+    if data.n_runs < 3:
+        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": level,
+                "method": "none: fewer than 3 runs"}
+    jk = jackknife(data, stat, level=level)
+    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+
+
 def jackknife_interval(reps: np.ndarray, estimate: float, S: int, level: float) -> dict:
     """{se, ci, bias} from delete-one-run replicates [S] (finite ones; NaN where nothing was
     left): SE = sqrt((n-1)/n sum (theta_(r) - mean)^2), ci = estimate +- t_{S-1} SE."""

@@ -123,7 +123,7 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
                                        "null only")
     if acts is None:
         named = [str(i.get("activation_store", "")) for i in infos]
-        if any(n.startswith("stream") for n in named):
+        if streamed(infos):
             return _streamed(infos)
         gone = sorted({n for n in named if n and not Path(n).is_dir()})
         if gone:
@@ -172,6 +172,11 @@ def mixed_data(infos: list[dict]) -> str | None:
             return (f"the runs trained on different {what} ({', '.join(names[:4])}"
                     f"{', ...' if len(names) > 4 else ''})")
     return None
+
+
+def streamed(infos: list[dict]) -> bool:
+    """Whether any of the runs (their run.json) streamed its activations (no store)."""
+    return any(str(i.get("activation_store", "")).startswith("stream") for i in infos)
 
 
 def _streamed(infos: list[dict]) -> NullSource:

@@ -144,13 +144,13 @@ def _held_out(run_dirs, source) -> tuple:
         mixed = report_nulls.mixed_data(infos)
         if mixed:
             why = f"{mixed}: there is no one set of held-out tokens to correlate on"
-        elif any(str(i.get("activation_store", "")).startswith("stream") for i in infos):
+        elif report_nulls.streamed(infos):
             why = "the runs streamed their activations, so no store holds their held-out tokens"
         else:
             why = ("the held-out activations come from the runs' activation store: pass "
                    "--acts STORE_DIR")
         return None, why, None
-    span = equivalence.held_out_rows([report_nulls.run_info(r) for r in run_dirs], source.store)
+    span = equivalence.held_out_rows([report_nulls.run_info(r) for r in run_dirs])
     if isinstance(span, str):
         return None, span, None
     start, end = span

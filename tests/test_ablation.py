@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from saefast import ablation as ab
+from saefast.artifacts import LoadedSAE
 from saefast.data.models import load_model
 
 HOOK = "blocks.1.hook_resid_pre"
 
 
-class _SAE:
-    def __init__(self, enc, dec, k, b_enc=None, b_dec=None):
-        self.encoder, self.decoder, self.k = enc.float(), dec.float(), k
-        self.b_enc = torch.zeros(enc.shape[0]) if b_enc is None else b_enc
-        self.b_dec = torch.zeros(enc.shape[1]) if b_dec is None else b_dec
-        self.n_features = enc.shape[0]
+_SAE = LoadedSAE.in_memory
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from saefast import equivalence as eq
+from saefast.artifacts import LoadedSAE
 from saefast.match import match_decoders
 
 
@@ -77,12 +78,7 @@ def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip, path
         assert info["k"] == 3 and info["edges"] < a.F * b.F  # it did not need every pair
 
 
-class _SAE:
-    def __init__(self, enc, dec, k):
-        self.encoder, self.decoder, self.k = enc, dec, k
-        self.b_enc = torch.zeros(enc.shape[0])
-        self.b_dec = torch.zeros(enc.shape[1])
-        self.n_features = enc.shape[0]
+_SAE = LoadedSAE.in_memory
 
 
 def test_encoder_matching_and_the_shared_criterion_count_what_they_say():
