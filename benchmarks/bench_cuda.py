@@ -1,7 +1,7 @@
 """saefast's CUDA path against PyTorch's own ops on the same GPU, in one run.
 
-    python benchmarks/bench_cuda.py [--sections encode,decode,step,cosine,train] [--json out.json]
-                                    [--budget-s 300]
+    python benchmarks/bench_cuda.py [--sections encode,decode,step,cosine,train,sweep,profile]
+                                    [--json out.json] [--budget-s 300]
 
 Sections (shapes from the CUDA issue: B=4096 tokens, d=768, k=32):
   encode   topk_encode forward, and forward+backward, at F = 16,384 and 65,536, against
@@ -224,6 +224,30 @@ def step_fns(F: int, p: str, dead_every: int = 10):
         opt.step()
         sae.normalize_decoder_()
 
+    # the same step replayed from a captured CUDA graph (what train_saes does by default)
+    from saefast.cuda_graphs import CudaGraphBackend, SeedStepGraphs
+    sae_g = TopKSAE(D, F, K, seed=1, device="cuda")
+    sae_g.matmul_dtype = sae.matmul_dtype
+    opt_g = torch.optim.Adam(sae_g.parameters(), lr=1e-4, fused=True)
+    since_g = since.clone()
+
+    def seed_step(i, xb, aux):
+        loss, n_dead = seed_loss_sync_free(sae_g, xb, since_g, 10**6, aux_k, 1 / 32, aux)
+        loss.backward()
+        sae_g.remove_parallel_grad_()
+        return loss, n_dead
+
+    graphs = SeedStepGraphs(lambda i: list(sae_g.parameters()), seed_step, B,
+                            CudaGraphBackend("cuda"))
+
+    def graphed():
+        since_g.copy_(since)  # the same dead latents every call
+        opt_g.zero_grad(set_to_none=True)
+        graphs.run(0, x, aux_on)
+        opt_g.step()
+        sae_g.normalize_decoder_()
+
+    graphed.graphs = graphs
     dense = DenseSAE(F, 1)
     opt_d = torch.optim.Adam(dense.parameters(), lr=1e-4, fused=True)
 
@@ -239,7 +263,7 @@ def step_fns(F: int, p: str, dead_every: int = 10):
         with torch.no_grad():
             W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
-    return ours, theirs
+    return ours, graphed, theirs
 
 
 def section_step() -> list[dict]:
@@ -249,14 +273,20 @@ def section_step() -> list[dict]:
         for p in PRECISIONS:
             if out_of_time():
                 return rows
-            ours, theirs = step_fns(16384, p, dead_every)
+            ours, graphed, theirs = step_fns(16384, p, dead_every)
             with precision(p):
-                t = timed({"saefast": ours, "torch dense": theirs}, rounds=5, reps=5)
+                t = timed({"saefast": ours, "saefast graphed": graphed, "torch dense": theirs},
+                          rounds=5, reps=5, warmup=4)  # graphs capture after 2 warm-up steps
             rows.append({"F": 16384, "AuxK": label, "precision": p,
-                         "saefast ms": t["saefast"] * 1e3, "torch dense ms": t["torch dense"] * 1e3,
+                         "saefast ms": t["saefast"] * 1e3,
+                         "saefast graphed ms": t["saefast graphed"] * 1e3,
+                         "torch dense ms": t["torch dense"] * 1e3,
                          "saefast tokens/s": B / t["saefast"],
+                         "graphed tokens/s": B / t["saefast graphed"],
                          "torch tokens/s": B / t["torch dense"],
-                         "speedup": t["torch dense"] / t["saefast"]})
+                         "speedup": t["torch dense"] / t["saefast"],
+                         "graphed speedup": t["torch dense"] / t["saefast graphed"],
+                         "graphs": graphed.graphs.stats.as_dict()})
     return rows
 
 
@@ -294,12 +324,14 @@ def section_cosine() -> list[dict]:
 
 
 def section_train() -> list[dict]:
+    """train_saes on activations held on the GPU, each seed's step replayed from a CUDA graph
+    (the default) and eagerly (SAEFAST_CUDA_GRAPHS=0), interleaved per precision."""
     from saefast.config import SAEConfig, TrainConfig
     from saefast.train import train_saes
     rows = []
     g = torch.Generator(device="cuda").manual_seed(4)
     mix = torch.randn(D, D, device="cuda", generator=g) / D**0.5
-    for seeds, steps in ((1, 200), (20, 40)):
+    for seeds, steps in ((1, 200), (20, 60)):
         for p in ("bf16", "tf32", "fp32"):
             if out_of_time():
                 return rows
@@ -307,19 +339,95 @@ def section_train() -> list[dict]:
             acts = torch.randn(n, D, device="cuda", generator=g) @ mix
             cfg = TrainConfig(epochs=1, batch_size=B, matmul=MATMUL[p], shuffle_buffer=n,
                               dead_window=B * 10, checkpoint_every=0)
-            # a warm-up call (cuBLAS heuristics, allocator), then the timed one
-            train_saes(acts[:B * 5], None, SAEConfig(16384, K), cfg, list(range(seeds)), device="cuda")
-            torch.cuda.synchronize()
-            res = train_saes(acts, None, SAEConfig(16384, K), cfg, list(range(seeds)), device="cuda")
-            secs = res[0].metrics["train_seconds"]
-            rate = seeds * n / secs
-            rows.append({"seeds": seeds, "features": 16384, "precision": p, "steps": steps,
-                         "train s": secs, "token-steps/s": rate,
-                         "tokens/s per SAE": rate / seeds,
-                         "2e9 token-steps, min": 2e9 / rate / 60,
-                         "diverged": sum(not hasattr(r, "sae") for r in res)})
-            del acts, res
-            torch.cuda.empty_cache()
+            for graphs in (True, False):
+                # a warm-up call (cuBLAS heuristics, allocator), then the timed one
+                train_saes(acts[:B * 5], None, SAEConfig(16384, K), cfg, list(range(seeds)),
+                           device="cuda", cuda_graphs=graphs)
+                torch.cuda.synchronize()
+                res = train_saes(acts, None, SAEConfig(16384, K), cfg, list(range(seeds)),
+                                 device="cuda", cuda_graphs=graphs)
+                secs = res[0].metrics["train_seconds"]
+                rate = seeds * n / secs
+                rows.append({"seeds": seeds, "features": 16384, "precision": p, "steps": steps,
+                             "cuda graphs": graphs, "train s": secs, "token-steps/s": rate,
+                             "tokens/s per SAE": rate / seeds,
+                             "2e9 token-steps, min": 2e9 / rate / 60,
+                             "graph stats": res[0].metrics.get("cuda_graphs"),
+                             "diverged": sum(not hasattr(r, "sae") for r in res)})
+                del res
+                torch.cuda.empty_cache()
+            del acts
+    return rows
+
+
+def synthetic_store(path: Path, n: int, d: int = D, seed: int = 5) -> Path:
+    """An activation store of n Gaussian rows with a decaying spectrum (what a harvest
+    writes, without a model: this machine has no model weights and no network)."""
+    import numpy as np
+    from saefast.data.store import StoreWriter
+    gen = np.random.default_rng(seed)
+    scales = (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
+    mix = np.linalg.qr(gen.standard_normal((d, d)))[0].astype(np.float32)
+    writer = StoreWriter.open(path, {"hook": "blocks.6.hook_resid_pre", "model": "synthetic",
+                                     "corpus": "gaussian"})
+    for start in range(0, n, 65_536):
+        rows = (gen.standard_normal((min(65_536, n - start), d), dtype=np.float32) * scales) @ mix
+        writer.add(rows * 10, n_chunks=1, n_tokens=n)
+    writer.flush()
+    return path
+
+
+def section_sweep(seeds: int = 20, features: int = 16384, steps: int = 48, pairs: int = 3,
+                  device: str = "cuda", matmul: str = "bfloat16") -> list[dict]:
+    """What `saefast sweep --features 16384 --seeds 20` runs after its harvest, on a synthetic
+    store of GPT-2 width: one pass of 20 seeds (`sweep.run_pass`: the store read window by
+    window, training, held-out evaluation, 20 run dirs written), then `pairs` of its 190
+    certified matchings with GPU candidates, extrapolated to all 190."""
+    import tempfile
+    from saefast import sweep
+    from saefast.artifacts import load_sae
+    from saefast.experiment import Experiment, expand
+    from saefast.match import match_decoders
+    from saefast.plan import token_steps
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        held_out = 8192
+        n = B * steps + held_out
+        store = synthetic_store(tmp / "store", n)
+        exp = Experiment(base={"model.name": "synthetic", "model.hook": "blocks.6.hook_resid_pre",
+                               "model.device": device, "data.tokens": n,
+                               "data.held_out": held_out / n,
+                               "sae.n_features": features, "sae.k": K, "train.epochs": 1,
+                               "train.batch_size": B, "train.matmul": matmul},
+                         grid={"train.seed": list(range(seeds))})
+        runs = expand(exp)
+        t0 = time.perf_counter()
+        outcomes = sweep.run_pass(runs, store, tmp / "out")
+        secs = time.perf_counter() - t0
+        done = [o for o in outcomes if o.status == "done"]
+        seen = token_steps(runs[0].config) * len(done)
+        train_s = done[0].metrics["train_seconds"] if done else float("nan")
+        rows.append({"seeds": seeds, "features": features, "precision": matmul,
+                     "steps": done[0].metrics["steps"] if done else 0,
+                     "pass s (train, eval, write)": secs, "train s": train_s,
+                     "token-steps/s, training": seen / train_s,
+                     "token-steps/s, whole pass": seen / secs,
+                     "cuda graphs": done[0].metrics.get("cuda_graphs") if done else None,
+                     "failed": len(outcomes) - len(done)})
+        decs = [load_sae(o.path).decoder for o in done[:pairs + 1]]
+        times = []
+        for a, b in zip(decs, decs[1:]):
+            t0 = time.perf_counter()
+            m = match_decoders(a, b, solver="native", device=device)
+            times.append(time.perf_counter() - t0)
+            assert m.certified
+        if times:
+            per = statistics.median(times)
+            n_pairs = seeds * (seeds - 1) // 2
+            rows.append({"matching": f"{features} x {features}, GPU candidates, certified",
+                         "pairs timed": len(times), "s a pair (median)": per,
+                         f"all {n_pairs} pairs, min (extrapolated)": per * n_pairs / 60})
     return rows
 
 
@@ -331,29 +439,36 @@ def section_profile() -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
     rows = []
     for dead_every, label in ((10, "10% dead"), (0, "none dead")):
-        ours, _ = step_fns(16384, "bf16", dead_every)
-        for _ in range(3):
-            ours()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                ours()
+        ours, graphed, _ = step_fns(16384, "bf16", dead_every)
+        for name, fn in (("eager", ours), ("graphed", graphed)):
+            for _ in range(4):
+                fn()
             torch.cuda.synchronize()
-        wall = (time.perf_counter() - t0) / 5
-        kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
-        kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-        gpu = sum(e.self_device_time_total for e in kernels) / 5e3  # ms a step
-        rows.append({"AuxK": label, "wall ms a step (profiled)": wall * 1e3,
-                     "GPU kernel ms a step": gpu})
-        for e in kernels[:12]:
-            rows.append({"AuxK": label, "kernel": e.key[:80], "calls a step": e.count / 5,
-                         "ms a step": e.self_device_time_total / 5e3})
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+            unprofiled = (time.perf_counter() - t0) / 20
+            t0 = time.perf_counter()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) / 5
+            kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+            kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+            gpu = sum(e.self_device_time_total for e in kernels) / 5e3  # ms a step
+            rows.append({"AuxK": label, "step": name, "wall ms a step": unprofiled * 1e3,
+                         "wall ms a step (profiled)": wall * 1e3, "GPU kernel ms a step": gpu})
+            for e in kernels[:14 if name == "eager" else 0]:
+                rows.append({"AuxK": label, "kernel": e.key[:80], "calls a step": e.count / 5,
+                             "ms a step": e.self_device_time_total / 5e3})
     return rows
 
 
 SECTIONS = {"encode": section_encode, "decode": section_decode, "step": section_step,
-            "cosine": section_cosine, "train": section_train, "profile": section_profile}
+            "cosine": section_cosine, "train": section_train, "sweep": section_sweep,
+            "profile": section_profile}
 
 
 def fmt(v):

@@ -39,10 +39,14 @@ fi
 
 stamp "tests"
 TESTS=${TESTS:-tests/test_cuda.py tests/test_topk_encode.py tests/test_sparse_decode.py \
-  tests/test_cosine_topk.py tests/test_ops.py tests/test_sync_free.py tests/test_train.py}
-timeout 240 python -m pytest -q -p no:cacheprovider $TESTS > "$OUT/pytest.txt" 2>&1
-echo "pytest exit $?"; tail -25 "$OUT/pytest.txt"
+  tests/test_cosine_topk.py tests/test_ops.py tests/test_sync_free.py tests/test_train.py \
+  tests/test_cuda_graphs.py}
+timeout 170 python -m pytest -q -p no:cacheprovider --durations=8 $TESTS > "$OUT/pytest.txt" 2>&1
+echo "pytest exit $?"; tail -40 "$OUT/pytest.txt"
 
 stamp "benchmarks"
-timeout 330 python benchmarks/bench_cuda.py --json "$OUT/bench_cuda.json" --budget-s ${BENCH_BUDGET_S:-260}
+# most telling first: the graphed step and training, a sweep's pass, then the ops
+SECTIONS=${SECTIONS:-step,train,sweep,encode,decode,cosine,profile}
+timeout 330 python benchmarks/bench_cuda.py --sections $SECTIONS --json "$OUT/bench_cuda.json" \
+  --budget-s ${BENCH_BUDGET_S:-250}
 stamp "done"

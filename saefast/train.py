@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from saefast import checkpoints, ops
+from saefast import cuda_graphs as graphs_mod
 from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ActivationError, ConfigError
@@ -176,6 +177,7 @@ def train_saes(
     log_every: int = 50,
     stop_after_steps: int | None = None,
     sync_free: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train one SAE per seed together; one result (or the divergence) per seed.
 
@@ -184,7 +186,9 @@ def train_saes(
     ends with the same weights as an uninterrupted call. `stop_after_steps` simulates a kill.
     `sync_free` (default: on CUDA devices) keeps losses, NaN checks and dead counts on the
     device and reads them every `log_every` steps (`seed_loss_sync_free`, `DeviceLog`);
-    `on_step` is then called at those read-outs only.
+    `on_step` is then called at those read-outs only. `cuda_graphs` (default: on CUDA, unless
+    SAEFAST_CUDA_GRAPHS=0) replays each seed's step from a captured CUDA graph
+    (`saefast.cuda_graphs`); metrics["cuda_graphs"] says how many steps it replayed.
     """
     train_src = TensorSource(train_src) if isinstance(train_src, torch.Tensor) else train_src
     if isinstance(eval_src, torch.Tensor):
@@ -202,6 +206,10 @@ def train_saes(
             sae.matmul_dtype = torch.bfloat16
     if sync_free is None:
         sync_free = torch.device(device).type == "cuda"
+    if cuda_graphs is None:
+        cuda_graphs = sync_free and graphs_mod.wanted(device)
+    if cuda_graphs and not (sync_free and torch.device(device).type == "cuda"):
+        raise ConfigError("cuda_graphs needs a CUDA device and the sync-free path")
     b_dec = initial_b_dec(train_src, cfg.b_dec_init)
     if not torch.isfinite(b_dec).all():
         raise ActivationError("training activations contain NaN or infinite values")
@@ -276,6 +284,18 @@ def train_saes(
                              for i in live},
                 "tokens_per_second": tokens_this_call / elapsed})
 
+    def sync_free_step(i: int, x: torch.Tensor, aux: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seed i's forward, backward and parallel-gradient removal; what a graph captures."""
+        loss, n_dead = seed_loss_sync_free(saes[i], x, since_fired[i], dead_window, aux_k,
+                                           cfg.aux_coef, aux)
+        loss.backward()
+        saes[i].remove_parallel_grad_()
+        return loss, n_dead
+
+    graphs = (graphs_mod.SeedStepGraphs(lambda i: list(saes[i].parameters()), sync_free_step,
+                                        batch, graphs_mod.CudaGraphBackend(device))
+              if cuda_graphs else None)
+
     def trace_fvu() -> None:
         live = [i for i in range(len(seeds)) if i not in failed]
         for i, ev in zip(live, evaluate_many([saes[i] for i in live], eval_src, device=device)):
@@ -300,12 +320,11 @@ def train_saes(
             opt.zero_grad(set_to_none=True)
             losses, total_loss, dead_counts = {}, None, {}
             if sync_free:  # nothing read back: the device log is read every log_every steps
-                for i in active:
+                for i in active:  # each seed's backward on its own (a graph's unit)
                     x = tokens[orders[i][start:start + batch]]  # [B, d]
-                    loss, n_dead = seed_loss_sync_free(saes[i], x, since_fired[i], dead_window,
-                                                       aux_k, cfg.aux_coef, aux_on[i])
+                    loss, n_dead = (graphs.run(i, x, aux_on[i]) if graphs is not None
+                                    else sync_free_step(i, x, aux_on[i]))
                     log.record(i, loss, n_dead)
-                    total_loss = loss if total_loss is None else total_loss + loss
                 stepped = active
             else:
                 for i in active:
@@ -320,10 +339,11 @@ def train_saes(
                     dead_counts[i] = int(n_dead)
                     total_loss = loss if total_loss is None else total_loss + loss
                 stepped = list(losses)
-            if total_loss is not None:
-                total_loss.backward()
-                for i in stepped:
-                    saes[i].remove_parallel_grad_()
+                if total_loss is not None:
+                    total_loss.backward()
+                    for i in stepped:
+                        saes[i].remove_parallel_grad_()
+            if stepped:
                 opt.step()
                 for i in stepped:
                     saes[i].normalize_decoder_()
@@ -388,6 +408,8 @@ def train_saes(
             "decoder_drift": decoder_drift(init_decs[i], sae.W_dec.detach()),
             "final_loss": histories[i][-1]["loss"] if histories[i] else None,
         }
+        if graphs is not None:
+            metrics["cuda_graphs"] = graphs.stats.as_dict()
         if i in held_evals:
             metrics["held_out"] = {k: v for k, v in held_evals[i].items() if k != "fire_counts"}
             metrics["convergence"] = convergence(

@@ -133,6 +133,30 @@ def test_training_on_cuda_matches_cpu():
         assert [e["step"] for e in g.history] == [e["step"] for e in c.history]
 
 
+@pytest.mark.parametrize("matmul", ["float32", "bfloat16"])
+def test_cuda_graph_steps_match_eager_steps(matmul):
+    """Each seed's step replayed from a captured graph (saefast/cuda_graphs.py) gives the eager
+    step's weights and losses, with AuxK switching on mid-run (a second graph per seed), and
+    the same bits run to run."""
+    from saefast.config import SAEConfig, TrainConfig
+    from saefast.train import train_saes
+    x = (randn(6000, 32, seed=1) @ randn(32, 32, seed=2)).float()
+    cfg = TrainConfig(epochs=2, batch_size=128, dead_window=300, matmul=matmul)
+
+    def run(graphs):
+        return train_saes(x[:5000], x[5000:], SAEConfig(256, 8), cfg, [1, 2], device="cuda",
+                          log_every=5, cuda_graphs=graphs)
+
+    eager, graphed, again = run(False), run(True), run(True)
+    stats = graphed[0].metrics["cuda_graphs"]
+    assert stats["off_because"] is None and stats["replays"] > stats["eager_steps"]
+    assert stats["captured"] >= 3  # both seeds' plain steps, and at least one AuxK step
+    for e, g, a in zip(eager, graphed, again):
+        torch.testing.assert_close(g.sae.W_dec, e.sae.W_dec, atol=1e-4, rtol=1e-4)
+        assert [h["loss"] for h in g.history] == pytest.approx([h["loss"] for h in e.history], rel=1e-3)
+        assert all(torch.equal(p, q) for p, q in zip(g.sae.parameters(), a.sae.parameters()))
+
+
 def test_dense_path_of_large_k_matches_cpu():
     """k = 512 runs decode and both backwards as GEMMs on dense codes; repeated indices in a
     row (allowed by sparse_decode) add up, as on the CPU."""
