@@ -323,39 +323,48 @@ def section_cosine() -> list[dict]:
 # ---------------------------------------------------------------------------- train
 
 
-def section_train() -> list[dict]:
+def section_train(device: str = "cuda", features: int = 16384, modes=(True, False),
+                  shapes=((1, 200), (20, 100))) -> list[dict]:
     """train_saes on activations held on the GPU, each seed's step replayed from a CUDA graph
     (the default) and eagerly (SAEFAST_CUDA_GRAPHS=0), interleaved per precision."""
     from saefast.config import SAEConfig, TrainConfig
     from saefast.train import train_saes
     rows = []
-    g = torch.Generator(device="cuda").manual_seed(4)
-    mix = torch.randn(D, D, device="cuda", generator=g) / D**0.5
-    for seeds, steps in ((1, 200), (20, 60)):
+    g = torch.Generator(device=device).manual_seed(4)
+    mix = torch.randn(D, D, device=device, generator=g) / D**0.5
+    for seeds, steps in shapes:
         for p in ("bf16", "tf32", "fp32"):
             if out_of_time():
                 return rows
             n = B * steps
-            acts = torch.randn(n, D, device="cuda", generator=g) @ mix
+            acts = torch.randn(n, D, device=device, generator=g) @ mix
             cfg = TrainConfig(epochs=1, batch_size=B, matmul=MATMUL[p], shuffle_buffer=n,
                               dead_window=B * 10, checkpoint_every=0)
-            for graphs in (True, False):
+            for graphs in modes:
                 # a warm-up call (cuBLAS heuristics, allocator), then the timed one
-                train_saes(acts[:B * 5], None, SAEConfig(16384, K), cfg, list(range(seeds)),
-                           device="cuda", cuda_graphs=graphs)
-                torch.cuda.synchronize()
-                res = train_saes(acts, None, SAEConfig(16384, K), cfg, list(range(seeds)),
-                                 device="cuda", cuda_graphs=graphs)
+                train_saes(acts[:B * 5], None, SAEConfig(features, K), cfg, list(range(seeds)),
+                           device=device, cuda_graphs=graphs)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                marks = []  # (seconds, step) at each read-out (every 10 steps: a sync each)
+                res = train_saes(acts, None, SAEConfig(features, K), cfg, list(range(seeds)),
+                                 device=device, cuda_graphs=graphs, log_every=10,
+                                 on_step=lambda st, tot, stats: marks.append((time.perf_counter(), st)))
                 secs = res[0].metrics["train_seconds"]
                 rate = seeds * n / secs
-                rows.append({"seeds": seeds, "features": 16384, "precision": p, "steps": steps,
+                # steady state: from step 30 on, after warm-ups and captures (AuxK's included)
+                (t0, s0), (t1, s1) = next(m for m in marks if m[1] >= 30), marks[-1]
+                steady = seeds * B * (s1 - s0) / (t1 - t0)
+                rows.append({"seeds": seeds, "features": features, "precision": p, "steps": steps,
                              "cuda graphs": graphs, "train s": secs, "token-steps/s": rate,
-                             "tokens/s per SAE": rate / seeds,
-                             "2e9 token-steps, min": 2e9 / rate / 60,
+                             "steady token-steps/s": steady,
+                             "steady tokens/s per SAE": steady / seeds,
+                             "2e9 token-steps at steady rate, min": 2e9 / steady / 60,
                              "graph stats": res[0].metrics.get("cuda_graphs"),
                              "diverged": sum(not hasattr(r, "sae") for r in res)})
                 del res
-                torch.cuda.empty_cache()
+                if device == "cuda":
+                    torch.cuda.empty_cache()
             del acts
     return rows
 
