@@ -116,7 +116,8 @@ class TrainConfig:
     matmul: Matmul = setting("float32", "mm")
     """Precision of the encoder GEMM: `float32` (strict), `tf32` (CUDA tensor cores, 10-bit
     mantissa; no effect on the CPU), `bfloat16` (its inputs rounded to bfloat16, float32
-    accumulation; parameters, Adam's state and the decoder stay float32, the master copy)."""
+    accumulation; parameters, Adam's state and the decoder stay float32, the master copy).
+    No float16: its narrow range would need loss scaling (the ops themselves take float16)."""
     b_dec_init: BDecInit = setting("geometric_median", "bdec")
     """Initial decoder bias: `geometric_median` of the training tokens (Bricken et al. 2023),
     `mean`, or `zeros`."""

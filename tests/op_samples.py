@@ -3,7 +3,7 @@ native kernels' exact selection.
 
 Backend: each pytest process tests the backend it loaded, native when built, the reference
 kernels under SAEFAST_DISABLE_NATIVE=1 (the README's second pytest invocation). Device: cpu,
-plus cuda when present. Dtype: float32, float64, bfloat16.
+plus cuda when present. Dtype: float32, float64, bfloat16, float16.
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ INFO = saefast.build_info()
 NATIVE = bool(INFO.get("native"))
 BACKEND = "native" if NATIVE else "reference"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
-# (atol, rtol) of a result against float64 math on the same (rounded) inputs
-TOL = {torch.float32: (1e-5, 0.0), torch.float64: (1e-12, 0.0), torch.bfloat16: (0.06, 0.01)}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# (atol, rtol) of a result against float64 math on the same (rounded) inputs; float16 keeps 11
+# significant bits to bfloat16's 8, so its bound is tighter
+TOL = {torch.float32: (1e-5, 0.0), torch.float64: (1e-12, 0.0), torch.bfloat16: (0.06, 0.01),
+       torch.float16: (1e-3, 2**-10)}
+# The 16-bit dtypes accumulate in float32 and round once at the end: a result is within this
+# relative error (half an ulp: 2^-8 with 8 significant bits, 2^-11 with 11) of float64 math on
+# the rounded inputs, plus float32's own error (an atol of ~1e-5 at these sizes).
+HALF_ULP = {torch.bfloat16: 2**-8, torch.float16: 2**-11}
+low_precision = pytest.mark.parametrize("dtype", list(HALF_ULP), ids=lambda d: str(d).removeprefix("torch."))
 
 devices = pytest.mark.parametrize("device", DEVICES)
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from op_samples import (TOL, Threads, acc_dtype, assert_equal, assert_same_topk, assert_topk,
-                        blockwise_mm, dense_cosines, devices, dtypes, exact_values,
-                        needs_native, randn, sample_inputs, stable_topk)
+from op_samples import (HALF_ULP, TOL, Threads, acc_dtype, assert_equal, assert_same_topk,
+                        assert_topk, blockwise_mm, dense_cosines, devices, dtypes, exact_values,
+                        low_precision, needs_native, randn, sample_inputs, stable_topk)
 from saefast import ops
 from saefast.ops import reference
 
@@ -22,8 +22,8 @@ def test_sample_inputs_match_dense(device, dtype, case):
     assert isinstance(result, ops.CosineTopK)
     assert result.row_vals.dtype == result.col_vals.dtype == dtype
     sims = dense_cosines(A, B)  # [n, m], from the (rounded) inputs
-    atol, rtol = (1e-6, 0.0) if dtype != torch.bfloat16 else (1e-6, 2**-8)
-    if dtype == torch.bfloat16:  # near-ties may swap: values of the chosen indices only
+    atol, rtol = 1e-6, HALF_ULP.get(dtype, 0.0)
+    if dtype in HALF_ULP:  # near-ties may swap: values of the chosen indices only
         torch.testing.assert_close(result.row_vals.double(), sims.gather(1, result.row_idx), atol=atol, rtol=rtol)
         torch.testing.assert_close(result.col_vals.double(), sims.T.gather(1, result.col_idx), atol=atol, rtol=rtol)
     else:
@@ -65,28 +65,44 @@ def test_zero_row_and_non_contiguous(device):
 
 
 @devices
-def test_bfloat16(device):
-    A, B = randn(7, 16, seed=1, dtype=torch.bfloat16, device=device), randn(9, 16, seed=2, dtype=torch.bfloat16, device=device)
+@low_precision
+def test_16bit(device, dtype):
+    A, B = randn(7, 16, seed=1, dtype=dtype, device=device), randn(9, 16, seed=2, dtype=dtype, device=device)
     row_vals, row_idx, col_vals, col_idx = ops.cosine_topk(A, B, 2)
-    assert row_vals.dtype == col_vals.dtype == torch.bfloat16
+    assert row_vals.dtype == col_vals.dtype == dtype
     sims = dense_cosines(A, B)
     torch.testing.assert_close(row_vals.double(), sims.gather(1, row_idx), atol=0.01, rtol=0)
 
 
 @devices
-def test_bfloat16_and_float64_across_tiles(device):
+def test_16bit_and_float64_across_tiles(device):
     A, B = randn(40, 16, seed=1, device=device), randn(1100, 16, seed=2, device=device)
     sims = dense_cosines(A, B)
     rv, ri, cv, ci = ops.cosine_topk(A.double(), B.double(), 4)
     assert_same_topk(rv, ri, sims.topk(4, dim=1).values, sims, atol=1e-12)
     assert_same_topk(cv, ci, sims.T.topk(4, dim=1).values, sims.T, atol=1e-12)
-    Ab, Bb = A.bfloat16(), B.bfloat16()
-    sims_b = dense_cosines(Ab, Bb)
-    rv, ri, cv, ci = ops.cosine_topk(Ab, Bb, 4)
-    assert rv.dtype == cv.dtype == torch.bfloat16
-    # float32 accumulation of the rounded inputs, then one bfloat16 rounding of the result
-    torch.testing.assert_close(rv.double(), sims_b.gather(1, ri), atol=1e-6, rtol=2**-8)
-    torch.testing.assert_close(rv.double(), sims_b.topk(4, dim=1).values, atol=1e-6, rtol=2**-8)
+    for dtype, rtol in HALF_ULP.items():
+        Ab, Bb = A.to(dtype), B.to(dtype)
+        sims_b = dense_cosines(Ab, Bb)
+        rv, ri, cv, ci = ops.cosine_topk(Ab, Bb, 4)
+        assert rv.dtype == cv.dtype == dtype
+        # float32 accumulation of the rounded inputs, then one rounding of the result
+        torch.testing.assert_close(rv.double(), sims_b.gather(1, ri), atol=1e-6, rtol=rtol)
+        torch.testing.assert_close(rv.double(), sims_b.topk(4, dim=1).values, atol=1e-6, rtol=rtol)
+        torch.testing.assert_close(cv.double(), sims_b.T.gather(1, ci), atol=1e-6, rtol=rtol)
+
+
+@devices
+def test_float16_norms_past_its_range_accumulate_in_float32(device):
+    # |A[0]|^2 = 2 * 300^2 = 180,000 is past float16's largest finite value (65,504): a float16
+    # norm would be inf (cosines 0); normalised in float32 the cosines are exact to rounding
+    h = dict(dtype=torch.float16, device=device)
+    A = torch.tensor([[300.0, 300.0], [1.0, 0.0]], **h)
+    B = torch.tensor([[1.0, 1.0], [0.0, -1.0]], **h)
+    rv, ri, cv, ci = ops.cosine_topk(A, B, 1)
+    assert rv.dtype == cv.dtype == torch.float16
+    assert ri.tolist() == [[0], [0]] and ci.tolist() == [[0], [1]]
+    assert rv.tolist() == [[1.0], [0.70703125]] and cv.tolist() == [[1.0], [0.0]]  # 1/sqrt(2) in float16
 
 
 @devices
@@ -150,6 +166,8 @@ def _ok():
         (lambda f, x, W: f(x, W[:, :2], 1), ValueError, r"same d"),
         (lambda f, x, W: f(x.to("meta"), W, 1), ValueError, r"one device"),
         (lambda f, x, W: f(x, W.double(), 1), TypeError, r"A, B must share one dtype"),
+        (lambda f, x, W: f(x.half(), W, 1), TypeError,
+         r"A, B must share one dtype: float32, float64, bfloat16 or float16; got A float16, B float32$"),
     ],
 )
 def test_bad_inputs_raise_clearly(entry, call, error, message):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from op_samples import (TOL, codes, dense_sparse_decode, devices, dtypes, gen, randn,
-                        sample_inputs)
+from op_samples import (HALF_ULP, TOL, codes, dense_sparse_decode, devices, dtypes, gen,
+                        low_precision, randn, sample_inputs)
 from saefast import ops
 from saefast.ops import reference
 
@@ -54,15 +54,36 @@ def test_int32_indices_and_non_contiguous_across_tiles(device):
 
 
 @devices
-def test_bfloat16(device):
-    values, W, b = (randn(4, 8, seed=1, dtype=torch.bfloat16, device=device),
-                    randn(30, 16, seed=2, dtype=torch.bfloat16, device=device),
-                    randn(16, seed=3, dtype=torch.bfloat16, device=device))
+@low_precision
+def test_16bit_accumulates_in_float32(device, dtype):
+    values, W, b = (randn(4, 8, seed=1, dtype=dtype, device=device),
+                    randn(30, 16, seed=2, dtype=dtype, device=device),
+                    randn(16, seed=3, dtype=dtype, device=device))
     indices = torch.randint(0, 30, (4, 8), generator=gen()).to(device)
     out = ops.sparse_decode(values, indices, W, b)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     want = dense_sparse_decode(values.double(), indices, W.double(), b.double())
-    torch.testing.assert_close(out.double(), want, atol=0.03, rtol=0.01)
+    # float32 accumulation: only the final rounding to the 16-bit dtype remains
+    torch.testing.assert_close(out.double(), want, atol=1e-6, rtol=HALF_ULP[dtype])
+
+
+@devices
+def test_float16_sums_past_its_range_accumulate_in_float32(device):
+    # products and partial sums past float16's largest finite value (65,504) with final sums
+    # that fit it: exact in float32, inf had float16 accumulated them
+    h = dict(dtype=torch.float16, device=device)
+    W = torch.tensor([[256.0], [-255.5]], **h)
+    out = ops.sparse_decode(torch.tensor([[256.0, 256.0]], **h), torch.tensor([[0, 1]], device=device),
+                            W, torch.zeros(1, **h))
+    assert out.dtype == torch.float16 and out.tolist() == [[128.0]]
+    # backward over 3 rows of one latent: grad_b_dec and grad_W_dec sum 40,000 + 30,000 - 64,992
+    values, W, b = (t.requires_grad_() for t in (torch.ones(3, 1, **h), torch.ones(1, 1, **h),
+                                                 torch.zeros(1, **h)))
+    grad = torch.tensor([[40000.0], [30000.0], [-64992.0]], **h)
+    ops.sparse_decode(values, torch.zeros(3, 1, dtype=torch.int64, device=device), W, b).backward(grad)
+    assert b.grad.dtype == W.grad.dtype == values.grad.dtype == torch.float16
+    assert b.grad.tolist() == [5008.0] and W.grad.tolist() == [[5008.0]]
+    assert values.grad.tolist() == [[40000.0], [30000.0], [-64992.0]]
 
 
 @devices
@@ -149,6 +170,9 @@ def _ok():
         (lambda f, x, W, b: f(x, x.long() * 0 + 6, W, b[:4]), ValueError, r"indices must be in \[0, F = 6\)"),
         (lambda f, x, W, b: f(x, x.long()[:1], W, b[:4]), ValueError, r"indices must have the shape"),
         (lambda f, x, W, b: f(x, x, W, b[:4]), TypeError, r"indices must be int64"),
+        (lambda f, x, W, b: f(x.half(), x.long() * 0, W, b[:4]), TypeError,
+         r"values, W_dec, b_dec must share one dtype: float32, float64, bfloat16 or float16; "
+         r"got values float16, W_dec float32, b_dec float32$"),
     ],
 )
 def test_bad_inputs_raise_clearly(entry, call, error, message):

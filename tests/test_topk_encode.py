@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from op_samples import (TOL, Threads, acc_dtype, assert_equal, assert_same_topk,
+from op_samples import (HALF_ULP, TOL, Threads, acc_dtype, assert_equal, assert_same_topk,
                         assert_topk, blockwise_mm, dense_pre, devices, dtypes, encoder,
-                        exact_values, needs_native, randn, sample_inputs, stable_topk)
+                        exact_values, low_precision, needs_native, randn, sample_inputs,
+                        stable_topk)
 from saefast import ops
 from saefast.ops import reference
 
@@ -83,7 +84,7 @@ def test_non_contiguous_across_tiles_float64_and_float32(device):
 
 
 @devices
-@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.bfloat16, 0.06)])
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.bfloat16, 0.06), (torch.float16, 1e-3)])
 def test_dtypes(device, dtype, atol):
     x, W, b = (randn(4, 16, seed=1, dtype=dtype, device=device), randn(50, 16, seed=2, dtype=dtype, device=device),
                randn(50, seed=3, dtype=dtype, device=device))
@@ -95,14 +96,28 @@ def test_dtypes(device, dtype, atol):
 
 
 @devices
-def test_bfloat16_accumulates_in_float32(device):
-    x, W, b = encoder(16, 32, 1100, dtype=torch.bfloat16, device=device)
+@low_precision
+def test_16bit_accumulates_in_float32(device, dtype):
+    x, W, b = encoder(16, 32, 1100, dtype=dtype, device=device)
     values, indices = ops.topk_encode(x, W, b, 6)
-    assert values.dtype == torch.bfloat16
+    assert values.dtype == dtype
     dense = dense_pre(x, W, b)  # from the rounded inputs
-    # float32 accumulation: only the final rounding to bfloat16 (relative 2^-8) remains
-    torch.testing.assert_close(values.double(), dense.gather(1, indices), atol=1e-6, rtol=2**-8)
-    torch.testing.assert_close(values.double(), dense.topk(6, dim=1).values, atol=1e-6, rtol=2**-8)
+    # float32 accumulation: only the final rounding to the 16-bit dtype remains
+    rtol = HALF_ULP[dtype]
+    torch.testing.assert_close(values.double(), dense.gather(1, indices), atol=1e-6, rtol=rtol)
+    torch.testing.assert_close(values.double(), dense.topk(6, dim=1).values, atol=1e-6, rtol=rtol)
+
+
+@devices
+def test_float16_products_past_its_range_accumulate_in_float32(device):
+    # 256 * 256 = 65,536 is past float16's largest finite value (65,504): float16 products
+    # would give inf; in float32, 256 * 256 - 256 * 255.5 = 128 is exact and fits float16
+    h = dict(dtype=torch.float16, device=device)
+    x = torch.tensor([[256.0, 256.0]], **h)
+    W = torch.tensor([[256.0, -255.5], [1.0, 1.0], [0.0, 0.0]], **h)
+    values, indices = ops.topk_encode(x, W, torch.zeros(3, **h), 2)
+    assert values.dtype == torch.float16
+    assert values.tolist() == [[512.0, 128.0]] and indices.tolist() == [[1, 0]]
 
 
 @devices
@@ -249,8 +264,11 @@ def _ok():
         (lambda f, x, W, b: f(x[None], W, b, 2), ValueError, r"x must be 2-D \[B, d\]"),
         (lambda f, x, W, b: f(x, W[:, :3], b, 2), ValueError, r"W_enc must be \[F, d\] with d = 4"),
         (lambda f, x, W, b: f(x, W, b[:5], 2), ValueError, r"b_enc must be \[F\] with F = 6"),
-        (lambda f, x, W, b: f(x.long(), W, b, 2), TypeError, r"float32, float64 or bfloat16; got x int64"),
+        (lambda f, x, W, b: f(x.long(), W, b, 2), TypeError, r"float32, float64, bfloat16 or float16; got x int64"),
         (lambda f, x, W, b: f(x, W.double(), b, 2), TypeError, r"share one dtype"),
+        (lambda f, x, W, b: f(x.half(), W, b, 2), TypeError,
+         r"x, W_enc, b_enc must share one dtype: float32, float64, bfloat16 or float16; "
+         r"got x float16, W_enc float32, b_enc float32$"),
         (lambda f, x, W, b: f(x.to("meta"), W, b, 2), ValueError, r"one device"),
     ],
 )

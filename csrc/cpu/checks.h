@@ -34,7 +34,7 @@ inline void check_matrix(const char* op, const char* name, const at::Tensor& t,
 }
 
 inline bool is_float_dtype(at::ScalarType s) {
-  return s == at::kFloat || s == at::kDouble || s == at::kBFloat16;
+  return s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf;
 }
 
 inline void check_same_float(const char* op, NamedTensors tensors) {
@@ -47,7 +47,7 @@ inline void check_same_float(const char* op, NamedTensors tensors) {
     got += (got.empty() ? "" : ", ") + std::string(name) + " " + dtype_name(t->scalar_type());
   }
   TORCH_CHECK_TYPE(ok, "saefast.", op, ": ", names,
-                   " must share one dtype: float32, float64 or bfloat16; got ", got);
+                   " must share one dtype: float32, float64, bfloat16 or float16; got ", got);
 }
 
 // A CPU kernel runs when the dispatcher picked CPU; another device among the inputs is an error.

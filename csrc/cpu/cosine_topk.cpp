@@ -229,7 +229,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_topk_cpu(const
   at::Tensor row_idx = at::empty({n, k}, A.options().dtype(at::kLong));       // [n, k] into B
   at::Tensor col_vals = at::empty({m, k}, A.options());                       // [m, k]
   at::Tensor col_idx = at::empty({m, k}, A.options().dtype(at::kLong));       // [m, k] into A
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, A.scalar_type(), "cosine_topk_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "cosine_topk_cpu", [&] {
     using S = scalar_t;
     cosine_topk_impl<S, at::opmath_type<S>>(a, b, k, row_vals.data_ptr<S>(), row_idx.data_ptr<int64_t>(),
                              col_vals.data_ptr<S>(), col_idx.data_ptr<int64_t>());

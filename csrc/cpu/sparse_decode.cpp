@@ -33,7 +33,7 @@ at::Tensor sparse_decode_cpu(const at::Tensor& values, const at::Tensor& indices
   check_index_range(op, idx, F);
   const at::Tensor v = values.contiguous(), w = W_dec.contiguous(), b = b_dec.contiguous();
   at::Tensor out = at::empty({B, d}, values.options());  // [B, d]
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "sparse_decode_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, values.scalar_type(), "sparse_decode_cpu", [&] {
     using S = scalar_t;
     using A = at::opmath_type<S>;
     gather_weighted_rows<S, A, S>(w.data_ptr<S>(), idx.data_ptr<int64_t>(), v.data_ptr<S>(),
@@ -63,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_decode_backward_cpu(
   at::Tensor grad_w = output_mask[1] ? at::empty({F, d}, W_dec.options()) : at::empty({0}, W_dec.options());
   at::Tensor grad_b = output_mask[2] ? go.sum(0, /*keepdim=*/false, at::toOpMathType(go.scalar_type())).to(go.scalar_type())
                                      : at::empty({0}, W_dec.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "sparse_decode_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, values.scalar_type(), "sparse_decode_backward_cpu", [&] {
     using S = scalar_t;
     using A = at::opmath_type<S>;
     const int64_t* ip = idx.data_ptr<int64_t>();

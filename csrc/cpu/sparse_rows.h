@@ -1,8 +1,9 @@
 // Row gathers and latent-grouped scatters over k indices a row: the sparse parts of the
 // Top-K SAE forward and backward (sparse_decode, and topk_encode's backward).
 //
-// S is the storage type (float, double, BFloat16), A the accumulation type
-// (at::opmath_type<S>), W the type of the per-entry weights. Raw, contiguous pointers; callers check shapes.
+// S is the storage type (float, double, BFloat16, Half), A the accumulation type
+// (at::opmath_type<S>: float for both 16-bit types), W the type of the per-entry weights.
+// Raw, contiguous pointers; callers check shapes.
 #pragma once
 
 #include <ATen/Parallel.h>

@@ -127,15 +127,15 @@ std::tuple<at::Tensor, at::Tensor> topk_encode_cpu(const at::Tensor& x, const at
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // kernels run on plain tensors
   check_topk_encode(x, W_enc, b_enc, k);
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
-  // GEMM operands in the accumulation type (bfloat16 is widened once, not a tile at a time),
-  // detached: worker threads do not inherit this thread's below-autograd guard
+  // GEMM operands in the accumulation type (bfloat16 and float16 are widened once, not a tile
+  // at a time), detached: worker threads do not inherit this thread's below-autograd guard
   const at::Tensor xa = x.detach().to(acc).contiguous();      // [B, d]
   const at::Tensor wa = W_enc.detach().to(acc).contiguous();  // [F, d]
   const at::Tensor ba = b_enc.to(acc).contiguous();  // [F]
   at::Tensor values = at::empty({x.size(0), k}, x.options());                   // [B, k]
   at::Tensor indices = at::empty({x.size(0), k}, x.options().dtype(at::kLong));  // [B, k]
   if (x.size(0) == 0) return {values, indices};
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "topk_encode_cpu", [&] {
     using S = scalar_t;
     encode<S, at::opmath_type<S>>(xa, wa, ba, k, values.data_ptr<S>(), indices.data_ptr<int64_t>());
   });
@@ -162,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_encode_backward_cpu(
   at::Tensor grad_x = output_mask[0] ? at::empty({B, d}, x.options()) : at::empty({0}, x.options());
   at::Tensor grad_w = output_mask[1] ? at::empty({F, d}, W_enc.options()) : at::empty({0}, W_enc.options());
   at::Tensor grad_b = output_mask[2] ? at::empty({F}, W_enc.options()) : at::empty({0}, W_enc.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "topk_encode_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "topk_encode_backward_cpu", [&] {
     using S = scalar_t;
     using A = at::opmath_type<S>;
     const A* gp = g.data_ptr<A>();

@@ -34,11 +34,15 @@ inline Dtype dtype_of(at::ScalarType s) {
     case at::kFloat: return Dtype::kFloat32;
     case at::kDouble: return Dtype::kFloat64;
     case at::kBFloat16: return Dtype::kBFloat16;
+    case at::kHalf: return Dtype::kFloat16;
     default: TORCH_CHECK_TYPE(false, "saefast: unsupported dtype ", dtype_name(s));
   }
 }
 
 inline at::ScalarType acc_type(at::ScalarType s) { return s == at::kDouble ? at::kDouble : at::kFloat; }
+
+// bfloat16 and float16: stored in 16 bits, multiplied on tensor cores into float32
+inline bool is_16bit(at::ScalarType s) { return s == at::kBFloat16 || s == at::kHalf; }
 
 inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
@@ -72,18 +76,19 @@ inline std::pair<at::Tensor, at::Tensor> scatter_rows(const at::Tensor& idx, con
 // Whether the sparse products of a [B, k] code with an [F, d] matrix (decode, and both
 // backwards) run as dense GEMMs on [B, F] codes instead of gathers: the gathers move k * d
 // values a row, the GEMMs do F * d multiply-adds a row on tensor cores, which on an H100 wins
-// from k ~ 128 (AuxK's k = d / 2) when they may use them (bfloat16, or TF32 allowed), and from
-// k = 512 in strict float32 (benchmarks/bench_cuda.py, section decode).
+// from k ~ 128 (AuxK's k = d / 2) when they may use them (bfloat16, float16 at the same
+// tensor-core rate, or TF32 allowed), and from k = 512 in strict float32
+// (benchmarks/bench_cuda.py, section decode; measured in bfloat16, not float16).
 inline bool use_dense(int64_t k, at::ScalarType dtype) {
-  const bool tensor_cores = dtype == at::kBFloat16 ||
+  const bool tensor_cores = is_16bit(dtype) ||
                             (dtype == at::kFloat && at::globalContext().allowTF32CuBLAS());
   return k >= 512 || (k >= 128 && tensor_cores);
 }
 
-// a @ b into the accumulation type: bfloat16 operands multiply on tensor cores into float32,
-// the others in `dtype` itself.
+// a @ b into the accumulation type: bfloat16 or float16 operands multiply on tensor cores into
+// float32, the others in `dtype` itself.
 inline at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
-  if (dtype == at::kBFloat16) return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16), at::kFloat);
+  if (is_16bit(dtype)) return at::mm(a.to(dtype), b.to(dtype), at::kFloat);
   return at::mm(a.to(dtype), b.to(dtype));
 }
 
@@ -104,10 +109,10 @@ inline int64_t row_block(int64_t rows, int64_t n) {
 }
 
 // pre [r, n] (accumulation type) = a [r, d] @ b [n, d].T, through cuBLAS (TF32 where
-// torch.backends.cuda.matmul.allow_tf32 allows it); bfloat16 inputs accumulate and store in
-// float32 (mm's out_dtype), so the selection ranks unrounded values.
+// torch.backends.cuda.matmul.allow_tf32 allows it); bfloat16 and float16 inputs accumulate and
+// store in float32 (mm's out_dtype), so the selection ranks unrounded values.
 inline void gemm_nt(at::Tensor& pre, const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() == at::kBFloat16) {
+  if (is_16bit(a.scalar_type())) {
     at::mm_out(pre, a, b.t(), at::kFloat);
   } else {
     at::mm_out(pre, a, b.t());

@@ -17,7 +17,7 @@
 namespace saefast {
 namespace cuda {
 
-enum class Dtype { kFloat32, kFloat64, kBFloat16 };
+enum class Dtype { kFloat32, kFloat64, kBFloat16, kFloat16 };
 
 // --------------------------------------------------------------------------- select_rows.cu
 
@@ -28,15 +28,15 @@ constexpr int kSelectMaxK = 512;  // larger k: the glue sorts instead (rare; slo
 // [rows, k]. Order: larger value first, equal values by smaller index (a strict total
 // order, so the result is unique and run-to-run deterministic); NaN counts as -inf.
 // pre and bias have the accumulation dtype `acc` (kFloat32 or kFloat64); out_vals has
-// `out` (kFloat64 with kFloat64; kFloat32 or kBFloat16 with kFloat32). 1 <= k <=
+// `out` (kFloat64 with kFloat64; kFloat32, kBFloat16 or kFloat16 with kFloat32). 1 <= k <=
 // kSelectMaxK, k <= n.
 cudaError_t select_rows(const void* pre, Dtype acc, int64_t ld, int64_t rows, int64_t n,
                         const void* bias, int64_t k, bool relu, void* out_vals, Dtype out,
                         int64_t* out_idx, cudaStream_t stream);
 
 // --------------------------------------------------------------------------- sparse_rows.cu
-// `dtype` is the dtype of table/rows/vec/out (float32, float64 or bfloat16); weights have
-// its accumulation type (float, or double for float64).
+// `dtype` is the dtype of table/rows/vec/out (float32, float64, bfloat16 or float16); weights
+// have its accumulation type (float, or double for float64).
 
 // out[b] = sum_j w[b, j] * table[idx[b, j]] (+ bias when not null). table [n_latents, d],
 // idx and w [B, k], bias [d], out [B, d].

@@ -257,6 +257,8 @@ cudaError_t select_rows(const void* pre, Dtype acc, int64_t ld, int64_t rows, in
   if (out == Dtype::kBFloat16)
     return launch<float, __nv_bfloat16>(pre, ld, rows, n, bias, k, relu, out_vals, out_idx,
                                         stream);
+  if (out == Dtype::kFloat16)
+    return launch<float, __half>(pre, ld, rows, n, bias, k, relu, out_vals, out_idx, stream);
   return cudaErrorInvalidValue;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
@@ -29,11 +30,15 @@ template <typename A>
 __device__ __forceinline__ A to_acc(double v) { return static_cast<A>(v); }
 template <typename A>
 __device__ __forceinline__ A to_acc(__nv_bfloat16 v) { return static_cast<A>(__bfloat162float(v)); }
+template <typename A>
+__device__ __forceinline__ A to_acc(__half v) { return static_cast<A>(__half2float(v)); }
 
 template <typename T>
 __device__ __forceinline__ T from_acc(float v) { return static_cast<T>(v); }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half(v); }
 template <typename T>
 __device__ __forceinline__ T from_acc(double v) { return static_cast<T>(v); }
 
@@ -53,13 +58,14 @@ __device__ __forceinline__ void check_index(int64_t i, int64_t n, const char* ke
   }
 }
 
-// Calls f with a value of the C++ type of `d` (float, double or __nv_bfloat16).
+// Calls f with a value of the C++ type of `d` (float, double, __nv_bfloat16 or __half).
 template <typename Fn>
 cudaError_t with_type(Dtype d, Fn&& f) {
   switch (d) {
     case Dtype::kFloat32: return f(float{});
     case Dtype::kFloat64: return f(double{});
     case Dtype::kBFloat16: return f(__nv_bfloat16{});
+    case Dtype::kFloat16: return f(__half{});
   }
   return cudaErrorInvalidValue;
 }

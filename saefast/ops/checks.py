@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def require(op: str, cond, message: str, error: type[Exception] = ValueError) -> None:
@@ -41,7 +41,7 @@ def same_float(op: str, **tensors: Tensor) -> None:
     dtypes = {t.dtype for t in tensors.values()}
     got = ", ".join(f"{n} {dtype_name(t.dtype)}" for n, t in tensors.items())
     require(op, len(dtypes) == 1 and dtypes.pop() in FLOAT_DTYPES,
-            f"{', '.join(tensors)} must share one dtype: float32, float64 or bfloat16; got {got}",
+            f"{', '.join(tensors)} must share one dtype: float32, float64, bfloat16 or float16; got {got}",
             TypeError)
 
 

@@ -1,9 +1,9 @@
 """Pure-PyTorch version of every saefast op: the fallback kernel and the test oracle.
 
 Each op has the signature of its schema (saefast/ops/schemas.inc) and works on any device.
-Inputs are assumed valid (saefast.ops checks them). bfloat16 is computed in float32 and
-returned in the input dtype. Memory stays bounded: no [B, F] or [n, m] matrix is held when
-F or m is large, and gathered [rows, k, d] temporaries are built in chunks.
+Inputs are assumed valid (saefast.ops checks them). bfloat16 and float16 are computed in
+float32 and returned in the input dtype. Memory stays bounded: no [B, F] or [n, m] matrix is
+held when F or m is large, and gathered [rows, k, d] temporaries are built in chunks.
 
 The backward helpers are sparse: gradients reach only the kept (row, feature) entries.
 """
