@@ -43,14 +43,16 @@ GROUP_REPORT_SECONDS = 0.5  # the null and the plots of a group
 # ---------------------------------------------------------------------------- checks
 
 
-def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None) -> None:
+def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None,
+              *, devices: bool = True) -> None:
     """Refuse what would fail later: a device this torch cannot use, an output or cache
-    folder that cannot be written. Nothing is created."""
+    folder that cannot be written. Nothing is created. devices=False: the runs train
+    elsewhere (a Ray cluster checks its own nodes), not on this machine's devices."""
     for path in (Path(out_dir) / RUNS_DIR, Path(out_dir) / REPORTS_DIR):
         check_output_dir(path, "--out")
     if cache_dir is not None:
         check_output_dir(cache_dir, "--cache-dir")
-    for device in sorted({r.config.model.device for r in runs}):
+    for device in sorted({r.config.model.device for r in runs}) if devices else ():
         check_device(device)
 
 
@@ -192,6 +194,16 @@ def _per_pass(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
         train_tokens if resident(cfg, d_model, budget) else 0, budget, cfg.train.dtype)
 
 
+def pass_bytes(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
+    """The memory a pass of n_seeds needs (`memory.py`'s estimate): what the seeds share
+    (the window, resident activations) and each seed's own. A remote executor declares it."""
+    train_tokens = train_count(cfg)
+    window = min(cfg.train.shuffle_buffer, train_tokens)
+    shared = memory.shared_bytes(d_model, window, train_tokens if resident(cfg, d_model, budget) else 0)
+    return shared + n_seeds * memory.per_seed_bytes(cfg.sae.n_features, d_model,
+                                                   cfg.train.batch_size, cfg.train.dtype)
+
+
 def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
                 memory_budget: int | None = None) -> list[list[RunSpec]]:
     """Runs that differ only by seed train together (a pass), as many per pass as fit in
@@ -269,9 +281,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
             per_pass = _per_pass(c, len(members), d, budget)
         except memory.MemoryBudgetError:
             per_pass = 0
-        window = min(c.train.shuffle_buffer, train_tokens)
-        need = memory.shared_bytes(d, window, train_tokens if resident(c, d, budget) else 0) + \
-            max(per_pass, 1) * memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
+        need = pass_bytes(c, max(per_pass, 1), d, budget)
         peak = max(peak, need)
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
