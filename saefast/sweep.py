@@ -348,9 +348,10 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
         args = _report_args(members, Path(out_dir))
         if args is None:
             continue
+        dirs, report_dir, settings = args
         out[gname] = reports.group_report(
-            *args, extra={"group": gname}, on_start=lambda g=gname: events.report_started(g),
-            matchings=matching_cache(out_dir))
+            dirs, report_dir, **settings, extra={"group": gname},
+            on_start=lambda g=gname: events.report_started(g), matchings=matching_cache(out_dir))
     return out
 
 
@@ -373,7 +374,10 @@ def report_is_current(members: list[RunSpec], out_dir: Path) -> bool:
     from saefast import reports
 
     args = _report_args(members, Path(out_dir))
-    return args is not None and reports.stored_report(*args) is not None
+    if args is None:
+        return False
+    dirs, report_dir, settings = args
+    return reports.stored_report(dirs, report_dir, **settings) is not None
 
 
 def matching_cache(out_dir: Path):

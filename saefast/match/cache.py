@@ -25,19 +25,23 @@ from .decoders import Matching, match_decoders, resolve_solver
 
 FOLDER = ".matchings"  # under a sweep's OUT/reports/ (dot: not a report of its own)
 
-_digests: "weakref.WeakKeyDictionary[torch.Tensor, str]" = weakref.WeakKeyDictionary()
+# id(tensor) -> (a weak reference to it, its digest); by id because tensors compare
+# elementwise, and the entry goes when the tensor does
+_digests: dict[int, tuple[weakref.ref, str]] = {}
 
 
 def digest(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes; memoised per tensor object (a report
     hashes each run's decoder once, not once per pair)."""
-    got = _digests.get(t)
-    if got is None:
-        c = t.detach().contiguous().cpu()
-        h = hashlib.sha256(f"{c.dtype}:{tuple(c.shape)}:".encode())
-        h.update(c.view(torch.uint8).numpy().tobytes() if c.numel() else b"")
-        got = _digests[t] = h.hexdigest()
-    return got
+    entry = _digests.get(id(t))
+    if entry is not None and entry[0]() is t:
+        return entry[1]
+    c = t.detach().contiguous().cpu()
+    h = hashlib.sha256(f"{c.dtype}:{tuple(c.shape)}:".encode())
+    h.update(c.view(torch.uint8).numpy().tobytes() if c.numel() else b"")
+    key = id(t)
+    _digests[key] = (weakref.ref(t, lambda _, key=key: _digests.pop(key, None)), h.hexdigest())
+    return _digests[key][1]
 
 
 def identity(weights: torch.Tensor, rows: np.ndarray | None = None) -> str:
