@@ -156,7 +156,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if args.dry_run:  # the same checks a sweep makes before any work (run_sweep makes them)
-        plan.preflight(runs, args.out, args.cache_dir)
+        # with --executor ray the devices are the cluster's, not this machine's
+        plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
         todo, done = plan.pending(runs, Path(args.out))
         tables.print_plan(console, runs, plan.estimate(todo, budget) if todo else None,
                           Path(args.out), done=len(done))

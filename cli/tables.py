@@ -176,11 +176,14 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
                       _gib(row["memory_bytes"]))
     console.print(table)
     console.print(
-        f"{_plural(est['pairs'], 'pair')} to match; harvest {est['harvest_tokens']:,} tokens (~"
+        f"{_plural(est['pairs'], 'pair')} to match; {est['token_steps']:,} token-steps of "
+        f"training; harvest {est['harvest_tokens']:,} tokens (~"
         f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
         f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
         f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates; the "
         "harvest is skipped where the activation cache already holds it)")
+    for note in est.get("notes", []):
+        console.print(escape(f"note: {note}"))
 
 
 def _compact_table(title: str, caption: str | None = None) -> Table:

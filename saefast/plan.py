@@ -27,8 +27,13 @@ from saefast.fsio import check_output_dir
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
 
-# d_model of the built-in models, for estimates made before a model is loaded
-D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
+# d_model of the built-in models and of some Hugging Face models, for estimates made before
+# a model is loaded (a dry run loads nothing and needs no network); others are guessed at 768
+D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640,
+                 "gpt2": 768, "gpt2-medium": 1024, "gpt2-large": 1280, "gpt2-xl": 1600,
+                 "EleutherAI/pythia-70m": 512, "EleutherAI/pythia-160m": 768,
+                 "EleutherAI/pythia-410m": 1024, "EleutherAI/pythia-1b": 2048,
+                 "google/gemma-2-2b": 2304}
 
 # Rates measured on the 2-core dev box (docs/benchmarks.md), used by --dry-run
 TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
@@ -271,11 +276,11 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
     harvest_tokens = sum(job.tokens for job in jobs)
     # a stream runs the model once per epoch and once more for the evaluation pass
     harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
-    rows, train_s, match_s, peak = [], 0.0, 0.0, 0
+    rows, train_s, match_s, peak, notes = [], 0.0, 0.0, 0, set()
     for gname, members in groups(runs).items():
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
-        budget = memory_budget or memory.available_bytes(c.model.device)
+        budget = memory_budget or _budget_here(c.model.device, notes)
         train_tokens = train_count(c)
         try:
             per_pass = _per_pass(c, len(members), d, budget)
@@ -298,4 +303,22 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
         + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
         "train_seconds": train_s, "match_seconds": match_s,
+        "token_steps": sum(token_steps(r.config) for r in runs),  # tokens seen, over all runs
+        "notes": sorted(notes),
     }
+
+
+ASSUMED_GPU_BYTES = 80 * 2**30  # a dry run for a GPU cluster, planned where no GPU is
+
+
+def _budget_here(device: str, notes: set[str]) -> int:
+    """The memory budget of `device` on this machine; for a GPU this machine does not have
+    (planning a cluster's sweep), that of an 80 GB GPU, noted."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            notes.add(f"no GPU here: passes sized for {ASSUMED_GPU_BYTES // 2**30} GiB of GPU "
+                      "memory (--memory-budget to change)")
+            return ASSUMED_GPU_BYTES
+    return memory.available_bytes(device)
