@@ -133,7 +133,17 @@ def cluster_table(progress: ClusterProgress) -> Table:
         table.add_row("[bold]node[/]", "", "", "[bold]passes[/]", "[bold]token-steps/s[/]")
         for node, rate in sorted(progress.nodes.items()):
             table.add_row(escape(node), "", "", str(rate.passes), f"{rate.token_steps_per_s:,.0f}")
+    if progress.running:
+        table.add_section()
+        shown = sorted(progress.running.items())[:RUNNING_ROWS]
+        for task, (node, step, total) in shown:
+            table.add_row(escape(task), "", escape(node), f"{step}/{total}" if total else "", "")
+        if len(progress.running) > len(shown):
+            table.add_row(f"... {len(progress.running) - len(shown)} more running", "", "", "", "")
     return table
+
+
+RUNNING_ROWS = 8  # running passes listed under the cluster table
 
 
 def step_info(stats: dict) -> str:

@@ -141,8 +141,12 @@ class RayExecutor:
                        if n["Resources"].get("CPU")))
 
     def _check_gpus(self, todo: list[RunSpec]) -> None:
-        if any(r.config.model.device.startswith("cuda") for r in todo) and \
-                not self.ray.cluster_resources().get("GPU"):
+        devices = {r.config.model.device for r in todo}
+        numbered = sorted(d for d in devices if d.startswith("cuda:"))
+        if numbered:  # Ray gives each task its GPU as the only one it sees
+            raise ExecutorError(f"device {numbered[0]!r}: with --executor ray use --device cuda "
+                                "(Ray assigns each task its own GPU)")
+        if "cuda" in devices and not self.ray.cluster_resources().get("GPU"):
             raise ExecutorError("runs on cuda but the Ray cluster has no GPU (start GPU nodes "
                                 "with `ray start ... --num-gpus N`, or use --device cpu)")
 
@@ -383,9 +387,9 @@ class _Sweep:
 
     def _progress(self) -> None:
         try:
-            started = self.ray.get(self.board.snapshot.remote(), timeout=5)
+            started, steps = self.ray.get(self.board.snapshot.remote(), timeout=5)
         except Exception:  # progress only: never stop a sweep for it
-            started = {}
+            started, steps = {}, {}
         state = {}
         for kind in ("pass", "pairs"):
             running = sum(1 for t in self.tasks.values() if t.kind == kind and t.id in started)
@@ -393,8 +397,10 @@ class _Sweep:
             c = self.counts[kind]
             state[kind] = {"queued": outstanding - running, "running": running,
                            "done": c["done"], "failed": c["failed"]}
+        running = {t.id: (started[t.id], *steps.get(t.id, (0, 0)))
+                   for t in self.tasks.values() if t.kind == "pass" and t.id in started}
         self.events.cluster_progress(ClusterProgress(passes=state["pass"], pairs=state["pairs"],
-                                                     nodes=dict(self.nodes)))
+                                                     nodes=dict(self.nodes), running=running))
 
 
 def executor_from_args(address: str | None, retries: int, threads: int | None) -> RayExecutor:

@@ -24,12 +24,35 @@ class Board:
 
     def __init__(self) -> None:
         self.started: dict[str, str] = {}
+        self.steps: dict[str, tuple[int, int]] = {}
 
     def start(self, task_id: str, node: str) -> None:
         self.started[task_id] = node
 
-    def snapshot(self) -> dict[str, str]:
-        return dict(self.started)
+    def step(self, task_id: str, step: int, total: int) -> None:
+        self.steps[task_id] = (step, total)
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        return dict(self.started), dict(self.steps)
+
+
+class _StepsToBoard:
+    """A pass's step progress, sent to the board at most every STEP_SECONDS (`Events.run_step`
+    is the only event a pass emits that the driver draws)."""
+
+    STEP_SECONDS = 2.0
+
+    def __init__(self, board: Any, task_id: str):
+        self.board, self.task_id, self.last = board, task_id, 0.0
+
+    def __getattr__(self, name: str):  # every other Events method: nothing to send
+        return lambda *args, **kwargs: None
+
+    def run_step(self, step: int, total: int, stats: dict) -> None:
+        now = time.monotonic()
+        if self.board is not None and (now - self.last >= self.STEP_SECONDS or step >= total):
+            self.last = now
+            self.board.step.remote(self.task_id, step, total)
 
 
 def node_name() -> str:
@@ -130,7 +153,8 @@ def train_pass(runner: Callable, runs: list[RunSpec], data: Path | None, out_dir
     _threads(threads)
     source = data if data is not None else sweep.open_stream(runs[0].config, cache_dir)
     try:
-        outcomes = runner(runs, source, out_dir, memory_budget=memory_budget, threads=threads)
+        outcomes = runner(runs, source, out_dir, events=_StepsToBoard(board, task_id),
+                          memory_budget=memory_budget, threads=threads)
     finally:
         seed_pool.shutdown()  # seed workers a pass started live no longer than the task
     return PassResult(outcomes, node, wall, time.perf_counter() - t0,

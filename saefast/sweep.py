@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +64,7 @@ class ClusterProgress:
     passes: dict[str, int]  # queued, running, done, failed
     pairs: dict[str, int]  # the same, for batches of pair matchings
     nodes: dict[str, NodeRate]
+    running: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # pass -> node, step, total
 
 
 class Events:

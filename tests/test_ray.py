@@ -111,17 +111,30 @@ def _no_matching(*args, **kwargs):
     raise AssertionError("the report matched a pair the Ray executor should have matched")
 
 
-def _crash_once(runs, data, out_dir, *, marker: str, **kwargs):
-    """sweep.run_pass, but the first call in the whole sweep kills its worker outright."""
+class _DieHalfWay:
+    """The pass's events, but the worker is killed outright half-way through its steps, once
+    in the whole sweep (the marker file says it happened)."""
+
+    def __init__(self, events, marker: Path):
+        self.events, self.marker = events, marker
+
+    def __getattr__(self, name):
+        return getattr(self.events, name)
+
+    def run_step(self, step, total, stats):
+        if step >= total // 2 and not self.marker.exists():
+            self.marker.write_text(f"killed at step {step} of {total}")
+            os._exit(1)
+        self.events.run_step(step, total, stats)
+
+
+def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
+    """sweep.run_pass, whose first pass of the sweep dies half-way through training."""
     from saefast.sweep import run_pass
 
-    marker = Path(marker)
-    with open(marker.with_suffix(".log"), "a") as f:
+    with open(Path(marker).with_suffix(".log"), "a") as f:
         f.write(f"{runs[0].group}\n")
-    if not marker.exists():
-        marker.write_text("crashed")
-        os._exit(1)
-    return run_pass(runs, data, out_dir, **kwargs)
+    return run_pass(runs, data, out_dir, events=_DieHalfWay(events, Path(marker)), **kwargs)
 
 
 def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
