@@ -43,7 +43,9 @@ RAY_MISSING = "--executor ray needs Ray: pip install 'saefast[ray]'"
 # errors worth another try on a fresh worker (a full disk, a network filesystem's hiccup,
 # memory); a worker that dies is retried by Ray whatever the cause. Others fail at once.
 TRANSIENT = [OSError, MemoryError]
-PAIR_BATCH_SECONDS = 5.0  # a pair task carries about this much matching (plan's rates)
+# a pair task carries about this much matching (plan's rates): task overhead and loading the
+# runs (a batch loads each run once) stay small beside it
+PAIR_BATCH_SECONDS = 20.0
 POLL_SECONDS = 0.5  # how often the driver looks at the tasks and redraws
 
 
@@ -279,7 +281,8 @@ class _Sweep:
             result: ray_tasks.PassResult = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
             cause = getattr(e, "cause", None) or e
-            error = f"Ray task failed after {self.ex.retries} retries: {first_line(cause)}"
+            error = f"{first_line(cause)} (a Ray task; retried up to {self.ex.retries} times " \
+                    "when its worker died or the error was transient)"
             self.counts["pass"]["failed"] += 1
             outcomes = [RunOutcome(spec, "failed", error=error) for spec in task.runs]
         else:

@@ -204,3 +204,23 @@ def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, cor
              for d in (out / "runs").iterdir() if not d.name.startswith(".")}
     assert len(after) == len(runs)
     assert all(after[name] == mtime for name, mtime in before.items())  # untouched
+
+
+def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_path):
+    """data.cache false: no store; the task runs the model itself (the driver loads none)."""
+    from saefast.ray_executor import RayExecutor
+    from saefast.sweep import run_sweep
+
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
+                           "data.tokens": 1500, "data.cache": False, "sae.n_features": 16,
+                           "sae.k": 2, "train.epochs": 1})
+    runs = expand(exp, axes=[("train.seed", [1, 2])])
+    for out, executor in (("local", None), ("ray", RayExecutor())):
+        summary = run_sweep(runs, tmp_path / out, cache_dir=tmp_path / "cache", analyze=False,
+                            executor=executor)
+        assert summary["runs"]["done"] == 2
+    assert not (tmp_path / "cache" / "activations").exists()
+    local, remote = _weights(tmp_path / "local"), _weights(tmp_path / "ray")
+    assert sorted(local) == sorted(remote) and len(local) == 2
+    for name in local:
+        assert all(torch.equal(local[name][k], remote[name][k]) for k in local[name]), name
