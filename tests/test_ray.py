@@ -72,6 +72,11 @@ def _comparable(obj, out: Path):
     return obj
 
 
+def test_address_needs_the_ray_executor(capsys, tmp_path, corpus):
+    assert main(_args(corpus, tmp_path / "out", tmp_path / "cache", "--address", "auto")) == 2
+    assert capsys.readouterr().err.strip() == "error: --address needs --executor ray"
+
+
 def test_ray_absent_is_one_line_telling_how_to_install(monkeypatch, capsys, tmp_path, corpus):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     rc = main(_args(corpus, tmp_path / "out", tmp_path / "cache", "--executor", "ray"))
@@ -186,22 +191,29 @@ def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, cor
     from saefast.ray_executor import RayExecutor
     from saefast.sweep import run_sweep
 
-    runs, out = _runs(corpus, seeds=(1, 2)), tmp_path / "out"
-    # a driver killed after one group: its runs exist, the other group's do not
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
+                           "data.tokens": 1500, "sae.n_features": 16, "train.epochs": 2})
+    runs = expand(exp, axes=[("sae.k", [2, 3, 4, 5]), ("train.seed", [1, 2])])  # 4 passes
+    out = tmp_path / "out"
+
+    def mtimes():
+        return {d.name: (d / "sae_weights.safetensors").stat().st_mtime_ns
+                for d in (out / "runs").iterdir() if not d.name.startswith(".")}
+
+    # a driver killed after one group: its runs exist, the others' do not
     first = [r for r in runs if r.config.sae.k == 2]
     run_sweep(first, out, cache_dir=tmp_path / "cache", analyze=False, executor=RayExecutor())
-    # a driver interrupted mid-sweep: the task it was waiting on is cancelled
+    # a driver interrupted mid-sweep (Ctrl-C after its next finished pass): the outstanding
+    # tasks are cancelled, as when a driver dies
     with pytest.raises(KeyboardInterrupt):
         run_sweep(runs, out, cache_dir=tmp_path / "cache", events=_StopAfterFirstRun(),
                   executor=RayExecutor())
-    before = {d.name: (d / "sae_weights.safetensors").stat().st_mtime_ns
-              for d in (out / "runs").iterdir() if not d.name.startswith(".")}
-    assert {r.name for r in first} <= set(before)
+    before = mtimes()
+    assert {r.name for r in first} < set(before)
     summary = run_sweep(runs, out, cache_dir=tmp_path / "cache", executor=RayExecutor())
     assert summary["runs"]["skipped"] == len(before)
     assert summary["runs"]["done"] == len(runs) - len(before) and not summary["runs"]["failed"]
-    after = {d.name: (d / "sae_weights.safetensors").stat().st_mtime_ns
-             for d in (out / "runs").iterdir() if not d.name.startswith(".")}
+    after = mtimes()
     assert len(after) == len(runs)
     assert all(after[name] == mtime for name, mtime in before.items())  # untouched
 
