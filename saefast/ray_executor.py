@@ -26,6 +26,7 @@ Ray worker's one thread gives the local executor's bits.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections import defaultdict
@@ -95,6 +96,7 @@ class RayExecutor:
     def connect(self) -> None:
         if self.ray.is_initialized():
             return
+        _check_reachable(self.address)
         try:
             self.ray.init(address=self.address, log_to_driver=False, **self.init_kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -160,7 +162,6 @@ class RayExecutor:
     def __call__(self, runs: list[RunSpec], out_dir: Path, *, cache_dir=None,
                  events: Events | None = None, memory_budget: int | None = None,
                  threads: int | None = None) -> list[RunOutcome]:
-        from saefast.data import store
         from saefast.data.models import cache_root
 
         events = events or Events()
@@ -181,21 +182,31 @@ class RayExecutor:
         current = {g for g, members in groups(runs).items()
                    if g not in training and report_is_current(members, out_dir)}
         sweep = _Sweep(self, runs, out_dir, str(cache), events, skip_pairs=current)
-        sweep.add_finished(outcomes)
-        if todo:
-            sources = self._harvest(todo, str(cache), events)
-            d_model = {g: int(store.store_info(s)["d_model"]) for g, s in sources.items()
-                       if s is not None}
-            d_model.update(self._stream_widths(todo, str(cache), events))
-            for device in sorted({r.config.model.device for r in todo}):
-                mine = [r for r in todo if r.config.model.device == device]
-                budget = self._budget(device, memory_budget)
-                for runs_of_pass in plan.seed_passes(mine, {g: d_model[g] for g in groups(mine)}, budget):
-                    sweep.submit_pass(runs_of_pass, sources.get(runs_of_pass[0].group), budget,
-                                      d_model[runs_of_pass[0].group])
+        try:
+            sweep.add_finished(outcomes)
+            if todo:
+                self._submit_passes(sweep, todo, str(cache), events, memory_budget)
+        except BaseException:  # a harvest that fails, a pass too big: nothing left running
+            sweep.abort()
+            raise
         return outcomes + sweep.wait()
 
-    def _harvest(self, todo: list[RunSpec], cache: str, events: Events) -> dict[str, Path | None]:
+    def _submit_passes(self, sweep: _Sweep, todo: list[RunSpec], cache: str, events: Events,
+                       memory_budget: int | None) -> None:
+        """Harvest, then every pass of seeds as a task, sized for the nodes."""
+        from saefast.data import store
+
+        sources = self._harvest(todo, cache, events)
+        d_model = {g: int(store.store_info(s)["d_model"]) for g, s in sources.items()}
+        d_model.update(self._stream_widths(todo, cache, events))
+        for device in sorted({r.config.model.device for r in todo}):
+            mine = [r for r in todo if r.config.model.device == device]
+            budget = self._budget(device, memory_budget)
+            for runs_of_pass in plan.seed_passes(mine, {g: d_model[g] for g in groups(mine)}, budget):
+                group = runs_of_pass[0].group
+                sweep.submit_pass(runs_of_pass, sources.get(group), budget, d_model[group])
+
+    def _harvest(self, todo: list[RunSpec], cache: str, events: Events) -> dict[str, Path]:
         """Every harvest job as a task (on a GPU for cuda runs), all at once; group -> store."""
         task = self.ray.remote(ray_tasks.harvest)
         refs = []
@@ -204,7 +215,7 @@ class RayExecutor:
             refs.append((job, task.options(**self._resources(job.device),
                                            max_retries=self.retries,
                                            retry_exceptions=TRANSIENT).remote(job, cache, self.cpus)))
-        sources: dict[str, Path | None] = {}
+        sources: dict[str, Path] = {}
         for job, ref in refs:
             sources.update(stores_of_job(todo, job, _get(self.ray, ref)))
         return sources
@@ -219,6 +230,23 @@ class RayExecutor:
             refs[g] = task.options(**self._resources(members[0].config.model.device),
                                    max_retries=self.retries).remote(members[0], cache)
         return {g: int(_get(self.ray, ref)) for g, ref in refs.items()}
+
+
+HEAD_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """A HOST:PORT that does not answer is one line now; Ray itself retries for minutes."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--address {address!r}: expected auto or HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT_S).close()
+    except OSError as e:
+        raise ExecutorError(f"no Ray head answers at {address} ({e.strerror or e}): is "
+                            "`ray start --head` running there?") from None
 
 
 def _get(ray, ref):
@@ -380,13 +408,18 @@ class _Sweep:
                     else:
                         self._pairs_done(task, ref)
                 self._progress()
-            return outcomes
         except BaseException:
-            for ref in self.tasks:
-                self.ray.cancel(ref, force=True)
+            self.abort()
             raise
-        finally:
-            self.ray.kill(self.board)
+        self.ray.kill(self.board)
+        return outcomes
+
+    def abort(self) -> None:
+        """Cancel every outstanding task (their finished work stays on disk)."""
+        for ref in self.tasks:
+            self.ray.cancel(ref, force=True)
+        self.tasks.clear()
+        self.ray.kill(self.board)
 
     def _progress(self) -> None:
         try:
