@@ -329,6 +329,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     _apply_threads(args.threads)
     info = saefast.build_info()
     info.update(threads.info(args.threads))
+    from saefast.ray_executor import ray_info
+
+    info["ray"] = ray_info()
     tables.print_info(console, info)
     if info.get("torch_mismatch"):
         err_console.print(f"[yellow]warning:[/] {escape(info['torch_mismatch'])}")

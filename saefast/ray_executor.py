@@ -50,6 +50,16 @@ PAIR_BATCH_SECONDS = 20.0
 POLL_SECONDS = 0.5  # how often the driver looks at the tasks and redraws
 
 
+def ray_info() -> str:
+    """For `saefast info`: Ray's version, or how to install it (ray is not imported)."""
+    from importlib import metadata
+
+    try:
+        return f"{metadata.version('ray')} (saefast sweep --executor ray)"
+    except metadata.PackageNotFoundError:
+        return "not installed (--executor ray needs pip install 'saefast[ray]')"
+
+
 def import_ray():
     """ray, or one line telling how to install it."""
     try:
@@ -444,4 +454,4 @@ def executor_from_args(address: str | None, retries: int, threads: int | None) -
     return RayExecutor(address, retries=retries, cpus_per_task=threads or 1)
 
 
-__all__ = ["RayExecutor", "import_ray", "executor_from_args", "RAY_MISSING"]
+__all__ = ["RayExecutor", "import_ray", "ray_info", "executor_from_args", "RAY_MISSING"]

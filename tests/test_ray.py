@@ -236,3 +236,9 @@ def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_pa
     assert sorted(local) == sorted(remote) and len(local) == 2
     for name in local:
         assert all(torch.equal(local[name][k], remote[name][k]) for k in local[name]), name
+
+
+def test_info_says_whether_ray_is_installed(capsys):
+    assert main(["info"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--executor ray" in out
