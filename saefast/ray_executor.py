@@ -291,7 +291,6 @@ class _Sweep:
         self.left = defaultdict(int)  # group -> runs not yet finished or failed
         self.finished: dict[str, list[Path]] = defaultdict(list)  # group -> run dirs that exist
         self.waiting_pairs: list[tuple[float, str, str, str]] = []  # (cost, group, a, b)
-        self.n_pair_tasks = 0
         for g, members in self.members.items():
             self.left[g] = len(members)
         from saefast.sweep import matching_cache
@@ -306,7 +305,7 @@ class _Sweep:
         if not cfg.model.device.startswith("cuda"):  # host memory is what a CPU pass uses
             largest = max(n["Resources"].get("memory", 0) for n in self.ex._nodes())
             opts["memory"] = int(min(plan.pass_bytes(cfg, len(runs), d_model, budget), largest))
-        task_id = f"pass {len(self.tasks)}: {pass_label(runs)}"
+        task_id = f"pass {self.counts['pass']['submitted']}: {pass_label(runs)}"  # unique
         ref = self.pass_task.options(**opts, max_retries=self.ex.retries,
                                      retry_exceptions=TRANSIENT).remote(
             self.ex.run_pass, runs, data, self.out_dir, memory_budget=budget,
@@ -379,8 +378,7 @@ class _Sweep:
 
     def _submit_pair_batch(self, group: str, pairs: list[tuple[str, str]]) -> None:
         mc = self.members[group][0].config.match
-        task_id = f"pairs {self.n_pair_tasks}: {group} ({len(pairs)})"
-        self.n_pair_tasks += 1
+        task_id = f"pairs {self.counts['pairs']['submitted']}: {group} ({len(pairs)})"
         ref = self.pair_task.options(num_cpus=self.ex.cpus, max_retries=self.ex.retries,
                                      retry_exceptions=TRANSIENT).remote(
             pairs, self.matchings, live_only=mc.live_only, solver=mc.solver,
