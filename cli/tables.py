@@ -190,8 +190,9 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
         f"training; harvest {est['harvest_tokens']:,} tokens (~"
         f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
         f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
-        f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates; the "
-        "harvest is skipped where the activation cache already holds it)")
+        f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates, an H100's "
+        "for training on cuda, on one device: a cluster shares it out; the harvest is skipped "
+        "where the activation cache already holds it)")
     for note in est.get("notes", []):
         console.print(escape(f"note: {note}"))
 

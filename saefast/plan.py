@@ -37,6 +37,9 @@ D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640,
 
 # Rates measured on the 2-core dev box (docs/benchmarks.md), used by --dry-run
 TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
+# the same on an H100 in strict float32: train_saes at 1.05M token-steps/s, 16,384 x 768,
+# batch 4,096 (docs/benchmarks.md); used for runs on cuda
+TRAIN_FLOPS_PER_S_CUDA = 5.2e13
 HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
 MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
 MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
@@ -290,7 +293,8 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         peak = max(peak, need)
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
-        train_s += len(members) * max(flops / TRAIN_FLOPS_PER_S, steps * SEED_STEP_SECONDS)
+        rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
+        train_s += len(members) * max(flops / rate, steps * SEED_STEP_SECONDS)
         pairs = len(members) * (len(members) - 1) // 2
         match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
