@@ -216,6 +216,24 @@ def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, cor
     after = mtimes()
     assert len(after) == len(runs)
     assert all(after[name] == mtime for name, mtime in before.items())  # untouched
+    # once more: every run done and every report current, so no task at all
+    seen = _Progress()
+    again = run_sweep(runs, out, cache_dir=tmp_path / "cache", events=seen, executor=RayExecutor())
+    assert again["runs"]["skipped"] == len(runs)
+    assert not seen.progress or (seen.progress[-1].passes["done"] == 0
+                                 and seen.progress[-1].pairs["done"] == 0)
+    assert mtimes() == after
+
+
+class _Progress:
+    def __init__(self):
+        self.progress = []
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def cluster_progress(self, progress):
+        self.progress.append(progress)
 
 
 def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_path):
@@ -242,3 +260,13 @@ def test_info_says_whether_ray_is_installed(capsys):
     assert main(["info"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "--executor ray" in out
+
+
+def test_the_probe_names_what_a_node_cannot_see(tmp_path):
+    from saefast.ray_tasks import probe
+
+    seen, stale = tmp_path / "seen", tmp_path / "stale"
+    seen.write_text("token")
+    stale.write_text("older")
+    assert probe([str(seen), str(stale), str(tmp_path / "missing")], "token") == \
+        [str(stale), str(tmp_path / "missing")]
