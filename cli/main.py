@@ -37,7 +37,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                     "command skips finished runs.",
         epilog='examples:\n  saefast sweep experiments/seed_repro.yaml\n'
                '  saefast sweep --features 16384 --seeds 20 --tokens 200000\n'
-               '  saefast sweep exp.yaml --axis "train.seed=1..10" --axis "sae.k=8,32" --dry-run',
+               '  saefast sweep exp.yaml --axis "train.seed=1..10" --axis "sae.k=8,32" --dry-run\n'
+               '  saefast sweep exp.yaml --executor ray --address auto   (a Ray cluster)',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="experiment YAML (base / variants / grid); "
                    "optional: without it the defaults and flags define one group")
@@ -72,6 +73,17 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                         "larger ones use N threads inside each op")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default): this machine; ray: each pass and each batch of pair "
+                        "matchings is a task on a Ray cluster (pip install 'saefast[ray]'); "
+                        "--out and --cache-dir must be on a filesystem every node shares")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="with --executor ray: the cluster (auto: the one `ray start` runs here; "
+                        "default $RAY_ADDRESS, else a local Ray instance on this machine)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="with --executor ray: tries after a task's first that fail (a lost "
+                        "worker or node, a transient error); a pass failing them all is reported "
+                        "as failed runs and the sweep goes on (default 2)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -118,18 +130,34 @@ def _apply_threads(requested: int | None) -> int:
     return n
 
 
+def _executor(args: argparse.Namespace):
+    """None for the local executor; a RayExecutor for --executor ray (--threads: the CPUs
+    each task declares, default 1)."""
+    if args.executor != "ray":
+        if args.address is not None:
+            raise ConfigError("--address needs --executor ray")
+        return None
+    if args.dry_run:
+        return None  # a dry run plans; it needs no cluster
+    from saefast import ray_executor
+
+    return ray_executor.executor_from_args(args.address, args.retries, args.threads)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast import plan, sweep
     from saefast.memory import parse_bytes
     from saefast.reports import HTML_REPORT
 
     n_threads = _apply_threads(args.threads)
+    executor = _executor(args)  # before any work: Ray missing is one line now
     exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
     for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if args.dry_run:  # the same checks a sweep makes before any work (run_sweep makes them)
-        plan.preflight(runs, args.out, args.cache_dir)
+        # with --executor ray the devices are the cluster's, not this machine's
+        plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
         todo, done = plan.pending(runs, Path(args.out))
         tables.print_plan(console, runs, plan.estimate(todo, budget) if todo else None,
                           Path(args.out), done=len(done))
@@ -140,7 +168,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                  if args.config else None)  # without a YAML the page is named after --out
         summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
                                   memory_budget=budget, experiment=study,
-                                  threads=n_threads)
+                                  threads=n_threads, executor=executor)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
@@ -301,6 +329,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     _apply_threads(args.threads)
     info = saefast.build_info()
     info.update(threads.info(args.threads))
+    from saefast.ray_executor import ray_info
+
+    info["ray"] = ray_info()
     tables.print_info(console, info)
     if info.get("torch_mismatch"):
         err_console.print(f"[yellow]warning:[/] {escape(info['torch_mismatch'])}")

@@ -8,6 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -15,7 +16,7 @@ from saefast.cells import (NULL_KINDS, ci_cell, excess_cell, fmt as _fmt, fracti
                            null_medians_cell, share_cell, value_cell)
 from saefast.experiment import RunSpec
 from saefast.plan import HarvestJob
-from saefast.sweep import Events, RunOutcome
+from saefast.sweep import ClusterProgress, Events, RunOutcome
 
 
 
@@ -46,6 +47,7 @@ class RichEvents(Events):
         self.passes_task = self.steps_task = None
         self.harvest: Progress | None = None
         self.harvest_task = None
+        self.live: Live | None = None  # the Ray executor's task table
 
     def _start(self, total: int) -> None:
         if self.progress is None:
@@ -102,11 +104,46 @@ class RichEvents(Events):
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
 
+    def cluster_progress(self, progress: ClusterProgress) -> None:
+        if self.live is None:
+            self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+            self.live.start()
+        self.live.update(cluster_table(progress))
+
     def close(self) -> None:
         self._stop_harvest()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def cluster_table(progress: ClusterProgress) -> Table:
+    """Tasks of a remote sweep by state, then each node's finished passes and throughput."""
+    table = Table(box=box.SIMPLE, title="Ray cluster", title_justify="left")
+    for col in ("tasks", "queued", "running", "done", "failed"):
+        table.add_column(col, justify="left" if col == "tasks" else "right")
+    for name, counts in (("passes", progress.passes), ("pair batches", progress.pairs)):
+        table.add_row(name, *(str(counts.get(k, 0)) for k in ("queued", "running", "done")),
+                      f"[red]{counts['failed']}[/]" if counts.get("failed") else "0")
+    if progress.nodes:
+        table.add_section()
+        table.add_row("[bold]node[/]", "", "", "[bold]passes[/]", "[bold]token-steps/s[/]")
+        for node, rate in sorted(progress.nodes.items()):
+            table.add_row(escape(node), "", "", str(rate.passes), f"{rate.token_steps_per_s:,.0f}")
+    if progress.running:
+        table.add_section()
+        shown = sorted(progress.running.items())[:RUNNING_ROWS]
+        for task, (node, step, total) in shown:
+            table.add_row(escape(task), "", escape(node), f"{step}/{total}" if total else "", "")
+        if len(progress.running) > len(shown):
+            table.add_row(f"... {len(progress.running) - len(shown)} more running", "", "", "", "")
+    return table
+
+
+RUNNING_ROWS = 8  # running passes listed under the cluster table
 
 
 def step_info(stats: dict) -> str:
@@ -149,11 +186,15 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
                       _gib(row["memory_bytes"]))
     console.print(table)
     console.print(
-        f"{_plural(est['pairs'], 'pair')} to match; harvest {est['harvest_tokens']:,} tokens (~"
+        f"{_plural(est['pairs'], 'pair')} to match; {est['token_steps']:,} token-steps of "
+        f"training; harvest {est['harvest_tokens']:,} tokens (~"
         f"{_duration(est['harvest_seconds'])}), training ~{_duration(est['train_seconds'])}, "
         f"matching ~{_duration(est['match_seconds'])}, peak memory ~"
-        f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates; the "
-        "harvest is skipped where the activation cache already holds it)")
+        f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates, an H100's "
+        "for training on cuda, on one device: a cluster shares it out; the harvest is skipped "
+        "where the activation cache already holds it)")
+    for note in est.get("notes", []):
+        console.print(escape(f"note: {note}"))
 
 
 def _compact_table(title: str, caption: str | None = None) -> Table:

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from . import inference as inf
-from .match import match_decoders, unit_rows
+from .match import cache as match_cache
+from .match import unit_rows
 
 LEVEL = 0.90
 THRESHOLDS = (0.5, 0.7, 0.9)
@@ -75,8 +76,14 @@ def pair_encoder_cosines(enc_a: torch.Tensor, enc_b: torch.Tensor, a_idx, b_idx)
     return (ua * ub).sum(1).numpy()
 
 
+def encoder_matching(sa, sb, *, solver: str = "auto", matchings=None):
+    """The one-to-one matching of two runs' encoder rows (every feature), read from
+    `matchings` (`match.cache.MatchingCache`) when it was computed before."""
+    return match_cache.match(matchings, sa.encoder, sb.encoder, kind="encoder", solver=solver)
+
+
 def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
-                  solver: str = "auto") -> dict | None:
+                  solver: str = "auto", matchings=None) -> dict | None:
     """Add `encoder` {cosines (per decoder-matched pair, in all_cosines' order), matching
     {median, fraction_above}, shared_count} to each pair and return the summary's block
     (None when a run has no encoder: the block's absence says so in `equivalence.skipped`)."""
@@ -89,7 +96,7 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
         i, j = p["index_a"], p["index_b"]
         a, b = saes[i].encoder, saes[j].encoder
         c = pair_encoder_cosines(a, b, p["a_indices"], p["b_indices"])
-        m = match_decoders(a, b, solver=solver)  # full reports: every feature
+        m = encoder_matching(saes[i], saes[j], solver=solver, matchings=matchings)  # every feature
         dec = np.asarray(p["all_cosines"], dtype=np.float64)
         key = (i, j)
         enc_cos[key], matched[key] = c, m.cosines
@@ -357,11 +364,11 @@ def held_out_rows(infos: Sequence[dict]) -> tuple[int, int] | str:
 
 def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str,
                 held_out: torch.Tensor | None, held_out_reason: str | None,
-                source: str | None = None) -> dict:
+                source: str | None = None, matchings=None) -> dict:
     """summary["equivalence"]: {encoder: block or None, activation: block or None, skipped:
     [reasons]}, adding the per-pair keys of each block to `pairs`."""
     skipped = []
-    enc = encoder_block(saes, pairs, threshold=threshold, solver=solver)
+    enc = encoder_block(saes, pairs, threshold=threshold, solver=solver, matchings=matchings)
     if enc is None:
         skipped.append("encoder: a run's weights have no encoder (W_enc, b_enc, b_dec)")
     act = None

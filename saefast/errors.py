@@ -66,3 +66,8 @@ class MemoryBudgetError(SaefastError, RuntimeError):
 
 class SweepError(SaefastError, RuntimeError):
     """A sweep that cannot go on: conflicting run dirs, output paths that are files."""
+
+
+class ExecutorError(SaefastError, RuntimeError):
+    """An executor that cannot run a sweep: Ray not installed, a cluster that cannot be
+    reached or that lacks what the runs need (GPUs, a shared filesystem)."""

@@ -27,11 +27,19 @@ from saefast.fsio import check_output_dir
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
 
-# d_model of the built-in models, for estimates made before a model is loaded
-D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640}
+# d_model of the built-in models and of some Hugging Face models, for estimates made before
+# a model is loaded (a dry run loads nothing and needs no network); others are guessed at 768
+D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640,
+                 "gpt2": 768, "gpt2-medium": 1024, "gpt2-large": 1280, "gpt2-xl": 1600,
+                 "EleutherAI/pythia-70m": 512, "EleutherAI/pythia-160m": 768,
+                 "EleutherAI/pythia-410m": 1024, "EleutherAI/pythia-1b": 2048,
+                 "google/gemma-2-2b": 2304}
 
 # Rates measured on the 2-core dev box (docs/benchmarks.md), used by --dry-run
 TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
+# the same on an H100 in strict float32: train_saes at 1.05M token-steps/s, 16,384 x 768,
+# batch 4,096 (docs/benchmarks.md); used for runs on cuda
+TRAIN_FLOPS_PER_S_CUDA = 5.2e13
 HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
 MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
 MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
@@ -43,14 +51,16 @@ GROUP_REPORT_SECONDS = 0.5  # the null and the plots of a group
 # ---------------------------------------------------------------------------- checks
 
 
-def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None) -> None:
+def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None,
+              *, devices: bool = True) -> None:
     """Refuse what would fail later: a device this torch cannot use, an output or cache
-    folder that cannot be written. Nothing is created."""
+    folder that cannot be written. Nothing is created. devices=False: the runs train
+    elsewhere (a Ray cluster checks its own nodes), not on this machine's devices."""
     for path in (Path(out_dir) / RUNS_DIR, Path(out_dir) / REPORTS_DIR):
         check_output_dir(path, "--out")
     if cache_dir is not None:
         check_output_dir(cache_dir, "--cache-dir")
-    for device in sorted({r.config.model.device for r in runs}):
+    for device in sorted({r.config.model.device for r in runs}) if devices else ():
         check_device(device)
 
 
@@ -192,6 +202,16 @@ def _per_pass(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
         train_tokens if resident(cfg, d_model, budget) else 0, budget, cfg.train.dtype)
 
 
+def pass_bytes(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
+    """The memory a pass of n_seeds needs (`memory.py`'s estimate): what the seeds share
+    (the window, resident activations) and each seed's own. A remote executor declares it."""
+    train_tokens = train_count(cfg)
+    window = min(cfg.train.shuffle_buffer, train_tokens)
+    shared = memory.shared_bytes(d_model, window, train_tokens if resident(cfg, d_model, budget) else 0)
+    return shared + n_seeds * memory.per_seed_bytes(cfg.sae.n_features, d_model,
+                                                   cfg.train.batch_size, cfg.train.dtype)
+
+
 def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
                 memory_budget: int | None = None) -> list[list[RunSpec]]:
     """Runs that differ only by seed train together (a pass), as many per pass as fit in
@@ -259,23 +279,22 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
     harvest_tokens = sum(job.tokens for job in jobs)
     # a stream runs the model once per epoch and once more for the evaluation pass
     harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
-    rows, train_s, match_s, peak = [], 0.0, 0.0, 0
+    rows, train_s, match_s, peak, notes = [], 0.0, 0.0, 0, set()
     for gname, members in groups(runs).items():
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
-        budget = memory_budget or memory.available_bytes(c.model.device)
+        budget = memory_budget or _budget_here(c.model.device, notes)
         train_tokens = train_count(c)
         try:
             per_pass = _per_pass(c, len(members), d, budget)
         except memory.MemoryBudgetError:
             per_pass = 0
-        window = min(c.train.shuffle_buffer, train_tokens)
-        need = memory.shared_bytes(d, window, train_tokens if resident(c, d, budget) else 0) + \
-            max(per_pass, 1) * memory.per_seed_bytes(c.sae.n_features, d, c.train.batch_size, c.train.dtype)
+        need = pass_bytes(c, max(per_pass, 1), d, budget)
         peak = max(peak, need)
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
-        train_s += len(members) * max(flops / TRAIN_FLOPS_PER_S, steps * SEED_STEP_SECONDS)
+        rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
+        train_s += len(members) * max(flops / rate, steps * SEED_STEP_SECONDS)
         pairs = len(members) * (len(members) - 1) // 2
         match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
@@ -288,4 +307,22 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
         + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
         "train_seconds": train_s, "match_seconds": match_s,
+        "token_steps": sum(token_steps(r.config) for r in runs),  # tokens seen, over all runs
+        "notes": sorted(notes),
     }
+
+
+ASSUMED_GPU_BYTES = 80 * 2**30  # a dry run for a GPU cluster, planned where no GPU is
+
+
+def _budget_here(device: str, notes: set[str]) -> int:
+    """The memory budget of `device` on this machine; for a GPU this machine does not have
+    (planning a cluster's sweep), that of an 80 GB GPU, noted."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            notes.add(f"no GPU here: passes sized for {ASSUMED_GPU_BYTES // 2**30} GiB of GPU "
+                      "memory (--memory-budget to change)")
+            return ASSUMED_GPU_BYTES
+    return memory.available_bytes(device)

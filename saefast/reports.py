@@ -43,6 +43,7 @@ from . import plots as _plots
 from . import report_nulls
 from .artifacts import WEIGHTS, LoadedSAE
 from .errors import ConfigError, RunDirError
+from .match.cache import MatchingCache
 from .fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
 from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
                         compute_analysis, recurrence_rows)
@@ -120,14 +121,15 @@ def _as_list(run_dirs) -> list:
 
 
 def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
-             progress) -> dict:
+             progress, matchings=None) -> dict:
     def data_nulls(d: int) -> list:
         return report_nulls.null_models(source, d, solver=solver)
 
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress,
                               data_nulls=data_nulls if baseline else None,
-                              held_out=lambda: _held_out(run_dirs, source))
+                              held_out=lambda: _held_out(run_dirs, source),
+                              matchings=matchings)
     if baseline:
         report_nulls.add_nulls(report, source, solver=solver)
     return report
@@ -259,11 +261,31 @@ def _stored(report_dir: Path, fingerprint: str, settings: dict) -> dict | None:
     return old if same else None
 
 
+def _identity(run_dirs, *, threshold, top_k, live_only, solver, plots, baseline, acts):
+    """(inputs fingerprint, null source, settings): what decides whether a stored report is reused."""
+    source = report_nulls.resolve(run_dirs, acts) if baseline else None
+    return inputs_fingerprint(run_dirs), source, _settings(
+        threshold=threshold, top_k=top_k, live_only=live_only, solver=solver, plots=plots,
+        baseline=baseline, nulls=source)
+
+
+def stored_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                  live_only=False, solver="auto", plots: bool = True, baseline: bool = True,
+                  acts=None) -> dict | None:
+    """The report `group_report` would return as it is, without computing anything; None
+    when it would recompute."""
+    run_dirs = _as_list(run_dirs)
+    fingerprint, _, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
+                                         live_only=live_only, solver=solver, plots=plots,
+                                         baseline=baseline, acts=acts)
+    return _stored(Path(report_dir), fingerprint, settings)
+
+
 def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", extra: dict[str, Any] | None = None,
                  on_start: Callable[[], None] | None = None, plots: bool = True,
                  baseline: bool = True, progress: Progress | None = None,
-                 acts=None) -> dict:
+                 acts=None, matchings: MatchingCache | None = None) -> dict:
     """The report of one group of runs (a sweep's seed group) in report_dir, reused when it can be.
 
     Returns the stored report_dir/stability.json as is when its `inputs_fingerprint`
@@ -273,7 +295,9 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     calls on_start() (when given), recomputes like `analyze_runs`, stamps the `extra` keys
     (e.g. {"group": name}) and then `inputs_fingerprint` into the report, and writes
     stability.json LAST, so a killed analysis is redone next time. A missing or corrupt stored
-    report is simply recomputed. `extra` may not use the report's own keys.
+    report is simply recomputed. `extra` may not use the report's own keys. `matchings`: the
+    sweep's cache of pair matchings (`match.cache`; a remote executor fills it while runs
+    train), read before matching and filled with what is matched here.
     """
     check_args(threshold, top_k)
     extra = dict(extra or {})
@@ -282,17 +306,16 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
         raise ConfigError(f"group_report: extra may not set the report's own keys {clash}")
     report_dir = Path(report_dir)
     run_dirs = _as_list(run_dirs)
-    fingerprint = inputs_fingerprint(run_dirs)
-    source = report_nulls.resolve(run_dirs, acts) if baseline else None
-    settings = _settings(threshold=threshold, top_k=top_k, live_only=live_only, solver=solver,
-                         plots=plots, baseline=baseline, nulls=source)
+    fingerprint, source, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
+                                              live_only=live_only, solver=solver, plots=plots,
+                                              baseline=baseline, acts=acts)
     old = _stored(report_dir, fingerprint, settings)
     if old is not None:
         return old
     if on_start is not None:
         on_start()
     report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
-                      solver=solver, baseline=baseline, progress=progress)
+                      solver=solver, baseline=baseline, progress=progress, matchings=matchings)
     report["settings"] = settings
     return _write(report, report_dir, plots=plots,
                   stamp={**extra, "inputs_fingerprint": fingerprint})

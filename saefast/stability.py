@@ -63,7 +63,9 @@ import torch
 
 from .artifacts import WEIGHTS, LoadedSAE, load_sae
 from .errors import ConfigError, RunDirError
-from .match import match_decoders, resolve_solver
+from .match import Matching, resolve_solver
+from .match import cache as match_cache
+from .match.cache import MatchingCache
 from .stats import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
 
 DEFAULT_THRESHOLD = 0.9
@@ -200,12 +202,26 @@ def _features(sae: LoadedSAE, live_only: bool) -> tuple[np.ndarray, Any]:
     return live.numpy().astype(np.int64), sae.decoder[live]
 
 
-def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold: float, top_k: int, solver: str,
-          live_only: bool, baseline: bool) -> dict[str, Any]:
-    _check_same_d([sa, sb])
+def pair_matching(sa: LoadedSAE, sb: LoadedSAE, *, live_only: bool, solver: str,
+                  matchings: MatchingCache | None = None) -> tuple[np.ndarray, np.ndarray, Matching]:
+    """(A's feature indices, B's, their decoder matching): the matching a report's pair is
+    made of, read from `matchings` when it was computed before (a sweep's cache)."""
     idx_a, dec_a = _features(sa, live_only)
     idx_b, dec_b = _features(sb, live_only)
-    m = match_decoders(dec_a, dec_b, solver=solver)
+    rows = (lambda idx: idx) if live_only else (lambda idx: None)
+    m = match_cache.match(matchings, dec_a, dec_b, solver=solver,
+                          kind="decoder-live" if live_only else "decoder",
+                          id_a=match_cache.identity(sa.decoder, rows(idx_a)),
+                          id_b=match_cache.identity(sb.decoder, rows(idx_b)))
+    return idx_a, idx_b, m
+
+
+def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold: float, top_k: int, solver: str,
+          live_only: bool, baseline: bool,
+          matchings: MatchingCache | None = None) -> dict[str, Any]:
+    _check_same_d([sa, sb])
+    idx_a, idx_b, m = pair_matching(sa, sb, live_only=live_only, solver=solver,
+                                    matchings=matchings)
     a_idx, b_idx, cos = idx_a[m.rows], idx_b[m.cols], m.cosines  # original indices
     n = int(cos.size)
     count = int(np.count_nonzero(cos >= threshold))
@@ -296,18 +312,20 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                      live_only: bool = False, solver: str = "auto", baseline: bool = True,
                      progress: Progress | None = None,
                      data_nulls: Callable[[int], Sequence] | None = None,
-                     held_out: Callable[[], tuple] | None = None) -> dict:
+                     held_out: Callable[[], tuple] | None = None,
+                     matchings: MatchingCache | None = None) -> dict:
     """The report that `reports.analyze_runs` stores, computed without writing anything: the
     full report, plus (live_only=True) the live-only report under the key "live_only". Each
     run is loaded once; every argument is checked before any matching starts. data_nulls(d):
     the data-shaped `NullModel`s of runs of dimension d (`report_nulls.null_models`), judged
     in the evidence beside the isotropic null (baseline=True only). held_out() -> (x [T, d] or
     None, reason, where): the runs' held-out activations for the activation-correlation view
-    of summary["equivalence"] (full report only; encoder matching needs none)."""
+    of summary["equivalence"] (full report only; encoder matching needs none). matchings:
+    where pair matchings computed before are read and new ones kept (`match.cache`)."""
     saes = _checked(run_dirs, threshold, top_k, solver)
     others = list(data_nulls(int(saes[0].decoder.shape[1]))) if baseline and data_nulls else []
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
-              progress=progress, other_nulls=others)
+              progress=progress, other_nulls=others, matchings=matchings)
     report = _report(saes, live_only=False, held_out=held_out, **kw)
     if live_only:
         report["live_only"] = _report(saes, live_only=True, **kw)
@@ -323,7 +341,8 @@ def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
 
 
 def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
-            progress, other_nulls: Sequence = (), held_out: Callable | None = None) -> dict:
+            progress, other_nulls: Sequence = (), held_out: Callable | None = None,
+            matchings: MatchingCache | None = None) -> dict:
     labels = _labels(saes)
     n_runs = len(saes)
     if live_only:
@@ -333,7 +352,7 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
     pairs = []
     for p, (i, j) in enumerate(index_pairs):
         pair = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k, solver=solver,
-                     live_only=live_only, baseline=baseline)
+                     live_only=live_only, baseline=baseline, matchings=matchings)
         pair["index_a"], pair["index_b"] = i, j
         pairs.append(pair)
         if progress is not None:
@@ -352,7 +371,7 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
             None, "no held-out activations given (reports.analyze_runs passes the store's)", None)
         summary["equivalence"] = equivalence.equivalence(
             saes, pairs, threshold=threshold, solver=solver, held_out=x,
-            held_out_reason=reason, source=where)
+            held_out_reason=reason, source=where, matchings=matchings)
     return {"pairs": pairs, "summary": summary}
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from saefast import plan
 from saefast.config import RunConfig
@@ -29,7 +29,7 @@ from saefast.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, data_ranges
 if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
 
-__all__ = ["Events", "RunOutcome", "run_sweep", "execute_runs", "run_pass", "analyze_groups",
+__all__ = ["Events", "ClusterProgress", "NodeRate", "Executor", "RunOutcome", "run_sweep", "execute_runs", "run_pass", "analyze_groups",
            "run_pass_here", "summarize", "RUNS_DIR", "REPORTS_DIR", "SUMMARY"]
 
 
@@ -42,6 +42,31 @@ class RunOutcome:
     metrics: dict | None = None
 
 
+@dataclass
+class NodeRate:
+    """One node's finished work in a remote sweep: passes, token-steps (tokens seen summed
+    over seeds), and the seconds since its first task started."""
+
+    passes: int = 0
+    token_steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def token_steps_per_s(self) -> float:
+        return self.token_steps / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ClusterProgress:
+    """Where a remote executor's tasks stand: passes and pair batches queued (submitted, not
+    started), running, done and failed, and each node's throughput."""
+
+    passes: dict[str, int]  # queued, running, done, failed
+    pairs: dict[str, int]  # the same, for batches of pair matchings
+    nodes: dict[str, NodeRate]
+    running: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # pass -> node, step, total
+
+
 class Events:
     """What a sweep reports while it works; the CLI draws it with rich. No-ops by default."""
 
@@ -52,27 +77,41 @@ class Events:
     def run_finished(self, outcome: RunOutcome) -> None: ...
     def report_started(self, group: str) -> None: ...
     def message(self, text: str) -> None: ...
+    def cluster_progress(self, progress: ClusterProgress) -> None: ...
+
+
+class Executor(Protocol):
+    """What trains a sweep's runs: `execute_runs` here, or `ray_executor.RayExecutor` on a
+    cluster. Returns one RunOutcome per run (skipped, done or failed)."""
+
+    def __call__(self, runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | None,
+                 events: Events, memory_budget: int | None,
+                 threads: int | None) -> list[RunOutcome]: ...
 
 
 def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path | None = None,
               events: Events | None = None, analyze: bool = True,
               memory_budget: int | None = None,
               experiment: dict[str, Any] | None = None,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None,
+              executor: Executor | None = None) -> dict[str, Any]:
     """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json,
     and with analyze=True OUT/report.html, the page to share: `reports.write_html`, written
     after the summary so it never shows an older one). Devices and output paths are checked
     first: nothing is created for a sweep that cannot start. experiment: what the study is
     ({name, description, file}), stored as summary["experiment"]. threads: `--threads`
-    (`saefast.threads`)."""
+    (`saefast.threads`). executor: what trains the runs (default `execute_runs`, here); an
+    executor whose `local_devices` is False checks the devices where its tasks run."""
     from saefast.fsio import write_json_atomic
 
-    plan.preflight(runs, out_dir, cache_dir)
+    executor = executor or execute_runs
+    plan.preflight(runs, out_dir, cache_dir,
+                   devices=getattr(executor, "local_devices", True))
     events = events or Events()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    outcomes = execute_runs(runs, out_dir, cache_dir=cache_dir, events=events,
-                            memory_budget=memory_budget, threads=threads)
+    outcomes = executor(runs, out_dir, cache_dir=cache_dir, events=events,
+                        memory_budget=memory_budget, threads=threads)
     reports = analyze_groups(runs, out_dir, events=events) if analyze else {}
     summary = summarize(outcomes, reports)
     summary["seconds"] = time.perf_counter() - t0
@@ -124,9 +163,7 @@ def _execute_runs(runs: list[RunSpec], out_dir: Path, cache_dir: str | Path | No
             job.model, job.hooks, job.corpus, job.tokens, context_length=job.context_length,
             drop_special_tokens=job.drop_special_tokens, device=job.device,
             cache_dir=cache_dir, on_progress=events.harvest_progress, on_wait=events.message)
-        for spec in todo:
-            if spec.config.data.cache and plan.harvest_key(spec.config) == job.key:
-                sources[spec.group] = got[spec.config.model.hook]
+        sources.update(stores_of_job(todo, job, got))
     for spec in todo:
         if not spec.config.data.cache and spec.group not in sources:
             events.message(f"{spec.group}: streaming activations from the model (no disk cache)")
@@ -135,14 +172,24 @@ def _execute_runs(runs: list[RunSpec], out_dir: Path, cache_dir: str | Path | No
                for g, s in sources.items()}
     passes = plan.seed_passes(todo, d_model, memory_budget)
     for i, runs_of_pass in enumerate(passes):
-        seeds = ",".join(str(r.config.train.seed) for r in runs_of_pass)
-        label = f"{runs_of_pass[0].group} seed{'s' if len(runs_of_pass) > 1 else ''} {seeds}"
-        events.pass_started(label, len(runs_of_pass), i, len(passes))
+        events.pass_started(pass_label(runs_of_pass), len(runs_of_pass), i, len(passes))
         for outcome in run_pass(runs_of_pass, sources[runs_of_pass[0].group], out_dir,
                                 events=events, memory_budget=memory_budget, threads=threads):
             outcomes.append(outcome)
             events.run_finished(outcome)
     return outcomes
+
+
+def stores_of_job(todo: list[RunSpec], job: HarvestJob, got: dict[str, Path]) -> dict[str, Path]:
+    """group -> activation store, for the cached groups a harvest job served ({hook: store})."""
+    return {spec.group: got[spec.config.model.hook] for spec in todo
+            if spec.config.data.cache and plan.harvest_key(spec.config) == job.key}
+
+
+def pass_label(runs_of_pass: list[RunSpec]) -> str:
+    """"<group> seeds 1,2,3": how progress names a pass."""
+    seeds = ",".join(str(r.config.train.seed) for r in runs_of_pass)
+    return f"{runs_of_pass[0].group} seed{'s' if len(runs_of_pass) > 1 else ''} {seeds}"
 
 
 def open_stream(cfg: RunConfig, cache_dir: str | Path | None = None) -> StreamSource:
@@ -291,23 +338,54 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
 def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
                    events: Events | None = None) -> dict[str, dict]:
     """Match every pair within each seed group (reports.group_report reuses a report whose
-    runs are unchanged), with the nulls of the activation store the runs name in run.json."""
-    from saefast import report_nulls, reports
-    from saefast.artifacts import is_complete_run
+    runs are unchanged), with the nulls of the activation store the runs name in run.json.
+    Pair matchings go through the sweep's cache (`matching_cache`): the ones a remote
+    executor computed while runs trained are read, not matched again."""
+    from saefast import reports
 
     events = events or Events()
     out: dict[str, dict] = {}
     for gname, members in groups(runs).items():
-        dirs = [d for d in (Path(out_dir) / RUNS_DIR / r.name for r in members) if is_complete_run(d)]
-        if len(dirs) < 2:
+        args = _report_args(members, Path(out_dir))
+        if args is None:
             continue
-        mc = members[0].config.match
+        dirs, report_dir, settings = args
         out[gname] = reports.group_report(
-            dirs, Path(out_dir) / REPORTS_DIR / gname, threshold=mc.threshold, top_k=mc.top_k,
-            live_only=mc.live_only, solver=mc.solver, extra={"group": gname},
-            on_start=lambda g=gname: events.report_started(g),
-            acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
+            dirs, report_dir, **settings, extra={"group": gname},
+            on_start=lambda g=gname: events.report_started(g), matchings=matching_cache(out_dir))
     return out
+
+
+def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Path, dict] | None:
+    """(run dirs, report dir, settings) of a seed group's report; None below two runs."""
+    from saefast import report_nulls
+    from saefast.artifacts import is_complete_run
+
+    dirs = [d for d in (out_dir / RUNS_DIR / r.name for r in members) if is_complete_run(d)]
+    if len(dirs) < 2:
+        return None
+    mc = members[0].config.match
+    return dirs, out_dir / REPORTS_DIR / members[0].group, dict(
+        threshold=mc.threshold, top_k=mc.top_k, live_only=mc.live_only, solver=mc.solver,
+        acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
+
+
+def report_is_current(members: list[RunSpec], out_dir: Path) -> bool:
+    """Whether `analyze_groups` would reuse this group's stored report as it is."""
+    from saefast import reports
+
+    args = _report_args(members, Path(out_dir))
+    if args is None:
+        return False
+    dirs, report_dir, settings = args
+    return reports.stored_report(dirs, report_dir, **settings) is not None
+
+
+def matching_cache(out_dir: Path):
+    """OUT/reports/.matchings: the sweep's pair matchings (`match.cache`)."""
+    from saefast.match.cache import FOLDER, MatchingCache
+
+    return MatchingCache(Path(out_dir) / REPORTS_DIR / FOLDER)
 
 
 def _mean(values: list) -> float | None:

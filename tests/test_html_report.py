@@ -189,11 +189,16 @@ def _methods(obj, found):
     return found
 
 
+def _report_dirs(out):
+    """The group reports of a sweep (OUT/reports/.matchings holds its pair matchings)."""
+    return [d for d in (out / "reports").iterdir() if not d.name.startswith(".")]
+
+
 def test_the_method_strings_of_the_reports_appear(sweep):
     out, _ = sweep
     _, page = _page(out)
     visible = " ".join(page.text)
-    (report_dir,) = (out / "reports").iterdir()
+    (report_dir,) = _report_dirs(out)
     report = reports.load_report(report_dir)
     s = report["summary"]
     methods = _methods({"s": s, "l": report["live_only"]["summary"]}, set())
@@ -221,7 +226,7 @@ def test_names_with_markup_are_escaped_in_every_section(sweep):
     as text and its anchors still work."""
     out, _ = sweep
     summary = json.loads((out / "summary.json").read_text())
-    (report_dir,) = (out / "reports").iterdir()
+    (report_dir,) = _report_dirs(out)
     report = reports.load_report(report_dir)
     old = report_dir.name
     evil = '<img src="https://example.com/x.png">&amp;'
@@ -244,7 +249,7 @@ def test_names_with_markup_are_escaped_in_every_section(sweep):
 def test_skipped_nulls_and_missing_reports_are_noted(sweep):
     out, _ = sweep
     summary = json.loads((out / "summary.json").read_text())
-    (report_dir,) = (out / "reports").iterdir()
+    (report_dir,) = _report_dirs(out)
     report = reports.load_report(report_dir)
     g = report_dir.name
     act = report["summary"]["nulls"]["kinds"]["activations"]
