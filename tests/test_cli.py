@@ -14,15 +14,6 @@ from saefast.cli.main import main
 COMMANDS = ["sweep", "analyze", "report", "info"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
-    return path
-
-
 def sweep_args(corpus, out, cache, *extra):
     return ["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus", str(corpus),
             "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "3", "--out", str(out),

@@ -22,15 +22,6 @@ HOOK = "blocks.0.hook_resid_pre"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
-    return path
-
-
-@pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
     import ray.cloudpickle

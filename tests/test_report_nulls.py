@@ -21,15 +21,6 @@ KINDS = ["isotropic", "covariance", "activations"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
-    return path
-
-
-@pytest.fixture(scope="module")
 def sweep(tmp_path_factory, corpus):
     """Three seeds of a 16-feature SAE on 800 tokens of the tiny model (720 train tokens)."""
     root = tmp_path_factory.mktemp("sweep")

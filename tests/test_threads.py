@@ -21,15 +21,6 @@ from saefast.train import train_saes
 HOOK = "blocks.0.hook_resid_pre"
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
-    return path
-
-
 def test_small_dictionaries_go_to_workers_large_ones_and_streams_stay():
     small = dict(steps=10_000, batch_size=256, threads=2)
     assert threads.plan_pass(5, 128, 384, **small) == threads.PassPlan(2, 1)
