@@ -6,7 +6,7 @@ on an H100 that host work takes longer than the GPU's ~2.2 ms of kernels (docs/b
 "Where the time goes"), so the GPU waits. A replayed graph is one launch.
 
 What is captured: the seed's forward, losses, backward and parallel-gradient removal
-(`train.seed_step`), reading the batch from a static buffer and leaving the loss, the dead
+(`sync_free_step` inside `train.train_saes`), reading the batch from a static buffer and leaving the loss, the dead
 count and the gradients in static tensors. Adam and the decoder renorm run eagerly over all
 seeds afterwards (a few fused launches, the same calls as without graphs). One graph per seed
 and AuxK switch (on/off: they run different kernels), captured after `warmup` eager steps of
@@ -17,7 +17,7 @@ Graphs of different seeds do not share: a later capture could place its outputs 
 earlier graph keeps temporaries.
 
 A capture that fails (or memory that runs short) turns graphs off for the rest of the call,
-with the reason in `reason`, and the steps go on eagerly: the same kernels either way.
+with the reason in `stats.reason`, and the steps go on eagerly: the same kernels either way.
 Partial batches (the end of a window) run eagerly too.
 """
 
