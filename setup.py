@@ -217,7 +217,8 @@ setup(
     version=_version(),
     description="Fast sparse-autoencoder feature-stability tooling with a C++/CUDA core",
     python_requires=">=3.10",
-    packages=["saefast", "saefast.ops", "saefast.match", "saefast.data", "saefast.cli"],
+    packages=["saefast", "saefast.ops", "saefast.data", "saefast.match", "saefast.runs", "saefast.train",
+              "saefast.stats", "saefast.report", "saefast.sweep", "saefast.sweep.ray", "saefast.cli"],
     package_dir={"saefast": "saefast", "saefast.cli": "cli"},
     package_data={"saefast.ops": ["schemas.inc"], "saefast": ["_build_failure.txt"]},
     install_requires=[

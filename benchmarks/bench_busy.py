@@ -54,9 +54,9 @@ def _wait(proc: subprocess.Popen, t0: float) -> float:
 
 
 def _warm_cache(cache: Path) -> None:
-    from saefast import plan
+    from saefast.sweep import plan
     from saefast.data import harvest
-    from saefast.experiment import expand, load_experiment
+    from saefast.sweep.experiment import expand, load_experiment
 
     for job in plan.harvest_jobs(expand(load_experiment(STUDY))):
         harvest.harvest(job.model, job.hooks, job.corpus, job.tokens, context_length=job.context_length,
@@ -119,9 +119,11 @@ def _same_weights(ref: Path, others: list[Path]) -> bool:
 def pass_section(args: argparse.Namespace) -> dict:
     import torch
 
-    from saefast import plan, seed_pool, sweep
+    from saefast.sweep import plan
+    from saefast.sweep import seed_pool
+    from saefast.sweep import local as sweep
     from saefast.data import harvest
-    from saefast.experiment import expand, groups, load_experiment
+    from saefast.sweep.experiment import expand, groups, load_experiment
 
     work = Path(tempfile.mkdtemp(prefix="saefast-busy-"))
     cache = Path(args.cache_dir) if args.cache_dir else work / "cache"

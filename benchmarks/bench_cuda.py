@@ -180,7 +180,7 @@ class DenseSAE(torch.nn.Module):
 
     def __init__(self, F, seed):
         super().__init__()
-        from saefast.sae import TopKSAE
+        from saefast.train.sae import TopKSAE
         ref = TopKSAE(D, F, K, seed=seed, device="cuda")
         self.W_enc, self.b_enc = ref.W_enc, ref.b_enc
         self.W_dec, self.b_dec = ref.W_dec, ref.b_dec
@@ -200,8 +200,8 @@ class DenseSAE(torch.nn.Module):
 
 
 def step_fns(F: int, p: str, dead_every: int = 10):
-    from saefast.sae import TopKSAE
-    from saefast.sync_free import seed_loss_sync_free
+    from saefast.train.sae import TopKSAE
+    from saefast.train.sync_free import seed_loss_sync_free
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.randn(B, D, device="cuda", generator=g)
     aux_k = 512
@@ -225,7 +225,7 @@ def step_fns(F: int, p: str, dead_every: int = 10):
         sae.normalize_decoder_()
 
     # the same step replayed from a captured CUDA graph (what train_saes does by default)
-    from saefast.cuda_graphs import CudaGraphBackend, SeedStepGraphs
+    from saefast.train.cuda_graphs import CudaGraphBackend, SeedStepGraphs
     sae_g = TopKSAE(D, F, K, seed=1, device="cuda")
     sae_g.matmul_dtype = sae.matmul_dtype
     opt_g = torch.optim.Adam(sae_g.parameters(), lr=1e-4, fused=True)
@@ -328,7 +328,7 @@ def section_train(device: str = "cuda", features: int = 16384, modes=(True, Fals
     """train_saes on activations held on the GPU, each seed's step replayed from a CUDA graph
     (the default) and eagerly (SAEFAST_CUDA_GRAPHS=0), interleaved per precision."""
     from saefast.config import SAEConfig, TrainConfig
-    from saefast.train import train_saes
+    from saefast.train.trainer import train_saes
     rows = []
     g = torch.Generator(device=device).manual_seed(4)
     mix = torch.randn(D, D, device=device, generator=g) / D**0.5
@@ -393,11 +393,11 @@ def section_sweep(seeds: int = 20, features: int = 16384, steps: int = 48, pairs
     window, training, held-out evaluation, 20 run dirs written), then `pairs` of its 190
     certified matchings with GPU candidates, extrapolated to all 190."""
     import tempfile
-    from saefast import sweep
-    from saefast.artifacts import load_sae
-    from saefast.experiment import Experiment, expand
+    from saefast.sweep import local as sweep
+    from saefast.runs.artifacts import load_sae
+    from saefast.sweep.experiment import Experiment, expand
     from saefast.match import match_decoders
-    from saefast.plan import token_steps
+    from saefast.sweep.plan import token_steps
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

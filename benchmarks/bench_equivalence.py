@@ -37,7 +37,7 @@ def make_pair(F: int, d: int, k: int, shared: float, seed: int = 0):
                        torch.randn(F - n, d, generator=g)])
     dec_b = dec_b[torch.randperm(F, generator=g)]
     dec_b /= dec_b.norm(dim=1, keepdim=True)
-    from saefast.artifacts import LoadedSAE
+    from saefast.runs.artifacts import LoadedSAE
 
     return LoadedSAE.in_memory(dec_a.clone(), dec_a, k), LoadedSAE.in_memory(dec_b.clone(), dec_b, k)
 
@@ -49,7 +49,7 @@ def activations(T: int, d: int, seed: int = 1) -> torch.Tensor:
 
 
 def main() -> None:
-    from saefast import equivalence as eq
+    from saefast.stats import equivalence as eq
     from saefast.match import match_decoders
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

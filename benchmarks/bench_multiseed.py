@@ -72,7 +72,7 @@ def throughput_16k_20_seeds(steps: int = 4) -> dict:
     import torch
 
     from saefast.config import SAEConfig, TrainConfig
-    from saefast.train import train_saes
+    from saefast.train.trainer import train_saes
 
     x = torch.randn(256 * (steps + 1), 384)
     cfg = TrainConfig(epochs=1, batch_size=256, warmup_fraction=0.0, decay_fraction=0.0)

@@ -88,7 +88,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep_runs(args: argparse.Namespace):
-    from saefast import experiment
+    from saefast.sweep import experiment
 
     exp = experiment.load_experiment(args.config) if args.config else experiment.Experiment()
     flags = {"model.name": args.model, "model.hook": args.hook, "data.corpus": args.corpus,
@@ -123,7 +123,7 @@ def _apply_threads(requested: int | None) -> int:
     in this process (harvest, reports)."""
     import torch
 
-    from saefast import threads
+    from saefast.sweep import threads
 
     n = threads.configured(requested)
     torch.set_num_threads(n)
@@ -139,15 +139,16 @@ def _executor(args: argparse.Namespace):
         return None
     if args.dry_run:
         return None  # a dry run plans; it needs no cluster
-    from saefast import ray_executor
+    from saefast.sweep.ray import executor as ray_executor
 
     return ray_executor.executor_from_args(args.address, args.retries, args.threads)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from saefast import plan, sweep
-    from saefast.memory import parse_bytes
-    from saefast.reports import HTML_REPORT
+    from saefast.sweep import plan
+    from saefast.sweep import local as sweep
+    from saefast.train.memory import parse_bytes
+    from saefast.report.files import HTML_REPORT
 
     n_threads = _apply_threads(args.threads)
     executor = _executor(args)  # before any work: Ray missing is one line now
@@ -218,10 +219,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from saefast import reports
-    from saefast.artifacts import find_run_dirs
+    from saefast.report import files as reports
+    from saefast.runs.artifacts import find_run_dirs
 
-    from saefast.stability import shared_init_warning
+    from saefast.stats.stability import shared_init_warning
 
     out = Path(args.out)
     run_dirs = find_run_dirs(args.run_dirs)
@@ -256,10 +257,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from saefast import reports
-    from saefast.artifacts import read_json
+    from saefast.report import files as reports
+    from saefast.runs.artifacts import read_json
     from saefast.errors import SweepError
-    from saefast.plan import REPORTS_DIR, SUMMARY
+    from saefast.sweep.plan import REPORTS_DIR, SUMMARY
 
     out = Path(args.out_dir)
     summary_path = out / SUMMARY
@@ -324,12 +325,12 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import saefast
-    from saefast import threads
+    from saefast.sweep import threads
 
     _apply_threads(args.threads)
     info = saefast.build_info()
     info.update(threads.info(args.threads))
-    from saefast.ray_executor import ray_info
+    from saefast.sweep.ray.executor import ray_info
 
     info["ray"] = ray_info()
     tables.print_info(console, info)

@@ -12,11 +12,11 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from saefast.cells import (NULL_KINDS, ci_cell, excess_cell, fmt as _fmt, fractions_cell,
+from saefast.report.cells import (NULL_KINDS, ci_cell, excess_cell, fmt as _fmt, fractions_cell,
                            null_medians_cell, share_cell, value_cell)
-from saefast.experiment import RunSpec
-from saefast.plan import HarvestJob
-from saefast.sweep import ClusterProgress, Events, RunOutcome
+from saefast.sweep.experiment import RunSpec
+from saefast.sweep.plan import HarvestJob
+from saefast.sweep.local import ClusterProgress, Events, RunOutcome
 
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from saefast.artifacts import write_run_dir
+from saefast.runs.artifacts import write_run_dir
 from saefast.fsio import write_json_atomic
 
 D, N_SHARED, N_EXTRA = 32, 40, 8

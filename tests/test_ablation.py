@@ -1,12 +1,12 @@
-"""saefast.ablation on the tiny random causal LM: splice loss against a direct computation,
+"""saefast.stats.ablation on the tiny random causal LM: splice loss against a direct computation,
 the attribution estimate against exact removals, and matched-pair effect correlations."""
 
 import numpy as np
 import pytest
 import torch
 
-from saefast import ablation as ab
-from saefast.artifacts import LoadedSAE
+from saefast.stats import ablation as ab
+from saefast.runs.artifacts import LoadedSAE
 from saefast.data.models import load_model
 
 HOOK = "blocks.1.hook_resid_pre"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from saefast.config import ConfigError, RunConfig, SAEConfig, TrainConfig, apply_overrides
-from saefast.plan import data_ranges, token_steps
-from saefast.train import convergence, train_saes
+from saefast.sweep.plan import data_ranges, token_steps
+from saefast.train.trainer import convergence, train_saes
 
 
 def acts(n, d=16, seed=0):

@@ -282,7 +282,7 @@ def test_bad_model_or_hook_leaves_no_output_folder(tmp_path, corpus, capsys, ext
 
 def test_internal_errors_keep_their_traceback(monkeypatch, tmp_path):
     """Only SaefastError is a user error; a bug must not pose as bad input."""
-    from saefast import sweep
+    from saefast.sweep import local as sweep
 
     def bug(*a, **k):
         raise ValueError("a bug in saefast")

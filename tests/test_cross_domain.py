@@ -73,7 +73,7 @@ def test_runs_of_one_seed_in_two_domains_are_flagged(domains, tmp_path, capsys):
 
 
 def test_the_study_file_and_the_axis_name_every_domain():
-    from saefast import experiment
+    from saefast.sweep import experiment
 
     runs = experiment.expand(experiment.load_experiment("experiments/domains.yaml"), [], {})
     assert sorted({r.config.data.corpus for r in runs}) == ["math", "multilingual", "python-code",

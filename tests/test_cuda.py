@@ -122,7 +122,7 @@ def test_out_of_range_index_is_an_error():
 def test_training_on_cuda_matches_cpu():
     """The sync-free GPU trainer reaches the CPU trainer's reconstruction (float32, strict)."""
     from saefast.config import SAEConfig, TrainConfig
-    from saefast.train import train_saes
+    from saefast.train.trainer import train_saes
     x = (randn(6000, 32, seed=1) @ randn(32, 32, seed=2)).float()
     cfg = TrainConfig(epochs=2, batch_size=128, dead_window=500)
     cpu = train_saes(x[:5000], x[5000:], SAEConfig(256, 8), cfg, [1, 2])
@@ -139,7 +139,7 @@ def test_cuda_graph_steps_match_eager_steps(matmul):
     step's weights and losses, with AuxK switching on mid-run (a second graph per seed), and
     the same bits run to run."""
     from saefast.config import SAEConfig, TrainConfig
-    from saefast.train import train_saes
+    from saefast.train.trainer import train_saes
     x = (randn(6000, 32, seed=1) @ randn(32, 32, seed=2)).float()
     cfg = TrainConfig(epochs=2, batch_size=128, dead_window=300, matmul=matmul)
 

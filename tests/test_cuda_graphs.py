@@ -5,7 +5,7 @@ replayed graph writes into its static tensors. The real capture runs in tests/te
 import pytest
 import torch
 
-from saefast.cuda_graphs import SeedStepGraphs
+from saefast.train.cuda_graphs import SeedStepGraphs
 
 
 class ReplayingBackend:

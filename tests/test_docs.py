@@ -42,7 +42,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     the quick start writes (random weights: the example's calls, not its numbers, are checked)."""
     import torch
 
-    from saefast import artifacts
+    from saefast.runs import artifacts
 
     gen = torch.Generator().manual_seed(0)
     for seed in range(1, 6):

@@ -1,4 +1,4 @@
-"""saefast.equivalence: encoder matching, the shared criterion and activation correlation,
+"""saefast.stats.equivalence: encoder matching, the shared criterion and activation correlation,
 each checked against a direct dense computation, and as a report states them."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from saefast import equivalence as eq
-from saefast.artifacts import LoadedSAE
+from saefast.stats import equivalence as eq
+from saefast.runs.artifacts import LoadedSAE
 from saefast.match import match_decoders
 
 

@@ -1,4 +1,4 @@
-"""The evidence block of a report (saefast.evidence): per-feature significance, the share
+"""The evidence block of a report (saefast.stats.evidence): per-feature significance, the share
 beyond chance, nearest-neighbour and maximum-cardinality statistics, diagnostics and the
 seed-count curve, on dictionaries with a known planted share.
 
@@ -16,12 +16,15 @@ import pytest
 from scipy import stats as sps
 
 from planted_runs import N_SHARED, F as PLANTED_F, make_run as make_run_dir
-from saefast import evidence, inference as inf, recurrence as rec, reports
+from saefast.stats import evidence
+from saefast.stats import inference as inf
+from saefast.stats import recurrence as rec
+from saefast.report import files as reports
 from saefast.match import match_decoders
-from saefast.null_model import (MAX_NULL_DRAWS, NULL_WORK, activation_null_model,
+from saefast.stats.null_model import (MAX_NULL_DRAWS, NULL_WORK, activation_null_model,
                                 covariance_null_model, isotropic_null, null_draws)
-from saefast.nulls import TokenPool
-from saefast.stats import random_baseline
+from saefast.stats.nulls import TokenPool
+from saefast.stats.matched import random_baseline
 from test_inference import D, F, make_run, population
 
 T = 0.5  # a threshold inside the planted range, so every count has something to count

@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import save_file
 
 from saefast import errors
-from saefast.artifacts import find_run_dirs, load_sae
+from saefast.runs.artifacts import find_run_dirs, load_sae
 from saefast.cli.main import main
-from saefast.stability import compute_sae_pair_alignment, compute_stability_report
+from saefast.stats.stability import compute_sae_pair_alignment, compute_stability_report
 from planted_runs import N_SHARED, make_run
 
 

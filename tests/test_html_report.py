@@ -1,4 +1,4 @@
-"""OUT/report.html: one self-contained page per sweep (saefast.html_report, reports.write_html),
+"""OUT/report.html: one self-contained page per sweep (saefast.report.html, reports.write_html),
 checked on a real tiny sweep whose experiment and corpus names hold HTML's special characters."""
 
 import base64
@@ -12,7 +12,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from saefast import cells, html_report, reports
+from saefast.report import cells
+from saefast.report import html as html_report
+from saefast.report import files as reports
 from saefast.cli.main import main
 
 NAME = 'tiny <study> & "co"'

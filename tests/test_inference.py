@@ -1,4 +1,4 @@
-"""saefast.inference and saefast.recurrence on synthetic dictionaries with a known planted share.
+"""saefast.stats.inference and saefast.stats.recurrence on synthetic dictionaries with a known planted share.
 
 A population: n = q * F shared unit directions in d = 32; planted feature k is its direction
 plus Gaussian noise whose level gives an expected pair cosine from 0.50 to 0.98 (so many lie
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from saefast import inference as inf
-from saefast import recurrence as rec
+from saefast.stats import inference as inf
+from saefast.stats import recurrence as rec
 from saefast.errors import ConfigError
 from saefast.match import match_decoders
-from saefast.stability import compute_stability_report
-from saefast.stats import random_baseline
+from saefast.stats.stability import compute_stability_report
+from saefast.stats.matched import random_baseline
 
 F, D = 64, 32
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from planted_runs import make_run
-from saefast import reports
+from saefast.report import files as reports
 from saefast.match import cache as match_cache
 from saefast.match import match_decoders, native_available
 from saefast.match.cache import MatchingCache, identity

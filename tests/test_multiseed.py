@@ -8,8 +8,8 @@ import torch
 from saefast.data.store import StoreSource
 from saefast.data.windows import TensorSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
-from saefast.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
-from saefast.train import TrainingDiverged, train_sae, train_saes
+from saefast.train.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
+from saefast.train.trainer import TrainingDiverged, train_sae, train_saes
 
 SAE = SAEConfig(n_features=32, k=4)
 
@@ -130,7 +130,7 @@ def test_auxk_revives_dead_latents():
 
 
 def test_one_diverging_seed_does_not_stop_the_others(monkeypatch):
-    from saefast import train
+    from saefast.train import trainer as train
 
     real, seen, calls = train.seed_loss, [], {}
 
@@ -151,7 +151,7 @@ def test_one_diverging_seed_does_not_stop_the_others(monkeypatch):
 
 
 def test_lr_schedule_and_auto_lr():
-    from saefast.train import lr_factor, resolve_aux_k, resolve_lr
+    from saefast.train.trainer import lr_factor, resolve_aux_k, resolve_lr
 
     assert resolve_lr(TrainConfig(lr=0.0), 16384) == pytest.approx(2e-4)
     assert resolve_lr(TrainConfig(lr=0.0), 4096) == pytest.approx(4e-4)
@@ -173,7 +173,9 @@ def test_memory_splits_seeds_into_passes_and_refuses_one_seed_too_big():
 
 
 def test_sweep_splits_a_group_that_does_not_fit(monkeypatch):
-    from saefast import experiment, memory, plan
+    from saefast.sweep import experiment
+    from saefast.train import memory
+    from saefast.sweep import plan
 
     runs = experiment.expand(experiment.Experiment(), axes=[("train.seed", [1, 2, 3, 4, 5])],
                              overrides={"sae.n_features": 4096, "data.tokens": 2000})
@@ -218,7 +220,7 @@ def test_a_tiny_budget_is_said_in_units_that_show_it():
 
 def test_the_memory_estimate_uses_the_reference_kernels_tile():
     """memory.py stays torch-free, so it names the reference's tile width instead of importing it."""
-    from saefast import memory
+    from saefast.train import memory
     from saefast.ops import reference
 
     assert memory.REFERENCE_TILE_F == reference.TILE_F

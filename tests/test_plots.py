@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from saefast import plots
-from saefast.artifacts import write_run_dir
-from saefast.reports import write_plots
-from saefast.stability import compute_live_only_stability_report, compute_stability_report
+from saefast.report import plots
+from saefast.runs.artifacts import write_run_dir
+from saefast.report.files import write_plots
+from saefast.stats.stability import compute_live_only_stability_report, compute_stability_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +22,7 @@ def png_size(path):
 
 
 def save(fig, path):
-    """Save a figure the way the tests want it (the library's saving is in saefast.reports)."""
+    """Save a figure the way the tests want it (the library's saving is in saefast.report.files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=60)
     plots.close(fig)
@@ -64,7 +64,7 @@ def test_plots_of_a_minimal_original_report(tmp_path):
     png_size(save(plots.pair_heatmap(rep), tmp_path / "sub" / "heat.png"))
     png_size(save(plots.cosine_histogram(rep), tmp_path / "hist.png"))
     assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["heat.png", "hist.png"]
-    # saved through saefast.reports, they land atomically with the report's file names
+    # saved through saefast.report.files, they land atomically with the report's file names
     paths = write_plots(rep, tmp_path / "figs")
     assert sorted(p.name for p in paths) == ["cosine_histogram.png", "pair_heatmap.png"]
     assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from saefast.cli.main import main
-from saefast.experiment import Experiment, expand
+from saefast.sweep.experiment import Experiment, expand
 
 HOOK = "blocks.0.hook_resid_pre"
 
@@ -126,7 +126,7 @@ class _DieHalfWay:
 
 def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
     """sweep.run_pass, whose first pass of the sweep dies half-way through training."""
-    from saefast.sweep import run_pass
+    from saefast.sweep.local import run_pass
 
     with open(Path(marker).with_suffix(".log"), "a") as f:
         f.write(f"{runs[0].group}\n")
@@ -134,8 +134,8 @@ def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
 
 
 def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
-    from saefast.ray_executor import RayExecutor
-    from saefast.sweep import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
+    from saefast.sweep.local import run_sweep
 
     marker = tmp_path / "crash"
     runner = functools.partial(_crash_once, marker=str(marker))
@@ -147,7 +147,7 @@ def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
 
 
 def _fail_k4(runs, data, out_dir, **kwargs):
-    from saefast.sweep import run_pass
+    from saefast.sweep.local import run_pass
 
     if runs[0].config.sae.k == 4:
         raise ValueError("this pass always fails")
@@ -155,8 +155,8 @@ def _fail_k4(runs, data, out_dir, **kwargs):
 
 
 def test_a_pass_that_keeps_failing_is_reported_and_the_rest_finish(ray_local, corpus, tmp_path):
-    from saefast.ray_executor import RayExecutor
-    from saefast.sweep import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
+    from saefast.sweep.local import run_sweep
 
     summary = run_sweep(_runs(corpus, seeds=(1, 2)), tmp_path / "out", cache_dir=tmp_path / "cache",
                         executor=RayExecutor(retries=1, run_pass=_fail_k4))
@@ -179,8 +179,8 @@ class _StopAfterFirstRun:
 
 
 def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, corpus, tmp_path):
-    from saefast.ray_executor import RayExecutor
-    from saefast.sweep import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
+    from saefast.sweep.local import run_sweep
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
                            "data.tokens": 1500, "sae.n_features": 16, "train.epochs": 2})
@@ -229,8 +229,8 @@ class _Progress:
 
 def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_path):
     """data.cache false: no store; the task runs the model itself (the driver loads none)."""
-    from saefast.ray_executor import RayExecutor
-    from saefast.sweep import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
+    from saefast.sweep.local import run_sweep
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
                            "data.tokens": 1500, "data.cache": False, "sae.n_features": 16,
@@ -254,7 +254,7 @@ def test_info_says_whether_ray_is_installed(capsys):
 
 
 def test_the_probe_names_what_a_node_cannot_see(tmp_path):
-    from saefast.ray_tasks import probe
+    from saefast.sweep.ray.tasks import probe
 
     seen, stale = tmp_path / "seen", tmp_path / "stale"
     seen.write_text("token")

@@ -1,4 +1,4 @@
-"""The data-shaped nulls in every report (saefast.report_nulls): the store keeps token ids and
+"""The data-shaped nulls in every report (saefast.report.nulls): the store keeps token ids and
 caches the training moments, a sweep's reports carry all three nulls with their quantiles and
 the excess over each with its interval over runs, analyze needs --acts for the data-shaped
 ones, an old store without token ids skips only the activation null, and a changed null
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from saefast import nulls, report_nulls, reports
+from saefast.stats import nulls
+from saefast.report import nulls as report_nulls
+from saefast.report import files as reports
 from saefast.cli.main import main
 from saefast.data import store as St
 
@@ -279,7 +281,7 @@ def test_a_changed_null_setting_is_recomputed_not_reused(sweep, tmp_path, monkey
 
 
 def test_the_histogram_draws_every_null(sweep):
-    from saefast import plots
+    from saefast.report import plots
 
     root, _, _ = sweep
     fig = plots.cosine_histogram(_report(root / "out" / "reports" / GROUP))
@@ -305,7 +307,7 @@ def test_runs_whose_store_is_gone_say_so(sweep, tmp_path):
 
 
 def test_the_seed_count_png_draws_the_curve_beyond_every_null(sweep):
-    from saefast import plots
+    from saefast.report import plots
 
     root, _, _ = sweep
     fig = plots.seed_count_curve(_report(root / "out" / "reports" / GROUP))

@@ -10,8 +10,10 @@ import pytest
 
 import saefast
 from planted_runs import F, make_run
-from saefast import errors, reports, stability
-from saefast.stability import compute_stability_report, recurrence_rows
+from saefast import errors
+from saefast.report import files as reports
+from saefast.stats import stability
+from saefast.stats.stability import compute_stability_report, recurrence_rows
 
 ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
              "cosine_histogram.png", "seed_count_curve.png", "live_only_pair_heatmap.png",
@@ -40,7 +42,7 @@ def test_analyze_runs_writes_everything(runs, tmp_path):
     assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
                                    "solver": "auto", "plots": True, "baseline": True,
                                    "evidence": reports.EVIDENCE_VERSION}
-    assert nulls["store"] is None and nulls["version"] == saefast.report_nulls.NULLS_VERSION
+    assert nulls["store"] is None and nulls["version"] == saefast.report.nulls.NULLS_VERSION
     assert not list(out.glob(".*"))  # no temp files left behind
     assert oct(os.stat(out / "stability.json").st_mode & 0o777) == oct(0o666 & ~_umask())
 

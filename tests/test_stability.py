@@ -12,13 +12,13 @@ from scipy.optimize import linear_sum_assignment
 
 from planted_runs import D, F, N_SHARED, make_run
 from saefast import errors
-from saefast.artifacts import RunDirError, load_sae
+from saefast.runs.artifacts import RunDirError, load_sae
 from saefast.fsio import write_json_atomic
 from saefast.match import lapjv_available
-from saefast.stability import (compute_analysis, compute_live_only_alignment,
+from saefast.stats.stability import (compute_analysis, compute_live_only_alignment,
                                compute_live_only_stability_report, compute_sae_pair_alignment,
                                compute_stability_report, recurrence_rows)
-from saefast.stats import matched_statistics, random_baseline
+from saefast.stats.matched import matched_statistics, random_baseline
 
 ORIGINAL_PAIR_KEYS = {"run_a", "run_b", "run_a_name", "run_b_name", "threshold",
                       "n_matched_pairs", "matched_count_above_threshold", "median_cosine",
@@ -272,7 +272,7 @@ def test_random_baseline_matches_known_nulls():
 
 
 def test_random_baseline_is_deterministic_and_independent_of_order():
-    from saefast import stats
+    from saefast.stats import matched as stats
 
     a = random_baseline(12, 9, 6, seed=3)
     stats._BASELINE_CACHE.clear()  # recompute from scratch after another shape was drawn
@@ -350,7 +350,7 @@ def test_compute_analysis_holds_both_reports(runs):
 
 def test_the_null_is_memoised_per_solver_too():
     """The solver is recorded in the null, so a scipy request must not get the native one."""
-    from saefast.stats import random_baseline
+    from saefast.stats.matched import random_baseline
 
     a = random_baseline(8, 8, 4, solver="scipy")
     assert a["solver"] == "scipy"

@@ -15,9 +15,9 @@ from saefast.config import SAEConfig, TrainConfig
 from saefast.data.corpora import CorpusError
 from saefast.data.store import load_activations
 from saefast.errors import HookError
-from saefast.experiment import Experiment, expand
-from saefast.sweep import open_stream, run_sweep
-from saefast.train import train_saes
+from saefast.sweep.experiment import Experiment, expand
+from saefast.sweep.local import open_stream, run_sweep
+from saefast.train.trainer import train_saes
 
 HOOK = "blocks.1.hook_resid_pre"
 TEXT = "\n\n".join(f"Paragraph {i}: a stream never touches the disk, {i * 13} tokens at a time."
@@ -160,7 +160,7 @@ def test_gathering_fills_the_rows_a_resumed_pass_did_not_see(corpus):
     """A pass resumed mid-way sees the stream from its checkpoint on: finish() reads the rows
     before it, and the result equals gathering from the start."""
     from saefast.data.stream_nulls import StreamNullData
-    from saefast.nulls import ActivationMoments
+    from saefast.stats.nulls import ActivationMoments
 
     whole = StreamNullData(stream(corpus), 200, 2800).attach()
     whole.source.read(0, 3000)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from saefast.config import ConfigError, RunConfig, apply_overrides
-from saefast.experiment import (Experiment, expand, group_name, load_experiment, parse_axis,
+from saefast.sweep.experiment import (Experiment, expand, group_name, load_experiment, parse_axis,
                                 parse_values, run_name)
-from saefast.plan import harvest_jobs, undertrained_warnings
+from saefast.sweep.plan import harvest_jobs, undertrained_warnings
 
 
 def test_parse_values_ranges_and_lists():

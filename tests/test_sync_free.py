@@ -4,10 +4,10 @@ train the same SAEs as the host path and stop a diverged seed at its exact step.
 import pytest
 import torch
 
-import saefast.train as train_mod
-from saefast import sync_free
+import saefast.train.trainer as train_mod
+from saefast.train import sync_free
 from saefast.config import SAEConfig, TrainConfig
-from saefast.train import TrainingDiverged, train_saes
+from saefast.train.trainer import TrainingDiverged, train_saes
 
 
 def activations(n=2400, d=24, seed=0):
@@ -44,7 +44,7 @@ def test_same_training_as_the_host_path(matmul):
 def test_auxk_on_reaches_dead_latents_only():
     """The masked AuxK (a -inf bias on live latents) gives gradient to dead latents only."""
     x = activations(n=64)
-    from saefast.sae import TopKSAE
+    from saefast.train.sae import TopKSAE
     sae = TopKSAE(24, 40, 4, seed=0)
     since = torch.zeros(40, dtype=torch.int64)
     since[[3, 7, 11]] = 10**6  # three dead latents

@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saefast import sweep, threads
+from saefast.sweep import local as sweep
+from saefast.sweep import threads
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ConfigError
-from saefast.experiment import Experiment, expand
-from saefast.train import train_saes
+from saefast.sweep.experiment import Experiment, expand
+from saefast.train.trainer import train_saes
 
 HOOK = "blocks.0.hook_resid_pre"
 
@@ -120,7 +121,7 @@ def test_seeds_in_worker_processes_equal_the_seeds_trained_here(corpus, tmp_path
 
 
 def test_progress_of_parts_merges_to_the_slowest_step():
-    from saefast.seed_pool import merged_stats
+    from saefast.sweep.seed_pool import merged_stats
 
     step, total, stats = merged_stats({
         0: (10, 20, {"per_seed": {1: {"loss": 1.0, "dead": 0.0}}, "tokens_per_second": 100.0}),
@@ -185,7 +186,7 @@ def test_a_second_writer_waits_for_the_lock_and_says_so(tmp_path):
 
 
 def test_an_error_in_a_worker_is_raised_in_the_sweep_not_a_hang(corpus, tmp_path):
-    from saefast import seed_pool
+    from saefast.sweep import seed_pool
 
     runs = _runs(corpus, [1, 2], tmp_path)
     with pytest.raises(seed_pool.WorkerFailed, match="in a worker process failed: .*"):

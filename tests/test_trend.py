@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from saefast.inference import PairedRuns, median
-from saefast.trend import families, family_trends, slope, slope_per_decade
+from saefast.stats.inference import PairedRuns, median
+from saefast.stats.trend import families, family_trends, slope, slope_per_decade
 
 BUDGETS = [1_000, 10_000, 100_000, 1_000_000]
 

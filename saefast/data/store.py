@@ -380,7 +380,7 @@ def training_moments(store: str | os.PathLike, n_rows: int):
     n_rows rows (a run's training tokens), computed once and cached beside the store as
     moments-n<rows>-<rows_key[:8]>.npz (atomic write). A cache file that cannot be read is
     recomputed."""
-    from saefast.nulls import ActivationMoments
+    from saefast.stats.nulls import ActivationMoments
 
     path = Path(store) / f"moments-n{int(n_rows)}-{rows_key(store, n_rows)[:8]}.npz"
     if path.is_file():

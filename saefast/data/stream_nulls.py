@@ -25,7 +25,7 @@ import numpy as np
 
 from saefast.errors import StoreError
 from saefast.fsio import atomic_open
-from saefast.nulls import ActivationMoments, TokenPool
+from saefast.stats.nulls import ActivationMoments, TokenPool
 
 FORMAT = "saefast.stream_null_data/1"
 NULL_DATA_DIR = ".null_data"  # under OUT/runs/
@@ -91,7 +91,7 @@ class StreamNullData:
 
 def load(path: str | Path) -> tuple[ActivationMoments, TokenPool]:
     """(moments, token pool) of a saved file; StoreError when it is missing or unreadable."""
-    from saefast.nulls import MOMENTS_FORMAT
+    from saefast.stats.nulls import MOMENTS_FORMAT
 
     try:
         with np.load(path) as z:

@@ -13,9 +13,9 @@ Modules, one job each (mirroring csrc/lap):
 
 from __future__ import annotations
 
-from .assignment import linear_assignment
-from .certified import gemm_margin
-from .decoders import (SOLVERS, Matching, lapjv_available, match_decoders, native_available,
+from saefast.match.assignment import linear_assignment
+from saefast.match.certified import gemm_margin
+from saefast.match.decoders import (SOLVERS, Matching, lapjv_available, match_decoders, native_available,
                        resolve_solver, unit_rows)
 
 __all__ = ["match_decoders", "Matching", "linear_assignment", "resolve_solver", "SOLVERS",

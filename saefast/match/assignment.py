@@ -37,7 +37,7 @@ def linear_assignment(cost_matrix, maximize=False):
     """
     from scipy.optimize import linear_sum_assignment
 
-    from . import _lap
+    from saefast.match import _lap
 
     arr = np.asarray(cost_matrix)
     if (_lap.available() and arr.ndim == 2 and arr.size > 0 and arr.dtype.kind in "biuf"
@@ -55,7 +55,7 @@ def linear_assignment(cost_matrix, maximize=False):
 def _native_unique(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The minimum-cost assignment of a finite float64 [n, m] matrix when the native solver
     proves it unique, else None."""
-    from . import _lap
+    from saefast.match import _lap
 
     transposed = cost.shape[0] > cost.shape[1]
     if transposed:  # the solver wants n <= m

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .decoders import Matching, match_decoders, resolve_solver
+from saefast.match.decoders import Matching, match_decoders, resolve_solver
 
 FOLDER = ".matchings"  # under a sweep's OUT/reports/ (dot: not a report of its own)
 

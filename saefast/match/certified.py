@@ -132,7 +132,7 @@ class CosineScores:
         return tuple(t.cpu() for t in found)
 
     def exact(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        from . import _lap
+        from saefast.match import _lap
 
         return _lap.rescore(self.a, self.b, rows, cols)
 
@@ -212,7 +212,7 @@ def _recompute_rows(graph: _Graph, rows: np.ndarray, u: np.ndarray, v: np.ndarra
 def solve_dense(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Small problems: the float64 cosine matrix [n, m] (n <= m), native dense solve, the
     duals checked on every pair. Returns (row_to_col [n], cosines [n], info with gap_bound)."""
-    from . import _lap
+    from saefast.match import _lap
 
     x, u, v = _lap.solve_dense(-cos)
     rc = -cos - u[:, None] - v[None, :]  # [n, m] reduced costs
@@ -238,7 +238,7 @@ def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device
 def solve_scores(scores, k: int, timings: dict) -> tuple[np.ndarray, np.ndarray, bool, dict]:
     """The maximum-total-score assignment of every row to a distinct column, certified over
     all n * m pairs, for any `scores` with CosineScores' interface (n <= m, K = k)."""
-    from . import _lap
+    from saefast.match import _lap
 
     n, m = scores.n, scores.m
     dev, tf32, margin = getattr(scores, "device", "cpu"), getattr(scores, "tf32", False), scores.margin

@@ -33,7 +33,7 @@ import torch
 
 from saefast.errors import MatchError
 
-from . import certified
+from saefast.match import certified
 
 EPS = 1e-12  # rows shorter than this are treated as zero vectors (cosine 0 with everything)
 DEFAULT_CANDIDATES = 32  # K: top-K cosines kept per row and per column
@@ -152,7 +152,7 @@ def _solve_scipy(a_unit, b_unit, candidates=None) -> Matching:
 
 
 def _solve_native(a_unit, b_unit, candidates=None, device=None) -> Matching:
-    from . import _lap
+    from saefast.match import _lap
 
     if not _lap.available():
         raise MatchError(f"solver 'native' is unavailable ({_lap.unavailable_reason()}); "
@@ -196,7 +196,7 @@ SOLVERS: dict[str, Callable[..., Matching]] = {
 
 def native_available() -> bool:
     """Whether the native sparse solver (csrc/lap) is built and loaded."""
-    from . import _lap
+    from saefast.match import _lap
 
     return _lap.available()
 

@@ -28,8 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import ModelError
-from . import equivalence as eq
+from saefast.errors import ModelError
+from saefast.stats import equivalence as eq
 
 
 def _direction(lm) -> str:
@@ -68,7 +68,7 @@ def _at(act: torch.Tensor, keep: torch.Tensor | None, fn) -> torch.Tensor:
 
 
 def _reconstruct(sae, rows: torch.Tensor) -> torch.Tensor:
-    from . import ops
+    from saefast import ops
 
     return ops.sparse_decode(*eq.encode(sae, rows), sae.decoder, sae.b_dec)
 
@@ -201,8 +201,8 @@ def eval_tokens(lm, corpus: str, n_tokens: int, context_length: int, info: dict,
                 drop_special: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids [b, L], keep [b, L]): the corpus's first chunks, framed like the harvest's, until
     n_tokens kept positions; keep marks the positions whose activations an SAE saw."""
-    from .data import harvest as H
-    from .data.models import model_framing
+    from saefast.data import harvest as H
+    from saefast.data.models import model_framing
 
     framing = model_framing(lm)
     size = H.content_length(framing, info, context_length)
@@ -226,8 +226,8 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
     """summary["ablation"]: each run's splice, the per-token effect correlation of every
     decoder-matched pair (added to each pair as `ablation`), with its interval over runs, and
     the attribution check on the first run. Loads the model (TransformerLens)."""
-    from . import inference as inf
-    from .data.models import check_hooks, load_model
+    from saefast.stats import inference as inf
+    from saefast.data.models import check_hooks, load_model
 
     lm, info = load_model(model, cache_dir=cache_dir)
     check_hooks([hook], info["hook_names"])

@@ -24,16 +24,17 @@ from typing import Callable
 
 import torch
 
-from saefast import checkpoints, ops
-from saefast import cuda_graphs as graphs_mod
+from saefast import ops
+from saefast.train import checkpoints
+from saefast.train import cuda_graphs as graphs_mod
 from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ActivationError, ConfigError
-from saefast.sae import TopKSAE
+from saefast.train.sae import TopKSAE
 # evaluation's functions are part of the trainer's public names (run dirs, tests use them here)
-from saefast.evaluation import (convergence, convergence_steps, decoder_drift, evaluate,  # noqa: F401
+from saefast.train.evaluation import (convergence, convergence_steps, decoder_drift, evaluate,  # noqa: F401
                                 evaluate_many, feature_records)
-from saefast.sync_free import DeviceLog, matmul_precision, seed_loss_sync_free
+from saefast.train.sync_free import DeviceLog, matmul_precision, seed_loss_sync_free
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -188,7 +189,7 @@ def train_saes(
     device and reads them every `log_every` steps (`seed_loss_sync_free`, `DeviceLog`);
     `on_step` is then called at those read-outs only. `cuda_graphs` (default: on CUDA, unless
     SAEFAST_CUDA_GRAPHS=0) replays each seed's step from a captured CUDA graph
-    (`saefast.cuda_graphs`); metrics["cuda_graphs"] says how many steps it replayed.
+    (`saefast.train.cuda_graphs`); metrics["cuda_graphs"] says how many steps it replayed.
     """
     train_src = TensorSource(train_src) if isinstance(train_src, torch.Tensor) else train_src
     if isinstance(eval_src, torch.Tensor):

@@ -1,6 +1,6 @@
 """The nulls of a stability report: which activations they come from, and the report's `nulls` key.
 
-A report's matched cosines are compared with three nulls (`saefast.nulls`), each matched
+A report's matched cosines are compared with three nulls (`saefast.stats.nulls`), each matched
 exactly like the real dictionaries, for the report's pair shape (n_a, n_b, d) and hook:
 
 - isotropic: random Gaussian dictionaries (two untrained SAEs); always there;
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from . import nulls as _nulls
-from .artifacts import RUN, LoadedSAE
-from .errors import ConfigError, StoreError
-from .fsio import read_json
-from .null_model import null_draws, report_null_size
+from saefast.stats import nulls as _nulls
+from saefast.runs.artifacts import RUN, LoadedSAE
+from saefast.errors import ConfigError, StoreError
+from saefast.fsio import read_json
+from saefast.stats.null_model import null_draws, report_null_size
 
 NULLS_VERSION = 2  # bump when what add_nulls computes changes: stored reports are recomputed
 NULL_SEED = 0
@@ -275,7 +275,7 @@ def _skipped(kind: str, reason: str) -> dict:
 
 def _excess(report: dict, pairs: list[dict], null_median: float) -> dict | None:
     """Observed pooled median (of these pairs) minus the null median, 90 % jackknife."""
-    from saefast import inference  # scipy.stats: only when a report is computed
+    from saefast.stats import inference  # scipy.stats: only when a report is computed
 
     n_runs = report["summary"]["n_runs"]
     if n_runs < 3:
@@ -335,7 +335,7 @@ def _data(source: NullSource, d: int):
 def null_models(source: NullSource | None, d: int, *, solver: str = "auto") -> list:
     """The data-shaped nulls of the source as `null_model.NullModel`s (covariance, then
     activations, those the data allows), for the per-feature evidence under each null."""
-    from saefast.null_model import activation_null_model, covariance_null_model
+    from saefast.stats.null_model import activation_null_model, covariance_null_model
 
     if source is None or not source.has_data:
         return []

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import ConfigError
+from saefast.errors import ConfigError
 
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -60,7 +60,7 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
     pooled list. Deterministic (the generator is seeded by the key) and memoised per
     (n_a, n_b, d, seed, n_draws, solver): treat the returned dict as read-only.
     """
-    from .match import match_decoders
+    from saefast.match import match_decoders
 
     for name, v in (("n_a", n_a), ("n_b", n_b), ("d", d), ("n_draws", n_draws)):
         if int(v) != v or v < 1:

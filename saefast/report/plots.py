@@ -1,7 +1,7 @@
 """Figures of a stability report (matplotlib's Agg backend, imported only when drawing).
 
 Each function builds a matplotlib Figure and returns it; nothing here writes a file
-(`saefast.reports` saves them, under its file names):
+(`saefast.report.files` saves them, under its file names):
 
 pair_heatmap(report)       runs x runs matrix of pairwise median matched cosines
 cosine_histogram(report)   all matched cosines (pooled over pairs) against every null

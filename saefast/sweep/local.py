@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from saefast import plan
+from saefast.sweep import plan
 from saefast.config import RunConfig
-from saefast.experiment import RunSpec, groups
-from saefast.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, data_ranges, harvested_count, token_steps
+from saefast.sweep.experiment import RunSpec, groups
+from saefast.sweep.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, data_ranges, harvested_count, token_steps
 
 if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
@@ -100,7 +100,7 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     after the summary so it never shows an older one). Devices and output paths are checked
     first: nothing is created for a sweep that cannot start. experiment: what the study is
     ({name, description, file}), stored as summary["experiment"]. threads: `--threads`
-    (`saefast.threads`). executor: what trains the runs (default `execute_runs`, here); an
+    (`saefast.sweep.threads`). executor: what trains the runs (default `execute_runs`, here); an
     executor whose `local_devices` is False checks the devices where its tasks run."""
     from saefast.fsio import write_json_atomic
 
@@ -119,7 +119,7 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
         summary["experiment"] = experiment
     write_json_atomic(out_dir / SUMMARY, summary)
     if analyze:
-        from saefast import reports as _reports
+        from saefast.report import files as _reports
 
         _reports.write_html(out_dir, summary)
     return summary
@@ -134,7 +134,7 @@ def execute_runs(runs: list[RunSpec], out_dir: Path, *, cache_dir: str | Path | 
     """The local executor: train every run that is not finished yet. Harvest each corpus once
     for all its hooks, then hand each pass of seeds to `run_pass`. A diverged run is recorded
     and the others go on; nothing is written for it. `threads`: see `run_pass`."""
-    from saefast import seed_pool
+    from saefast.sweep import seed_pool
 
     try:
         return _execute_runs(runs, out_dir, cache_dir, events, memory_budget, threads)
@@ -218,7 +218,7 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
                   memory_budget: int | None = None) -> TrainingData:
     """A cache store held in memory when it fits a quarter of the budget, else memory-mapped;
     or a stream."""
-    from saefast import memory
+    from saefast.train import memory
     from saefast.data import store
     from saefast.data.windows import TensorSource
 
@@ -259,8 +259,8 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
     budget, default $SAEFAST_THREADS or torch's): small dictionaries from a store are split
     over worker processes (`seed_pool`), everything else trains in this process. A seed's
     weights are the same either way."""
-    from saefast import seed_pool
-    from saefast import threads as threads_
+    from saefast.sweep import seed_pool
+    from saefast.sweep import threads as threads_
 
     events = events or Events()
     cfg = runs[0].config
@@ -286,7 +286,9 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
                   memory_budget: int | None = None) -> list[RunOutcome]:
     """`run_pass` in this process with torch's threads as they are: all seeds of `runs`
     under one optimizer."""
-    from saefast import artifacts, checkpoints, train
+    from saefast.runs import artifacts
+    from saefast.train import checkpoints
+    from saefast.train import trainer as train
     from saefast.data.windows import split
 
     events = events or Events()
@@ -341,7 +343,7 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
     runs are unchanged), with the nulls of the activation store the runs name in run.json.
     Pair matchings go through the sweep's cache (`matching_cache`): the ones a remote
     executor computed while runs trained are read, not matched again."""
-    from saefast import reports
+    from saefast.report import files as reports
 
     events = events or Events()
     out: dict[str, dict] = {}
@@ -358,8 +360,8 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
 
 def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Path, dict] | None:
     """(run dirs, report dir, settings) of a seed group's report; None below two runs."""
-    from saefast import report_nulls
-    from saefast.artifacts import is_complete_run
+    from saefast.report import nulls as report_nulls
+    from saefast.runs.artifacts import is_complete_run
 
     dirs = [d for d in (out_dir / RUNS_DIR / r.name for r in members) if is_complete_run(d)]
     if len(dirs) < 2:
@@ -372,7 +374,7 @@ def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Pat
 
 def report_is_current(members: list[RunSpec], out_dir: Path) -> bool:
     """Whether `analyze_groups` would reuse this group's stored report as it is."""
-    from saefast import reports
+    from saefast.report import files as reports
 
     args = _report_args(members, Path(out_dir))
     if args is None:
@@ -487,7 +489,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "decoder_cosine_to_init": _mean(
                 [o.metrics["decoder_drift"]["mean_cosine_to_init"] for o in ok]),
         })
-    from saefast.trend import family_trends
+    from saefast.stats.trend import family_trends
 
     configs = {o.spec.group: o.spec.config.to_dict() for o in outcomes}
     return {

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .errors import RunDirError, first_line
+from saefast.errors import RunDirError, first_line
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
 SPARSIFY_CFG = "cfg.json"
@@ -41,7 +41,7 @@ NO_ENCODER: Parts = (None, None, None)
 
 def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """An EleutherAI sparsify checkpoint folder (cfg.json + sae.safetensors)."""
-    from .artifacts import _need, _read_tensors, read_json
+    from saefast.runs.artifacts import _need, _read_tensors, read_json
 
     cfg_path, weights = run_dir / SPARSIFY_CFG, run_dir / SPARSIFY_WEIGHTS
     if not cfg_path.is_file():
@@ -69,7 +69,7 @@ def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, An
 
 def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """A saprmarks dictionary_learning save folder (ae.pt, with config.json when present)."""
-    from .artifacts import read_json
+    from saefast.runs.artifacts import read_json
 
     weights = run_dir / DL_WEIGHTS
     state = _load_state_dict(weights)

@@ -1,4 +1,4 @@
-"""The one place a null plugs into a report's per-feature evidence (`saefast.evidence`).
+"""The one place a null plugs into a report's per-feature evidence (`saefast.stats.evidence`).
 
 A `NullModel` answers two questions for dictionaries of the report's d that share nothing:
 
@@ -11,7 +11,7 @@ A `NullModel` answers two questions for dictionaries of the report's d that shar
   that need the dictionaries themselves: nearest-neighbour and maximum-cardinality nulls,
   within-SAE redundancy, the null seed-count curve.
 
-Three nulls (`saefast.nulls` computes their matched cosines, memoised per shape and data):
+Three nulls (`saefast.stats.nulls` computes their matched cosines, memoised per shape and data):
 - `isotropic_null(d)`: Gaussian rows (= the init: "two untrained SAEs"), the matched cosines
   of `stats.random_baseline`;
 - `covariance_null_model(cov, key)`: rows ~ N(0, Σ);
@@ -28,8 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .stats import random_baseline
+from saefast.errors import ConfigError
+from saefast.stats.matched import random_baseline
 
 MAX_NULL_DRAWS = 400  # matched-null draws per shape at most
 # draws x n_a x n_b at most: the matchings' cost bound. 1024 x 1024 still gets the 150 draws
@@ -76,8 +76,8 @@ def report_null_size(n_a: int, n_b: int) -> int:
     min(n_a, n_b) features (per-feature p-values) and for the summary's 99.9 % quantile
     (`nulls.MIN_POOLED_COSINES`). The report's summary nulls (`report_nulls`) and its
     p-values (`evidence`) both ask for this many, so they share one set of draws."""
-    from .inference import FDR_ALPHA, min_null_size
-    from .nulls import MIN_POOLED_COSINES
+    from saefast.stats.inference import FDR_ALPHA, min_null_size
+    from saefast.stats.nulls import MIN_POOLED_COSINES
 
     return max(min_null_size(min(int(n_a), int(n_b)), FDR_ALPHA, "by"), MIN_POOLED_COSINES)
 
@@ -106,7 +106,7 @@ def _frozen(cosines) -> np.ndarray:
 def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
     """Rows ~ N(0, Σ), Σ [d, d] (or an ActivationMoments): dictionaries in the activations'
     high-variance subspace that share nothing. key names Σ (e.g. store and rows)."""
-    from . import nulls as _nulls
+    from saefast.stats import nulls as _nulls
 
     if isinstance(cov, _nulls.ActivationMoments):
         cov = cov.cov
@@ -129,7 +129,7 @@ def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
 def activation_null_model(pool, key: str, *, solver: str = "auto") -> NullModel:
     """Rows are centred activation vectors of distinct token ids (`nulls.TokenPool`), no id
     twice within one sample() call; capacity = the pool's distinct ids."""
-    from . import nulls as _nulls
+    from saefast.stats import nulls as _nulls
 
     d = int(pool.acts.shape[1])
 

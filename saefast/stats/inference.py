@@ -29,7 +29,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from .errors import ConfigError
+from saefast.errors import ConfigError
 
 DEFAULT_LEVEL = 0.90
 DEFAULT_BOOT = 2000

@@ -1,4 +1,4 @@
-"""Worker processes that train the seeds of one pass side by side (see `saefast.threads`).
+"""Worker processes that train the seeds of one pass side by side (see `saefast.sweep.threads`).
 
 `run_parts` hands each part of a pass (a list of runs differing by seed) to a worker, which
 runs `sweep.run_pass_here` on it exactly as the sweep's own process would: it opens the
@@ -7,7 +7,7 @@ activations are pickled, trains, checkpoints under its own seeds' name and write
 dirs. Only the outcomes come back, and step progress, merged here into one `Events.run_step`
 so the progress bar shows the slowest part.
 
-A worker is `python -m saefast.seed_pool THREADS`: a fresh interpreter (fork after OpenMP has
+A worker is `python -m saefast.sweep.seed_pool THREADS`: a fresh interpreter (fork after OpenMP has
 started is unsafe) that never imports the caller's main module, so a user's script needs no
 `if __name__ == "__main__"` guard (multiprocessing's spawn would need one). Tasks and
 messages are pickles over its stdin and a copy of its stdout (its own stdout goes to stderr).
@@ -31,8 +31,8 @@ from typing import IO, TYPE_CHECKING, Any
 from saefast.errors import SaefastError
 
 if TYPE_CHECKING:
-    from saefast.experiment import RunSpec
-    from saefast.sweep import Events, RunOutcome
+    from saefast.sweep.experiment import RunSpec
+    from saefast.sweep.local import Events, RunOutcome
 
 
 class WorkerFailed(SaefastError, RuntimeError):
@@ -44,7 +44,7 @@ class _Worker:
 
     def __init__(self, threads: int, inbox: queue_lib.Queue, index: int):
         self.index = index
-        self.proc = subprocess.Popen([sys.executable, "-m", "saefast.seed_pool", str(threads)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "saefast.sweep.seed_pool", str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.reader = threading.Thread(target=self._read, args=(self.proc.stdout, inbox), daemon=True)
         self.reader.start()
@@ -121,7 +121,7 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
               memory_budget: int | None, threads: int) -> list[RunOutcome]:
     """Train each part in a worker (len(parts) workers of `threads` threads); the outcomes
     in the order of the parts' runs. Each worker gets an equal share of the memory budget."""
-    from saefast import memory
+    from saefast.train import memory
 
     workers = _pool(len(parts), threads)
     device = parts[0][0].config.model.device
@@ -176,7 +176,7 @@ def _worker_main(threads: int) -> None:
     out = os.fdopen(os.dup(1), "wb")  # messages; anything printed goes to stderr instead
     os.dup2(2, 1)
     torch.set_num_threads(threads)
-    from saefast import sweep
+    from saefast.sweep import local as sweep
 
     parent = os.getppid()
     tasks = sys.stdin.buffer

@@ -34,9 +34,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import inference as inf
-from .match import cache as match_cache
-from .match import unit_rows
+from saefast.stats import inference as inf
+from saefast.match import cache as match_cache
+from saefast.match import unit_rows
 
 LEVEL = 0.90
 THRESHOLDS = (0.5, 0.7, 0.9)
@@ -123,7 +123,7 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
 def encode(sae, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """TopK(relu(W_enc (x - b_dec) + b_enc)) of rows [N, d] for an SAE with encoder fields
     (`artifacts.LoadedSAE`): (values [N, k] float32 >= 0, indices [N, k])."""
-    from . import ops
+    from saefast import ops
 
     return ops.topk_encode(rows.float() - sae.b_dec, sae.encoder, sae.b_enc, int(sae.k))
 
@@ -282,7 +282,7 @@ def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np
     """The one-to-one assignment maximising total Pearson r: (a_idx, b_idx, r, info), exact:
     a dense solve with its gap bound up to DENSE_MAX pairs, else the certified sparse solver
     on the top-TOP_K candidates (info["certified"] says whether the proof closed)."""
-    from .match.certified import DUAL_TOL, solve_dense, solve_scores
+    from saefast.match.certified import DUAL_TOL, solve_dense, solve_scores
 
     flip = a.F > b.F
     lo, hi = (b, a) if flip else (a, b)  # n <= m

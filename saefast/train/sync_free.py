@@ -15,7 +15,7 @@ import contextlib
 import torch
 
 from saefast import ops
-from saefast.sae import TopKSAE
+from saefast.train.sae import TopKSAE
 
 
 def seed_loss_sync_free(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor,

@@ -1,7 +1,7 @@
 """Feature stability across runs: match every pair of SAEs, summarise, compare to the null.
 
 Pure functions from run directories (read through `artifacts.load_sae`) and matchings to
-JSON-ready dicts: nothing here writes a file. `saefast.reports` writes a report directory
+JSON-ready dicts: nothing here writes a file. `saefast.report.files` writes a report directory
 (stability.json, CSVs, plots) and decides when a stored report can be reused.
 
 The original study's names and JSON keys are kept unchanged (keys are only ever added):
@@ -37,7 +37,7 @@ median_cosine}, baseline (the null for the most common pair shape, see
 `stats.random_baseline`; None when baseline=False), runs [{name, label, path, format,
 n_features, n_live, k}], feature_recurrence, seed_intervals, evidence (per-feature
 significance, share beyond chance, nearest / max-cardinality statistics, diagnostics,
-seed-count curve: `saefast.evidence`, which also adds per-pair keys listed there).
+seed-count curve: `saefast.stats.evidence`, which also adds per-pair keys listed there).
 
 The two medians are different numbers; both are kept:
   - `median_of_medians`: the median over pairs of each pair's `median_cosine` (one value per
@@ -61,12 +61,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .artifacts import WEIGHTS, LoadedSAE, load_sae
-from .errors import ConfigError, RunDirError
-from .match import Matching, resolve_solver
-from .match import cache as match_cache
-from .match.cache import MatchingCache
-from .stats import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
+from saefast.runs.artifacts import WEIGHTS, LoadedSAE, load_sae
+from saefast.errors import ConfigError, RunDirError
+from saefast.match import Matching, resolve_solver
+from saefast.match import cache as match_cache
+from saefast.match.cache import MatchingCache
+from saefast.stats.matched import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_TOP_K = 20
@@ -117,7 +117,7 @@ def shared_init_warning(run_dirs) -> str | None:
     and a dictionary shape: saefast's init depends on the seed and shape alone, so such runs
     started from the same decoder and their matched cosines are inflated. None otherwise,
     and for formats without run.json."""
-    from .artifacts import RUN, read_json
+    from saefast.runs.artifacts import RUN, read_json
 
     first: dict[tuple, tuple[str, str]] = {}
     for run in run_dirs:
@@ -359,13 +359,13 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
             progress(p + 1, len(index_pairs), pair)
     summary = _summary(saes, labels, pairs, threshold=threshold, top_k=top_k, solver=solver,
                        live_only=live_only, baseline=baseline)
-    from . import evidence  # scipy.stats: imported only when a report is computed
+    from saefast.stats import evidence  # scipy.stats: imported only when a report is computed
 
     summary["evidence"] = evidence.report_evidence(
         saes, labels, pairs, [_features(s, live_only)[1] for s in saes], threshold=threshold,
         solver=solver, baseline=baseline, other_nulls=other_nulls)
     if not live_only:  # encoder and activation views of the same matchings
-        from . import equivalence
+        from saefast.stats import equivalence
 
         x, reason, where = held_out() if held_out is not None else (
             None, "no held-out activations given (reports.analyze_runs passes the store's)", None)
@@ -447,7 +447,7 @@ def _seed_intervals(pairs: list[dict], n_runs: int, threshold: float, null: dict
     """90 % intervals with the run as the unit (delete-one-run jackknife, t(S-1); it reuses
     the matchings) for the pooled median, the fraction at or above the threshold and the
     excess of the median over the isotropic null. None below 3 runs."""
-    from saefast import inference
+    from saefast.stats import inference
 
     if n_runs < 3:
         return None

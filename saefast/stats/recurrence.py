@@ -29,9 +29,9 @@ import torch
 from scipy import sparse
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from .errors import ConfigError
-from .inference import _check_level, jackknife_interval
-from .match import unit_rows
+from saefast.errors import ConfigError
+from saefast.stats.inference import _check_level, jackknife_interval
+from saefast.match import unit_rows
 
 EDGE_BLOCK_BYTES = 64 << 20  # one row block of float64 cosines in max_pairs_at
 DEFAULT_SUBSETS = 200
@@ -52,7 +52,7 @@ def nearest_cosines(dec_a, dec_b) -> tuple[np.ndarray, np.ndarray]:
     The neighbour is chosen by `cosine_topk(k=1)` on float32 unit rows, then its cosine is
     recomputed in float64 (only an exact float32 near-tie could pick another neighbour, whose
     cosine then differs from the best in the 7th digit)."""
-    from .ops import cosine_topk
+    from saefast.ops import cosine_topk
 
     a, b = _unit64(dec_a), _unit64(dec_b)
     if a.shape[1] != b.shape[1]:
@@ -109,7 +109,7 @@ def recurrence_counts(dec_a, dec_b, thresholds: Sequence[float], matched_cosines
     matched cosines are given), max_cardinality, nearest_a, nearest_b (features whose best
     cosine in the other run is >= t)}}."""
     if matched_cosines is None:
-        from .match import match_decoders
+        from saefast.match import match_decoders
         matched_cosines = match_decoders(dec_a, dec_b).cosines
     m = np.asarray(matched_cosines, dtype=np.float64)
     best_a, best_b = nearest_cosines(dec_a, dec_b)

@@ -9,7 +9,7 @@ import math
 import torch
 
 from saefast.data.windows import TensorSource, TokenSource
-from saefast.sae import TopKSAE
+from saefast.train.sae import TopKSAE
 
 PLATEAU = 0.01  # held-out FVU falling by less than this (relative) over the last quarter
 

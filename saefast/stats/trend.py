@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from saefast.inference import DEFAULT_LEVEL, PairedRuns, Statistic, jackknife_interval
+from saefast.stats.inference import DEFAULT_LEVEL, PairedRuns, Statistic, jackknife_interval
 
 METHOD = ("least-squares slope of the statistic against log10(tokens); 90% interval: "
           "delete-one-seed jackknife, the seed removed from every budget at once (budgets "
@@ -98,7 +98,7 @@ def family_trends(reports: dict[str, dict], group_configs: dict[str, dict],
     """For every family of groups that differ only in tokens: the slope per decade of the
     pooled median, and of its excess over each null every budget has (`null_medians(report)`
     -> {kind: median}), over the seeds every budget of the family has."""
-    from saefast.inference import excess_median, median
+    from saefast.stats.inference import excess_median, median
 
     out = []
     for names in families(group_configs):

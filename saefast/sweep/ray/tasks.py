@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from saefast.experiment import RunSpec
-from saefast.plan import HarvestJob, token_steps
+from saefast.sweep.experiment import RunSpec
+from saefast.sweep.plan import HarvestJob, token_steps
 
 
 class Board:
@@ -74,7 +74,7 @@ def _announce(board: Any, task_id: str) -> str:
 
 def _threads(n: int) -> None:
     """Ray starts workers with OMP_NUM_THREADS = the task's CPUs; say it to torch explicitly,
-    so the task uses what it declared (results do not depend on it: saefast.threads)."""
+    so the task uses what it declared (results do not depend on it: saefast.sweep.threads)."""
     import torch
 
     if torch.get_num_threads() != n:
@@ -116,14 +116,14 @@ def harvest(job: HarvestJob, cache_dir: str, threads: int, board: Any = None,
 
 def stream_width(spec: RunSpec, cache_dir: str) -> int:
     """d_model of a streamed group, with its corpus checked to be long enough."""
-    from saefast import sweep
+    from saefast.sweep import local as sweep
 
     return int(sweep.open_stream(spec.config, cache_dir).d)
 
 
 def device_memory(device: str) -> int:
     """The training budget of `device` on the node this runs on (`memory.available_bytes`)."""
-    from saefast import memory
+    from saefast.train import memory
 
     return memory.available_bytes(device)
 
@@ -146,7 +146,8 @@ def train_pass(runner: Callable, runs: list[RunSpec], data: Path | None, out_dir
     """`runner(runs, data, out_dir)` (sweep.run_pass) on this worker with `threads` threads;
     data None: a streamed group, whose stream is opened here (the model runs where the
     pass does)."""
-    from saefast import seed_pool, sweep
+    from saefast.sweep import seed_pool
+    from saefast.sweep import local as sweep
 
     node = _announce(board, task_id)
     t0, wall = time.perf_counter(), time.time()
@@ -177,8 +178,9 @@ def match_pairs(pairs: list[tuple[str, str]], folder: str, *, live_only: bool, s
     """Every matching a group report makes of each pair (decoder, live-only decoder when
     asked, encoder), into the sweep's matching cache, which the report then reads. A pair
     that cannot be matched is left to the report, which says why."""
-    from saefast import equivalence, stability
-    from saefast.artifacts import load_sae
+    from saefast.stats import equivalence
+    from saefast.stats import stability
+    from saefast.runs.artifacts import load_sae
     from saefast.errors import SaefastError, first_line
     from saefast.match.cache import MatchingCache
 

@@ -4,8 +4,8 @@
 `add_evidence(pairs, rows, ...)` adds keys to each pair dict and returns the summary's
 `evidence` block; `report_evidence` is what stability.py calls once per report (it reads the
 runs' firing rates; nothing here reads weights or writes files). It reuses the report's matchings: nothing real is matched again. The statistics are
-`saefast.inference` (p-values, Benjamini-Yekutieli, Storey, delete-one-run jackknife) and
-`saefast.recurrence` (nearest neighbours, maximum-cardinality matching, seed-count curve).
+`saefast.stats.inference` (p-values, Benjamini-Yekutieli, Storey, delete-one-run jackknife) and
+`saefast.stats.recurrence` (nearest neighbours, maximum-cardinality matching, seed-count curve).
 
 Per pair (keys added): pvalues (ordered like all_cosines), nearest_pvalues (A's features,
 then B's, in the order of the matched rows), significant_by, n_significant_by,
@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import inference as inf
-from . import recurrence as rec
-from .match import match_decoders, unit_rows
-from .null_model import NullModel, report_null_size
+from saefast.stats import inference as inf
+from saefast.stats import recurrence as rec
+from saefast.match import match_decoders, unit_rows
+from saefast.stats.null_model import NullModel, report_null_size
 
 LEVEL = 0.90
 NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
@@ -420,8 +420,8 @@ def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
     pairs' index_a/index_b, rows[r] the decoder rows run r was matched with; the isotropic
     null (primary) and the other_nulls unless baseline=False. Reads each run's
     feature_analysis.json for firing rates."""
-    from .artifacts import read_fire_rates
-    from .null_model import isotropic_null
+    from saefast.runs.artifacts import read_fire_rates
+    from saefast.stats.null_model import isotropic_null
 
     d = int(saes[0].decoder.shape[1])
     drift = [(s.info.get("metrics") or {}).get("decoder_drift") for s in saes]

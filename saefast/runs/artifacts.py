@@ -10,7 +10,7 @@ Layout of a run directory (ours and the original study's share the first three f
                                   (the schema is `run_record` below)
 
 SAELens checkpoints (`cfg.json` + `sae_weights.safetensors` with `W_dec` [F, d]) are read too,
-and other tools' checkpoints through `saefast.formats` (EleutherAI sparsify: `sae.safetensors`
+and other tools' checkpoints through `saefast.runs.formats` (EleutherAI sparsify: `sae.safetensors`
 + `cfg.json`; dictionary_learning: `ae.pt` + `config.json`), chosen by the files present.
 Orientation always comes from the format, never from the shapes (F == d happens).
 """
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from saefast import formats
+from saefast.runs import formats
 from saefast.errors import RunDirError
 from saefast.fsio import atomic_dir, dump_json
 

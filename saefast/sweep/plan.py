@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefast import memory
+from saefast.train import memory
 from saefast.config import RunConfig, affects_results
 from saefast.errors import SweepError
-from saefast.experiment import RunSpec, groups
+from saefast.sweep.experiment import RunSpec, groups
 from saefast.fsio import check_output_dir
 
 RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
@@ -87,7 +87,7 @@ def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tup
     """(runs left to train, finished runs as (spec, path, run.json)). A finished run dir of
     the same name must hold the same config; a key it lacks was written before that setting
     existed, so it had the default."""
-    from saefast.artifacts import RUN, is_complete_run, read_json
+    from saefast.runs.artifacts import RUN, is_complete_run, read_json
 
     todo, done = [], []
     default = RunConfig().to_dict()

@@ -7,7 +7,7 @@
                                         written LAST, so its presence means "finished"
       feature_recurrence.csv            one row per matched feature (`stability.recurrence_rows`)
       feature_recurrence_live_only.csv  live_only=True
-      pair_heatmap.png, cosine_histogram.png,            plots=True (figures: `saefast.plots`)
+      pair_heatmap.png, cosine_histogram.png,            plots=True (figures: `saefast.report.plots`)
       seed_count_curve.png
       live_only_pair_heatmap.png, live_only_cosine_histogram.png, live_only_seed_count_curve.png
 
@@ -20,16 +20,16 @@ Entry points:
                                                    stored report while its inputs are unchanged
 
 With baseline=True (the default) the full report also gets summary["nulls"]: the isotropic,
-covariance and activation nulls with the excess over each (`saefast.report_nulls`); `acts` is
+covariance and activation nulls with the excess over each (`saefast.report.nulls`); `acts` is
 the activation store the runs trained on (None: the isotropic null only, and the report says
 why).
     redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
     write_html(out, summary) -> OUT/report.html    a sweep's reports as one page to share
-                                                   (rendered by `saefast.html_report`)
+                                                   (rendered by `saefast.report.html`)
     write_recurrence_csv(report, path), write_plots(report, out_dir)
 
 Every file is written atomically through `saefast.fsio`. Computation lives in
-`saefast.stability` (pure functions); nothing here computes a statistic.
+`saefast.stats.stability` (pure functions); nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import plots as _plots
-from . import report_nulls
-from .artifacts import WEIGHTS, LoadedSAE
-from .errors import ConfigError, RunDirError
-from .match.cache import MatchingCache
-from .fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
-from .stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
+from saefast.report import plots as _plots
+from saefast.report import nulls as report_nulls
+from saefast.runs.artifacts import WEIGHTS, LoadedSAE
+from saefast.errors import ConfigError, RunDirError
+from saefast.match.cache import MatchingCache
+from saefast.fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
+from saefast.stats.stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
                         compute_analysis, recurrence_rows)
 
 STABILITY_JSON = "stability.json"
@@ -138,7 +138,7 @@ def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
 def _held_out(run_dirs, source) -> tuple:
     """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
     nulls read (a sweep's store, or --acts), for the activation-correlation view."""
-    from saefast import equivalence
+    from saefast.stats import equivalence
     from saefast.data.store import StoreSource
 
     if source is None or source.store is None:
@@ -199,7 +199,7 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
                       solver=solver, baseline=baseline, progress=progress)
     if ablation is not None:
-        from saefast.equivalence import agreement
+        from saefast.stats.equivalence import agreement
 
         report["summary"]["ablation"] = _ablation(run_dirs, report, ablation)
         report["summary"]["equivalence"]["agreement"] = agreement(  # now with the effects
@@ -210,10 +210,10 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
 
 
 def _ablation(run_dirs, report: dict, asked: dict) -> dict:
-    """summary["ablation"] (saefast.ablation) on the model, hook and corpus the runs name in
+    """summary["ablation"] (saefast.stats.ablation) on the model, hook and corpus the runs name in
     run.json unless `asked` names them."""
-    from saefast import ablation
-    from saefast.stability import load_runs
+    from saefast.stats import ablation
+    from saefast.stats.stability import load_runs
 
     saes = load_runs(run_dirs)
     info = report_nulls.run_info(saes[0])
@@ -354,9 +354,9 @@ def write_html(out_dir: str | Path, summary: dict) -> Path:
     after the plots are drawn. Returns the path."""
     from datetime import datetime, timezone
 
-    from . import html_report
-    from .artifacts import RUN, read_json as read_run_json
-    from .plan import REPORTS_DIR, RUNS_DIR
+    from saefast.report import html as html_report
+    from saefast.runs.artifacts import RUN, read_json as read_run_json
+    from saefast.sweep.plan import REPORTS_DIR, RUNS_DIR
 
     out_dir = Path(out_dir)
     names = [row["group"] for row in summary.get("groups") or []]

@@ -9,7 +9,7 @@ script, no font; study: `study_facts` of the runs' run.json. `reports.write_html
 and writes the file.
 
 Every text that comes from a file or a user (names, paths, notes, method strings) goes through
-`html.escape`; numbers are written by `saefast.cells`, as in the terminal tables. The method
+`html.escape`; numbers are written by `saefast.report.cells`, as in the terminal tables. The method
 section quotes the `method` strings the reports store beside their numbers, so it says what
 the code that computed them did, not what this module believes it did.
 """
@@ -20,8 +20,8 @@ import base64
 import html
 from typing import Any, Iterable
 
-from .cells import NULL_KINDS, ci_cell, excess_cell, fmt, fractions_cell, share_cell, value_cell
-from .reports import HEATMAP_PNG, HISTOGRAM_PNG, LIVE_ONLY_PREFIX, SEED_CURVE_PNG
+from saefast.report.cells import NULL_KINDS, ci_cell, excess_cell, fmt, fractions_cell, share_cell, value_cell
+from saefast.report.files import HEATMAP_PNG, HISTOGRAM_PNG, LIVE_ONLY_PREFIX, SEED_CURVE_PNG
 
 SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act"}
 

@@ -43,8 +43,8 @@ import math
 
 import numpy as np
 
-from .errors import ActivationError, ConfigError
-from .stats import matched_statistics, random_baseline
+from saefast.errors import ActivationError, ConfigError
+from saefast.stats.matched import matched_statistics, random_baseline
 
 QUANTILES = (0.95, 0.99, 0.999)
 MIN_POOLED_COSINES = 10_000  # draws_for: pooled matched cosines per null (see module doc)
@@ -221,7 +221,7 @@ def _rng(n_a: int, n_b: int, d: int, seed: int, n_draws: int) -> np.random.Gener
 
 def _match_draws(sample, n_draws: int, rng, solver: str) -> tuple[list[np.ndarray], str]:
     """n_draws times: (a [n_a, d], b [n_b, d]) = sample(rng), matched; the cosines per draw."""
-    from .match import match_decoders
+    from saefast.match import match_decoders
 
     draws, used = [], None
     for _ in range(n_draws):
