@@ -54,8 +54,8 @@ def _wait(proc: subprocess.Popen, t0: float) -> float:
 
 
 def _warm_cache(cache: Path) -> None:
-    from saefast.sweep import plan
     from saefast.data import harvest
+    from saefast.sweep import plan
     from saefast.sweep.experiment import expand, load_experiment
 
     for job in plan.harvest_jobs(expand(load_experiment(STUDY))):
@@ -119,10 +119,9 @@ def _same_weights(ref: Path, others: list[Path]) -> bool:
 def pass_section(args: argparse.Namespace) -> dict:
     import torch
 
-    from saefast.sweep import plan
-    from saefast.sweep import seed_pool
-    from saefast.sweep import local as sweep
     from saefast.data import harvest
+    from saefast.sweep import local as sweep
+    from saefast.sweep import plan, seed_pool
     from saefast.sweep.experiment import expand, groups, load_experiment
 
     work = Path(tempfile.mkdtemp(prefix="saefast-busy-"))

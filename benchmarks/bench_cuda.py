@@ -373,6 +373,7 @@ def synthetic_store(path: Path, n: int, d: int = D, seed: int = 5) -> Path:
     """An activation store of n Gaussian rows with a decaying spectrum (what a harvest
     writes, without a model: this machine has no model weights and no network)."""
     import numpy as np
+
     from saefast.data.store import StoreWriter
     gen = np.random.default_rng(seed)
     scales = (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
@@ -393,10 +394,11 @@ def section_sweep(seeds: int = 20, features: int = 16384, steps: int = 48, pairs
     window, training, held-out evaluation, 20 run dirs written), then `pairs` of its 190
     certified matchings with GPU candidates, extrapolated to all 190."""
     import tempfile
-    from saefast.sweep import local as sweep
-    from saefast.runs.artifacts import load_sae
-    from saefast.sweep.experiment import Experiment, expand
+
     from saefast.match import match_decoders
+    from saefast.runs.artifacts import load_sae
+    from saefast.sweep import local as sweep
+    from saefast.sweep.experiment import Experiment, expand
     from saefast.sweep.plan import token_steps
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

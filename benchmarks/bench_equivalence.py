@@ -49,8 +49,8 @@ def activations(T: int, d: int, seed: int = 1) -> torch.Tensor:
 
 
 def main() -> None:
-    from saefast.stats import equivalence as eq
     from saefast.match import match_decoders
+    from saefast.stats import equivalence as eq
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", type=int, default=16384)

@@ -35,8 +35,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (machine, measure_in_subprocess, peak_rss_mb, print_table, reset_peak_rss,  # noqa: E402
-                     rss_mb, write_json)
+from _common import (  # noqa: E402
+    machine,
+    measure_in_subprocess,
+    peak_rss_mb,
+    print_table,
+    reset_peak_rss,
+    rss_mb,
+    write_json,
+)
 
 METHODS = ["gemm", "scipy", "lapjv", "lap", "saefast"]
 BLOCK = 8192  # rows generated at a time

@@ -31,8 +31,14 @@ import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (measure_in_subprocess, peak_rss_mb, reset_peak_rss,  # noqa: E402
-                     rss_mb, run_sections, time_interleaved)
+from _common import (  # noqa: E402
+    measure_in_subprocess,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    run_sections,
+    time_interleaved,
+)
 from bench_train import SHAPES, SparseBackwardTopK, make_params  # noqa: E402
 
 import saefast.ops  # noqa: E402

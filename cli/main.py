@@ -145,10 +145,10 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from saefast.sweep import plan
+    from saefast.runs.layout import HTML_REPORT
     from saefast.sweep import local as sweep
+    from saefast.sweep import plan
     from saefast.train.memory import parse_bytes
-    from saefast.report.files import HTML_REPORT
 
     n_threads = _apply_threads(args.threads)
     executor = _executor(args)  # before any work: Ray missing is one line now
@@ -221,7 +221,6 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast.report import files as reports
     from saefast.runs.artifacts import find_run_dirs
-
     from saefast.stats.stability import shared_init_warning
 
     out = Path(args.out)
@@ -257,10 +256,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from saefast.errors import SweepError
     from saefast.report import files as reports
     from saefast.runs.artifacts import read_json
-    from saefast.errors import SweepError
-    from saefast.sweep.plan import REPORTS_DIR, SUMMARY
+    from saefast.runs.layout import REPORTS_DIR
+    from saefast.runs.layout import SUMMARY_JSON as SUMMARY
 
     out = Path(args.out_dir)
     summary_path = out / SUMMARY

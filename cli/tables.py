@@ -6,19 +6,32 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.live import Live
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from saefast.report.cells import (NULL_KINDS, ci_cell, excess_cell, fmt as _fmt, fractions_cell,
-                           null_medians_cell, share_cell, value_cell)
+from saefast.report.cells import (
+    NULL_KINDS,
+    ci_cell,
+    excess_cell,
+    fractions_cell,
+    null_medians_cell,
+    share_cell,
+    value_cell,
+)
+from saefast.report.cells import fmt as _fmt
 from saefast.sweep.experiment import RunSpec
-from saefast.sweep.plan import HarvestJob
 from saefast.sweep.local import ClusterProgress, Events, RunOutcome
-
-
+from saefast.sweep.plan import HarvestJob
 
 
 def _gib(n_bytes: float) -> str:

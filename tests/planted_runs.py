@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from saefast.runs.artifacts import write_run_dir
 from saefast.fsio import write_json_atomic
+from saefast.runs.artifacts import write_run_dir
 
 D, N_SHARED, N_EXTRA = 32, 40, 8
 F = N_SHARED + N_EXTRA

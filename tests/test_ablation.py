@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from saefast.stats import ablation as ab
-from saefast.runs.artifacts import LoadedSAE
 from saefast.data.models import load_model
+from saefast.runs.artifacts import LoadedSAE
+from saefast.stats import ablation as ab
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -113,7 +113,6 @@ def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
     """`saefast analyze --ablation-tokens` on a tiny-model sweep: a splice per run, an effect
     correlation per matched pair, the attribution check, and one line in the output."""
     import json
-
     from pydoc_data.topics import topics
 
     from saefast.cli.main import main

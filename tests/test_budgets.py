@@ -6,7 +6,13 @@ import json
 import pytest
 import torch
 
-from saefast.config import ConfigError, RunConfig, SAEConfig, TrainConfig, apply_overrides
+from saefast.config import (
+    ConfigError,
+    RunConfig,
+    SAEConfig,
+    TrainConfig,
+    apply_overrides,
+)
 from saefast.sweep.plan import data_ranges, token_steps
 from saefast.train.trainer import convergence, train_saes
 

@@ -1,6 +1,13 @@
 import pytest
 
-from saefast.config import ConfigError, RunConfig, apply_overrides, flatten, from_dict, known_keys
+from saefast.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    flatten,
+    from_dict,
+    known_keys,
+)
 
 
 def test_overrides_coerce_types_and_keep_the_original():
@@ -49,6 +56,7 @@ def test_flatten_rejects_unknown_sections():
 def test_every_field_has_a_docstring():
     # the CLI and docs rely on one-line docstrings right under each field
     import inspect
+
     import saefast.config as c
 
     source = inspect.getsource(c)

@@ -7,8 +7,13 @@ import sys
 
 import pytest
 
-from saefast.data.corpora import (CorpusError, corpus_fingerprint, describe_corpus, iter_documents,
-                             parse_hf_corpus)
+from saefast.data.corpora import (
+    CorpusError,
+    corpus_fingerprint,
+    describe_corpus,
+    iter_documents,
+    parse_hf_corpus,
+)
 
 
 def test_python_docs_is_prose_shuffled_and_deterministic():
@@ -251,7 +256,9 @@ def test_multilingual_without_the_package_names_the_extra(monkeypatch, capsys):
     with pytest.raises(CorpusError, match=r'pip install "saefast\[multilingual\]"') as err:
         list(iter_documents("multilingual"))
     assert "\n" not in str(err.value)
-    from saefast.cli.main import main  # the listing still works, and says why it is missing
+    from saefast.cli.main import (
+        main,  # the listing still works, and says why it is missing
+    )
 
     assert main(["corpora"]) == 0
     assert "unavailable" in capsys.readouterr().out
@@ -276,7 +283,6 @@ def test_unknown_token_rate_counts_the_tokenizers_unknown_id(tmp_path):
 
 def test_corpora_command_lists_every_builtin(capsys):
     from saefast.cli.main import main
-
     from saefast.data.corpora import BUILTIN_CORPORA
 
     assert main(["corpora", "--model", "tiny", "--tokens", "200"]) == 0

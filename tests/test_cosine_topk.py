@@ -5,10 +5,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_samples import (
+    HALF_ULP,
+    TOL,
+    Threads,
+    acc_dtype,
+    assert_equal,
+    assert_same_topk,
+    assert_topk,
+    blockwise_mm,
+    dense_cosines,
+    devices,
+    dtypes,
+    exact_values,
+    low_precision,
+    needs_native,
+    randn,
+    sample_inputs,
+    stable_topk,
+)
 
-from op_samples import (HALF_ULP, TOL, Threads, acc_dtype, assert_equal, assert_same_topk,
-                        assert_topk, blockwise_mm, dense_cosines, devices, dtypes, exact_values,
-                        low_precision, needs_native, randn, sample_inputs, stable_topk)
 from saefast import ops
 from saefast.ops import reference
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from saefast.stats import equivalence as eq
-from saefast.runs.artifacts import LoadedSAE
 from saefast.match import match_decoders
+from saefast.runs.artifacts import LoadedSAE
+from saefast.stats import equivalence as eq
 
 
 def random_codes(T, F, k, seed, dead=()):
@@ -115,9 +115,11 @@ def test_encoder_matching_and_the_shared_criterion_count_what_they_say():
 
 
 def test_a_report_has_every_view_with_the_store_and_says_why_without(tmp_path, capsys):
-    from test_report_nulls import GROUP  # noqa: F401  (same tiny-model sweep helpers)
-    from saefast.cli.main import main
     from pydoc_data.topics import topics
+
+    from test_report_nulls import GROUP  # noqa: F401  (same tiny-model sweep helpers)
+
+    from saefast.cli.main import main
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))

@@ -13,19 +13,27 @@ import itertools
 
 import numpy as np
 import pytest
+from planted_runs import N_SHARED
+from planted_runs import F as PLANTED_F
+from planted_runs import make_run as make_run_dir
 from scipy import stats as sps
+from test_inference import D, F, make_run, population
 
-from planted_runs import N_SHARED, F as PLANTED_F, make_run as make_run_dir
+from saefast.match import match_decoders
+from saefast.report import files as reports
 from saefast.stats import evidence
 from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
-from saefast.report import files as reports
-from saefast.match import match_decoders
-from saefast.stats.null_model import (MAX_NULL_DRAWS, NULL_WORK, activation_null_model,
-                                covariance_null_model, isotropic_null, null_draws)
-from saefast.stats.nulls import TokenPool
 from saefast.stats.matched import random_baseline
-from test_inference import D, F, make_run, population
+from saefast.stats.null_model import (
+    MAX_NULL_DRAWS,
+    NULL_WORK,
+    activation_null_model,
+    covariance_null_model,
+    isotropic_null,
+    null_draws,
+)
+from saefast.stats.nulls import TokenPool
 
 T = 0.5  # a threshold inside the planted range, so every count has something to count
 

@@ -12,10 +12,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from saefast.report import cells
-from saefast.report import html as html_report
-from saefast.report import files as reports
 from saefast.cli.main import main
+from saefast.report import cells
+from saefast.report import files as reports
+from saefast.report import html as html_report
+from saefast.runs.layout import HTML_REPORT
 
 NAME = 'tiny <study> & "co"'
 DESCRIPTION = "three seeds, <b>not bold</b> & 'quoted'"
@@ -86,7 +87,7 @@ class Page(HTMLParser):
 
 
 def _page(out) -> tuple[str, Page]:
-    text = (out / reports.HTML_REPORT).read_text(encoding="utf-8")
+    text = (out / HTML_REPORT).read_text(encoding="utf-8")
     return text, Page(text)
 
 
@@ -97,15 +98,15 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def test_the_sweep_and_the_report_command_write_the_page(sweep, capsys):
     out, _ = sweep
-    assert (out / reports.HTML_REPORT).is_file()  # the sweep wrote it after summary.json
-    (out / reports.HTML_REPORT).unlink()
+    assert (out / HTML_REPORT).is_file()  # the sweep wrote it after summary.json
+    (out / HTML_REPORT).unlink()
     assert main(["report", str(out)]) == 0
-    assert f"HTML report: {out / reports.HTML_REPORT}" in capsys.readouterr().out.replace("\n", "")
+    assert f"HTML report: {out / HTML_REPORT}" in capsys.readouterr().out.replace("\n", "")
     _, page = _page(out)
     assert not [n for n in out.iterdir() if n.name.startswith(".")]  # written atomically
-    (out / reports.HTML_REPORT).unlink()
+    (out / HTML_REPORT).unlink()
     assert main(["report", str(out), "--no-html"]) == 0
-    assert not (out / reports.HTML_REPORT).exists()
+    assert not (out / HTML_REPORT).exists()
     assert main(["report", str(out)]) == 0
 
 
@@ -325,5 +326,5 @@ def test_a_headless_browser_loads_every_image(sweep, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu",
                     "--window-size=1200,3000", f"--screenshot={shot}",
-                    (out / reports.HTML_REPORT).as_uri()], capture_output=True, timeout=120)
+                    (out / HTML_REPORT).as_uri()], capture_output=True, timeout=120)
     assert _png_size(shot.read_bytes()) == (1200, 3000)

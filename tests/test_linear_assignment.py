@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from saefast.match import assignment, lapjv_available, linear_assignment
-from saefast.match import _lap
+from saefast.match import _lap, assignment, lapjv_available, linear_assignment
 
 needs_native = pytest.mark.skipif(not _lap.available(), reason="native solver not built")
 

@@ -9,8 +9,15 @@ from scipy.optimize import linear_sum_assignment
 
 from saefast import match
 from saefast.errors import MatchError
-from saefast.match import (Matching, certified, decoders, lapjv_available, match_decoders,
-                           native_available, resolve_solver)
+from saefast.match import (
+    Matching,
+    certified,
+    decoders,
+    lapjv_available,
+    match_decoders,
+    native_available,
+    resolve_solver,
+)
 
 # lapjv is optional; native needs the C++ build
 SOLVERS = (["native"] if native_available() else []) + (["lapjv"] if lapjv_available() else []) \

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from saefast.config import SAEConfig, TrainConfig
 from saefast.data.store import StoreSource
 from saefast.data.windows import TensorSource, WindowSchedule
-from saefast.config import SAEConfig, TrainConfig
 from saefast.train.memory import MemoryBudgetError, parse_bytes, seeds_per_pass
 from saefast.train.trainer import TrainingDiverged, train_sae, train_saes
 
@@ -173,9 +173,8 @@ def test_memory_splits_seeds_into_passes_and_refuses_one_seed_too_big():
 
 
 def test_sweep_splits_a_group_that_does_not_fit(monkeypatch):
-    from saefast.sweep import experiment
+    from saefast.sweep import experiment, plan
     from saefast.train import memory
-    from saefast.sweep import plan
 
     runs = experiment.expand(experiment.Experiment(), axes=[("train.seed", [1, 2, 3, 4, 5])],
                              overrides={"sae.n_features": 4096, "data.tokens": 2000})
@@ -220,7 +219,7 @@ def test_a_tiny_budget_is_said_in_units_that_show_it():
 
 def test_the_memory_estimate_uses_the_reference_kernels_tile():
     """memory.py stays torch-free, so it names the reference's tile width instead of importing it."""
-    from saefast.train import memory
     from saefast.ops import reference
+    from saefast.train import memory
 
     assert memory.REFERENCE_TILE_F == reference.TILE_F

@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy import stats as sstats
 
-from saefast.stats import nulls
 from saefast.errors import ActivationError, ConfigError, SaefastError
-from saefast.stats.nulls import ActivationMoments, TokenPool
+from saefast.stats import nulls
 from saefast.stats.matched import random_baseline
+from saefast.stats.nulls import ActivationMoments, TokenPool
 
 N_F, D = 64, 32  # small shapes: 64 x 64 features in d = 32
 

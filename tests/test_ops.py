@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as nnf
+from op_samples import (
+    assert_topk,
+    dense_cosines,
+    dense_pre,
+    dense_sparse_decode,
+    encoder,
+    randn,
+)
 
 import saefast
-from op_samples import dense_cosines, dense_pre, dense_sparse_decode, assert_topk, encoder, randn
 from saefast import ops
 
 ROOT = Path(__file__).resolve().parents[1]

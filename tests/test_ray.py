@@ -134,8 +134,8 @@ def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
 
 
 def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
-    from saefast.sweep.ray.executor import RayExecutor
     from saefast.sweep.local import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
 
     marker = tmp_path / "crash"
     runner = functools.partial(_crash_once, marker=str(marker))
@@ -155,8 +155,8 @@ def _fail_k4(runs, data, out_dir, **kwargs):
 
 
 def test_a_pass_that_keeps_failing_is_reported_and_the_rest_finish(ray_local, corpus, tmp_path):
-    from saefast.sweep.ray.executor import RayExecutor
     from saefast.sweep.local import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
 
     summary = run_sweep(_runs(corpus, seeds=(1, 2)), tmp_path / "out", cache_dir=tmp_path / "cache",
                         executor=RayExecutor(retries=1, run_pass=_fail_k4))
@@ -179,8 +179,8 @@ class _StopAfterFirstRun:
 
 
 def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, corpus, tmp_path):
-    from saefast.sweep.ray.executor import RayExecutor
     from saefast.sweep.local import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
                            "data.tokens": 1500, "sae.n_features": 16, "train.epochs": 2})
@@ -229,8 +229,8 @@ class _Progress:
 
 def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_path):
     """data.cache false: no store; the task runs the model itself (the driver loads none)."""
-    from saefast.sweep.ray.executor import RayExecutor
     from saefast.sweep.local import run_sweep
+    from saefast.sweep.ray.executor import RayExecutor
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
                            "data.tokens": 1500, "data.cache": False, "sae.n_features": 16,

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from saefast.stats import nulls
-from saefast.report import nulls as report_nulls
-from saefast.report import files as reports
 from saefast.cli.main import main
 from saefast.data import store as St
+from saefast.report import files as reports
+from saefast.report import nulls as report_nulls
+from saefast.stats import nulls
 
 GROUP = "L1-f16-k2-t800"
 KINDS = ["isotropic", "covariance", "activations"]

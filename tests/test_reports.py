@@ -7,9 +7,9 @@ import json
 import os
 
 import pytest
+from planted_runs import F, make_run
 
 import saefast
-from planted_runs import F, make_run
 from saefast import errors
 from saefast.report import files as reports
 from saefast.stats import stability

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_samples import (
+    HALF_ULP,
+    TOL,
+    codes,
+    dense_sparse_decode,
+    devices,
+    dtypes,
+    gen,
+    low_precision,
+    randn,
+    sample_inputs,
+)
 
-from op_samples import (HALF_ULP, TOL, codes, dense_sparse_decode, devices, dtypes, gen,
-                        low_precision, randn, sample_inputs)
 from saefast import ops
 from saefast.ops import reference
 

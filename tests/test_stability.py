@@ -8,17 +8,22 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from planted_runs import N_SHARED, D, F, make_run
 from scipy.optimize import linear_sum_assignment
 
-from planted_runs import D, F, N_SHARED, make_run
 from saefast import errors
-from saefast.runs.artifacts import RunDirError, load_sae
 from saefast.fsio import write_json_atomic
 from saefast.match import lapjv_available
-from saefast.stats.stability import (compute_analysis, compute_live_only_alignment,
-                               compute_live_only_stability_report, compute_sae_pair_alignment,
-                               compute_stability_report, recurrence_rows)
+from saefast.runs.artifacts import RunDirError, load_sae
 from saefast.stats.matched import matched_statistics, random_baseline
+from saefast.stats.stability import (
+    compute_analysis,
+    compute_live_only_alignment,
+    compute_live_only_stability_report,
+    compute_sae_pair_alignment,
+    compute_stability_report,
+    recurrence_rows,
+)
 
 ORIGINAL_PAIR_KEYS = {"run_a", "run_b", "run_a_name", "run_b_name", "threshold",
                       "n_matched_pairs", "matched_count_above_threshold", "median_cosine",

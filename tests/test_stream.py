@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from saefast.config import SAEConfig, TrainConfig
 from saefast.data import harvest as H
 from saefast.data import stream as S
-from saefast.config import SAEConfig, TrainConfig
 from saefast.data.corpora import CorpusError
 from saefast.data.store import load_activations
 from saefast.errors import HookError

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from saefast.config import ConfigError, RunConfig, apply_overrides
-from saefast.sweep.experiment import (Experiment, expand, group_name, load_experiment, parse_axis,
-                                parse_values, run_name)
+from saefast.sweep.experiment import (
+    Experiment,
+    expand,
+    group_name,
+    load_experiment,
+    parse_axis,
+    parse_values,
+    run_name,
+)
 from saefast.sweep.plan import harvest_jobs, undertrained_warnings
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import saefast.train.trainer as train_mod
-from saefast.train import sync_free
 from saefast.config import SAEConfig, TrainConfig
+from saefast.train import sync_free
 from saefast.train.trainer import TrainingDiverged, train_saes
 
 

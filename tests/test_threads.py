@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saefast.sweep import local as sweep
-from saefast.sweep import threads
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ConfigError
+from saefast.sweep import local as sweep
+from saefast.sweep import threads
 from saefast.sweep.experiment import Experiment, expand
 from saefast.train.trainer import train_saes
 

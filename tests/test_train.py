@@ -3,7 +3,13 @@ import torch
 
 from saefast.config import SAEConfig, TrainConfig
 from saefast.train.sae import TopKSAE
-from saefast.train.trainer import TrainingDiverged, decoder_drift, evaluate, feature_records, train_sae
+from saefast.train.trainer import (
+    TrainingDiverged,
+    decoder_drift,
+    evaluate,
+    feature_records,
+    train_sae,
+)
 
 
 def planted_activations(n=2048, d=16, n_atoms=12, active=2, seed=0):

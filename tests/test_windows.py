@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule, split
+from saefast.data.windows import (
+    Position,
+    TensorSource,
+    TokenSource,
+    WindowSchedule,
+    split,
+)
 
 
 class Counting(TokenSource):

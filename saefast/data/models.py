@@ -215,8 +215,8 @@ def _gemma_package():
 def _load_gemma(device: str, root: Path):
     """Gemma 3 270M: de-quantize the GGUF once, keep float32 safetensors in the cache."""
     package = _gemma_package()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     saved = root / "models" / f"gemma-270m-{package.EXPECTED_SHA256[:16]}"
     with _hub_offline():

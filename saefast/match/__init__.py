@@ -15,8 +15,15 @@ from __future__ import annotations
 
 from saefast.match.assignment import linear_assignment
 from saefast.match.certified import gemm_margin
-from saefast.match.decoders import (SOLVERS, Matching, lapjv_available, match_decoders, native_available,
-                       resolve_solver, unit_rows)
+from saefast.match.decoders import (
+                       SOLVERS,
+                       Matching,
+                       lapjv_available,
+                       match_decoders,
+                       native_available,
+                       resolve_solver,
+                       unit_rows,
+)
 
 __all__ = ["match_decoders", "Matching", "linear_assignment", "resolve_solver", "SOLVERS",
            "native_available", "lapjv_available", "unit_rows", "gemm_margin"]

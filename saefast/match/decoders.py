@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from saefast.errors import MatchError
-
 from saefast.match import certified
 
 EPS = 1e-12  # rows shorter than this are treated as zero vectors (cosine 0 with everything)

@@ -39,14 +39,27 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from saefast.report import plots as _plots
-from saefast.report import nulls as report_nulls
-from saefast.runs.artifacts import WEIGHTS, LoadedSAE
 from saefast.errors import ConfigError, RunDirError
+from saefast.fsio import (
+    atomic_open,
+    atomic_path,
+    check_output_dir,
+    read_json,
+    write_json_atomic,
+)
 from saefast.match.cache import MatchingCache
-from saefast.fsio import atomic_open, atomic_path, check_output_dir, read_json, write_json_atomic
-from saefast.stats.stability import (DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress, check_args,
-                        compute_analysis, recurrence_rows)
+from saefast.report import nulls as report_nulls
+from saefast.report import plots as _plots
+from saefast.runs import layout
+from saefast.runs.artifacts import WEIGHTS, LoadedSAE
+from saefast.stats.stability import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOP_K,
+    Progress,
+    check_args,
+    compute_analysis,
+    recurrence_rows,
+)
 
 STABILITY_JSON = "stability.json"
 RECURRENCE_CSV = "feature_recurrence.csv"
@@ -54,7 +67,6 @@ RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
 SEED_CURVE_PNG = "seed_count_curve.png"
-HTML_REPORT = "report.html"  # in a sweep's OUT, beside summary.json
 EVIDENCE_VERSION = 3  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null, 3: equivalence)
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
@@ -138,8 +150,8 @@ def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
 def _held_out(run_dirs, source) -> tuple:
     """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
     nulls read (a sweep's store, or --acts), for the activation-correlation view."""
-    from saefast.stats import equivalence
     from saefast.data.store import StoreSource
+    from saefast.stats import equivalence
 
     if source is None or source.store is None:
         infos = [report_nulls.run_info(r) for r in run_dirs]
@@ -355,8 +367,9 @@ def write_html(out_dir: str | Path, summary: dict) -> Path:
     from datetime import datetime, timezone
 
     from saefast.report import html as html_report
-    from saefast.runs.artifacts import RUN, read_json as read_run_json
-    from saefast.sweep.plan import REPORTS_DIR, RUNS_DIR
+    from saefast.runs.artifacts import RUN
+    from saefast.runs.artifacts import read_json as read_run_json
+    from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
 
     out_dir = Path(out_dir)
     names = [row["group"] for row in summary.get("groups") or []]
@@ -375,7 +388,7 @@ def write_html(out_dir: str | Path, summary: dict) -> Path:
         study=html_report.study_facts([i for i in infos if i.get("group") in names]),
         title=out_dir.resolve().name,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    path = out_dir / HTML_REPORT
+    path = layout.html_path(out_dir)
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(page)
     return path

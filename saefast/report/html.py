@@ -20,8 +20,21 @@ import base64
 import html
 from typing import Any, Iterable
 
-from saefast.report.cells import NULL_KINDS, ci_cell, excess_cell, fmt, fractions_cell, share_cell, value_cell
-from saefast.report.files import HEATMAP_PNG, HISTOGRAM_PNG, LIVE_ONLY_PREFIX, SEED_CURVE_PNG
+from saefast.report.cells import (
+    NULL_KINDS,
+    ci_cell,
+    excess_cell,
+    fmt,
+    fractions_cell,
+    share_cell,
+    value_cell,
+)
+from saefast.report.files import (
+    HEATMAP_PNG,
+    HISTOGRAM_PNG,
+    LIVE_ONLY_PREFIX,
+    SEED_CURVE_PNG,
+)
 
 SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act"}
 

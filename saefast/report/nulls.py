@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from saefast.stats import nulls as _nulls
-from saefast.runs.artifacts import RUN, LoadedSAE
 from saefast.errors import ConfigError, StoreError
 from saefast.fsio import read_json
+from saefast.runs.artifacts import RUN, LoadedSAE
+from saefast.stats import nulls as _nulls
 from saefast.stats.null_model import null_draws, report_null_size
 
 NULLS_VERSION = 2  # bump when what add_nulls computes changes: stored reports are recomputed

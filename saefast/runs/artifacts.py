@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from saefast.runs import formats
 from saefast.errors import RunDirError
 from saefast.fsio import atomic_dir, dump_json
+from saefast.runs import formats
 
 WEIGHTS = "sae_weights.safetensors"
 WEIGHTS_META = "sae_weights.safetensors.json"

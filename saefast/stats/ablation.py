@@ -226,8 +226,8 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
     """summary["ablation"]: each run's splice, the per-token effect correlation of every
     decoder-matched pair (added to each pair as `ablation`), with its interval over runs, and
     the attribution check on the first run. Loads the model (TransformerLens)."""
-    from saefast.stats import inference as inf
     from saefast.data.models import check_hooks, load_model
+    from saefast.stats import inference as inf
 
     lm, info = load_model(model, cache_dir=cache_dir)
     check_hooks([hook], info["hook_names"])

@@ -34,9 +34,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from saefast.stats import inference as inf
 from saefast.match import cache as match_cache
 from saefast.match import unit_rows
+from saefast.stats import inference as inf
 
 LEVEL = 0.90
 THRESHOLDS = (0.5, 0.7, 0.9)

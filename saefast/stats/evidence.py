@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from saefast.match import match_decoders, unit_rows
 from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
-from saefast.match import match_decoders, unit_rows
 from saefast.stats.null_model import NullModel, report_null_size
 
 LEVEL = 0.90

@@ -30,8 +30,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from saefast.errors import ConfigError
-from saefast.stats.inference import _check_level, jackknife_interval
 from saefast.match import unit_rows
+from saefast.stats.inference import _check_level, jackknife_interval
 
 EDGE_BLOCK_BYTES = 64 << 20  # one row block of float64 cosines in max_pairs_at
 DEFAULT_SUBSETS = 200

@@ -61,12 +61,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from saefast.runs.artifacts import WEIGHTS, LoadedSAE, load_sae
 from saefast.errors import ConfigError, RunDirError
 from saefast.match import Matching, resolve_solver
 from saefast.match import cache as match_cache
 from saefast.match.cache import MatchingCache
-from saefast.stats.matched import DEFAULT_THRESHOLDS, matched_statistics, random_baseline
+from saefast.runs.artifacts import WEIGHTS, LoadedSAE, load_sae
+from saefast.stats.matched import (
+    DEFAULT_THRESHOLDS,
+    matched_statistics,
+    random_baseline,
+)
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_TOP_K = 20
@@ -359,7 +363,9 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
             progress(p + 1, len(index_pairs), pair)
     summary = _summary(saes, labels, pairs, threshold=threshold, top_k=top_k, solver=solver,
                        live_only=live_only, baseline=baseline)
-    from saefast.stats import evidence  # scipy.stats: imported only when a report is computed
+    from saefast.stats import (
+        evidence,  # scipy.stats: imported only when a report is computed
+    )
 
     summary["evidence"] = evidence.report_evidence(
         saes, labels, pairs, [_features(s, live_only)[1] for s in saes], threshold=threshold,

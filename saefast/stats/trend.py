@@ -17,7 +17,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from saefast.stats.inference import DEFAULT_LEVEL, PairedRuns, Statistic, jackknife_interval
+from saefast.stats.inference import (
+    DEFAULT_LEVEL,
+    PairedRuns,
+    Statistic,
+    jackknife_interval,
+)
 
 METHOD = ("least-squares slope of the statistic against log10(tokens); 90% interval: "
           "delete-one-seed jackknife, the seed removed from every budget at once (budgets "

@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from saefast.config import CORE, ConfigError, RunConfig, apply_overrides, flatten, name_label
+from saefast.config import (
+    CORE,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    flatten,
+    name_label,
+)
 
 __all__ = ["Experiment", "RunSpec", "load_experiment", "parse_values", "parse_axis", "expand",
            "varied_keys", "run_name", "group_name", "groups"]

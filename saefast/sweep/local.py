@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from saefast.sweep import plan
 from saefast.config import RunConfig
+from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
+from saefast.runs.layout import SUMMARY_JSON as SUMMARY
+from saefast.sweep import plan
 from saefast.sweep.experiment import RunSpec, groups
-from saefast.sweep.plan import REPORTS_DIR, RUNS_DIR, SUMMARY, HarvestJob, data_ranges, harvested_count, token_steps
+from saefast.sweep.plan import HarvestJob, data_ranges, harvested_count, token_steps
 
 if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
@@ -218,9 +220,9 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
                   memory_budget: int | None = None) -> TrainingData:
     """A cache store held in memory when it fits a quarter of the budget, else memory-mapped;
     or a stream."""
-    from saefast.train import memory
     from saefast.data import store
     from saefast.data.windows import TensorSource
+    from saefast.train import memory
 
     if not isinstance(data, Path):
         digest = hashlib.sha256(json.dumps(data.key, sort_keys=True).encode()).hexdigest()[:16]
@@ -286,10 +288,10 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
                   memory_budget: int | None = None) -> list[RunOutcome]:
     """`run_pass` in this process with torch's threads as they are: all seeds of `runs`
     under one optimizer."""
+    from saefast.data.windows import split
     from saefast.runs import artifacts
     from saefast.train import checkpoints
     from saefast.train import trainer as train
-    from saefast.data.windows import split
 
     events = events or Events()
     cfg = runs[0].config

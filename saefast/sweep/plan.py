@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefast.train import memory
 from saefast.config import RunConfig, affects_results
 from saefast.errors import SweepError
-from saefast.sweep.experiment import RunSpec, groups
 from saefast.fsio import check_output_dir
-
-RUNS_DIR, REPORTS_DIR, SUMMARY = "runs", "reports", "summary.json"
+from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
+from saefast.sweep.experiment import RunSpec, groups
+from saefast.train import memory
 
 # d_model of the built-in models and of some Hugging Face models, for estimates made before
 # a model is loaded (a dry run loads nothing and needs no network); others are guessed at 768

@@ -25,15 +25,22 @@ from typing import Callable
 import torch
 
 from saefast import ops
+from saefast.config import SAEConfig, TrainConfig
+from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
+from saefast.errors import ActivationError, ConfigError
 from saefast.train import checkpoints
 from saefast.train import cuda_graphs as graphs_mod
-from saefast.data.windows import Position, TensorSource, TokenSource, WindowSchedule
-from saefast.config import SAEConfig, TrainConfig
-from saefast.errors import ActivationError, ConfigError
-from saefast.train.sae import TopKSAE
+
 # evaluation's functions are part of the trainer's public names (run dirs, tests use them here)
-from saefast.train.evaluation import (convergence, convergence_steps, decoder_drift, evaluate,  # noqa: F401
-                                evaluate_many, feature_records)
+from saefast.train.evaluation import (  # noqa: F401
+    convergence,
+    convergence_steps,
+    decoder_drift,
+    evaluate,
+    evaluate_many,
+    feature_records,
+)
+from saefast.train.sae import TopKSAE
 from saefast.train.sync_free import DeviceLog, matmul_precision, seed_loss_sync_free
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}

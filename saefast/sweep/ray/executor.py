@@ -34,12 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from saefast.sweep import plan
-from saefast.sweep.ray import tasks as ray_tasks
 from saefast.errors import ExecutorError, first_line
+from saefast.runs import layout
+from saefast.sweep import plan
 from saefast.sweep.experiment import RunSpec, groups
-from saefast.sweep.local import (ClusterProgress, Events, NodeRate, RunOutcome, pass_label,
-                           report_is_current, stores_of_job)
+from saefast.sweep.local import (
+    ClusterProgress,
+    Events,
+    NodeRate,
+    RunOutcome,
+    pass_label,
+    report_is_current,
+    stores_of_job,
+)
+from saefast.sweep.ray import tasks as ray_tasks
 
 RAY_MISSING = "--executor ray needs Ray: pip install 'saefast[ray]'"
 # errors worth another try on a fresh worker (a full disk, a network filesystem's hiccup,
@@ -185,9 +193,9 @@ class RayExecutor:
             events.run_finished(o)
         self.connect()
         self._check_gpus(todo)
-        for p in (out_dir / plan.RUNS_DIR, out_dir / plan.REPORTS_DIR, cache):
+        for p in (out_dir / layout.RUNS_DIR, out_dir / layout.REPORTS_DIR, cache):
             p.mkdir(parents=True, exist_ok=True)
-        self._check_shared([out_dir / plan.RUNS_DIR, cache])
+        self._check_shared([out_dir / layout.RUNS_DIR, cache])
         # a group whose runs were all finished before and whose report is current needs no matching
         training = {r.group for r in todo}
         current = {g for g, members in groups(runs).items()

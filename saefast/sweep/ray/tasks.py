@@ -146,8 +146,8 @@ def train_pass(runner: Callable, runs: list[RunSpec], data: Path | None, out_dir
     """`runner(runs, data, out_dir)` (sweep.run_pass) on this worker with `threads` threads;
     data None: a streamed group, whose stream is opened here (the model runs where the
     pass does)."""
-    from saefast.sweep import seed_pool
     from saefast.sweep import local as sweep
+    from saefast.sweep import seed_pool
 
     node = _announce(board, task_id)
     t0, wall = time.perf_counter(), time.time()
@@ -178,11 +178,10 @@ def match_pairs(pairs: list[tuple[str, str]], folder: str, *, live_only: bool, s
     """Every matching a group report makes of each pair (decoder, live-only decoder when
     asked, encoder), into the sweep's matching cache, which the report then reads. A pair
     that cannot be matched is left to the report, which says why."""
-    from saefast.stats import equivalence
-    from saefast.stats import stability
-    from saefast.runs.artifacts import load_sae
     from saefast.errors import SaefastError, first_line
     from saefast.match.cache import MatchingCache
+    from saefast.runs.artifacts import load_sae
+    from saefast.stats import equivalence, stability
 
     node = _announce(board, task_id)
     t0 = time.perf_counter()
