@@ -19,6 +19,7 @@ from planted_runs import make_run as make_run_dir
 from scipy import stats as sps
 from test_inference import D, F, make_run, population
 
+from saefast.data.moments import TokenPool
 from saefast.match import match_decoders
 from saefast.report import files as reports
 from saefast.stats import evidence
@@ -33,7 +34,6 @@ from saefast.stats.null_model import (
     isotropic_null,
     null_draws,
 )
-from saefast.stats.nulls import TokenPool
 
 T = 0.5  # a threshold inside the planted range, so every count has something to count
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from scipy import stats as sstats
 
+from saefast.data.moments import ActivationMoments, TokenPool
 from saefast.errors import ActivationError, ConfigError, SaefastError
+from saefast.data import moments
 from saefast.stats import nulls
 from saefast.stats.matched import random_baseline
-from saefast.stats.nulls import ActivationMoments, TokenPool
 
 N_F, D = 64, 32  # small shapes: 64 x 64 features in d = 32
 
@@ -48,7 +49,7 @@ def test_moments_match_numpy_cov_for_any_batching(sizes):
 
 
 def test_moments_accept_torch_and_merge_equals_one_stream(monkeypatch):
-    monkeypatch.setattr(nulls, "_CHUNK_ROWS", 64)  # exercise the chunked path
+    monkeypatch.setattr(moments, "_CHUNK_ROWS", 64)  # exercise the chunked path
     x = _data(seed=1)
     whole = ActivationMoments().update(torch.from_numpy(x))
     parts = [ActivationMoments().update(p) for p in np.array_split(x, [10, 400, 401])]

@@ -159,8 +159,8 @@ def test_streamed_runs_get_the_data_shaped_nulls_from_the_pass(corpus, cache, tm
 def test_gathering_fills_the_rows_a_resumed_pass_did_not_see(corpus):
     """A pass resumed mid-way sees the stream from its checkpoint on: finish() reads the rows
     before it, and the result equals gathering from the start."""
+    from saefast.data.moments import ActivationMoments
     from saefast.data.stream_nulls import StreamNullData
-    from saefast.stats.nulls import ActivationMoments
 
     whole = StreamNullData(stream(corpus), 200, 2800).attach()
     whole.source.read(0, 3000)

@@ -376,11 +376,11 @@ def rows_key(store: str | os.PathLike, n_rows: int) -> str:
 
 
 def training_moments(store: str | os.PathLike, n_rows: int):
-    """`nulls.ActivationMoments` (float64 mean and centred covariance) of the store's first
+    """`moments.ActivationMoments` (float64 mean and centred covariance) of the store's first
     n_rows rows (a run's training tokens), computed once and cached beside the store as
     moments-n<rows>-<rows_key[:8]>.npz (atomic write). A cache file that cannot be read is
     recomputed."""
-    from saefast.stats.nulls import ActivationMoments
+    from saefast.data.moments import ActivationMoments
 
     path = Path(store) / f"moments-n{int(n_rows)}-{rows_key(store, n_rows)[:8]}.npz"
     if path.is_file():

@@ -5,7 +5,7 @@ A store keeps its rows, so a report reads Σ and the token pool from it (`store.
 it watches the stream's forward batches (`StreamSource.on_batch`) and takes each training row
 [t0, t1) the first time it is computed, in order (the first epoch reads them in order):
 
-- the centred covariance of the training rows (`nulls.ActivationMoments`), exactly what a store
+- the centred covariance of the training rows (`moments.ActivationMoments`), exactly what a store
   gives for the same rows (same rows, same float64 accumulation up to summation order);
 - one activation row per distinct token id, its first occurrence (a store's pool keeps up to 8
   random rows per id; one is what the activation null draws, and it bounds the file at
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from saefast.data.moments import MOMENTS_FORMAT, ActivationMoments, TokenPool
 from saefast.errors import StoreError
 from saefast.fsio import atomic_open
-from saefast.stats.nulls import ActivationMoments, TokenPool
 
 FORMAT = "saefast.stream_null_data/1"
 NULL_DATA_DIR = ".null_data"  # under OUT/runs/
@@ -91,7 +91,6 @@ class StreamNullData:
 
 def load(path: str | Path) -> tuple[ActivationMoments, TokenPool]:
     """(moments, token pool) of a saved file; StoreError when it is missing or unreadable."""
-    from saefast.stats.nulls import MOMENTS_FORMAT
 
     try:
         with np.load(path) as z:

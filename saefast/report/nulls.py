@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from saefast.data.moments import TokenPool
 from saefast.errors import ConfigError, StoreError
 from saefast.fsio import read_json
 from saefast.runs.artifacts import RUN, LoadedSAE
@@ -229,7 +230,7 @@ def _token_pool(source: NullSource, mean: np.ndarray):
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]  # [M] first of each id
         rank = np.arange(ids.size) - np.repeat(starts, np.diff(np.r_[starts, ids.size]))
         rows = np.sort(order[rank < ROWS_PER_TOKEN])  # [<= M * ROWS_PER_TOKEN]
-        pool = _nulls.TokenPool(_store.gather_rows(source.store, rows), ids[rows], mean=mean)
+        pool = TokenPool(_store.gather_rows(source.store, rows), ids[rows], mean=mean)
     _POOLS[source.key] = pool
     return pool
 

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from saefast.data.moments import ActivationMoments
 from saefast.errors import ConfigError
 from saefast.stats.matched import random_baseline
 
@@ -108,7 +109,7 @@ def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
     high-variance subspace that share nothing. key names Σ (e.g. store and rows)."""
     from saefast.stats import nulls as _nulls
 
-    if isinstance(cov, _nulls.ActivationMoments):
+    if isinstance(cov, ActivationMoments):
         cov = cov.cov
     f = _nulls.covariance_factor(cov)  # [d, d], F F^T = Σ / scale; checks Σ
     d = int(f.shape[0])

@@ -14,7 +14,6 @@ import contextlib
 
 import torch
 
-from saefast import ops
 from saefast.train.sae import TopKSAE
 
 
