@@ -258,6 +258,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from saefast.errors import SweepError
     from saefast.report import files as reports
+    from saefast.report import page
     from saefast.runs.artifacts import read_json
     from saefast.runs.layout import REPORTS_DIR
     from saefast.runs.layout import SUMMARY_JSON as SUMMARY
@@ -273,7 +274,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
     if not args.no_html:
-        console.print(f"HTML report: {escape(str(reports.write_html(out, summary)))}")
+        console.print(f"HTML report: {escape(str(page.write_html(out, summary)))}")
     return 0
 
 

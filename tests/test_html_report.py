@@ -1,4 +1,4 @@
-"""OUT/report.html: one self-contained page per sweep (saefast.report.html, reports.write_html),
+"""OUT/report.html: one self-contained page per sweep (saefast.report.html, report.page.write_html),
 checked on a real tiny sweep whose experiment and corpus names hold HTML's special characters."""
 
 import base64

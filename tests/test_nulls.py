@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import stats as sstats
 
+from saefast.data import moments
 from saefast.data.moments import ActivationMoments, TokenPool
 from saefast.errors import ActivationError, ConfigError, SaefastError
-from saefast.data import moments
 from saefast.stats import nulls
 from saefast.stats.matched import random_baseline
 

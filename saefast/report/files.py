@@ -24,8 +24,6 @@ covariance and activation nulls with the excess over each (`saefast.report.nulls
 the activation store the runs trained on (None: the isotropic null only, and the report says
 why).
     redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
-    write_html(out, summary) -> OUT/report.html    a sweep's reports as one page to share
-                                                   (rendered by `saefast.report.html`)
     write_recurrence_csv(report, path), write_plots(report, out_dir)
 
 Every file is written atomically through `saefast.fsio`. Computation lives in
@@ -50,7 +48,6 @@ from saefast.fsio import (
 from saefast.match.cache import MatchingCache
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
-from saefast.runs import layout
 from saefast.runs.artifacts import WEIGHTS, LoadedSAE
 from saefast.stats.stability import (
     DEFAULT_THRESHOLD,
@@ -357,38 +354,3 @@ def redraw(report_dir: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- a sweep's page
-
-
-def write_html(out_dir: str | Path, summary: dict) -> Path:
-    """Write OUT/report.html: the sweep's groups (summary: OUT/summary.json), each group's
-    stored report and figures (OUT/reports/<group>/) and what the runs' run.json say, as one
-    self-contained page (`html_report.render`). Reads the PNGs as they are on disk: call it
-    after the plots are drawn. Returns the path."""
-    from datetime import datetime, timezone
-
-    from saefast.report import html as html_report
-    from saefast.runs.artifacts import RUN
-    from saefast.runs.artifacts import read_json as read_run_json
-    from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
-
-    out_dir = Path(out_dir)
-    names = [row["group"] for row in summary.get("groups") or []]
-    stored, images = {}, {}
-    for g in names:
-        report_dir = out_dir / REPORTS_DIR / g
-        if not (report_dir / STABILITY_JSON).is_file():
-            continue  # fewer than two finished runs: the page says so
-        stored[g] = load_report(report_dir)
-        images[g] = {name: (report_dir / name).read_bytes() for name in stored[g].get("files") or []
-                     if name.endswith(".png") and (report_dir / name).is_file()}
-    infos = [read_run_json(d / RUN) for d in sorted((out_dir / RUNS_DIR).glob("*"))
-             if not d.name.startswith(".") and (d / RUN).is_file()]
-    page = html_report.render(
-        summary, stored, images=images,
-        study=html_report.study_facts([i for i in infos if i.get("group") in names]),
-        title=out_dir.resolve().name,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    path = layout.html_path(out_dir)
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path

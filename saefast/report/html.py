@@ -5,7 +5,7 @@
 
 summary: OUT/summary.json; reports: {group: its stability.json}; images: {group: {PNG file
 name: bytes}}, embedded as base64 data URIs, so the page needs no other file, no network, no
-script, no font; study: `study_facts` of the runs' run.json. `reports.write_html` gathers these
+script, no font; study: `study_facts` of the runs' run.json. `page.write_html` gathers these
 and writes the file.
 
 Every text that comes from a file or a user (names, paths, notes, method strings) goes through

@@ -98,7 +98,7 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
               threads: int | None = None,
               executor: Executor | None = None) -> dict[str, Any]:
     """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json,
-    and with analyze=True OUT/report.html, the page to share: `reports.write_html`, written
+    and with analyze=True OUT/report.html, the page to share: `report.page.write_html`, written
     after the summary so it never shows an older one). Devices and output paths are checked
     first: nothing is created for a sweep that cannot start. experiment: what the study is
     ({name, description, file}), stored as summary["experiment"]. threads: `--threads`
@@ -121,9 +121,9 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
         summary["experiment"] = experiment
     write_json_atomic(out_dir / SUMMARY, summary)
     if analyze:
-        from saefast.report import files as _reports
+        from saefast.report import page
 
-        _reports.write_html(out_dir, summary)
+        page.write_html(out_dir, summary)
     return summary
 
 
