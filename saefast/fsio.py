@@ -113,9 +113,21 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> None:
         dump_json(f, obj, **kwargs)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, *, error: type[Exception] | None = None) -> Any:
+    """The JSON in `path`. With `error` (a `SaefastError` subclass), a file that cannot be
+    read or parsed raises `error` with one line naming the file; without it, the OSError or
+    ValueError itself, for callers whose file is a cache that is simply redone when bad."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        if error is None:
+            raise
+        raise error(f"{path}: corrupt JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        if error is None:
+            raise
+        raise error(f"{path}: cannot read ({e.strerror})") from None
 
 
 @contextlib.contextmanager

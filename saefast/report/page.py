@@ -11,8 +11,7 @@ from saefast.fsio import atomic_open
 from saefast.report import html
 from saefast.report.files import STABILITY_JSON, load_report
 from saefast.runs import layout
-from saefast.runs.artifacts import RUN
-from saefast.runs.artifacts import read_json as read_run_json
+from saefast.runs.artifacts import RUN, read_run_json
 from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
 
 
@@ -31,7 +30,7 @@ def write_html(out_dir: str | Path, summary: dict) -> Path:
         stored[g] = load_report(report_dir)
         images[g] = {name: (report_dir / name).read_bytes() for name in stored[g].get("files") or []
                      if name.endswith(".png") and (report_dir / name).is_file()}
-    infos = [read_run_json(d / RUN) for d in sorted((out_dir / RUNS_DIR).glob("*"))
+    infos = [read_run_json(d) for d in sorted((out_dir / RUNS_DIR).glob("*"))
              if not d.name.startswith(".") and (d / RUN).is_file()]
     page = html.render(
         summary, stored, images=images,

@@ -17,7 +17,6 @@ Orientation always comes from the format, never from the shapes (F == d happens)
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -31,12 +30,17 @@ import torch
 from saefast.errors import RunDirError
 from saefast.fsio import atomic_dir, dump_json
 from saefast.runs import formats
-
-WEIGHTS = "sae_weights.safetensors"
-WEIGHTS_META = "sae_weights.safetensors.json"
-FEATURES = "feature_analysis.json"
-RUN = "run.json"
-SAELENS_CFG = "cfg.json"
+from saefast.runs.reading import (  # the file names are re-exported: callers import them here
+    FEATURES,
+    RUN,
+    SAELENS_CFG,
+    WEIGHTS,
+    WEIGHTS_META,
+    need_tensor,
+    read_json,
+    read_run_json,
+    read_tensors,
+)
 
 # ---------------------------------------------------------------------------- writing
 
@@ -183,33 +187,6 @@ class LoadedSAE:
         return torch.nonzero(~self.dead, as_tuple=False).flatten()
 
 
-def read_json(path: Path) -> Any:
-    """JSON of a run dir; unreadable or corrupt is a RunDirError naming the file."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: corrupt JSON ({e.msg} at line {e.lineno})") from None
-    except OSError as e:
-        raise RunDirError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise RunDirError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
-
-
-def _need(tensors: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
-    if key not in tensors:
-        raise RunDirError(f"{path}: missing tensor {key!r} (has {', '.join(sorted(tensors))})")
-    return tensors[key]
-
-
 EXPECTED = (f"{WEIGHTS} (saefast, the original study's; SAELens with {SAELENS_CFG}), "
             f"{formats.SPARSIFY_WEIGHTS} + {formats.SPARSIFY_CFG} (EleutherAI sparsify) or "
             f"{formats.DL_WEIGHTS} (+ {formats.DL_CONFIG}, dictionary_learning)")
@@ -232,10 +209,10 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         ours = any((run_dir / f).is_file() for f in (WEIGHTS_META, FEATURES, RUN))
         raise RunDirError(f"{run_dir}: missing {WEIGHTS}" if ours else
                           f"{run_dir}: missing {WEIGHTS} and no other SAE checkpoint; expected {EXPECTED}")
-    tensors = _read_tensors(weights)
+    tensors = read_tensors(weights)
     if (run_dir / SAELENS_CFG).is_file() and "W_dec" in tensors:
         cfg = read_json(run_dir / SAELENS_CFG)
-        dec = _need(tensors, "W_dec", weights).float()  # SAELens: [F, d]
+        dec = need_tensor(tensors, "W_dec", weights).float()  # SAELens: [F, d]
         d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
         if dec.ndim != 2 or (d_sae is not None and d_in is not None
                              and tuple(dec.shape) != (d_sae, d_in)):
@@ -247,7 +224,7 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         enc = None if enc is None or tuple(enc.shape) != tuple(dec.shape[::-1]) else enc.t()
         b_enc, b_dec = tensors.get("b_enc"), tensors.get("b_dec")
     else:
-        dec_t = _need(tensors, "decoder.weight", weights).float()  # [d, F]
+        dec_t = need_tensor(tensors, "decoder.weight", weights).float()  # [d, F]
         if dec_t.ndim != 2:
             raise RunDirError(f"{weights}: decoder.weight must be 2-D, got {list(dec_t.shape)}")
         meta = read_json(run_dir / WEIGHTS_META) if (run_dir / WEIGHTS_META).is_file() else {}
@@ -266,7 +243,7 @@ def load_sae(run_dir: str | Path) -> LoadedSAE:
         b_enc, b_dec = tensors.get("encoder.bias"), tensors.get("decoder.bias")
         k = meta.get("k")
         fmt = "saefast" if (run_dir / RUN).is_file() else "original"
-        info = read_json(run_dir / RUN) if fmt == "saefast" else {}
+        info = read_run_json(run_dir) if fmt == "saefast" else {}
     return _loaded(run_dir, dec, k, fmt, info, weights, enc, b_enc, b_dec)
 
 
@@ -342,7 +319,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
         for p in found:
             if not (p / WEIGHTS).is_file():
                 raise RunDirError(f"{p}: missing {WEIGHTS}")
-        groups = sorted({read_json(p / RUN).get("group") for p in found if (p / RUN).is_file()} - {None})
+        groups = sorted({read_run_json(p, missing_ok=True).get("group") for p in found} - {None})
         if len(groups) > 1:
             raise RunDirError(
                 f"{given} holds runs of {len(groups)} seed groups ({', '.join(groups[:3])}"

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from saefast.errors import RunDirError, first_line
+from saefast.runs.reading import need_tensor, read_json, read_tensors
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
 SPARSIFY_CFG = "cfg.json"
@@ -41,7 +42,6 @@ NO_ENCODER: Parts = (None, None, None)
 
 def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """An EleutherAI sparsify checkpoint folder (cfg.json + sae.safetensors)."""
-    from saefast.runs.artifacts import _need, _read_tensors, read_json
 
     cfg_path, weights = run_dir / SPARSIFY_CFG, run_dir / SPARSIFY_WEIGHTS
     if not cfg_path.is_file():
@@ -50,8 +50,8 @@ def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, An
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict):
         raise RunDirError(f"{cfg_path}: expected a JSON object")
-    tensors = _read_tensors(weights)
-    dec = _need(tensors, "W_dec", weights)  # [F, d]
+    tensors = read_tensors(weights)
+    dec = need_tensor(tensors, "W_dec", weights)  # [F, d]
     d_in = _int_or_none(cfg.get("d_in"))
     n = _int_or_none(cfg.get("num_latents")) or 0
     if not n and d_in and _int_or_none(cfg.get("expansion_factor")):
@@ -69,7 +69,6 @@ def read_sparsify(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, An
 
 def read_dictionary_learning(run_dir: Path) -> tuple[torch.Tensor, int | None, dict[str, Any], Parts]:
     """A saprmarks dictionary_learning save folder (ae.pt, with config.json when present)."""
-    from saefast.runs.artifacts import read_json
 
     weights = run_dir / DL_WEIGHTS
     state = _load_state_dict(weights)

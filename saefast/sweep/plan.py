@@ -86,7 +86,7 @@ def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tup
     """(runs left to train, finished runs as (spec, path, run.json)). A finished run dir of
     the same name must hold the same config; a key it lacks was written before that setting
     existed, so it had the default."""
-    from saefast.runs.artifacts import RUN, is_complete_run, read_json
+    from saefast.runs.artifacts import is_complete_run, read_run_json
 
     todo, done = [], []
     default = RunConfig().to_dict()
@@ -95,7 +95,7 @@ def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tup
         if not is_complete_run(path):
             todo.append(spec)
             continue
-        info = read_json(path / RUN)
+        info = read_run_json(path)
         stored, mine = info.get("config", {}), spec.config.to_dict()
         diff = [f"{s}.{k}" for s in mine for k in mine[s] if affects_results(f"{s}.{k}")
                 and stored.get(s, {}).get(k, default[s][k]) != mine[s][k]]
