@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from saefast.report import captions
 from saefast.report.cells import (
     NULL_KINDS,
     ci_cell,
@@ -239,12 +240,8 @@ def _print_beyond_chance(console: Console, rows: list[dict]) -> None:
     (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
     if not any(r.get("beyond_chance") for r in rows):
         return
-    table = _compact_table(
-        "features recurring beyond chance (summary.evidence.by_null)",
-        "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
-        "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
-        "beating it does not yet mean the same features were found. cov / act: dictionaries "
-        "shaped like the activations, the nulls that matter. -: not computed.")
+    table = _compact_table("features recurring beyond chance (summary.evidence.by_null)",
+                           captions.BEYOND_CHANCE)
     table.add_column("group", overflow="fold", min_width=12)
     for col in ("iso", "cov", "act"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -259,15 +256,10 @@ def _print_equivalence(console: Console, rows: list[dict]) -> None:
     rows = [r for r in rows if r.get("equivalence")]
     if not rows:
         return
-    table = _compact_table(
-        "the same feature from every side (summary.equivalence)",
-        "shared: decoder-matched pairs whose encoder rows also match at the threshold "
-        "[90% interval over runs]. r: median Pearson correlation of the matched pairs' "
-        "held-out activations [90%]. same: features whose max-correlation partner is their "
-        "decoder partner. both: pairs the correlation matching and the decoder matching both "
-        "pick. -: not computed (see stability.json summary.equivalence.skipped).")
+    table = _compact_table("the same feature from every side (summary.equivalence)",
+                           captions.EQUIVALENCE)
     table.add_column("group", overflow="fold", min_width=12)
-    for col in ("shared", "r", "same", "both"):
+    for col in captions.EQUIVALENCE_COLUMNS:
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         e = row["equivalence"]
@@ -282,12 +274,7 @@ def _print_nulls(console: Console, rows: list[dict]) -> None:
     rows = [r for r in rows if r.get("null_medians")]
     if not rows:
         return
-    table = _compact_table(
-        "against the nulls",
-        "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
-        "the training activations' covariance) / activations (centred activations of distinct "
-        "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
-        "-: not computed (no activation store, or too few distinct tokens: see stability.json).")
+    table = _compact_table("against the nulls", captions.NULLS)
     table.add_column("group", overflow="fold", min_width=12)
     for col in ("null medians", "over cov", "over act"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -301,14 +288,9 @@ def _print_nulls(console: Console, rows: list[dict]) -> None:
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
-    stab = _compact_table(
-        "seed stability: matched decoder cosines",
-        "median: pooled over every pair's matched cosines, with its 90% interval over runs "
-        "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
-        "fraction of matched pairs at or above. null: the same matching of random isotropic "
-        "unit dictionaries of the same shapes (a null shaped like the activations is higher).")
+    stab = _compact_table("seed stability: matched decoder cosines", captions.STABILITY)
     stab.add_column("group", overflow="fold", min_width=12)
-    for col in ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live"):
+    for col in captions.STABILITY_COLUMNS:
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
@@ -319,12 +301,9 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     _print_nulls(console, rows)
     _print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
-    health = _compact_table(
-        "training",
-        "dead: never fired on the training tokens. cos to init: decoder rows vs their random "
-        "init (near 1: barely trained). FVU: held-out fraction of variance unexplained.")
+    health = _compact_table("training", captions.TRAINING)
     health.add_column("group", overflow="fold", min_width=12)
-    for col in ("runs", "dead", "cos to init", "FVU"):
+    for col in captions.TRAINING_COLUMNS:
         health.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),

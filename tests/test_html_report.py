@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import pytest
 
 from saefast.cli.main import main
-from saefast.report import cells
+from saefast.report import captions, cells, html_markup
 from saefast.report import files as reports
 from saefast.report import html as html_report
 from saefast.runs.layout import HTML_REPORT
@@ -110,6 +110,22 @@ def test_the_sweep_and_the_report_command_write_the_page(sweep, capsys):
     assert main(["report", str(out)]) == 0
 
 
+def test_the_terminal_and_the_page_caption_each_table_alike(sweep, capsys):
+    """One caption per summary table (report/captions.py), printed by both media."""
+    out, _ = sweep
+    assert main(["report", str(out), "--no-html"]) == 0
+    terminal = " ".join(capsys.readouterr().out.split())
+    _, page = _page(out)
+    page_text = " ".join(" ".join(page.text).split())
+    shown = [captions.STABILITY, captions.NULLS, captions.BEYOND_CHANCE, captions.TRAINING]
+    summary = json.loads((out / "summary.json").read_text())
+    if any(r.get("equivalence") for r in summary["groups"]):
+        shown.append(captions.EQUIVALENCE)
+    for caption in shown:
+        assert " ".join(caption.split()) in terminal
+        assert " ".join(caption.split()) in page_text
+
+
 def test_report_help_describes_the_page(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
@@ -155,27 +171,27 @@ def test_every_group_has_its_numbers(sweep):
         assert stab["median"] == cells.fmt(row["global_median"])
         assert stab["90% CI"] == cells.ci_cell(row["global_median_ci"]) != "-"
         assert stab[">=.5/.7/.9"] == cells.fractions_cell(row["fraction_above"])
-        assert stab["live median"] == cells.fmt(row["live_only_global_median"])
+        assert stab["live"] == cells.fmt(row["live_only_global_median"])
         nulls = page.row("over cov [90%]", g)
         for kind in cells.NULL_KINDS:
-            short = html_report.SHORT[kind]
+            short = html_markup.SHORT[kind]
             assert nulls[f"{short} null median"] == cells.fmt(row["null_medians"].get(kind))
             assert nulls[f"over {short} [90%]"] == cells.excess_cell(row["excess"].get(kind))
         assert nulls["over iso [90%]"] != "-"
         beyond = page.row("BY vs cov", g)
         for kind in cells.NULL_KINDS:
-            short = html_report.SHORT[kind]
+            short = html_markup.SHORT[kind]
             b = row["beyond_chance"].get(kind)
-            assert beyond[f"share beyond {short} [90%]"] == cells.share_cell(b)
+            assert beyond[short] == cells.share_cell(b)
             assert beyond[f"BY vs {short}"] == cells.fmt((b or {}).get("fraction_significant_by"))
         if row.get("equivalence"):  # summary.equivalence, where the reports compute it
             e = row["equivalence"]
-            sides = page.row("same partner", g)
-            assert sides["shared [90%]"] == cells.share_cell({"share": e["shared"], "share_ci": e["shared_ci"]})
-            assert sides["r [90%]"] == cells.share_cell({"share": e["r"], "share_ci": e["r_ci"]})
+            sides = page.row("same", g)
+            assert sides["shared"] == cells.share_cell({"share": e["shared"], "share_ci": e["shared_ci"]})
+            assert sides["r"] == cells.share_cell({"share": e["r"], "share_ci": e["r_ci"]})
         health = page.row("cos to init", g)
         assert health["dead"] == cells.fmt(row["dead_fraction"], 2)
-        assert health["held-out FVU"] == cells.fmt(row["held_out_fvu"], 2)
+        assert health["FVU"] == cells.fmt(row["held_out_fvu"], 2)
         assert health["cos to init"] == cells.fmt(row["decoder_cosine_to_init"], 2)
 
 
@@ -272,8 +288,8 @@ def test_skipped_nulls_and_missing_reports_are_noted(sweep):
     assert "the activations null has 9 distinct tokens" in notes
     assert "lonely: no report" in notes and "loss became NaN at step 3" in notes
     assert "equivalence: encoder: a run has no encoder <W_enc>" in notes
-    sides = page.row("same partner", g)  # the equivalence row as summarize writes it
-    assert [sides[c] for c in ("shared [90%]", "r [90%]", "same partner", "both matchings")] == [
+    sides = page.row("same", g)  # the equivalence row as summarize writes it
+    assert [sides[c] for c in ("shared", "r", "same", "both")] == [
         ".25 [.20,.30]", ".50", ".75", "-"]
 
 

@@ -1,0 +1,42 @@
+"""What each summary table's columns mean, written once: the terminal tables (cli/tables.py)
+and the HTML page (report/html_groups.py) print the same captions under the same column
+names. Plain strings, no markup."""
+
+from __future__ import annotations
+
+STABILITY_COLUMNS = ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live")
+STABILITY = (
+    "median: pooled over every pair's matched cosines, with its 90% interval over runs "
+    "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
+    "fraction of matched pairs at or above. null: the same matching of random isotropic "
+    "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
+    "live: the median matching live features only. -: not computed.")
+
+NULLS = (
+    "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
+    "the training activations' covariance) / activations (centred activations of distinct "
+    "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
+    "-: not computed (no activation store, or too few distinct tokens: the reason is in "
+    "stability.json).")
+
+BEYOND_CHANCE = (
+    "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
+    "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
+    "beating it does not yet mean the same features were found. cov / act: dictionaries "
+    "shaped like the activations, the nulls that matter. -: not computed.")
+BY_COLUMNS = ("BY: fraction of matched pairs significant at FDR 5% (Benjamini-Yekutieli "
+              "within each pair).")  # the page has these columns, the terminal has not
+
+EQUIVALENCE_COLUMNS = ("shared", "r", "same", "both")
+EQUIVALENCE = (
+    "shared: decoder-matched pairs whose encoder rows also match at the threshold "
+    "[90% interval over runs]. r: median Pearson correlation of the matched pairs' "
+    "held-out activations [90%]. same: features whose max-correlation partner is their "
+    "decoder partner. both: pairs the correlation matching and the decoder matching both "
+    "pick. -: not computed (see stability.json summary.equivalence.skipped).")
+
+TRAINING_COLUMNS = ("runs", "dead", "cos to init", "FVU")
+TRAINING = (
+    "dead: never fired on the training tokens. cos to init: decoder rows vs their random "
+    "init (near 1: barely trained). FVU: held-out fraction of variance unexplained. Means "
+    "over the group's runs.")
