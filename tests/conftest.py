@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules: one corpus for every test that needs text, and a
+fresh activation/model cache per test for the modules that ask for it (`cache`)."""
 
 import pytest
 
@@ -11,3 +12,12 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "docs.txt"
     path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
     return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """This test's own cache root, also set as $SAEFAST_CACHE_DIR, so nothing it harvests or
+    hashes is shared with another test. Modules that want it for every test say
+    `pytestmark = pytest.mark.usefixtures("cache")`."""
+    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -14,26 +14,12 @@ from saefast.data.store import load_activations, store_dir, store_info, store_ke
 from saefast.errors import ConfigError, CorpusError, HookError, ModelError
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
-TEXT = "\n\n".join(f"Paragraph {i}: the cache keeps every token of the corpus, {i * 7} times."
-                   for i in range(60))  # ~4K bytes = ~4K tiny tokens
 
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """Every test gets its own cache root (also via the environment variable)."""
-    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh cache root per test (conftest)
 
 
 def test_harvest_gives_n_by_d_per_hook(corpus, cache):
-    stores = harvest("tiny", HOOKS, corpus, 1000, context_length=64)
+    stores = harvest("tiny", HOOKS, str(corpus), 1000, context_length=64)
     assert set(stores) == set(HOOKS)
     for hook, store in stores.items():
         assert store.parent == cache / "activations" and hook in store.name
@@ -48,34 +34,35 @@ def test_harvest_gives_n_by_d_per_hook(corpus, cache):
 
 def test_harvest_matches_a_direct_forward(corpus):
     """The cached rows are the hook's activations of [BOS] + the first 63 bytes of the stream."""
-    store = harvest("tiny", HOOKS[1:], corpus, 63, context_length=64)[HOOKS[1]]
+    store = harvest("tiny", HOOKS[1:], str(corpus), 63, context_length=64)[HOOKS[1]]
     model, _ = M.load_model("tiny")
-    ids = torch.tensor([[1] + M.ByteTokenizer().encode(TEXT.split("\n\n")[0] + TEXT.split("\n\n")[1])[:63]])
+    docs = corpus.read_text().split("\n\n")
+    ids = torch.tensor([[1] + M.ByteTokenizer().encode(docs[0] + docs[1])[:63]])
     _, cache = model.run_with_cache(ids, names_filter=lambda n: n == HOOKS[1])
     torch.testing.assert_close(load_activations(store, 63), cache[HOOKS[1]][0, 1:])
 
 
 def test_smaller_budget_reuses_the_store_without_loading_the_model(corpus, monkeypatch):
-    stores = harvest("tiny", HOOKS, corpus, 800, context_length=64)
+    stores = harvest("tiny", HOOKS, str(corpus), 800, context_length=64)
     first = load_activations(stores[HOOKS[0]], 800)
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded again")
 
     monkeypatch.setattr(M, "load_model", no_load)
-    again = harvest("tiny", HOOKS, corpus, 300, context_length=64)
+    again = harvest("tiny", HOOKS, str(corpus), 300, context_length=64)
     assert again == stores
     assert torch.equal(load_activations(again[HOOKS[0]], 300), first[:300])
 
 
 def test_extending_a_store_equals_a_fresh_harvest(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(St, "SHARD_TOKENS", 200)  # several shards
-    small = harvest("tiny", HOOKS[:1], corpus, 300, context_length=32)
+    small = harvest("tiny", HOOKS[:1], str(corpus), 300, context_length=32)
     # a second hook joins later: one forward pass serves both, each from its own chunk
-    grown = harvest("tiny", HOOKS, corpus, 2000, context_length=32)
+    grown = harvest("tiny", HOOKS, str(corpus), 2000, context_length=32)
     assert grown[HOOKS[0]] == small[HOOKS[0]]
     assert len(store_info(grown[HOOKS[0]])["shards"]) > 2
-    fresh = harvest("tiny", HOOKS, corpus, 2000, context_length=32,
+    fresh = harvest("tiny", HOOKS, str(corpus), 2000, context_length=32,
                       cache_dir=tmp_path / "fresh")
     for hook in HOOKS:
         assert torch.equal(load_activations(grown[hook], 2000), load_activations(fresh[hook], 2000))
@@ -94,20 +81,20 @@ def test_a_killed_harvest_resumes_from_its_last_shard(corpus, tmp_path, monkeypa
 
     monkeypatch.setattr(H, "forward_chunks", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        harvest("tiny", HOOKS[:1], corpus, 1500, context_length=32)
+        harvest("tiny", HOOKS[:1], str(corpus), 1500, context_length=32)
     monkeypatch.setattr(H, "forward_chunks", real_forward)
-    store = store_dir(store_key("tiny", HOOKS[0], corpus, context_length=32))
+    store = store_dir(store_key("tiny", HOOKS[0], str(corpus), context_length=32))
     partial = store_info(store)
     assert 0 < partial["n_tokens"] < 1500 and partial["chunks_consumed"] == 4
-    resumed = harvest("tiny", HOOKS[:1], corpus, 1500, context_length=32)[HOOKS[0]]
-    fresh = harvest("tiny", HOOKS[:1], corpus, 1500, context_length=32,
+    resumed = harvest("tiny", HOOKS[:1], str(corpus), 1500, context_length=32)[HOOKS[0]]
+    fresh = harvest("tiny", HOOKS[:1], str(corpus), 1500, context_length=32,
                       cache_dir=tmp_path / "fresh")[HOOKS[0]]
     assert torch.equal(load_activations(resumed, 1500), load_activations(fresh, 1500))
 
 
 def test_drop_special_tokens_removes_the_bos_positions(corpus):
-    dropped = harvest("tiny", HOOKS[:1], corpus, 31 * 8, context_length=32)[HOOKS[0]]
-    kept = harvest("tiny", HOOKS[:1], corpus, 32 * 8, context_length=32,
+    dropped = harvest("tiny", HOOKS[:1], str(corpus), 31 * 8, context_length=32)[HOOKS[0]]
+    kept = harvest("tiny", HOOKS[:1], str(corpus), 32 * 8, context_length=32,
                      drop_special_tokens=False)[HOOKS[0]]
     assert dropped != kept
     a = load_activations(dropped, 31 * 8).view(8, 31, 64)  # [chunks, text tokens, d]
@@ -119,12 +106,12 @@ def test_drop_special_tokens_removes_the_bos_positions(corpus):
 def test_unknown_model_and_hook(corpus, monkeypatch):
     monkeypatch.setattr(M, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ModelError, match=r"unknown model 'no-such/model': not a built-in \(minilm, gemma-270m, tiny\)"):
-        harvest("no-such/model", HOOKS, corpus, 10)
+        harvest("no-such/model", HOOKS, str(corpus), 10)
     with pytest.raises(HookError, match=r"unknown hook 'blocks.0.hook_resid_pr' \(close: blocks.0.hook_resid_pre.*"
                                           r"pattern: blocks.N.hook_resid_pre\)"):
-        harvest("tiny", ["blocks.0.hook_resid_pr"], corpus, 10)
+        harvest("tiny", ["blocks.0.hook_resid_pr"], str(corpus), 10)
     with pytest.raises(ConfigError, match="context_length 512 does not fit"):
-        harvest("tiny", HOOKS, corpus, 10, context_length=512)
+        harvest("tiny", HOOKS, str(corpus), 10, context_length=512)
 
 
 def test_corpus_too_small_keeps_a_valid_exhausted_store(tmp_path, monkeypatch):
@@ -157,11 +144,11 @@ def test_minilm_harvest_drops_cls_and_sep(tmp_path):
 def test_progress_is_reported_through_a_callback(corpus, capsys, monkeypatch):
     monkeypatch.setattr(H, "FORWARD_CHUNKS", 2)  # several forward passes
     seen = []
-    harvest("tiny", HOOKS, corpus, 1000, context_length=64, on_progress=lambda done, want: seen.append((done, want)))
+    harvest("tiny", HOOKS, str(corpus), 1000, context_length=64, on_progress=lambda done, want: seen.append((done, want)))
     assert seen[0] == (0, 1000) and seen[-1] == (1000, 1000) and len(seen) > 2
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and all(w == 1000 for _, w in seen)
     seen.clear()
-    harvest("tiny", HOOKS, corpus, 1500, context_length=64, on_progress=lambda done, want: seen.append((done, want)))
+    harvest("tiny", HOOKS, str(corpus), 1500, context_length=64, on_progress=lambda done, want: seen.append((done, want)))
     assert seen[0][0] >= 1000 and seen[-1] == (1500, 1500)  # a resumed harvest starts where it stopped
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # a library call never draws on the screen
@@ -170,8 +157,8 @@ def test_progress_is_reported_through_a_callback(corpus, capsys, monkeypatch):
 def test_a_corrupt_store_is_a_store_error_before_the_model_loads(corpus, monkeypatch):
     from saefast.errors import StoreError
 
-    store = harvest("tiny", HOOKS[:1], corpus, 100)[HOOKS[0]]
+    store = harvest("tiny", HOOKS[:1], str(corpus), 100)[HOOKS[0]]
     (store / "meta.json").write_text("{")
     monkeypatch.setattr(M, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(StoreError, match="corrupt .*meta.json"):
-        harvest("tiny", HOOKS[:1], corpus, 200)
+        harvest("tiny", HOOKS[:1], str(corpus), 200)

@@ -7,11 +7,7 @@ import pytest
 from saefast.data import models as M
 from saefast.errors import HookError, ModelError, SaefastError
 
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh cache root per test (conftest)
 
 
 def test_tiny_uses_the_byte_tokenizer():

@@ -15,21 +15,8 @@ from saefast.data.windows import split
 from saefast.errors import SaefastError, StoreError
 
 HOOK = "blocks.0.hook_resid_pre"
-TEXT = "\n\n".join(f"Paragraph {i}: the store keeps every token of the corpus, {i * 7} times."
-                   for i in range(60))
 
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh cache root per test (conftest)
 
 
 @pytest.fixture
@@ -37,7 +24,7 @@ def store(corpus, monkeypatch):
     """A tiny-model store of 600 tokens in several shards."""
     monkeypatch.setattr(St, "SHARD_TOKENS", 200)
     monkeypatch.setattr(H, "FORWARD_CHUNKS", 2)  # 62 tokens a forward pass: shards of ~250
-    return harvest("tiny", [HOOK], corpus, 600, context_length=32)[HOOK]
+    return harvest("tiny", [HOOK], str(corpus), 600, context_length=32)[HOOK]
 
 
 def open_store_source(store):
@@ -76,7 +63,7 @@ def test_store_errors(corpus, tmp_path):
         St.load_activations(tmp_path / "nowhere")
     with pytest.raises(StoreError, match="not found"):
         St.StoreSource(tmp_path / "nowhere", 0, 1)
-    store = harvest("tiny", [HOOK], corpus, 100)[HOOK]
+    store = harvest("tiny", [HOOK], str(corpus), 100)[HOOK]
     have = St.store_info(store)["n_tokens"]
     with pytest.raises(StoreError, match=f"has {have:,} tokens; asked for 100,000"):
         St.load_activations(store, 100_000)
@@ -170,7 +157,7 @@ def test_token_ids_sit_beside_the_shards_and_an_old_store_resumes_without_them(s
     (store / St.META).write_text(json.dumps(meta))
     assert St.load_token_ids(store, 600) is None
     assert St.load_activations(store).shape[0] == meta["n_tokens"]
-    harvest("tiny", [HOOK], corpus, 900, context_length=32)
+    harvest("tiny", [HOOK], str(corpus), 900, context_length=32)
     new = St.store_info(store)
     old_shards = len(meta["shards"])
     assert all("token_ids" not in s for s in new["shards"][:old_shards])

@@ -20,32 +20,23 @@ from saefast.sweep.local import open_stream, run_sweep
 from saefast.train.trainer import train_saes
 
 HOOK = "blocks.1.hook_resid_pre"
-TEXT = "\n\n".join(f"Paragraph {i}: a stream never touches the disk, {i * 13} tokens at a time."
-                   for i in range(80))  # ~6K bytes = ~6K tiny tokens
 
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT)
-    return str(path)
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh cache root per test (conftest)
 
 
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
+def many_forward_batches(monkeypatch):
     monkeypatch.setattr(H, "FORWARD_CHUNKS", 4)  # many forward batches on a small corpus
-    return tmp_path / "cache"
 
 
 def stream(corpus, n=3000):
-    return S.StreamSource("tiny", HOOK, corpus, n, context_length=32)
+    return S.StreamSource("tiny", HOOK, str(corpus), n, context_length=32)
 
 
 def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
-    store = H.harvest("tiny", [HOOK], corpus, 3000, context_length=32)[HOOK]
+    store = H.harvest("tiny", [HOOK], str(corpus), 3000, context_length=32)[HOOK]
     cached = load_activations(store, 3000)  # [3000, 64]
-    src = stream(corpus)
+    src = stream(str(corpus))
     assert (src.n_tokens, src.d) == (3000, 64)
     torch.testing.assert_close(src.read(0, 3000), cached, rtol=1e-5, atol=1e-5)
     # backwards (restarts), ahead (skips), across forward batches
@@ -54,24 +45,24 @@ def test_a_stream_holds_the_cached_tokens_in_the_same_order(corpus, cache):
 
 
 def test_reading_ahead_tokenizes_but_runs_the_model_only_where_asked(corpus):
-    src = stream(corpus)
+    src = stream(str(corpus))
     first = src.read(2900, 3000)
     per_batch = H.FORWARD_CHUNKS * 31  # tiny: one BOS per chunk of 32 is dropped
     assert src.forward_batches <= -(-100 // per_batch) + 1
     # the same tokens from a fresh stream read from the start are bitwise the same:
     # forward batches are aligned to the corpus, not to where a read began
-    assert torch.equal(stream(corpus).read(0, 3000)[2900:], first)
+    assert torch.equal(stream(str(corpus)).read(0, 3000)[2900:], first)
 
 
 def test_a_short_corpus_is_a_clear_error_before_training(corpus):
-    src = S.StreamSource("tiny", HOOK, corpus, 10**6, context_length=32)
+    src = S.StreamSource("tiny", HOOK, str(corpus), 10**6, context_length=32)
     with pytest.raises(CorpusError, match="has only .* tokens .* asked for 1,000,000"):
         src.check_length()
 
 
 def test_unknown_hook_is_refused(corpus):
     with pytest.raises(HookError, match="unknown hook"):
-        S.StreamSource("tiny", "blocks.9.hook_resid_pre", corpus, 100, context_length=32)
+        S.StreamSource("tiny", "blocks.9.hook_resid_pre", str(corpus), 100, context_length=32)
 
 
 def test_stream_windows_go_in_corpus_order_and_resume_bitwise(corpus, tmp_path):
@@ -79,13 +70,13 @@ def test_stream_windows_go_in_corpus_order_and_resume_bitwise(corpus, tmp_path):
     model, up to where it stopped) and ends with the weights of an uninterrupted one."""
     cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, shuffle_buffer=700, checkpoint_every=600)
     sae = SAEConfig(n_features=48, k=4)
-    src = stream(corpus, 2800)
+    src = stream(str(corpus), 2800)
     whole = train_saes(src, None, sae, cfg, [1, 2])
     ckpt = tmp_path / "ckpt"
-    assert train_saes(stream(corpus, 2800), None, sae, cfg, [1, 2], checkpoint_dir=ckpt,
+    assert train_saes(stream(str(corpus), 2800), None, sae, cfg, [1, 2], checkpoint_dir=ckpt,
                       stop_after_steps=60) == []  # 44 steps an epoch: killed in the second
     assert any(ckpt.iterdir())
-    src_resumed = stream(corpus, 2800)
+    src_resumed = stream(str(corpus), 2800)
     resumed = train_saes(src_resumed, None, sae, cfg, [1, 2], checkpoint_dir=ckpt)
     assert src_resumed.forward_batches < src.forward_batches
     for a, b in zip(whole, resumed):
@@ -95,7 +86,7 @@ def test_stream_windows_go_in_corpus_order_and_resume_bitwise(corpus, tmp_path):
 
 def test_sweep_with_cache_false_writes_no_activations(corpus, cache, tmp_path):
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "model.context_length": 32,
-                           "data.corpus": corpus, "data.tokens": 2000, "data.cache": False,
+                           "data.corpus": str(corpus), "data.tokens": 2000, "data.cache": False,
                            "sae.n_features": 32, "sae.k": 4, "train.epochs": 2},
                      grid={"train.seed": [1, 2]})
     runs = expand(exp)
@@ -109,7 +100,7 @@ def test_sweep_with_cache_false_writes_no_activations(corpus, cache, tmp_path):
 
 
 def test_open_stream_checks_the_corpus_length(corpus):
-    exp = Experiment(base={"model.name": "tiny", "model.context_length": 32, "data.corpus": corpus,
+    exp = Experiment(base={"model.name": "tiny", "model.context_length": 32, "data.corpus": str(corpus),
                            "data.tokens": 10**6, "data.cache": False})
     with pytest.raises(CorpusError):
         open_stream(expand(exp)[0].config)
@@ -127,7 +118,7 @@ def test_a_stream_is_trained_in_corpus_order():
 
 def _sweep(corpus, out, cache_on, seeds=(1, 2, 3)):
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "model.context_length": 32,
-                           "data.corpus": corpus, "data.tokens": 2000, "data.cache": cache_on,
+                           "data.corpus": str(corpus), "data.tokens": 2000, "data.cache": cache_on,
                            "sae.n_features": 8, "sae.k": 2, "train.epochs": 2},
                      grid={"train.seed": list(seeds)})
     runs = expand(exp)
@@ -140,7 +131,7 @@ def test_streamed_runs_get_the_data_shaped_nulls_from_the_pass(corpus, cache, tm
     """The pass gathers the training rows' covariance and token pool as the stream computes
     them (no extra forward pass); the covariance is the one a store of the same rows gives,
     so the covariance null is the cached sweep's."""
-    runs, streamed = _sweep(corpus, tmp_path / "s", False)
+    runs, streamed = _sweep(str(corpus), tmp_path / "s", False)
     info = json.loads((tmp_path / "s" / "runs" / runs[0].name / "run.json").read_text())
     assert info["null_data"] and info["null_data"].endswith(".npz")
     n = streamed["summary"]["nulls"]
@@ -148,7 +139,7 @@ def test_streamed_runs_get_the_data_shaped_nulls_from_the_pass(corpus, cache, tm
     assert not n["kinds"]["covariance"]["skipped"] and not n["kinds"]["activations"]["skipped"]
     assert list(streamed["summary"]["evidence"]["by_null"]) == ["isotropic", "covariance",
                                                                 "activations"]
-    _, cached = _sweep(corpus, tmp_path / "c", True)
+    _, cached = _sweep(str(corpus), tmp_path / "c", True)
     cov_s, cov_c = (r["summary"]["nulls"]["kinds"]["covariance"] for r in (streamed, cached))
     assert cov_s["effective_rank"] == pytest.approx(cov_c["effective_rank"], rel=1e-9)
     assert cov_s["median_cosine"] == pytest.approx(cov_c["median_cosine"], abs=1e-5)
@@ -162,14 +153,14 @@ def test_gathering_fills_the_rows_a_resumed_pass_did_not_see(corpus):
     from saefast.data.moments import ActivationMoments
     from saefast.data.stream_nulls import StreamNullData
 
-    whole = StreamNullData(stream(corpus), 200, 2800).attach()
+    whole = StreamNullData(stream(str(corpus)), 200, 2800).attach()
     whole.source.read(0, 3000)
     assert whole.complete
-    late = StreamNullData(stream(corpus), 200, 2800).attach()
+    late = StreamNullData(stream(str(corpus)), 200, 2800).attach()
     late.source.read(1500, 3000)  # starts past the training rows' start: nothing taken
     assert late.next == 200
     late.finish()
-    ref = ActivationMoments().update(stream(corpus).read(200, 2800))
+    ref = ActivationMoments().update(stream(str(corpus)).read(200, 2800))
     for got in (whole, late):
         np.testing.assert_allclose(got.moments.cov, ref.cov, rtol=1e-9, atol=1e-12)
         assert got._first.keys() == whole._first.keys()
