@@ -1,3 +1,6 @@
+"""Run configs (saefast.config): overrides coerce their types, unknown keys and bad values are
+one clear error naming the key, configs round-trip through dicts, every field is documented."""
+
 import pytest
 
 from saefast.config import (
