@@ -5,7 +5,8 @@
 // CMake build) and Python defines the same ones when it is not built (saefast/ops/library.py).
 // Kernels are registered elsewhere, one op family a file:
 //   csrc/cpu/<op>.cpp   TORCH_LIBRARY_IMPL(saefast, CPU, m)  { m.impl("<op>", &<op>_cpu); }
-//   csrc/cuda/<op>.cu   TORCH_LIBRARY_IMPL(saefast, CUDA, m) { m.impl("<op>", &<op>_cuda); }
+//   csrc/cuda/<op>.cpp  TORCH_LIBRARY_IMPL(saefast, CUDA, m) { m.impl("<op>", &<op>_cuda); }
+//                       (thin torch glue; the kernel bodies are plain CUDA in csrc/cuda/*.cu)
 // Any device without a native kernel runs saefast/ops/reference.py, registered from Python
 // (saefast/ops/<op module>.py) under CompositeExplicitAutograd, which a backend kernel
 // overrides; the fake kernels and autograd formulas are Python's too.

@@ -9,6 +9,13 @@
 - `harvest`: runs a model over a corpus into stores, resumably; progress by callback.
 - `stream`: `StreamSource`, the same tokens computed by the model as training reads them.
 - `windows`: token sources and the resumable window schedule training reads them in.
+- `moments`: what the data-shaped nulls need to know of activations, computed where they are:
+  `ActivationMoments` (streaming float64 mean and covariance) and `TokenPool` (vectors by
+  distinct token id).
+- `stream_nulls`: a streamed pass's moments and token pool, gathered from its own forward
+  batches and kept under OUT/runs/.null_data/ (streamed runs have no store to read them from).
+- `coverage`: how many tokens each corpus holds for a model (`saefast corpora`).
+- `math_text`, `multilingual`: the generated math corpus and the optional multilingual one.
 
 Importing this package imports none of them.
 """

@@ -1,7 +1,7 @@
 """cosine_topk: the k largest cosines of every row of A over B's rows, and of B's over A's.
 
 The check, the public wrapper, the reference kernel and fake kernel of the op (it is not
-differentiable); the native CPU kernel is csrc/cpu/cosine_topk.cpp.
+differentiable); the native kernels are csrc/cpu/cosine_topk.cpp and csrc/cuda/cosine_topk.cpp.
 """
 
 from __future__ import annotations

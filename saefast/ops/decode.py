@@ -1,7 +1,7 @@
 """sparse_decode: x_hat = b_dec + sum_j values[:, j] * W_dec[indices[:, j]], and its backward.
 
 The check, the public wrapper, the reference kernel, fake kernel and autograd formula of the
-op; the native CPU kernel is csrc/cpu/sparse_decode.cpp.
+op; the native kernels are csrc/cpu/sparse_decode.cpp and csrc/cuda/sparse_decode.cpp.
 """
 
 from __future__ import annotations

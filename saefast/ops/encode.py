@@ -1,8 +1,9 @@
 """topk_encode: Top-k of relu(x @ W_enc.T + b_enc) per row, and its sparse backward.
 
 Everything Python knows about the op, in one place: the check, the public wrapper, the
-registration of the reference kernel, fake kernel and autograd formula. The native CPU
-kernel is csrc/cpu/topk_encode.cpp.
+registration of the reference kernel, fake kernel and autograd formula. The native kernels
+are csrc/cpu/topk_encode.cpp and csrc/cuda/topk_encode.cpp (registered from C++; they take
+precedence over the reference on their device).
 """
 
 from __future__ import annotations
