@@ -130,9 +130,9 @@ def test_auxk_revives_dead_latents():
 
 
 def test_one_diverging_seed_does_not_stop_the_others(monkeypatch):
-    from saefast.train import trainer as train
+    from saefast.train import step  # the host path's loss, which train_saes calls from there
 
-    real, seen, calls = train.seed_loss, [], {}
+    real, seen, calls = step.seed_loss, [], {}
 
     def second_seed_diverges_at_step_4(sae, x, *args):
         if not any(s is sae for s in seen):
@@ -143,9 +143,9 @@ def test_one_diverging_seed_does_not_stop_the_others(monkeypatch):
         return (loss * float("nan"), n_dead) if i == 1 and calls[i] == 5 else (loss, n_dead)
 
     x = acts()
-    monkeypatch.setattr(train, "seed_loss", second_seed_diverges_at_step_4)
+    monkeypatch.setattr(step, "seed_loss", second_seed_diverges_at_step_4)
     first, second = train_saes(x, None, SAE, cfg(), [1, 2])
-    monkeypatch.setattr(train, "seed_loss", real)
+    monkeypatch.setattr(step, "seed_loss", real)
     assert isinstance(second, TrainingDiverged) and second.step == 4
     assert_same(weights(first), weights(train_sae(x, None, SAE, cfg(seed=1))))
 
