@@ -201,7 +201,7 @@ class DenseSAE(torch.nn.Module):
 
 def step_fns(F: int, p: str, dead_every: int = 10):
     from saefast.train.sae import TopKSAE
-    from saefast.train.sync_free import seed_loss_sync_free
+    from saefast.train.sync_free import seed_step  # the step train_saes runs (and captures)
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.randn(B, D, device="cuda", generator=g)
     aux_k = 512
@@ -218,9 +218,7 @@ def step_fns(F: int, p: str, dead_every: int = 10):
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        loss, _ = seed_loss_sync_free(sae, x, since.clone(), 10**6, aux_k, 1 / 32, aux_on)
-        loss.backward()
-        sae.remove_parallel_grad_()
+        seed_step(sae, x, since.clone(), 10**6, aux_k, 1 / 32, aux_on)
         opt.step()
         sae.normalize_decoder_()
 
@@ -231,13 +229,10 @@ def step_fns(F: int, p: str, dead_every: int = 10):
     opt_g = torch.optim.Adam(sae_g.parameters(), lr=1e-4, fused=True)
     since_g = since.clone()
 
-    def seed_step(i, xb, aux):
-        loss, n_dead = seed_loss_sync_free(sae_g, xb, since_g, 10**6, aux_k, 1 / 32, aux)
-        loss.backward()
-        sae_g.remove_parallel_grad_()
-        return loss, n_dead
+    def step_g(i, xb, aux):
+        return seed_step(sae_g, xb, since_g, 10**6, aux_k, 1 / 32, aux)
 
-    graphs = SeedStepGraphs(lambda i: list(sae_g.parameters()), seed_step, B,
+    graphs = SeedStepGraphs(lambda i: list(sae_g.parameters()), step_g, B,
                             CudaGraphBackend("cuda"))
 
     def graphed():

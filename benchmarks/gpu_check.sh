@@ -39,7 +39,7 @@ fi
 
 stamp "tests"
 TESTS=${TESTS:-tests/test_cuda.py tests/test_topk_encode.py tests/test_sparse_decode.py \
-  tests/test_cosine_topk.py tests/test_ops.py tests/test_sync_free.py tests/test_train.py \
+  tests/test_cosine_topk.py tests/test_ops.py tests/test_sync_free.py tests/test_trainer.py \
   tests/test_cuda_graphs.py}
 timeout 170 python -m pytest -q -p no:cacheprovider --durations=8 $TESTS > "$OUT/pytest.txt" 2>&1
 echo "pytest exit $?"; tail -40 "$OUT/pytest.txt"

@@ -1,25 +1,14 @@
-"""Tokens apart from steps: a held-out set shared by every budget, fixed optimizer steps
-(step-matched controls, single-epoch training) and the convergence flag in run.json."""
+"""Tokens apart from steps (saefast/sweep/plan.py's data ranges): a held-out set shared by
+every budget, and a sweep over budgets with it and fixed steps, down to run.json and the
+trend. The trainer's side of fixed steps is in test_settings.py, the convergence flag in
+test_evaluation.py."""
 
 import json
 
 import pytest
-import torch
 
-from saefast.config import (
-    ConfigError,
-    RunConfig,
-    SAEConfig,
-    TrainConfig,
-    apply_overrides,
-)
-from saefast.sweep.plan import data_ranges, token_steps
-from saefast.train.trainer import convergence, train_saes
-
-
-def acts(n, d=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g)
+from saefast.config import ConfigError, RunConfig, apply_overrides
+from saefast.sweep.plan import data_ranges
 
 
 def test_default_ranges_are_the_last_fraction_of_each_budget():
@@ -38,35 +27,6 @@ def test_a_fixed_held_out_set_comes_first_and_is_the_same_for_every_budget():
 def test_a_fixed_held_out_set_needs_the_cache():
     with pytest.raises(ConfigError, match="held_out_tokens needs the activation cache"):
         apply_overrides(RunConfig(), {"data.held_out_tokens": 100, "data.cache": False})
-
-
-@pytest.mark.parametrize("n", [300, 3000])
-def test_fixed_steps_are_the_same_for_every_budget(n):
-    cfg = TrainConfig(steps=30, batch_size=64, epochs=8)
-    (r,) = train_saes(acts(n), None, SAEConfig(32, 4), cfg, [1])
-    assert r.metrics["steps"] == 30 and r.history[-1]["step"] == 30
-    # 300 tokens: 5 steps a pass -> 6 passes; 3000: 47 a pass -> one pass, cut short
-    assert r.metrics["epochs"] == (6 if n == 300 else 1)
-    cfg8 = apply_overrides(RunConfig(), {"train.steps": 30, "train.batch_size": 64})
-    assert token_steps(cfg8) == 30 * 64
-
-
-def test_steps_zero_keeps_epochs():
-    (r,) = train_saes(acts(640), None, SAEConfig(32, 4), TrainConfig(batch_size=64, epochs=3), [1])
-    assert r.metrics["steps"] == 30 and r.metrics["epochs"] == 3
-
-
-def test_convergence_traces_held_out_fvu_and_flags_a_plateau():
-    x = acts(4000)
-    (r,) = train_saes(x[:3600], x[3600:], SAEConfig(32, 4), TrainConfig(batch_size=64, epochs=4), [1])
-    conv = r.metrics["convergence"]
-    assert [t["step"] for t in conv["held_out_fvu"]] == [114, 171, 228]
-    assert conv["held_out_fvu"][-1]["fvu"] == pytest.approx(r.metrics["held_out"]["fvu"])
-    assert isinstance(conv["converged"], bool)
-    flat = convergence([{"step": 1, "fvu": 0.5}, {"step": 2, "fvu": 0.3}, {"step": 3, "fvu": 0.299}])
-    steep = convergence([{"step": 1, "fvu": 0.5}, {"step": 2, "fvu": 0.4}, {"step": 3, "fvu": 0.3}])
-    assert flat["converged"] is True and steep["converged"] is False
-    assert convergence([{"step": 3, "fvu": 0.3}])["converged"] is None
 
 
 def test_a_sweep_with_a_shared_held_out_set_and_fixed_steps(tmp_path):

@@ -1,4 +1,5 @@
-"""`saefast sweep` killed with SIGKILL mid-training resumes and ends with the same weights."""
+"""Resuming an interrupted training (saefast/train/resume.py): in process, and as `saefast
+sweep` killed with SIGKILL mid-training; either way it ends with the same weights."""
 
 import os
 import signal
@@ -8,6 +9,9 @@ import time
 
 import pytest
 from safetensors.torch import load_file
+from train_samples import SAE, acts, assert_same, cfg, weights
+
+from saefast.train.trainer import train_saes
 
 
 def sweep_cmd(corpus, out, cache, *extra):
@@ -54,3 +58,14 @@ def test_kill_minus_9_then_resume_gives_the_same_weights(tmp_path, extra):
         for key in a:
             assert (a[key] == b[key]).all(), (name, key)
     assert not ckpts.exists() or not any(ckpts.iterdir()), "checkpoints are removed when done"
+
+
+def test_resume_after_a_kill_gives_identical_weights(tmp_path):
+    x = acts()
+    uninterrupted = train_saes(x, None, SAE, cfg(), [1, 2])
+    ckpt = tmp_path / "ckpt"
+    assert train_saes(x, None, SAE, cfg(), [1, 2], checkpoint_dir=ckpt, stop_after_steps=40) == []
+    assert len(list(ckpt.glob("ckpt-*.pt"))) >= 1
+    resumed = train_saes(x, None, SAE, cfg(), [1, 2], checkpoint_dir=ckpt)
+    for a, b in zip(uninterrupted, resumed):
+        assert_same(weights(a), weights(b))

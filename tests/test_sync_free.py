@@ -1,10 +1,9 @@
-"""The sync-free training path (saefast/sync_free.py, the GPU's), run on the CPU: it must
-train the same SAEs as the host path and stop a diverged seed at its exact step."""
+"""The sync-free training path (saefast/train/sync_free.py, the GPU's), run on the CPU: it
+must train the same SAEs as the host path and stop a diverged seed at its exact step."""
 
 import pytest
 import torch
 
-import saefast.train.trainer as train_mod
 from saefast.config import SAEConfig, TrainConfig
 from saefast.train import sync_free
 from saefast.train.trainer import TrainingDiverged, train_saes
@@ -69,7 +68,8 @@ def test_a_diverged_seed_stops_at_its_step_and_spares_the_others(monkeypatch):
             loss = loss * float("nan")
         return loss, n_dead
 
-    monkeypatch.setattr(train_mod, "seed_loss_sync_free", poisoned)
+    # sync_free.seed_step, the step train_saes runs, calls it through the module
+    monkeypatch.setattr(sync_free, "seed_loss_sync_free", poisoned)
     got = train_saes(x[:2000], None, SAEConfig(64, 4), cfg, [1, 2], log_every=5, sync_free=True)
     assert isinstance(got[0], TrainingDiverged) and got[0].step == 12
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):

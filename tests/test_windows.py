@@ -1,5 +1,5 @@
-"""Token sources and their slices (saefast.data.windows); the schedule itself is tested with
-training (test_train.py, test_multiseed.py, test_resume.py)."""
+"""Token sources, their slices and the schedule's token orders (saefast.data.windows); the
+schedule over a whole training is tested with it (test_trainer.py, test_resume.py)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ def test_a_schedule_visits_every_token_once_an_epoch():
         seen[w.position.epoch] += w.tokens[w.orders[0], 0].tolist()
     assert sorted(seen[0]) == sorted(seen[1]) == list(range(250))
     assert sched.steps(64) == 2 * (2 + 2 + 1) and sched.next_position(Position(0, 2)) == Position(1, 0)
+
+
+def test_data_order_per_seed_or_shared():
+    per_seed = WindowSchedule(1000, 300, 2, 0, [1, 2], per_seed=True)
+    shared = WindowSchedule(1000, 300, 2, 0, [1, 2], per_seed=False)
+    a, b = per_seed.token_orders(0, 1, 300)
+    assert not torch.equal(a, b)
+    c, d = shared.token_orders(0, 1, 300)
+    assert torch.equal(c, d)
+    # windows are visited in the same (shuffled) order by both: one read feeds all seeds
+    assert per_seed.window_order(1) == shared.window_order(1)
+    assert sorted(per_seed.window_order(0)) == [0, 1, 2, 3]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from saefast.errors import SaefastError
+from saefast.train.progress import step_record
 
 if TYPE_CHECKING:
     from saefast.sweep.experiment import RunSpec
@@ -109,12 +110,7 @@ def merged_stats(latest: dict[int, tuple[int, int, dict]]) -> tuple[int, int, di
     for _, _, stats in latest.values():
         per_seed.update(stats.get("per_seed") or {})
     rates = [st.get("tokens_per_second", 0.0) for _, _, st in latest.values()]
-    n = max(1, len(per_seed))
-    return step, total, {
-        "loss": sum(v["loss"] for v in per_seed.values()) / n,
-        "dead": sum(v["dead"] for v in per_seed.values()) / n,
-        "per_seed": per_seed,
-        "tokens_per_second": sum(rates) / len(rates)}
+    return step, total, step_record(per_seed, sum(rates) / len(rates))
 
 
 def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: Events,

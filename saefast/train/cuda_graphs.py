@@ -1,20 +1,20 @@
 """A seed's training step captured once in a CUDA graph and replayed (the GPU path of
-`train.train_saes`).
+`train.trainer.train_saes`).
 
 Eagerly, one step of one SAE is ~60 kernel launches and ~8 custom-op dispatches from Python;
 on an H100 that host work takes longer than the GPU's ~2.2 ms of kernels (docs/benchmarks.md,
 "Where the time goes"), so the GPU waits. A replayed graph is one launch.
 
 What is captured: the seed's forward, losses, backward and parallel-gradient removal
-(`sync_free_step` inside `train.train_saes`), reading the batch from a static buffer and leaving the loss, the dead
-count and the gradients in static tensors. Adam and the decoder renorm run eagerly over all
-seeds afterwards (a few fused launches, the same calls as without graphs). One graph per seed
-and AuxK switch (on/off: they run different kernels), captured after `warmup` eager steps of
-that kind, because lazy initialisation (cuBLAS workspaces, the allocator) must not happen
-inside a capture. A seed's two graphs share one memory pool: they never replay in the same
-step, and a step's outputs are consumed (Adam, the device log) before the seed's next replay.
-Graphs of different seeds do not share: a later capture could place its outputs where an
-earlier graph keeps temporaries.
+(`sync_free.seed_step`, which `train.step.SeedSteps` hands over), reading the batch from a
+static buffer and leaving the loss, the dead count and the gradients in static tensors. Adam
+and the decoder renorm run eagerly over all seeds afterwards (a few fused launches, the same
+calls as without graphs). One graph per seed and AuxK switch (on/off: they run different
+kernels), captured after `warmup` eager steps of that kind, because lazy initialisation
+(cuBLAS workspaces, the allocator) must not happen inside a capture. A seed's two graphs
+share one memory pool: they never replay in the same step, and a step's outputs are consumed
+(Adam, the device log) before the seed's next replay. Graphs of different seeds do not
+share: a later capture could place its outputs where an earlier graph keeps temporaries.
 
 A capture that fails (or memory that runs short) turns graphs off for the rest of the call,
 with the reason in `stats.reason`, and the steps go on eagerly: the same kernels either way.

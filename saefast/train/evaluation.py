@@ -1,6 +1,6 @@
 """How good a trained SAE is: reconstruction metrics, feature firing, decoder drift from
 its init, and whether training had converged (the held-out FVU trace). Used by the trainer
-(`train.train_saes`) and by the run dirs it writes."""
+(`train.results`, `train.trainer`) and by the run dirs it writes."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
-"""Training steps that never wait for the host: the GPU path of `train.train_saes`.
+"""Training steps that never wait for the host: the GPU path of `train.trainer.train_saes`.
 
 A host sync (`float(loss)`, `int(n_dead)`, a boolean-mask index) stalls the GPU until every
 queued kernel has run, so a step is only as fast as Python's round trip. Here losses, NaN
 checks and dead counts stay on the device (`DeviceLog`) and are read every N steps; AuxK
 masks live latents with a -inf bias instead of gathering the dead ones
-(`seed_loss_sync_free`). The CPU path (`train.seed_loss`) is unchanged; both give the same
-losses (tests/test_train.py compares them).
+(`seed_loss_sync_free`). `seed_step` is one seed's whole step before the optimizer: what
+`train.step` runs eagerly or replays from a CUDA graph, and what benchmarks/bench_cuda.py
+times. The CPU path (`train.step.seed_loss`) is unchanged; both give the same losses
+(tests/test_sync_free.py compares them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from saefast.train.sae import TopKSAE
 def seed_loss_sync_free(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor,
                         dead_window: int, aux_k: int, aux_coef: float, aux_on: bool,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`seed_loss` without a host sync (the GPU path): the same losses, computed so that no
+    """`step.seed_loss` without a host sync (the GPU path): the same losses, computed so that no
     value has to reach the host. AuxK runs over all latents with a -inf bias on the live
     ones (the kernels keep the dead ones' top aux_k, then zeros), and only when `aux_on` (the
     last read-out saw dead latents; a latent is dead only after dead_window tokens, so
@@ -44,6 +46,17 @@ def seed_loss_sync_free(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor
         since_fired.add_(x.shape[0]).masked_fill_(fired > 0, 0)
         dead_after = (since_fired >= dead_window).sum()  # what the next step's AuxK will see
     return loss, dead_after
+
+
+def seed_step(sae: TopKSAE, x: torch.Tensor, since_fired: torch.Tensor, dead_window: int,
+              aux_k: int, aux_coef: float, aux_on: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One seed's forward, losses, backward and parallel-gradient removal on x [B, d]: the
+    unit a CUDA graph captures (`cuda_graphs.SeedStep`). Leaves the gradients in the SAE's
+    .grad for the optimizer; returns `seed_loss_sync_free`'s (loss, dead after)."""
+    loss, n_dead = seed_loss_sync_free(sae, x, since_fired, dead_window, aux_k, aux_coef, aux_on)
+    loss.backward()
+    sae.remove_parallel_grad_()
+    return loss, n_dead
 
 
 class DeviceLog:
