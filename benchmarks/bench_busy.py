@@ -4,8 +4,8 @@
 
 pass    one pass of 5 seeds of the default study (30,000 tokens, blocks.0 and blocks.3,
         128 and 512 features), from its warm activation store: trained in this process with
-        every thread inside each op (`sweep.run_pass_here`, how passes ran before) against
-        `sweep.run_pass` (small dictionaries: seeds over worker processes, 1 thread each).
+        every thread inside each op (`passes.run_pass_here`, how passes ran before) against
+        `passes.run_pass` (small dictionaries: seeds over worker processes, 1 thread each).
         The workers start once per group (timed apart: "first run_pass") and stay up for
         the rounds, as they stay up for a whole sweep. Rounds interleaved, medians. Weights
         are checked bitwise equal.
@@ -120,8 +120,7 @@ def pass_section(args: argparse.Namespace) -> dict:
     import torch
 
     from saefast.data import harvest
-    from saefast.sweep import local as sweep
-    from saefast.sweep import plan, seed_pool
+    from saefast.sweep import passes, plan, seed_pool
     from saefast.sweep.experiment import expand, groups, load_experiment
 
     work = Path(tempfile.mkdtemp(prefix="saefast-busy-"))
@@ -137,14 +136,14 @@ def pass_section(args: argparse.Namespace) -> dict:
                                                "first run_pass (workers starting)": []})
             seed_pool.shutdown()
             t0 = time.perf_counter()
-            sweep.run_pass(members, store, work / f"{gname}-first")
+            passes.run_pass(members, store, work / f"{gname}-first")
             times["first run_pass (workers starting)"].append(time.perf_counter() - t0)
             for r in range(args.rounds):  # the workers stay up, as they do for a whole sweep
                 t0 = time.perf_counter()
-                sweep.run_pass_here(members, store, work / f"{gname}-here-{r}")
+                passes.run_pass_here(members, store, work / f"{gname}-here-{r}")
                 times["one process, intra-op threads"].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                sweep.run_pass(members, store, work / f"{gname}-new-{r}")
+                passes.run_pass(members, store, work / f"{gname}-new-{r}")
                 times["run_pass"].append(time.perf_counter() - t0)
             seed_pool.shutdown()
             a = sorted((work / f"{gname}-here-0" / "runs").glob("*/sae_weights.safetensors"))

@@ -385,14 +385,14 @@ def synthetic_store(path: Path, n: int, d: int = D, seed: int = 5) -> Path:
 def section_sweep(seeds: int = 20, features: int = 16384, steps: int = 48, pairs: int = 3,
                   device: str = "cuda", matmul: str = "bfloat16") -> list[dict]:
     """What `saefast sweep --features 16384 --seeds 20` runs after its harvest, on a synthetic
-    store of GPT-2 width: one pass of 20 seeds (`sweep.run_pass`: the store read window by
+    store of GPT-2 width: one pass of 20 seeds (`passes.run_pass`: the store read window by
     window, training, held-out evaluation, 20 run dirs written), then `pairs` of its 190
     certified matchings with GPU candidates, extrapolated to all 190."""
     import tempfile
 
     from saefast.match import match_decoders
     from saefast.runs.artifacts import load_sae
-    from saefast.sweep import local as sweep
+    from saefast.sweep import passes
     from saefast.sweep.experiment import Experiment, expand
     from saefast.sweep.plan import token_steps
     rows = []
@@ -409,7 +409,7 @@ def section_sweep(seeds: int = 20, features: int = 16384, steps: int = 48, pairs
                          grid={"train.seed": list(range(seeds))})
         runs = expand(exp)
         t0 = time.perf_counter()
-        outcomes = sweep.run_pass(runs, store, tmp / "out")
+        outcomes = passes.run_pass(runs, store, tmp / "out")
         secs = time.perf_counter() - t0
         done = [o for o in outcomes if o.status == "done"]
         seen = token_steps(runs[0].config) * len(done)

@@ -20,7 +20,6 @@ when --out is new).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,9 @@ STUDY = ROOT / "experiments" / "seed_repro.yaml"
 _RUNNER = """
 import sys, time
 from pathlib import Path
-from saefast import experiment, report_nulls, reports, sweep
+from saefast.report import files as reports
+from saefast.report import nulls as report_nulls
+from saefast.sweep import analyze, experiment
 variant, out, study = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 runs = experiment.expand(experiment.load_experiment(study))
 if variant == "none":
@@ -46,7 +47,7 @@ if variant == "none":
 elif variant == "isotropic":
     report_nulls.null_models = lambda *a, **k: []
 t0 = time.perf_counter()
-sweep.analyze_groups(runs, out)
+analyze.analyze_groups(runs, out)
 print(time.perf_counter() - t0)
 """
 

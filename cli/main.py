@@ -70,7 +70,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads to use (default $SAEFAST_THREADS, else all cores); passes of "
                         "small dictionaries train their seeds in min(N, seeds) worker processes, "
-                        "larger ones use N threads inside each op")
+                        "larger ones use N threads inside each op; with --executor ray, the "
+                        "CPUs (and threads) each Ray task declares (default 1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -146,8 +147,7 @@ def _executor(args: argparse.Namespace):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saefast.runs.layout import HTML_REPORT
-    from saefast.sweep import local as sweep
-    from saefast.sweep import plan
+    from saefast.sweep import pipeline, plan
     from saefast.train.memory import parse_bytes
 
     n_threads = _apply_threads(args.threads)
@@ -167,9 +167,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         study = ({"name": exp.name, "description": exp.description, "file": args.config}
                  if args.config else None)  # without a YAML the page is named after --out
-        summary = sweep.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
-                                  memory_budget=budget, experiment=study,
-                                  threads=n_threads, executor=executor)
+        summary = pipeline.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
+                                     memory_budget=budget, experiment=study,
+                                     threads=n_threads, executor=executor)
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))

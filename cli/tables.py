@@ -30,8 +30,8 @@ from saefast.report.cells import (
     value_cell,
 )
 from saefast.report.cells import fmt as _fmt
+from saefast.sweep.events import ClusterProgress, Events, RunOutcome
 from saefast.sweep.experiment import RunSpec
-from saefast.sweep.local import ClusterProgress, Events, RunOutcome
 from saefast.sweep.plan import HarvestJob
 
 

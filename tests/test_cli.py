@@ -1,4 +1,5 @@
-"""The `saefast` command end to end on a tiny random model (no files, no network)."""
+"""cli/main.py and cli/tables.py: the `saefast` command end to end on a tiny random model (no
+files, no network): arguments, one-line errors, what it prints, what it writes."""
 
 import json
 import re
@@ -282,12 +283,12 @@ def test_bad_model_or_hook_leaves_no_output_folder(tmp_path, corpus, capsys, ext
 
 def test_internal_errors_keep_their_traceback(monkeypatch, tmp_path):
     """Only SaefastError is a user error; a bug must not pose as bad input."""
-    from saefast.sweep import local as sweep
+    from saefast.sweep import pipeline
 
     def bug(*a, **k):
         raise ValueError("a bug in saefast")
 
-    monkeypatch.setattr(sweep, "run_sweep", bug)
+    monkeypatch.setattr(pipeline, "run_sweep", bug)
     with pytest.raises(ValueError, match="a bug in saefast"):
         main(["sweep", "--model", "tiny", "--features", "16", "--k", "2", "--out", str(tmp_path / "o")])
 

@@ -1,7 +1,8 @@
-"""The Ray executor (issue 15) on a local Ray instance (2 CPUs, loopback only): the same
-reports and bitwise the same weights as the local executor, a killed task retried, a failing
-pass reported while the rest finish, a restarted driver resuming, and Ray absent said in one
-line."""
+"""sweep/ray/ (executor, driver, tasks): the Ray executor (issue 15) on a local Ray instance
+(2 CPUs, loopback only): the same reports and bitwise the same weights as the local
+executor, a killed task retried, a failing pass reported while the rest finish, a restarted
+driver resuming, and Ray absent said in one line. Without Ray: the pair tasks' matchings
+are every matching a report makes, and the probe."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from saefast.cli.main import main
+from saefast.sweep.events import Events
 from saefast.sweep.experiment import Experiment, expand
 
 HOOK = "blocks.0.hook_resid_pre"
@@ -107,15 +109,12 @@ def _no_matching(*args, **kwargs):
     raise AssertionError("the report matched a pair the Ray executor should have matched")
 
 
-class _DieHalfWay:
-    """The pass's events, but the worker is killed outright half-way through its steps, once
-    in the whole sweep (the marker file says it happened)."""
+class _DieHalfWay(Events):
+    """The pass's step events (the only ones a pass emits), but the worker is killed outright
+    half-way through its steps, once in the whole sweep (the marker file says it happened)."""
 
     def __init__(self, events, marker: Path):
         self.events, self.marker = events, marker
-
-    def __getattr__(self, name):
-        return getattr(self.events, name)
 
     def run_step(self, step, total, stats):
         if step >= total // 2 and not self.marker.exists():
@@ -125,8 +124,8 @@ class _DieHalfWay:
 
 
 def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
-    """sweep.run_pass, whose first pass of the sweep dies half-way through training."""
-    from saefast.sweep.local import run_pass
+    """passes.run_pass, whose first pass of the sweep dies half-way through training."""
+    from saefast.sweep.passes import run_pass
 
     with open(Path(marker).with_suffix(".log"), "a") as f:
         f.write(f"{runs[0].group}\n")
@@ -134,7 +133,7 @@ def _crash_once(runs, data, out_dir, *, marker: str, events=None, **kwargs):
 
 
 def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
-    from saefast.sweep.local import run_sweep
+    from saefast.sweep import run_sweep
     from saefast.sweep.ray.executor import RayExecutor
 
     marker = tmp_path / "crash"
@@ -147,7 +146,7 @@ def test_a_task_killed_mid_way_is_retried(ray_local, corpus, tmp_path):
 
 
 def _fail_k4(runs, data, out_dir, **kwargs):
-    from saefast.sweep.local import run_pass
+    from saefast.sweep.passes import run_pass
 
     if runs[0].config.sae.k == 4:
         raise ValueError("this pass always fails")
@@ -155,7 +154,7 @@ def _fail_k4(runs, data, out_dir, **kwargs):
 
 
 def test_a_pass_that_keeps_failing_is_reported_and_the_rest_finish(ray_local, corpus, tmp_path):
-    from saefast.sweep.local import run_sweep
+    from saefast.sweep import run_sweep
     from saefast.sweep.ray.executor import RayExecutor
 
     summary = run_sweep(_runs(corpus, seeds=(1, 2)), tmp_path / "out", cache_dir=tmp_path / "cache",
@@ -167,11 +166,8 @@ def test_a_pass_that_keeps_failing_is_reported_and_the_rest_finish(ray_local, co
     assert (tmp_path / "out" / "reports" / "L0-f16-k2-t1500" / "stability.json").is_file()
 
 
-class _StopAfterFirstRun:
+class _StopAfterFirstRun(Events):
     """A driver that dies (Ctrl-C) as soon as one run has finished."""
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None
 
     def run_finished(self, outcome):
         if outcome.status == "done":
@@ -179,7 +175,7 @@ class _StopAfterFirstRun:
 
 
 def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, corpus, tmp_path):
-    from saefast.sweep.local import run_sweep
+    from saefast.sweep import run_sweep
     from saefast.sweep.ray.executor import RayExecutor
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
@@ -216,12 +212,9 @@ def test_a_restarted_driver_resumes_without_redoing_finished_runs(ray_local, cor
     assert mtimes() == after
 
 
-class _Progress:
+class _Progress(Events):
     def __init__(self):
         self.progress = []
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None
 
     def cluster_progress(self, progress):
         self.progress.append(progress)
@@ -229,7 +222,7 @@ class _Progress:
 
 def test_a_streamed_group_opens_its_stream_in_the_task(ray_local, corpus, tmp_path):
     """data.cache false: no store; the task runs the model itself (the driver loads none)."""
-    from saefast.sweep.local import run_sweep
+    from saefast.sweep import run_sweep
     from saefast.sweep.ray.executor import RayExecutor
 
     exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
@@ -261,3 +254,29 @@ def test_the_probe_names_what_a_node_cannot_see(tmp_path):
     stale.write_text("older")
     assert probe([str(seen), str(stale), str(tmp_path / "missing")], "token") == \
         [str(stale), str(tmp_path / "missing")]
+
+
+@pytest.mark.parametrize("live_only", [False, True])
+def test_pair_tasks_make_every_matching_the_report_reads(corpus, tmp_path, monkeypatch, live_only):
+    """tasks.match_pairs (what a pair task runs, here without Ray) leaves in the sweep's
+    cache every matching the group report then makes (plan.report_matchings, live-only
+    included): the report matches nothing itself."""
+    from saefast.match import cache as match_cache
+    from saefast.sweep import run_sweep, threads
+    from saefast.sweep.analyze import analyze_groups, matching_cache
+    from saefast.sweep.ray.tasks import match_pairs
+
+    exp = Experiment(base={"model.name": "tiny", "model.hook": HOOK, "data.corpus": str(corpus),
+                           "data.tokens": 1500, "sae.n_features": 16, "sae.k": 2,
+                           "train.epochs": 1, "match.live_only": live_only})
+    runs = expand(exp, axes=[("train.seed", [1, 2])])
+    out = tmp_path / "out"
+    run_sweep(runs, out, cache_dir=tmp_path / "cache", analyze=False)
+    a, b = (str(out / "runs" / r.name) for r in runs)
+    folder = matching_cache(out).folder
+    with threads.torch_threads(torch.get_num_threads()):  # a task sets torch's threads
+        assert match_pairs([(a, b)], str(folder), match=runs[0].config.match, threads=1) == []
+    assert len(list(folder.glob("*.npz"))) == (3 if live_only else 2)
+    monkeypatch.setattr(match_cache, "match_decoders", _no_matching)
+    (report,) = analyze_groups(runs, out).values()
+    assert report["summary"]["n_pairs"] == 1 and ("live_only" in report) == live_only

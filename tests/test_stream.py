@@ -1,4 +1,6 @@
-"""Streaming activations from the model into training, with no disk cache (data.cache: false)."""
+"""data/stream.py and data/stream_nulls.py, with sweep/passes.py's open_stream: streaming
+activations from the model into training, with no disk cache (data.cache: false), in a
+sweep too, and the data-shaped nulls gathered from the stream."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from saefast.data import stream as S
 from saefast.data.corpora import CorpusError
 from saefast.data.store import load_activations
 from saefast.errors import HookError
+from saefast.sweep import run_sweep
 from saefast.sweep.experiment import Experiment, expand
-from saefast.sweep.local import open_stream, run_sweep
+from saefast.sweep.passes import open_stream
 from saefast.train.trainer import train_saes
 
 HOOK = "blocks.1.hook_resid_pre"

@@ -1,5 +1,7 @@
-"""Threads and processes (issue 13): where a pass's seeds run never changes a seed's weights,
-progress of parallel seeds reaches Events, and two sweeps on one cold cache share it."""
+"""sweep/threads.py, sweep/passes.py's run_pass, sweep/seed_pool.py and sweep/seed_worker.py
+(issue 13): the thread budget and where a pass's seeds run, which never changes a seed's
+weights; progress of parallel seeds reaches Events; a failing worker raises; two sweeps on
+one cold cache share it (the store's write lock, data/store.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from safetensors.torch import load_file
 
 from saefast.config import SAEConfig, TrainConfig
 from saefast.errors import ConfigError
-from saefast.sweep import local as sweep
-from saefast.sweep import threads
+from saefast.sweep import passes, threads
+from saefast.sweep.events import Events
 from saefast.sweep.experiment import Experiment, expand
 from saefast.train.trainer import train_saes
 
@@ -81,7 +83,7 @@ def _run_weights(out, runs):
     return {r.name: load_file(str(out / "runs" / r.name / "sae_weights.safetensors")) for r in runs}
 
 
-class _Steps(sweep.Events):
+class _Steps(Events):
     def __init__(self):
         self.steps = []
 
@@ -97,14 +99,14 @@ def test_seeds_in_worker_processes_equal_the_seeds_trained_here(corpus, tmp_path
     store = harvest("tiny", [HOOK], str(corpus), 2000, context_length=32)[HOOK]
     runs = _runs(corpus, [1, 2, 3], tmp_path)
     events = _Steps()
-    parallel = sweep.run_pass(runs, store, tmp_path / "par", events=events, threads=2)
+    parallel = passes.run_pass(runs, store, tmp_path / "par", events=events, threads=2)
     assert [o.status for o in parallel] == ["done"] * 3
     assert [o.spec.name for o in parallel] == [r.name for r in runs]
     info = json.loads((tmp_path / "par" / "runs" / runs[0].name / "run.json").read_text())
     assert info["timings"]["seeds_trained_together"] == 2  # seeds 1, 2 in one worker; 3 in the other
     with threads.torch_threads(2):
-        sweep.run_pass_here(runs, store, tmp_path / "here")
-    sweep.run_pass(runs[1:2], store, tmp_path / "alone", threads=1)
+        passes.run_pass_here(runs, store, tmp_path / "here")
+    passes.run_pass(runs[1:2], store, tmp_path / "alone", threads=1)
     par, here, alone = (_run_weights(tmp_path / d, runs) if d != "alone" else
                         _run_weights(tmp_path / d, runs[1:2]) for d in ("par", "here", "alone"))
     for name in par:
@@ -191,7 +193,7 @@ def test_an_error_in_a_worker_is_raised_in_the_sweep_not_a_hang(corpus, tmp_path
     runs = _runs(corpus, [1, 2], tmp_path)
     with pytest.raises(seed_pool.WorkerFailed, match="in a worker process failed: .*"):
         seed_pool.run_parts([runs[:1], runs[1:]], tmp_path / "no-store", tmp_path / "out",
-                            events=sweep.Events(), memory_budget=2**30, threads=1)
+                            events=Events(), memory_budget=2**30, threads=1)
     seed_pool.shutdown()
 
 

@@ -8,6 +8,8 @@
   its runs need, up to the largest token budget.
 - `seed_passes`: runs that differ only by seed train together, in as many passes as the
   memory budget needs.
+- `report_matchings`: the matchings a group report makes of each pair (what the Ray
+  executor's pair tasks compute ahead of the report, and what `estimate` counts).
 - `estimate`: memory and time for `--dry-run`.
 Imports no torch at module level (a dry run stays quick).
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefast.config import RunConfig, affects_results
+from saefast.config import MatchConfig, RunConfig, affects_results
 from saefast.errors import SweepError
 from saefast.fsio import check_output_dir
 from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
@@ -233,6 +235,23 @@ def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
     return passes
 
 
+# ---------------------------------------------------------------------------- matchings
+
+
+def report_matchings(match: MatchConfig) -> tuple[str, ...]:
+    """The matchings a group report makes of each pair, as `match.cache` kinds: the decoder
+    matching, the live-only one when match.live_only, and the encoder matching (of runs
+    that have an encoder, as every saefast run does)."""
+    return ("decoder", "decoder-live", "encoder") if match.live_only else ("decoder", "encoder")
+
+
+def pair_seconds(cfg: RunConfig) -> float:
+    """Seconds to match one pair of a group (the rates above): each of its report's
+    matchings, and the pair's fixed cost."""
+    one = (cfg.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K
+    return len(report_matchings(cfg.match)) * one + PAIR_SECONDS
+
+
 # ---------------------------------------------------------------------------- estimates
 
 
@@ -295,7 +314,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
         train_s += len(members) * max(flops / rate, steps * SEED_STEP_SECONDS)
         pairs = len(members) * (len(members) - 1) // 2
-        match_s += pairs * ((c.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K + PAIR_SECONDS)
+        match_s += pairs * pair_seconds(c)
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
         rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
                      "passes": -(-len(members) // per_pass) if per_pass else None,

@@ -1,25 +1,22 @@
-"""Worker processes that train the seeds of one pass side by side (see `saefast.sweep.threads`).
+"""Worker processes that train the seeds of one pass side by side (see `saefast.sweep.threads`):
+the sweep's side.
 
-`run_parts` hands each part of a pass (a list of runs differing by seed) to a worker, which
-runs `sweep.run_pass_here` on it exactly as the sweep's own process would: it opens the
-activation store itself (memory-mapped, or in memory within its share of the budget), so no
-activations are pickled, trains, checkpoints under its own seeds' name and writes its run
-dirs. Only the outcomes come back, and step progress, merged here into one `Events.run_step`
-so the progress bar shows the slowest part.
+`run_parts` hands each part of a pass (a list of runs differing by seed) to a worker
+(`sweep.seed_worker`), which runs `passes.run_pass_here` on it exactly as the sweep's own
+process would: it opens the activation store itself (memory-mapped, or in memory within its
+share of the budget), so no activations are pickled, trains, checkpoints under its own
+seeds' name and writes its run dirs. Only the outcomes come back, and step progress, merged
+here into one `Events.run_step` so the progress bar shows the slowest part.
 
-A worker is `python -m saefast.sweep.seed_pool THREADS`: a fresh interpreter (fork after OpenMP has
-started is unsafe) that never imports the caller's main module, so a user's script needs no
-`if __name__ == "__main__"` guard (multiprocessing's spawn would need one). Tasks and
-messages are pickles over its stdin and a copy of its stdout (its own stdout goes to stderr).
-Workers are kept for the rest of the sweep (starting one imports torch, ~2 s); `shutdown`
-(called by `sweep.execute_runs`, and at exit) closes their stdin and they exit. A worker
-whose sweep died stops at its next step.
+Tasks and messages are pickles over a worker's stdin and stdout (`seed_worker` says why it
+is a fresh interpreter). Workers are kept for the rest of the sweep (starting one imports
+torch, ~2 s); `shutdown` (called by `sweep.local.LocalExecutor` and each Ray pass task, and
+at exit) closes their stdin and they exit. A worker whose sweep died stops at its next step.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 import pickle
 import queue as queue_lib
 import subprocess
@@ -32,8 +29,8 @@ from saefast.errors import SaefastError
 from saefast.train.progress import step_record
 
 if TYPE_CHECKING:
+    from saefast.sweep.events import Events, RunOutcome
     from saefast.sweep.experiment import RunSpec
-    from saefast.sweep.local import Events, RunOutcome
 
 
 class WorkerFailed(SaefastError, RuntimeError):
@@ -45,8 +42,9 @@ class _Worker:
 
     def __init__(self, threads: int, inbox: queue_lib.Queue, index: int):
         self.index = index
-        self.proc = subprocess.Popen([sys.executable, "-m", "saefast.sweep.seed_pool", str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "saefast.sweep.seed_worker", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.reader = threading.Thread(target=self._read, args=(self.proc.stdout, inbox), daemon=True)
         self.reader.start()
 
@@ -139,56 +137,3 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
             detail = payload or f"the worker process exited (code {workers[index].proc.poll()})"
             raise WorkerFailed(f"training {names} in a worker process failed: {detail}")
     return [outcome for i in range(len(parts)) for outcome in results[i]]
-
-
-# ---------------------------------------------------------------------------- the worker
-
-
-class _PipeEvents:
-    """A worker's Events: step progress goes to the sweep; the other events are the sweep's."""
-
-    def __init__(self, out: IO[bytes], parent: int):
-        self.out, self.parent = out, parent
-
-    def run_step(self, step: int, total: int, stats: dict) -> None:
-        if os.getppid() != self.parent:  # the sweep was killed: stop, its checkpoints stay
-            os._exit(1)
-        _send(self.out, ("step", (step, total, stats)))
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-def _send(out: IO[bytes], message: tuple) -> None:
-    pickle.dump(message, out)
-    out.flush()
-
-
-def _worker_main(threads: int) -> None:
-    import traceback
-
-    import torch
-
-    out = os.fdopen(os.dup(1), "wb")  # messages; anything printed goes to stderr instead
-    os.dup2(2, 1)
-    torch.set_num_threads(threads)
-    from saefast.sweep import local as sweep
-
-    parent = os.getppid()
-    tasks = sys.stdin.buffer
-    while True:
-        try:
-            runs, data, out_dir, budget = pickle.load(tasks)
-        except EOFError:
-            return
-        try:
-            outcomes = sweep.run_pass_here(runs, data, out_dir, events=_PipeEvents(out, parent),
-                                           memory_budget=budget)
-        except Exception as e:  # noqa: BLE001 - reported to the sweep, which raises
-            _send(out, ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-            continue
-        _send(out, ("done", outcomes))
-
-
-if __name__ == "__main__":
-    _worker_main(int(sys.argv[1]))

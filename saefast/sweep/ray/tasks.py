@@ -1,8 +1,8 @@
 """What the Ray executor's tasks do on a worker: harvest, train one pass, match a batch of
 pairs, answer a probe. Plain functions over the same library code the local executor runs
-(`harvest.harvest`, `sweep.run_pass`, `stability.pair_matching`); `ray_executor` wraps them
-as remote tasks. Nothing here imports ray or torch at module level, so a probe task starts
-in a second.
+(`executor.harvest_job`, `passes.run_pass`, and the matchings `plan.report_matchings` names);
+`ray.executor` wraps them as remote tasks. Nothing here imports ray or torch at module
+level, so a probe task starts in a second.
 """
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from saefast.config import MatchConfig
+from saefast.sweep import plan, seed_pool
+from saefast.sweep.events import Events, RunOutcome
+from saefast.sweep.executor import harvest_job
 from saefast.sweep.experiment import RunSpec
+from saefast.sweep.passes import open_stream
 from saefast.sweep.plan import HarvestJob, token_steps
 
 
@@ -36,17 +41,14 @@ class Board:
         return dict(self.started), dict(self.steps)
 
 
-class _StepsToBoard:
-    """A pass's step progress, sent to the board at most every STEP_SECONDS (`Events.run_step`
-    is the only event a pass emits that the driver draws)."""
+class StepsToBoard(Events):
+    """A pass's step progress, sent to the board at most every STEP_SECONDS (`run_step` is
+    the only event of a pass that the driver draws; the others stay `Events`' no-ops)."""
 
     STEP_SECONDS = 2.0
 
     def __init__(self, board: Any, task_id: str):
         self.board, self.task_id, self.last = board, task_id, 0.0
-
-    def __getattr__(self, name: str):  # every other Events method: nothing to send
-        return lambda *args, **kwargs: None
 
     def run_step(self, step: int, total: int, stats: dict) -> None:
         now = time.monotonic()
@@ -104,21 +106,14 @@ def harvest(job: HarvestJob, cache_dir: str, threads: int, board: Any = None,
             task_id: str = "") -> dict[str, Path]:
     """One harvest job into the shared cache ({hook: store}); the store's write lock makes a
     second harvest of the same store wait and then read it."""
-    from saefast.data import harvest as harvest_
-
     _announce(board, task_id)
     _threads(threads)
-    return harvest_.harvest(job.model, job.hooks, job.corpus, job.tokens,
-                            context_length=job.context_length,
-                            drop_special_tokens=job.drop_special_tokens, device=job.device,
-                            cache_dir=cache_dir)
+    return harvest_job(job, cache_dir)
 
 
 def stream_width(spec: RunSpec, cache_dir: str) -> int:
     """d_model of a streamed group, with its corpus checked to be long enough."""
-    from saefast.sweep import local as sweep
-
-    return int(sweep.open_stream(spec.config, cache_dir).d)
+    return int(open_stream(spec.config, cache_dir).d)
 
 
 def device_memory(device: str) -> int:
@@ -133,7 +128,9 @@ def device_memory(device: str) -> int:
 
 @dataclass
 class PassResult:
-    outcomes: list  # sweep.RunOutcome per run of the pass
+    """A pass task's outcomes, and what the driver's per-node throughput is made of."""
+
+    outcomes: list[RunOutcome]  # one per run of the pass
     node: str
     started: float  # time.time() on the worker
     seconds: float
@@ -143,18 +140,15 @@ class PassResult:
 def train_pass(runner: Callable, runs: list[RunSpec], data: Path | None, out_dir: Path, *,
                memory_budget: int | None, threads: int, cache_dir: str, board: Any = None,
                task_id: str = "") -> PassResult:
-    """`runner(runs, data, out_dir)` (sweep.run_pass) on this worker with `threads` threads;
+    """`runner(runs, data, out_dir)` (passes.run_pass) on this worker with `threads` threads;
     data None: a streamed group, whose stream is opened here (the model runs where the
     pass does)."""
-    from saefast.sweep import local as sweep
-    from saefast.sweep import seed_pool
-
     node = _announce(board, task_id)
     t0, wall = time.perf_counter(), time.time()
     _threads(threads)
-    source = data if data is not None else sweep.open_stream(runs[0].config, cache_dir)
+    source = data if data is not None else open_stream(runs[0].config, cache_dir)
     try:
-        outcomes = runner(runs, source, out_dir, events=_StepsToBoard(board, task_id),
+        outcomes = runner(runs, source, out_dir, events=StepsToBoard(board, task_id),
                           memory_budget=memory_budget, threads=threads)
     finally:
         seed_pool.shutdown()  # seed workers a pass started live no longer than the task
@@ -165,41 +159,41 @@ def train_pass(runner: Callable, runs: list[RunSpec], data: Path | None, out_dir
 # ---------------------------------------------------------------------------- pairs
 
 
-@dataclass
-class PairsResult:
-    matched: int
-    node: str
-    seconds: float
-    errors: list[str] = field(default_factory=list)
-
-
-def match_pairs(pairs: list[tuple[str, str]], folder: str, *, live_only: bool, solver: str,
-                threads: int, board: Any = None, task_id: str = "") -> PairsResult:
-    """Every matching a group report makes of each pair (decoder, live-only decoder when
-    asked, encoder), into the sweep's matching cache, which the report then reads. A pair
-    that cannot be matched is left to the report, which says why."""
+def match_pairs(pairs: list[tuple[str, str]], folder: str, *, match: MatchConfig,
+                threads: int, board: Any = None, task_id: str = "") -> list[str]:
+    """Every matching a group report makes of each pair (`plan.report_matchings`), into the
+    sweep's matching cache, which the report then reads. Returns the pairs that could not be
+    matched, each with why: they are left to the report, which says it again."""
     from saefast.errors import SaefastError, first_line
     from saefast.match.cache import MatchingCache
     from saefast.runs.artifacts import load_sae
-    from saefast.stats import equivalence, stability
 
-    node = _announce(board, task_id)
-    t0 = time.perf_counter()
+    _announce(board, task_id)
     _threads(threads)
     cache = MatchingCache(folder)
     loaded: dict[str, Any] = {}
-    errors, matched = [], 0
+    errors = []
     for a, b in pairs:
         try:
             for path in (a, b):
                 if path not in loaded:
                     loaded[path] = load_sae(path)
-            sa, sb = loaded[a], loaded[b]
-            for live in (False, True) if live_only else (False,):
-                stability.pair_matching(sa, sb, live_only=live, solver=solver, matchings=cache)
-            if sa.encoder is not None and sb.encoder is not None:
-                equivalence.encoder_matching(sa, sb, solver=solver, matchings=cache)
-            matched += 1
+            for kind in plan.report_matchings(match):
+                _match(kind, loaded[a], loaded[b], solver=match.solver, cache=cache)
         except SaefastError as e:
             errors.append(f"{os.path.basename(a)} x {os.path.basename(b)}: {first_line(e)}")
-    return PairsResult(matched, node, time.perf_counter() - t0, errors)
+    return errors
+
+
+def _match(kind: str, sa, sb, *, solver: str, cache) -> None:
+    """One matching of a pair, by its `match.cache` kind, the way the report makes it."""
+    from saefast.stats import equivalence, stability
+
+    if kind == "encoder":
+        if sa.encoder is not None and sb.encoder is not None:  # the report skips it too
+            equivalence.encoder_matching(sa, sb, solver=solver, matchings=cache)
+    elif kind in ("decoder", "decoder-live"):
+        stability.pair_matching(sa, sb, live_only=kind == "decoder-live", solver=solver,
+                                matchings=cache)
+    else:
+        raise ValueError(f"no matching of kind {kind!r}")

@@ -1,0 +1,128 @@
+"""summary.json's content: one row per seed group (its stability beside each null, its
+evidence and equivalence, its training health, read from the group's report and its runs'
+outcomes), the trends across token budgets (computed by `stats.trend.family_trends`), and
+the runs done, skipped and failed. Nothing here writes a file (`pipeline.run_sweep` does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saefast.sweep.events import RunOutcome
+
+__all__ = ["summarize"]
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _null_medians(report: dict) -> dict[str, float]:
+    """Each null's median for a report (isotropic, covariance, activation where computed);
+    trends report the excess over each."""
+    kinds = ((report.get("summary") or {}).get("nulls") or {}).get("kinds") or {}
+    out = {k: v.get("median_cosine") for k, v in kinds.items() if v.get("median_cosine") is not None}
+    if not out:
+        base = (report.get("summary") or {}).get("baseline") or {}
+        if base.get("median_cosine", base.get("median")) is not None:
+            out["isotropic"] = base.get("median_cosine", base.get("median"))
+    return out
+
+
+def _null_columns(nulls: dict | None) -> dict[str, Any]:
+    """null_medians {kind: median or None (skipped)}, excess {kind: {estimate, ci} or None}."""
+    kinds = (nulls or {}).get("kinds") or {}
+    medians = {k: v.get("median_cosine") for k, v in kinds.items()}
+    excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
+                  if v.get("excess_median") else None) for k, v in kinds.items()}
+    return {"null_medians": medians, "excess": excess}
+
+
+def _beyond_chance(summary: dict) -> dict[str, Any]:
+    """Per null judged in the evidence: {share, share_ci, fraction_significant_by}, or None
+    where that null was skipped (too few distinct tokens)."""
+    out = {}
+    for kind, block in ((summary.get("evidence") or {}).get("by_null") or {}).items():
+        out[kind] = None if block.get("skipped") else {
+            "share": block["share_beyond_chance"]["estimate"],
+            "share_ci": block["share_beyond_chance"]["ci"],
+            "fraction_significant_by": block["fraction_significant_by"]["estimate"]}
+    return out
+
+
+def _equivalence(summary: dict) -> dict[str, Any] | None:
+    """{shared, shared_ci (decoder and encoder >= threshold), r, r_ci (Pearson r of the
+    decoder-matched pairs' held-out activations), same_partner, agreement}, None when absent."""
+    e = summary.get("equivalence") or {}
+    enc, act = e.get("encoder"), e.get("activation")
+    if not enc and not act:
+        return None
+    t = f"{summary.get('threshold', 0):g}"
+    shared = (enc or {}).get("shared_fraction", {}).get(t) or {}
+    r = ((act or {}).get("decoder_pairs_r") or {}).get("median") or {}
+    return {"shared": shared.get("estimate"), "shared_ci": shared.get("ci"),
+            "r": r.get("estimate"), "r_ci": r.get("ci"),
+            "same_partner": ((act or {}).get("same_partner") or {}).get("estimate"),
+            "agreement": (((act or {}).get("correlation_matching") or {})
+                          .get("agreement_with_decoder") or {}).get("estimate")}
+
+
+def _evidence(summary: dict, key: str, field: str):
+    """summary.evidence[key][field], None where a report has no evidence (or no null)."""
+    return ((summary.get("evidence") or {}).get(key) or {}).get(field)
+
+
+def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
+    """One row per group: stability next to its random baseline and training health.
+    `global_median` is the pooled median over every pair's matched cosines;
+    `median_of_medians` the median of the per-pair medians."""
+    by_group: dict[str, list[RunOutcome]] = {}
+    for o in outcomes:
+        by_group.setdefault(o.spec.group, []).append(o)
+    rows = []
+    for gname, members in by_group.items():
+        ok = [o for o in members if o.metrics]
+        report = reports.get(gname, {})
+        s = report.get("summary", {})
+        base = s.get("baseline") or {}
+        pair_medians = [p["median_cosine"] for p in report.get("pairs", [])]
+        intervals = s.get("seed_intervals") or {}  # 90 % over runs; None below 3 runs
+        rows.append({
+            "group": gname,
+            "runs": len(ok),
+            "pairs": s.get("n_pairs", 0),
+            "median_of_medians": s.get("median_of_medians"),
+            "pair_median_min": min(pair_medians, default=None),
+            "pair_median_max": max(pair_medians, default=None),
+            "global_median": s.get("global_median"),
+            "global_median_ci": intervals.get("global_median", {}).get("ci"),
+            "excess_median": intervals.get("excess_median", {}).get("estimate"),
+            "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
+            "fraction_above": s.get("fraction_above"),
+            "baseline_median": base.get("median_cosine", base.get("median")),
+            **_null_columns(s.get("nulls")),
+            "share_beyond_chance": _evidence(s, "share_beyond_chance", "estimate"),
+            "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
+            "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
+            "beyond_chance": _beyond_chance(s),
+            "equivalence": _equivalence(s),
+            "live_only_global_median": (report.get("live_only") or {}).get(
+                "summary", {}).get("global_median"),
+            "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
+            "held_out_fvu": _mean([(o.metrics.get("held_out") or {}).get("fvu") for o in ok]),
+            "decoder_cosine_to_init": _mean(
+                [o.metrics["decoder_drift"]["mean_cosine_to_init"] for o in ok]),
+        })
+    from saefast.stats.trend import family_trends
+
+    configs = {o.spec.group: o.spec.config.to_dict() for o in outcomes}
+    return {
+        "groups": rows,
+        # groups that differ only in tokens: slope per decade, seeds resampled jointly
+        "trends": family_trends(reports, configs, null_medians=_null_medians),
+        "runs": {"done": sum(o.status == "done" for o in outcomes),
+                 "skipped": sum(o.status == "skipped" for o in outcomes),
+                 "failed": [{"name": o.spec.name, "error": o.error}
+                            for o in outcomes if o.status == "failed"]},
+    }
