@@ -259,18 +259,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from saefast.errors import SweepError
     from saefast.report import files as reports
     from saefast.report import page
+    from saefast.runs import layout
     from saefast.runs.artifacts import read_json
-    from saefast.runs.layout import REPORTS_DIR
     from saefast.runs.layout import SUMMARY_JSON as SUMMARY
 
     out = Path(args.out_dir)
-    summary_path = out / SUMMARY
+    summary_path = layout.summary_path(out)
     if not summary_path.is_file():
         hint = ("the sweep has not finished: run it again to resume" if (out / "runs").is_dir()
                 else "is this a sweep's --out folder?")
         raise SweepError(f"{out}: no {SUMMARY}; {hint}")
     summary = read_json(summary_path)
-    for report_path in sorted((out / REPORTS_DIR).glob(f"*/{reports.STABILITY_JSON}")):
+    for report_path in sorted(layout.reports_dir(out).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
     if not args.no_html:

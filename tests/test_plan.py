@@ -1,13 +1,16 @@
 """sweep/plan.py: what a sweep will do before it does it: harvest jobs, warnings, the
-matchings a report makes of each pair, and the --dry-run estimate."""
+matchings a report makes of each pair, the --dry-run estimate, and the data ranges (token
+budgets apart from steps: a held-out set shared by every budget)."""
+
+import json
 
 import pytest
 import torch
 
-from saefast.config import MatchConfig
+from saefast.config import ConfigError, MatchConfig, RunConfig, apply_overrides
 from saefast.sweep import plan
 from saefast.sweep.experiment import Experiment, expand, load_experiment
-from saefast.sweep.plan import harvest_jobs, undertrained_warnings
+from saefast.sweep.plan import data_ranges, harvest_jobs, undertrained_warnings
 
 
 def test_one_harvest_serves_all_hooks_at_the_largest_budget():
@@ -75,3 +78,48 @@ def test_the_estimate_times_every_matching_a_report_makes(live_only):
     assert plan.pair_seconds(runs[0].config) == pytest.approx(per_pair)
     assert est["pairs"] == 3
     assert est["match_seconds"] == pytest.approx(3 * per_pair + plan.GROUP_REPORT_SECONDS)
+
+
+# ---------------------------------------------------------------------------- token budgets
+
+
+def test_default_ranges_are_the_last_fraction_of_each_budget():
+    cfg = apply_overrides(RunConfig(), {"data.tokens": 30000})
+    assert data_ranges(cfg) == ((0, 27000), (27000, 30000))
+
+
+def test_a_fixed_held_out_set_comes_first_and_is_the_same_for_every_budget():
+    small = apply_overrides(RunConfig(), {"data.tokens": 1000, "data.held_out_tokens": 5000})
+    large = apply_overrides(RunConfig(), {"data.tokens": 100000, "data.held_out_tokens": 5000})
+    assert data_ranges(small) == ((5000, 6000), (0, 5000))
+    assert data_ranges(large)[1] == data_ranges(small)[1]  # the same held-out tokens
+    assert data_ranges(large)[0][0] >= data_ranges(large)[1][1]  # never trained on
+
+
+def test_a_fixed_held_out_set_needs_the_cache():
+    with pytest.raises(ConfigError, match="held_out_tokens needs the activation cache"):
+        apply_overrides(RunConfig(), {"data.held_out_tokens": 100, "data.cache": False})
+
+
+def test_a_sweep_with_a_shared_held_out_set_and_fixed_steps(tmp_path, corpus):
+    """Tokens apart from steps, down to run.json and the trend (the trainer's side of fixed
+    steps: test_settings.py; the convergence flag: test_evaluation.py)."""
+    from saefast.cli.main import main
+
+    rc = main(["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus",
+               str(corpus), "--features", "16", "--k", "2", "--axis", "data.tokens=300,600",
+               "--axis", "data.held_out_tokens=200", "--axis", "train.steps=12", "--seeds", "2",
+               "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "runs").glob("*/run.json"))]
+    assert len(records) == 4
+    for rec in records:
+        n = rec["config"]["data"]["tokens"]
+        assert rec["tokens"] == {"harvested": n + 200, "train": n, "held_out": 200,
+                                 "seen": 12 * 256, "held_out_shared": True}
+        assert rec["metrics"]["steps"] == 12
+        assert len(rec["metrics"]["convergence"]["held_out_fvu"]) == 3
+    # the two budgets form one family: a slope per decade of tokens (no interval at 2 seeds)
+    (trend,) = json.loads((tmp_path / "out" / "summary.json").read_text())["trends"]
+    assert trend["global_median"]["budgets"] == [300, 600] and trend["seeds"] == [1, 2]
+    assert trend["global_median"]["ci"] is None

@@ -12,7 +12,6 @@ from saefast.report import html
 from saefast.report.files import STABILITY_JSON, load_report
 from saefast.runs import layout
 from saefast.runs.artifacts import RUN, read_run_json
-from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
 
 
 def write_html(out_dir: str | Path, summary: dict) -> Path:
@@ -24,13 +23,13 @@ def write_html(out_dir: str | Path, summary: dict) -> Path:
     names = [row["group"] for row in summary.get("groups") or []]
     stored, images = {}, {}
     for g in names:
-        report_dir = out_dir / REPORTS_DIR / g
+        report_dir = layout.report_dir(out_dir, g)
         if not (report_dir / STABILITY_JSON).is_file():
             continue  # fewer than two finished runs: the page says so
         stored[g] = load_report(report_dir)
         images[g] = {name: (report_dir / name).read_bytes() for name in stored[g].get("files") or []
                      if name.endswith(".png") and (report_dir / name).is_file()}
-    infos = [read_run_json(d) for d in sorted((out_dir / RUNS_DIR).glob("*"))
+    infos = [read_run_json(d) for d in sorted(layout.runs_dir(out_dir).glob("*"))
              if not d.name.startswith(".") and (d / RUN).is_file()]
     page = html.render(
         summary, stored, images=images,

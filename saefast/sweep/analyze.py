@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
+from saefast.runs import layout
 from saefast.sweep.events import Events
 from saefast.sweep.experiment import RunSpec, groups
 
@@ -43,11 +43,11 @@ def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Pat
     from saefast.report import nulls as report_nulls
     from saefast.runs.artifacts import is_complete_run
 
-    dirs = [d for d in (out_dir / RUNS_DIR / r.name for r in members) if is_complete_run(d)]
+    dirs = [d for d in (layout.run_dir(out_dir, r.name) for r in members) if is_complete_run(d)]
     if len(dirs) < 2:
         return None
     mc = members[0].config.match
-    return dirs, out_dir / REPORTS_DIR / members[0].group, dict(
+    return dirs, layout.report_dir(out_dir, members[0].group), dict(
         threshold=mc.threshold, top_k=mc.top_k, live_only=mc.live_only, solver=mc.solver,
         acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
 
@@ -67,4 +67,4 @@ def matching_cache(out_dir: Path):
     """OUT/reports/.matchings: the sweep's pair matchings (`match.cache`)."""
     from saefast.match.cache import FOLDER, MatchingCache
 
-    return MatchingCache(Path(out_dir) / REPORTS_DIR / FOLDER)
+    return MatchingCache(layout.reports_dir(out_dir) / FOLDER)

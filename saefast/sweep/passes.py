@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saefast.config import RunConfig
-from saefast.runs.layout import RUNS_DIR
+from saefast.runs import layout
 from saefast.sweep import plan, seed_pool
 from saefast.sweep import threads as threads_
 from saefast.sweep.events import Events, RunOutcome
@@ -107,7 +107,7 @@ def _stream_null_data(got: TrainingData, out_dir: Path, t0: int, t1: int):
         return None, None
     from saefast.data import stream_nulls
 
-    path = stream_nulls.null_data_path(out_dir / RUNS_DIR, got.key.removeprefix("stream:"), t0, t1)
+    path = stream_nulls.null_data_path(layout.runs_dir(out_dir), got.key.removeprefix("stream:"), t0, t1)
     if path.is_file():
         return path, None
     return path, stream_nulls.StreamNullData(got.source, t0, t1).attach()
@@ -130,7 +130,7 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
     (t0_, t1_), (e0, e1) = data_ranges(cfg)
     train_src, eval_src = split(got.source, t0_, t1_), split(got.source, e0, e1)
     seeds = [r.config.train.seed for r in runs]
-    ckpt_dir = out_dir / RUNS_DIR / ".checkpoints" / f"{runs[0].group}-s{'_'.join(map(str, seeds))}"
+    ckpt_dir = layout.checkpoints_dir(out_dir, f"{runs[0].group}-s{'_'.join(map(str, seeds))}")
     null_data, gather = _stream_null_data(got, out_dir, t0_, t1_)
     results = train.train_saes(
         train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
@@ -157,7 +157,7 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
                      "seeds_trained_together": len(runs)})
         sae = result.sae
         path = artifacts.write_run_dir(
-            out_dir / RUNS_DIR / spec.name,
+            layout.run_dir(out_dir, spec.name),
             W_enc=sae.W_enc, b_enc=sae.b_enc, W_dec=sae.W_dec, b_dec=sae.b_dec, k=cfg.sae.k,
             features=train.feature_records(result.fire_counts, train_src.n_tokens),
             run_info=record)

@@ -24,7 +24,7 @@ from typing import Any
 from saefast.config import MatchConfig, RunConfig, affects_results
 from saefast.errors import SweepError
 from saefast.fsio import check_output_dir
-from saefast.runs.layout import REPORTS_DIR, RUNS_DIR
+from saefast.runs import layout
 from saefast.sweep.experiment import RunSpec, groups
 from saefast.train import memory
 
@@ -57,7 +57,7 @@ def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | 
     """Refuse what would fail later: a device this torch cannot use, an output or cache
     folder that cannot be written. Nothing is created. devices=False: the runs train
     elsewhere (a Ray cluster checks its own nodes), not on this machine's devices."""
-    for path in (Path(out_dir) / RUNS_DIR, Path(out_dir) / REPORTS_DIR):
+    for path in (layout.runs_dir(out_dir), layout.reports_dir(out_dir)):
         check_output_dir(path, "--out")
     if cache_dir is not None:
         check_output_dir(cache_dir, "--cache-dir")
@@ -93,7 +93,7 @@ def pending(runs: list[RunSpec], out_dir: Path) -> tuple[list[RunSpec], list[tup
     todo, done = [], []
     default = RunConfig().to_dict()
     for spec in runs:
-        path = Path(out_dir) / RUNS_DIR / spec.name
+        path = layout.run_dir(out_dir, spec.name)
         if not is_complete_run(path):
             todo.append(spec)
             continue

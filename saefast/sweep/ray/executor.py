@@ -184,9 +184,9 @@ class RayExecutor(Executor):
         todo, outcomes = skip_finished(runs, out_dir, events)
         self.connect()
         self._check_gpus(todo)
-        for p in (out_dir / layout.RUNS_DIR, out_dir / layout.REPORTS_DIR, cache):
+        for p in (layout.runs_dir(out_dir), layout.reports_dir(out_dir), cache):
             p.mkdir(parents=True, exist_ok=True)
-        self._check_shared([out_dir / layout.RUNS_DIR, cache])
+        self._check_shared([layout.runs_dir(out_dir), cache])
         # a group whose runs were all finished before and whose report is current needs no matching
         training = {r.group for r in todo}
         current = {g for g, members in groups(runs).items()
