@@ -220,8 +220,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast.report import files as reports
+    from saefast.report.inputs import shared_init_warning
     from saefast.runs.artifacts import find_run_dirs
-    from saefast.stats.stability import shared_init_warning
 
     out = Path(args.out)
     run_dirs = find_run_dirs(args.run_dirs)

@@ -23,10 +23,10 @@ _LAZY = {
     "analyze_runs": "saefast.report.files",
     "matched_statistics": "saefast.stats.matched",
     "load_sae": "saefast.runs.artifacts",
-    "compute_sae_pair_alignment": "saefast.stats.stability",
-    "compute_stability_report": "saefast.stats.stability",
-    "compute_live_only_alignment": "saefast.stats.stability",
-    "compute_live_only_stability_report": "saefast.stats.stability",
+    "compute_sae_pair_alignment": "saefast.report.assemble",
+    "compute_stability_report": "saefast.report.assemble",
+    "compute_live_only_alignment": "saefast.report.assemble",
+    "compute_live_only_stability_report": "saefast.report.assemble",
     "random_baseline": "saefast.stats.matched",
 }
 

@@ -1,5 +1,7 @@
 """saefast.stats.equivalence: encoder matching, the shared criterion and activation correlation,
-each checked against a direct dense computation, and as a report states them."""
+each checked against a direct dense computation, and as a report states them; the correlation
+matchings kept in the matching cache (saefast.report.matchings), so a report recomputed for
+another threshold solves none again."""
 
 import json
 
@@ -114,21 +116,30 @@ def test_encoder_matching_and_the_shared_criterion_count_what_they_say():
         "NoEnc", (), {"encoder": None})()], pairs[:1], threshold=0.9) is None
 
 
-def test_a_report_has_every_view_with_the_store_and_says_why_without(tmp_path, capsys):
-    from pydoc_data.topics import topics
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, corpus):
+    """OUT of a sweep of three seeds of a 16-feature SAE on the tiny model, with its store
+    (the group test_report_nulls.GROUP)."""
+    from saefast.cli.main import main
 
-    from test_report_nulls import GROUP  # noqa: F401  (same tiny-model sweep helpers)
+    root = tmp_path_factory.mktemp("equivalence")
+    rc = main(["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus",
+               str(corpus), "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "3",
+               "--seeds", "3", "--out", str(root / "out"), "--cache-dir", str(root / "cache")])
+    assert rc == 0
+    return root / "out"
+
+
+def _runs(out):
+    return sorted(p for p in (out / "runs").iterdir() if not p.name.startswith("."))
+
+
+def test_a_report_has_every_view_with_the_store_and_says_why_without(swept, tmp_path, capsys):
+    from test_report_nulls import GROUP
 
     from saefast.cli.main import main
 
-    corpus = tmp_path / "docs.txt"
-    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:40]))
-    rc = main(["sweep", "--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus",
-               str(corpus), "--tokens", "800", "--features", "16", "--k", "2", "--epochs", "3",
-               "--seeds", "3", "--out", str(tmp_path / "out"), "--cache-dir",
-               str(tmp_path / "cache")])
-    assert rc == 0
-    rep = json.loads((tmp_path / "out" / "reports" / GROUP / "stability.json").read_text())
+    rep = json.loads((swept / "reports" / GROUP / "stability.json").read_text())
     e = rep["summary"]["equivalence"]
     assert e["skipped"] == [] and e["activation"]["held_out_tokens"] == 80
     for p in rep["pairs"]:
@@ -138,12 +149,51 @@ def test_a_report_has_every_view_with_the_store_and_says_why_without(tmp_path, c
     iv = e["activation"]["same_partner"]
     assert iv["ci"][0] <= iv["estimate"] <= iv["ci"][1]
     capsys.readouterr()
-    assert main(["report", str(tmp_path / "out")]) == 0
+    assert main(["report", str(swept)]) == 0
     out = capsys.readouterr().out
     assert "the same feature from every side" in out
     assert max(len(line) for line in out.splitlines()) <= 80
-    runs = sorted(p for p in (tmp_path / "out" / "runs").iterdir() if not p.name.startswith("."))
-    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", *map(str, _runs(swept)), "--out", str(tmp_path / "a")]) == 0
     e = json.loads((tmp_path / "a" / "stability.json").read_text())["summary"]["equivalence"]
     assert e["encoder"] is not None and e["activation"] is None
     assert any("--acts" in s for s in e["skipped"])
+
+
+def test_a_report_for_another_threshold_solves_no_correlation_matching_again(swept, tmp_path,
+                                                                             monkeypatch):
+    """The exact matching on activation correlation goes through the matching cache like the
+    decoder and encoder matchings (saefast.report.matchings): a report recomputed for another
+    threshold solves none again, and what it reads back is what was solved."""
+    from test_report_nulls import GROUP
+
+    from saefast.match import cache as match_cache
+    from saefast.match.cache import FOLDER, MatchingCache
+    from saefast.report import files as reports
+    from saefast.report import nulls as report_nulls
+
+    runs = _runs(swept)
+    store = report_nulls.store_of_runs(runs)
+    solved = []
+    real = eq.correlation_matching
+    monkeypatch.setattr(eq, "correlation_matching", lambda a, b: solved.append(1) or real(a, b))
+    cache = MatchingCache(tmp_path / "matchings")
+    first = reports.group_report(runs, tmp_path / "t9", plots=False, acts=store, matchings=cache)
+    assert len(solved) == 3  # one per pair, then kept
+    kinds = len(list(cache.folder.glob("*.npz")))
+    assert kinds == 3 * 3  # decoder, encoder and correlation matchings of 3 pairs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("matched again")
+
+    monkeypatch.setattr(match_cache, "match_decoders", refuse)
+    again = reports.group_report(runs, tmp_path / "t5", threshold=0.5, plots=False, acts=store,
+                                 matchings=cache)
+    assert len(solved) == 3 and len(list(cache.folder.glob("*.npz"))) == kinds
+    assert again["summary"]["threshold"] == 0.5 and again["summary"]["equivalence"]["activation"]
+    for p, q in zip(first["pairs"], again["pairs"]):
+        assert p["activation"]["correlation_matching"] == q["activation"]["correlation_matching"]
+    # the sweep's own report kept them in its cache too: the same numbers
+    swept_pairs = json.loads((swept / "reports" / GROUP / "stability.json").read_text())["pairs"]
+    assert len(list((swept / "reports" / FOLDER).glob("*.npz"))) == kinds
+    for p, q in zip(swept_pairs, first["pairs"]):
+        assert p["activation"]["correlation_matching"] == q["activation"]["correlation_matching"]

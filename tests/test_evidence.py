@@ -31,7 +31,7 @@ from saefast.stats.null_model import (
     NULL_WORK,
     activation_null_model,
     covariance_null_model,
-    isotropic_null,
+    isotropic_null_model,
     null_draws,
 )
 
@@ -55,12 +55,12 @@ def run_evidence(runs, null=True):
     pairs, truth = report_pairs(runs)
     ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * len(runs),
                                labels=[f"r{k}" for k in range(len(runs))], threshold=T,
-                               null=isotropic_null(D) if null else None)
+                               null=isotropic_null_model(D) if null else None)
     return ev, pairs, truth
 
 
 def test_the_null_interface_is_random_baseline_of_the_same_shape():
-    null = isotropic_null(D)
+    null = isotropic_null_model(D)
     n_min = inf.min_null_size(F)
     c = null.matched(F, F, n_min)
     assert c.size >= n_min and not c.flags.writeable
@@ -127,7 +127,7 @@ def _population_values(q, g, n_pairs=100):
     independent pairs (each of two fresh runs)."""
     runs = [make_run(population(q), g) for _ in range(2 * n_pairs)]
     pairs = {(2 * k, 2 * k + 1): (runs[2 * k][0], runs[2 * k + 1][0]) for k in range(n_pairs)}
-    null = evidence._Nulls(isotropic_null(D), T, "auto").pair(F, F)
+    null = evidence._Nulls(isotropic_null_model(D), T, "auto").pair(F, F)
     near, pv, most = [], [], []
     for a, b in pairs.values():
         best_a, best_b = rec.nearest_cosines(a, b)
@@ -203,7 +203,7 @@ def test_an_identity_covariance_null_judges_exactly_like_the_isotropic_one():
     runs = [make_run(population(0.5), g) for _ in range(4)]
     pairs, _ = report_pairs(runs)
     ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 4,
-                               labels=list("abcd"), threshold=T, null=isotropic_null(D),
+                               labels=list("abcd"), threshold=T, null=isotropic_null_model(D),
                                other_nulls=[covariance_null_model(np.eye(D), "eye")])
     assert list(ev["by_null"]) == ["isotropic", "covariance"]
     iso, cov = ev["by_null"]["isotropic"], ev["by_null"]["covariance"]
@@ -227,7 +227,7 @@ def test_dictionaries_of_the_data_subspace_beat_the_isotropic_null_but_not_the_c
     pairs, _ = report_pairs([(r, -np.ones(F, dtype=int)) for r in runs])
     ev = evidence.add_evidence(
         pairs, runs, n_features=[F] * 4, labels=list("abcd"), threshold=T,
-        null=isotropic_null(D), other_nulls=[covariance_null_model(cov, "subspace"),
+        null=isotropic_null_model(D), other_nulls=[covariance_null_model(cov, "subspace"),
                                              activation_null_model(pool, "subspace")])
     by = ev["by_null"]
     assert by["isotropic"]["significance"]["fraction_significant_by"] > 0.5
@@ -247,13 +247,13 @@ def test_an_activation_null_with_too_few_distinct_tokens_is_skipped_with_the_rea
     pairs, _ = report_pairs(runs)
     small = TokenPool(g.standard_normal((500, D)), np.arange(500) % 100)  # 100 distinct ids
     ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 3,
-                               labels=list("abc"), threshold=T, null=isotropic_null(D),
+                               labels=list("abc"), threshold=T, null=isotropic_null_model(D),
                                other_nulls=[activation_null_model(small, "small")])
     act = ev["by_null"]["activations"]
     assert act["skipped"] and "100 distinct tokens, 128 features (64 + 64)" in act["reason"]
     mid = TokenPool(g.standard_normal((500, D)), np.arange(500) % 150)  # pairs fit, 3 runs don't
     ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 3,
-                               labels=list("abc"), threshold=T, null=isotropic_null(D),
+                               labels=list("abc"), threshold=T, null=isotropic_null_model(D),
                                other_nulls=[activation_null_model(mid, "mid")])
     act = ev["by_null"]["activations"]
     assert not act["skipped"] and act["significance"]["n_matched"] == 3 * F

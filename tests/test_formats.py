@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 
 from saefast import errors
 from saefast.cli.main import main
+from saefast.report.assemble import compute_sae_pair_alignment, compute_stability_report
 from saefast.runs.artifacts import find_run_dirs, load_sae
-from saefast.stats.stability import compute_sae_pair_alignment, compute_stability_report
 
 
 def _planted(tmp_path, seed):

@@ -16,10 +16,10 @@ from scipy import stats as sps
 
 from saefast.errors import ConfigError
 from saefast.match import match_decoders
+from saefast.report.assemble import compute_stability_report
 from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
 from saefast.stats.matched import random_baseline
-from saefast.stats.stability import compute_stability_report
 
 F, D = 64, 32
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from saefast.report import plots
-from saefast.report.files import write_plots
-from saefast.runs.artifacts import write_run_dir
-from saefast.stats.stability import (
+from saefast.report.assemble import (
     compute_live_only_stability_report,
     compute_stability_report,
 )
+from saefast.report.files import write_plots
+from saefast.runs.artifacts import write_run_dir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""The data-shaped nulls in every report (saefast.report.nulls): the store keeps token ids and
+"""The data-shaped nulls in every report (their data read by saefast.report.nulls, the summary's
+block computed by saefast.stats.null_summary): the store keeps token ids and
 caches the training moments, a sweep's reports carry all three nulls with their quantiles and
 the excess over each with its interval over runs, analyze needs --acts for the data-shaped
 ones, an old store without token ids skips only the activation null, and a changed null

@@ -1,5 +1,5 @@
-"""A report directory: analyze_runs, the recurrence CSV, group_report's reuse (what a sweep
-calls per seed group) and redraw, on runs with planted shared features."""
+"""A report directory (saefast.report.files): analyze_runs, the recurrence CSV, group_report's
+reuse (what a sweep calls per seed group) and redraw, on runs with planted shared features."""
 
 import csv
 import hashlib
@@ -12,8 +12,9 @@ from planted_runs import F, make_run
 import saefast
 from saefast import errors
 from saefast.report import files as reports
+from saefast.report.assemble import compute_stability_report
 from saefast.stats import stability
-from saefast.stats.stability import compute_stability_report, recurrence_rows
+from saefast.stats.stability import recurrence_rows
 
 ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
              "cosine_histogram.png", "seed_count_curve.png", "live_only_pair_heatmap.png",

@@ -1,6 +1,7 @@
 """Pair alignment, stability reports, live-only mode, recurrence and the null on run
-directories with planted shared features (so the right matching is known). Writing a report
-directory is tested in test_reports.py."""
+directories with planted shared features (so the right matching is known): saefast.stats.stability
+and saefast.report.inputs through the original study's four functions (saefast.report.assemble).
+Writing a report directory is tested in test_reports.py."""
 
 import json
 import shutil
@@ -14,16 +15,16 @@ from scipy.optimize import linear_sum_assignment
 from saefast import errors
 from saefast.fsio import write_json_atomic
 from saefast.match import lapjv_available
-from saefast.runs.artifacts import RunDirError, load_sae
-from saefast.stats.matched import matched_statistics, random_baseline
-from saefast.stats.stability import (
+from saefast.report.assemble import (
     compute_analysis,
     compute_live_only_alignment,
     compute_live_only_stability_report,
     compute_sae_pair_alignment,
     compute_stability_report,
-    recurrence_rows,
 )
+from saefast.runs.artifacts import RunDirError, load_sae
+from saefast.stats.matched import matched_statistics, random_baseline
+from saefast.stats.stability import recurrence_rows
 
 ORIGINAL_PAIR_KEYS = {"run_a", "run_b", "run_a_name", "run_b_name", "threshold",
                       "n_matched_pairs", "matched_count_above_threshold", "median_cosine",

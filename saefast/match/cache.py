@@ -3,8 +3,9 @@
 A sweep's reports match every pair of seeds; a remote executor (Ray) matches the pairs as
 tasks while other runs still train and leaves the results here, so the report step reads
 them instead of matching again. A key is the SHA-256 of what decides the result: the kind
-of matching (decoder, live-only decoder, encoder), the concrete solver, and the bytes of
-both matrices (and of the row subsets taken, for live-only), so a retrained run, another
+of matching (decoder, live-only decoder, encoder, activation correlation), the concrete
+solver (or, for a kind not matched by `match_decoders`, its method's name), and the bytes of
+both inputs (and of the row subsets taken, for live-only), so a retrained run, another
 solver or another subset never reuses a stale matching, wherever the runs live.
 
 Files: `<folder>/<key>.npz` (rows, cols, cosines, certified, solver, timings, info), each
@@ -17,11 +18,12 @@ import hashlib
 import json
 import weakref
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from saefast.match.decoders import Matching, match_decoders, resolve_solver
+from saefast.match.decoders import SOLVERS, Matching, match_decoders, resolve_solver
 
 FOLDER = ".matchings"  # under a sweep's OUT/reports/ (dot: not a report of its own)
 
@@ -59,7 +61,11 @@ class MatchingCache:
         self.folder = Path(folder)
 
     def key(self, kind: str, solver: str, id_a: str, id_b: str) -> str:
-        text = json.dumps([kind, resolve_solver(solver), id_a, id_b])
+        """The file name of a matching. solver: a decoder solver ("auto" is keyed by the one
+        it resolves to), or the name of the method of a kind matched otherwise."""
+        if solver == "auto" or solver in SOLVERS:
+            solver = resolve_solver(solver)
+        text = json.dumps([kind, solver, id_a, id_b])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def path(self, key: str) -> Path:
@@ -89,15 +95,19 @@ class MatchingCache:
                      cols=np.asarray(m.cols, dtype=np.int64),
                      cosines=np.asarray(m.cosines, dtype=np.float64), meta=np.array(meta))
 
+    def cached(self, key: str, compute: Callable[[], Matching]) -> Matching:
+        """The matching stored under key; else compute()'s, stored there."""
+        m = self.get(key)
+        if m is None:
+            m = compute()
+            self.put(key, m)
+        return m
+
     def match(self, a: torch.Tensor, b: torch.Tensor, *, kind: str, solver: str,
               id_a: str, id_b: str) -> Matching:
         """`match_decoders(a, b)`, from the folder when it was computed before."""
-        key = self.key(kind, solver, id_a, id_b)
-        m = self.get(key)
-        if m is None:
-            m = match_decoders(a, b, solver=solver)
-            self.put(key, m)
-        return m
+        return self.cached(self.key(kind, solver, id_a, id_b),
+                           lambda: match_decoders(a, b, solver=solver))
 
 
 def match(cache: MatchingCache | None, a: torch.Tensor, b: torch.Tensor, *, kind: str,

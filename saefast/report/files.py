@@ -1,7 +1,7 @@
 """A stability report directory: the one module that writes (and re-reads) its files.
 
     REPORT_DIR/
-      stability.json                    the report (`stability.compute_analysis`), plus
+      stability.json                    the report (`assemble.compute_analysis`), plus
                                         `settings`, `files` and, from group_report, the
                                         caller's `extra` keys and `inputs_fingerprint`;
                                         written LAST, so its presence means "finished"
@@ -19,15 +19,16 @@ Entry points:
                  on_start, acts, ...) -> report    what a sweep calls per seed group: reuse the
                                                    stored report while its inputs are unchanged
 
-With baseline=True (the default) the full report also gets summary["nulls"]: the isotropic,
-covariance and activation nulls with the excess over each (`saefast.report.nulls`); `acts` is
-the activation store the runs trained on (None: the isotropic null only, and the report says
-why).
     redraw(report_dir) -> [png paths]              re-plot from a stored stability.json
     write_recurrence_csv(report, path), write_plots(report, out_dir)
 
-Every file is written atomically through `saefast.fsio`. Computation lives in
-`saefast.stats.stability` (pure functions); nothing here computes a statistic.
+With baseline=True (the default) the report also gets summary["nulls"]: the isotropic,
+covariance and activation nulls with the excess over each; `acts` is the activation store the
+runs trained on (None: the isotropic null only, and the report says why). Where the nulls'
+data comes from is resolved here (`report.nulls.resolve`: part of the reuse settings).
+
+Every file is written atomically through `saefast.fsio`. The report itself is assembled in
+`saefast.report.assemble`; nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ from saefast.fsio import (
 from saefast.match.cache import MatchingCache
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
-from saefast.runs.artifacts import WEIGHTS, LoadedSAE
+from saefast.report.assemble import compute_analysis
+from saefast.report.inputs import as_list
+from saefast.runs.artifacts import WEIGHTS
 from saefast.stats.stability import (
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
     Progress,
     check_args,
-    compute_analysis,
     recurrence_rows,
 )
 
@@ -64,7 +66,9 @@ RECURRENCE_CSV_LIVE = "feature_recurrence_live_only.csv"
 HEATMAP_PNG = "pair_heatmap.png"
 HISTOGRAM_PNG = "cosine_histogram.png"
 SEED_CURVE_PNG = "seed_count_curve.png"
-EVIDENCE_VERSION = 3  # in `settings`: a report stored with an older evidence block is recomputed (2: by_null, 3: equivalence)
+# in `settings`: a report stored by an older version is recomputed (2: evidence.by_null,
+# 3: equivalence, 4: one isotropic null, so summary.baseline is summary.nulls' isotropic one)
+EVIDENCE_VERSION = 4
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -125,50 +129,6 @@ def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
             "evidence": EVIDENCE_VERSION}
 
 
-def _as_list(run_dirs) -> list:
-    return [run_dirs] if isinstance(run_dirs, (str, Path, LoadedSAE)) else list(run_dirs)
-
-
-def _compute(run_dirs, source, *, threshold, top_k, live_only, solver, baseline,
-             progress, matchings=None) -> dict:
-    def data_nulls(d: int) -> list:
-        return report_nulls.null_models(source, d, solver=solver)
-
-    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
-                              solver=solver, baseline=baseline, progress=progress,
-                              data_nulls=data_nulls if baseline else None,
-                              held_out=lambda: _held_out(run_dirs, source),
-                              matchings=matchings)
-    if baseline:
-        report_nulls.add_nulls(report, source, solver=solver)
-    return report
-
-
-def _held_out(run_dirs, source) -> tuple:
-    """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
-    nulls read (a sweep's store, or --acts), for the activation-correlation view."""
-    from saefast.data.store import StoreSource
-    from saefast.stats import equivalence
-
-    if source is None or source.store is None:
-        infos = [report_nulls.run_info(r) for r in run_dirs]
-        mixed = report_nulls.mixed_data(infos)
-        if mixed:
-            why = f"{mixed}: there is no one set of held-out tokens to correlate on"
-        elif report_nulls.streamed(infos):
-            why = "the runs streamed their activations, so no store holds their held-out tokens"
-        else:
-            why = ("the held-out activations come from the runs' activation store: pass "
-                   "--acts STORE_DIR")
-        return None, why, None
-    span = equivalence.held_out_rows([report_nulls.run_info(r) for r in run_dirs])
-    if isinstance(span, str):
-        return None, span, None
-    start, end = span
-    x = StoreSource(source.store, start, end).read(0, end - start)  # [T, d]
-    return x, None, f"{source.store} rows {start}-{end}"
-
-
 def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -> dict:
     """Write the CSVs and plots of `report`, then stability.json (with `files` and `stamp`
     added) last, so a killed write leaves no stability.json claiming to be complete."""
@@ -198,46 +158,19 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     the key "live_only", with feature_recurrence_live_only.csv and live_only_*.png beside.
     Every argument and run is checked before out_dir is created. Returns the report
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
-    the arguments). acts: the activation store the runs trained on, for the data-shaped nulls.
+    the arguments). acts: the activation store the runs trained on, for the data-shaped nulls
+    and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation
+    (`assemble.compute_analysis`).
     """
     check_output_dir(out_dir, "output folder")
-    run_dirs = _as_list(run_dirs)
+    run_dirs = as_list(run_dirs)
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
-    if ablation is not None and int(ablation.get("tokens") or 0) < 1:
-        raise ConfigError(f"--ablation-tokens must be a positive integer, got {ablation['tokens']}")
-    report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
-                      solver=solver, baseline=baseline, progress=progress)
-    if ablation is not None:
-        from saefast.stats.equivalence import agreement
-
-        report["summary"]["ablation"] = _ablation(run_dirs, report, ablation)
-        report["summary"]["equivalence"]["agreement"] = agreement(  # now with the effects
-            report["pairs"], report["summary"]["n_runs"])
+    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
+                              solver=solver, baseline=baseline, progress=progress, nulls=source,
+                              ablation=ablation)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
                                    solver=solver, plots=plots, baseline=baseline, nulls=source)
     return _write(report, Path(out_dir), plots=plots, stamp={})
-
-
-def _ablation(run_dirs, report: dict, asked: dict) -> dict:
-    """summary["ablation"] (saefast.stats.ablation) on the model, hook and corpus the runs name in
-    run.json unless `asked` names them."""
-    from saefast.stats import ablation
-    from saefast.stats.stability import load_runs
-
-    saes = load_runs(run_dirs)
-    info = report_nulls.run_info(saes[0])
-    model = asked.get("model") or (info.get("model") or {}).get("name")
-    hook = asked.get("hook") or (info.get("model") or {}).get("hook")
-    corpus = asked.get("corpus") or (info.get("corpus") or {}).get("name")
-    if not (model and hook and corpus):
-        raise ConfigError("ablation: the runs do not say which model, hook and corpus they "
-                          "come from; pass --model, --hook and --corpus")
-    if any(s.encoder is None or not s.k for s in saes):
-        raise ConfigError("ablation: every run needs its encoder and k (a decoder-only "
-                          "checkpoint cannot be spliced)")
-    ctx = ((info.get("config") or {}).get("model") or {}).get("context_length", 128)
-    return ablation.ablation_block(saes, report["pairs"], model=model, hook=hook, corpus=corpus,
-                                   n_tokens=int(asked["tokens"]), context_length=int(ctx))
 
 
 def inputs_fingerprint(run_dirs: Iterable[str | Path]) -> str:
@@ -283,7 +216,7 @@ def stored_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DE
                   acts=None) -> dict | None:
     """The report `group_report` would return as it is, without computing anything; None
     when it would recompute."""
-    run_dirs = _as_list(run_dirs)
+    run_dirs = as_list(run_dirs)
     fingerprint, _, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
                                          live_only=live_only, solver=solver, plots=plots,
                                          baseline=baseline, acts=acts)
@@ -314,7 +247,7 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     if clash:
         raise ConfigError(f"group_report: extra may not set the report's own keys {clash}")
     report_dir = Path(report_dir)
-    run_dirs = _as_list(run_dirs)
+    run_dirs = as_list(run_dirs)
     fingerprint, source, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
                                               live_only=live_only, solver=solver, plots=plots,
                                               baseline=baseline, acts=acts)
@@ -323,8 +256,9 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
         return old
     if on_start is not None:
         on_start()
-    report = _compute(run_dirs, source, threshold=threshold, top_k=top_k, live_only=live_only,
-                      solver=solver, baseline=baseline, progress=progress, matchings=matchings)
+    report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
+                              solver=solver, baseline=baseline, progress=progress, nulls=source,
+                              matchings=matchings)
     report["settings"] = settings
     return _write(report, report_dir, plots=plots,
                   stamp={**extra, "inputs_fingerprint": fingerprint})

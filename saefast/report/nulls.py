@@ -1,7 +1,8 @@
-"""The nulls of a stability report: which activations they come from, and the report's `nulls` key.
+"""The activations a report reads besides its runs: the data of its nulls and its held-out tokens.
 
-A report's matched cosines are compared with three nulls (`saefast.stats.nulls`), each matched
-exactly like the real dictionaries, for the report's pair shape (n_a, n_b, d) and hook:
+A report's matched cosines are compared with three nulls (`saefast.stats.nulls`; the report's
+`nulls` block is `saefast.stats.null_summary`), each matched exactly like the real
+dictionaries, for the report's pair shape (n_a, n_b, d) and hook:
 
 - isotropic: random Gaussian dictionaries (two untrained SAEs); always there;
 - covariance: rows ~ N(0, Σ), Σ the centred covariance of the runs' training tokens, i.e. the
@@ -19,16 +20,14 @@ training rows' covariance and one row per distinct token id). Without either onl
 isotropic null is computed, and the report says why.
 
 `resolve` (cheap: JSON and file stats only) decides where the data comes from before
-anything is matched, so its `settings` can decide whether a stored report is reused; `add_nulls`
-computes the nulls and the excess of the observed pooled median over each null's median with
-its 90 % delete-one-run jackknife interval (`inference`, the unit is the run), and stores them
-as report["summary"]["nulls"]. Nothing here writes a report file.
+anything is matched, so its `settings` can decide whether a stored report is reused;
+`null_data` reads that data (`stats.null_summary.NullData`), and `held_out` the runs' held-out
+tokens from the same store (the activation-correlation view of `summary.equivalence`).
+Nothing here computes a statistic or writes a report file.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,10 @@ from saefast.errors import ConfigError, StoreError
 from saefast.fsio import read_json
 from saefast.runs.artifacts import RUN, LoadedSAE
 from saefast.stats import nulls as _nulls
-from saefast.stats.null_model import null_draws, report_null_size
+from saefast.stats.null_summary import NULL_SEED, NullData
 
-NULLS_VERSION = 2  # bump when what add_nulls computes changes: stored reports are recomputed
-NULL_SEED = 0
+NULLS_VERSION = 2  # bump when what the nulls compute changes: stored reports are recomputed
 ROWS_PER_TOKEN = 8  # activation null: rows kept per distinct token id (module doc)
-HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
-KINDS = ("isotropic", "covariance", "activations")
-ONE_THREAD_MAX = 1 << 30  # n_a * n_b * d up to which the null draws run on one thread
 
 NEED_ACTS = ("the covariance and activation nulls need the runs' training activations: pass "
              "--acts STORE_DIR (the activation store the sweep harvested into)")
@@ -235,174 +230,59 @@ def _token_pool(source: NullSource, mean: np.ndarray):
     return pool
 
 
-@contextmanager
-def _one_thread(n_a: int, n_b: int, d: int):
-    """The null draws are hundreds of small eighs, GEMMs and matchings: run them on one
-    thread (torch and BLAS), restored afterwards. With two, BLAS and OpenMP threads spin-wait
-    for each other whenever the cores are shared: a 128 x 128 covariance null took 17 s
-    instead of 0.43 s on this machine under load (docs/benchmarks.md). Large shapes keep
-    their threads (their GEMMs gain from them)."""
-    if n_a * n_b * d > ONE_THREAD_MAX:
-        yield
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+# ---------------------------------------------------------------------------- reading
 
 
-# ---------------------------------------------------------------------------- the report key
-
-
-def _public(null: dict) -> dict:
-    """A null as stored in the report: every key but the pooled cosines, plus their histogram
-    over HIST_EDGES (what the plot draws)."""
-    out = {k: v for k, v in null.items() if k != "cosines"}
-    if not null.get("skipped"):
-        counts, _ = np.histogram(np.clip(null["cosines"], -1.0, 1.0), bins=HIST_EDGES)
-        out["histogram"] = {"edges": HIST_EDGES.tolist(), "counts": counts.tolist()}
-    return out
-
-
-def _skipped(kind: str, reason: str) -> dict:
-    return {"kind": kind, "skipped": True, "reason": f"skipped: {reason}"}
-
-
-def _excess(report: dict, pairs: list[dict], null_median: float) -> dict | None:
-    """Observed pooled median (of these pairs) minus the null median, 90 % jackknife."""
-    from saefast.stats import inference  # scipy.stats: only when a report is computed
-
-    n_runs = report["summary"]["n_runs"]
-    if n_runs < 3:
-        return None
-    data = inference.PairedRuns.from_dict(
-        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
-    jk = inference.jackknife(data, inference.excess_median(null_median))
-    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
-
-
-def _matched_shape(pair: dict) -> tuple[int, int]:
-    """(n_a, n_b) of the dictionaries that were matched: all features, or the live ones."""
-    if pair.get("mode") == "live_only":
-        return pair["live_features_a"], pair["live_features_b"]
-    return pair["n_features_a"], pair["n_features_b"]
-
-
-def _null_shape(pairs: list[dict]) -> tuple[tuple[int, int], list[dict], str]:
-    """The one shape a report's nulls are drawn at, the pairs compared with them, and how
-    the shape was chosen. Full reports: the most common pair shape and its pairs (a seed
-    group has one). Live-only reports, where every pair has its own live counts: the median
-    (smaller, larger) live counts, compared with every pair (the null median changes little
-    over such spreads; the per-pair evidence uses each pair's exact shape)."""
-    if pairs and pairs[0].get("mode") == "live_only":
-        sides = np.array([sorted(_matched_shape(p)) for p in pairs])  # [pairs, 2]
-        shape = tuple(int(round(float(np.median(sides[:, c])))) for c in (0, 1))
-        return shape, list(pairs), "the median live-feature counts of the pairs"
-    shape, _ = Counter(_matched_shape(p) for p in pairs).most_common(1)[0]
-    return shape, [p for p in pairs if _matched_shape(p) == shape], \
-        "the report's most common pair shape"
-
-
-def _data(source: NullSource, d: int):
-    """(moments, pool, reasons) of the source for runs of dimension d: ActivationMoments or
-    None, a TokenPool or None, and the reason each data-shaped null is missing."""
+def null_data(source: NullSource | None, d: int) -> NullData:
+    """The data of the source's data-shaped nulls for runs of dimension d: the training
+    moments and token pool (`stats.null_summary.NullData`), None and the reason where missing."""
     from saefast.data import store as _store
 
-    reasons = {"covariance": source.reason, "activations": source.reason}
-    if not source.has_data:
-        return None, None, reasons
-    if source.file is not None:
+    reason = None if source is None else source.reason
+    reasons = {"covariance": reason, "activations": reason}
+    moments = pool = None
+    if source is not None and source.file is not None:
         from saefast.data import stream_nulls
 
         moments, pool = stream_nulls.load(source.file)
         if moments.d != d:
             raise ConfigError(f"{source.file}: d={moments.d}, the runs d={d}")
-        return moments, pool, reasons
-    moments = _store.training_moments(source.store, source.n_rows)
-    if moments.d != d:
-        raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs d={d}")
-    pool = _token_pool(source, moments.mean)
-    if isinstance(pool, str):
-        reasons["activations"], pool = pool, None
-    return moments, pool, reasons
-
-
-def null_models(source: NullSource | None, d: int, *, solver: str = "auto") -> list:
-    """The data-shaped nulls of the source as `null_model.NullModel`s (covariance, then
-    activations, those the data allows), for the per-feature evidence under each null."""
-    from saefast.stats.null_model import activation_null_model, covariance_null_model
-
-    if source is None or not source.has_data:
-        return []
-    moments, pool, _ = _data(source, d)
-    out = [covariance_null_model(moments, source.key, solver=solver)]
-    if pool is not None:
-        out.append(activation_null_model(pool, source.key, solver=solver))
-    return out
-
-
-def add_nulls(report: dict, source: NullSource, *, solver: str = "auto") -> dict:
-    """Compute the report's nulls and store them as report["summary"]["nulls"], and those of
-    the live-only report (report["live_only"], when there is one) in its own summary, for
-    its own (live) pair shape. Returns the full report's dict:
-
-    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, hook, n_rows,
-     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
-     kinds {isotropic | covariance | activations: the null's summary (median_cosine,
-     quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ..., histogram) with
-     excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
-     skipped: True, reason}}}."""
-    d = int(report["summary"]["d_model"])
-    data = _data(source, d)
-    out = _add_nulls(report, source, data, solver)
-    if report.get("live_only") is not None:
-        _add_nulls(report["live_only"], source, data, solver)
-    return out
-
-
-def _add_nulls(report: dict, source: NullSource, data, solver: str) -> dict:
-    moments, pool, reasons = data
-    s, pairs = report["summary"], report["pairs"]
-    (n_a, n_b), used, how = _null_shape(pairs)
-    d = int(s["d_model"])
-    with _one_thread(n_a, n_b, d):
-        # the draws the evidence's p-values use (memoised): one null per shape and data
-        n_draws = null_draws(n_a, n_b, report_null_size(n_a, n_b))
-        got = _nulls.nulls(n_a, n_b, d, moments=moments, pool=pool, seed=NULL_SEED,
-                           n_draws=n_draws, solver=solver, key=source.key)
-    kinds = {}
-    for kind in KINDS:
-        if kind not in got:
-            kinds[kind] = _skipped(kind, reasons[kind].removeprefix("skipped: "))
-            continue
-        kinds[kind] = _public(got[kind])
-        if not got[kind]["skipped"]:
-            kinds[kind]["excess_median"] = _excess(report, used, got[kind]["median_cosine"])
-    skipped = [k for k, v in kinds.items() if v["skipped"]]
-    if skipped and not source.has_data:  # one reason for both data-shaped nulls
-        notes = [source.reason]
-    else:
-        notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
-    out = {
-        "method": (f"each null: dictionaries of {how}, matched like the real ones, the same "
-                   "draws as the per-feature p-values (null_model.report_null_size: >= "
-                   f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
-                   "the pooled cosines, spread of the per-draw medians. excess_median: observed pooled median minus the null's "
-                   "median, 90 % delete-one-run jackknife interval, t(S-1)"),
-        "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
-        "data": {"store": None if source.store is None else str(source.store),
+    elif source is not None and source.store is not None:
+        moments = _store.training_moments(source.store, source.n_rows)
+        if moments.d != d:
+            raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs "
+                              f"d={d}")
+        pool = _token_pool(source, moments.mean)
+        if isinstance(pool, str):
+            reasons["activations"], pool = pool, None
+    where = {"store": None, "file": None, "hook": None, "n_rows": None, "rows_key": None}
+    if source is not None:
+        where = {"store": None if source.store is None else str(source.store),
                  "file": None if source.file is None else str(source.file),
-                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key,
-                 "effective_rank": kinds["covariance"].get("effective_rank"),
-                 "distinct_tokens": kinds["activations"].get("distinct_tokens")},
-        "note": "; ".join(notes) or None,
-        "kinds": kinds,
-    }
-    s["nulls"] = out
-    return out
+                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key}
+    return NullData(moments, pool, reasons, reason, None if source is None else source.key, where)
+
+
+def held_out(run_dirs, source: NullSource | None) -> tuple:
+    """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
+    nulls read (a sweep's store, or --acts), for the activation-correlation view."""
+    from saefast.data.store import StoreSource
+    from saefast.stats.equivalence import held_out_rows
+
+    infos = [run_info(r) for r in run_dirs]
+    if source is None or source.store is None:
+        mixed = mixed_data(infos)
+        if mixed:
+            why = f"{mixed}: there is no one set of held-out tokens to correlate on"
+        elif streamed(infos):
+            why = "the runs streamed their activations, so no store holds their held-out tokens"
+        else:
+            why = ("the held-out activations come from the runs' activation store: pass "
+                   "--acts STORE_DIR")
+        return None, why, None
+    span = held_out_rows(infos)
+    if isinstance(span, str):
+        return None, span, None
+    start, end = span
+    x = StoreSource(source.store, start, end).read(0, end - start)  # [T, d]
+    return x, None, f"{source.store} rows {start}-{end}"

@@ -199,9 +199,9 @@ def seed_count_curve(report: dict):
     """The seed-count curve of `summary.evidence.seed_count_curve`: for N runs, the share of a
     run's features found in all N-1 others (solid) and in at least half (dashed), at the
     threshold and BY-significant (beyond chance), each beside the same curve on null
-    dictionaries (grey); bars: 90 % jackknife intervals over runs. A second panel, when the
-    report has data-shaped nulls (`evidence.by_null`): the BY-significant curve beyond each
-    null. None without the curve."""
+    dictionaries (grey); bars: jackknife intervals over runs (at the evidence's `level`). A
+    second panel, when the report has data-shaped nulls (`evidence.by_null`): the
+    BY-significant curve beyond each null. None without the curve."""
     ev = report["summary"].get("evidence") or {}
     curves = ev.get("seed_count_curve") or {}
     if not curves.get("at_threshold"):
@@ -222,15 +222,16 @@ def seed_count_curve(report: dict):
         if curves.get(key):
             _curve_lines(ax, curves[key], color, label)
     null = ev.get("null") or {}
+    level = f"{100 * ev['level']:g}% " if ev.get("level") else ""
     ax.set_title(f"Seed-count curve{_mode_note(report)}: features recurring across runs\n"
-                 f"90% jackknife intervals over runs; null: {null.get('kind', 'none')}",
+                 f"{level}jackknife intervals over runs; null: {null.get('kind', 'none')}",
                  fontsize=10)
     if two:
         right = axes[0, 1]
         for kind, curve in beyond.items():
             _curve_lines(right, curve, _NULL_COLORS.get(kind, "tab:red"), f"beyond {kind}")
-        right.set_title("BY-significant (FDR 5%) against each null\n90% jackknife intervals "
-                        "over runs", fontsize=10)
+        right.set_title(f"BY-significant (FDR 5%) against each null\n{level}jackknife "
+                        "intervals over runs", fontsize=10)
     for a in axes[0]:
         a.set_xlabel("N runs (seeds)")
         a.set_ylabel("share of a run's features")

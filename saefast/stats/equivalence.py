@@ -22,6 +22,11 @@ exist at once. The assignment on correlations is exact: a dense solve up to DENS
 else the certified sparse solver of `match.certified` on the top-K candidates, recomputing
 rows where its certificate needs them.
 
+Pure computation: the views take the report's pairs and, where a report has them, the
+encoder and correlation matchings computed before (`saefast.report.matchings` reads and keeps
+them in the matching cache); without them each pair is matched here. Nothing here reads or
+writes a file.
+
 Intervals: the run is the unit (delete-one-run jackknife over the stored per-pair values,
 `inference`), as everywhere in a report. No null is claimed for these views: a random
 dictionary's codes are not "random features of this model" in any single agreed sense.
@@ -29,16 +34,14 @@ dictionary's codes are not "random features of this model" in any single agreed 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from saefast.match import cache as match_cache
-from saefast.match import unit_rows
+from saefast.match import Matching, match_decoders, unit_rows
 from saefast.stats import inference as inf
 
-LEVEL = 0.90
 THRESHOLDS = (0.5, 0.7, 0.9)
 MAX_HELD_OUT = 100_000  # held-out tokens encoded per run, at most
 BLOCK_ELEMS = 1 << 23  # a [block, F_b] float64 co-activation block (64 MiB)
@@ -50,7 +53,8 @@ METHOD = {
     "encoder": "encoder rows matched one-to-one by maximum total cosine like decoders "
                "(matching.median, fraction_above); per decoder-matched pair, the cosine of "
                "the two features' encoder rows (decoder_pairs); shared at t: decoder and "
-               "encoder cosine both >= t; 90 % delete-one-run jackknife intervals, t(S-1)",
+               f"encoder cosine both >= t; {inf.LEVEL_TEXT} delete-one-run jackknife "
+               "intervals, t(S-1)",
     "activation": "each feature's activation on the runs' held-out tokens (its value in the "
                   "k-sparse code, 0 elsewhere); Pearson r of every decoder-matched pair; "
                   "same_partner: the share of features whose max-correlation partner in the "
@@ -66,7 +70,7 @@ METHOD = {
 
 
 def _interval(per_pair: dict, n_runs: int, stat: inf.Statistic) -> dict:
-    return inf.run_interval(inf.PairedRuns.from_dict(n_runs, per_pair), stat, level=LEVEL)
+    return inf.run_interval(inf.PairedRuns.from_dict(n_runs, per_pair), stat)
 
 
 def pair_encoder_cosines(enc_a: torch.Tensor, enc_b: torch.Tensor, a_idx, b_idx) -> np.ndarray:
@@ -76,30 +80,26 @@ def pair_encoder_cosines(enc_a: torch.Tensor, enc_b: torch.Tensor, a_idx, b_idx)
     return (ua * ub).sum(1).numpy()
 
 
-def encoder_matching(sa, sb, *, solver: str = "auto", matchings=None):
-    """The one-to-one matching of two runs' encoder rows (every feature), read from
-    `matchings` (`match.cache.MatchingCache`) when it was computed before."""
-    return match_cache.match(matchings, sa.encoder, sb.encoder, kind="encoder", solver=solver)
-
-
-def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
-                  solver: str = "auto", matchings=None) -> dict | None:
+def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str = "auto",
+                  matched: Mapping[tuple[int, int], Matching] | None = None) -> dict | None:
     """Add `encoder` {cosines (per decoder-matched pair, in all_cosines' order), matching
     {median, fraction_above}, shared_count} to each pair and return the summary's block
-    (None when a run has no encoder: the block's absence says so in `equivalence.skipped`)."""
+    (None when a run has no encoder: the block's absence says so in `equivalence.skipped`).
+    matched[(i, j)]: the encoder matching of runs i and j (every feature), computed before;
+    without it each pair's encoders are matched here."""
     if any(s.encoder is None for s in saes):
         return None
     t = float(threshold)
     ts = sorted({*THRESHOLDS, t})
-    enc_cos, matched, shared = {}, {}, {t_: {} for t_ in ts}
+    enc_cos, enc_matched, shared = {}, {}, {t_: {} for t_ in ts}
     for p in pairs:
         i, j = p["index_a"], p["index_b"]
         a, b = saes[i].encoder, saes[j].encoder
         c = pair_encoder_cosines(a, b, p["a_indices"], p["b_indices"])
-        m = encoder_matching(saes[i], saes[j], solver=solver, matchings=matchings)  # every feature
+        m = matched[i, j] if matched is not None else match_decoders(a, b, solver=solver)
         dec = np.asarray(p["all_cosines"], dtype=np.float64)
         key = (i, j)
-        enc_cos[key], matched[key] = c, m.cosines
+        enc_cos[key], enc_matched[key] = c, m.cosines
         for t_ in ts:
             shared[t_][key] = ((dec >= t_) & (c >= t_)).astype(float)
         p["encoder"] = {"cosines": c.tolist(), "matching": {
@@ -109,8 +109,8 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float,
     S = len(saes)
     return {
         "method": METHOD["encoder"], "threshold": t,
-        "matching": {"median": _interval(matched, S, inf.median()),
-                     "fraction_above": _interval(matched, S, inf.fraction_at_least(t))},
+        "matching": {"median": _interval(enc_matched, S, inf.median()),
+                     "fraction_above": _interval(enc_matched, S, inf.fraction_at_least(t))},
         "decoder_pairs": {"median": _interval(enc_cos, S, inf.median()),
                           "fraction_above": _interval(enc_cos, S, inf.fraction_at_least(t))},
         "shared_fraction": {f"{t_:g}": _interval(shared[t_], S, inf.mean()) for t_ in ts},
@@ -300,13 +300,28 @@ def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np
     return a_idx[order], b_idx[order], vals[order], info
 
 
-def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
-                     source: str) -> dict:
-    """Encode the held-out tokens x [T, d] with every run, add `activation` {r (per
-    decoder-matched pair), median_r, same_partner, correlation_matching} to each pair and
-    return the summary's block (intervals over runs)."""
-    codes = [Codes(*sparse_codes(s, x), s.n_features) for s in saes]
-    S = len(saes)
+def held_out_codes(saes: Sequence, x: torch.Tensor | None,
+                   reason: str | None = None) -> tuple[list[Codes] | None, str | None]:
+    """(every run's `Codes` of the held-out tokens x [T, d], None), or (None, why the
+    activation view cannot be computed): `reason` when there are no tokens (x None)."""
+    if x is None:
+        return None, reason
+    if any(s.encoder is None or not s.k for s in saes):
+        return None, "a run has no encoder or no k to encode with"
+    try:
+        return [Codes(*sparse_codes(s, x), s.n_features) for s in saes], None
+    except NotImplementedError as e:
+        return None, str(e)
+
+
+def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
+                     matched: Mapping[tuple[int, int], tuple] | None = None) -> dict:
+    """Add `activation` {r (per decoder-matched pair), median_r, same_partner,
+    correlation_matching} to each pair from the runs' codes of the same held-out tokens
+    (`held_out_codes`) and return the summary's block (intervals over runs).
+    matched[(i, j)]: the `correlation_matching` of runs i and j computed before; without it
+    each pair's is solved here."""
+    S = len(codes)
     r_all, same, agree, corr_r = {}, {}, {}, {}
     for p in pairs:
         i, j = p["index_a"], p["index_b"]
@@ -319,7 +334,7 @@ def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
         best_a = col_idx[:, 0].numpy()  # [F_b] max-r partner in A
         active = (a.std[ia] > 0) & (b.std[ib] > 0)  # never-active features have no partner
         hits = np.r_[(best_b[ia] == ib)[active], (best_a[ib] == ia)[active]].astype(float)
-        ma, mb, mr, info = correlation_matching(a, b)
+        ma, mb, mr, info = matched[i, j] if matched is not None else correlation_matching(a, b)
         both = np.intersect1d(ia * b.F + ib, ma * b.F + mb).size
         key = (i, j)
         r_all[key], same[key], corr_r[key] = r, hits, mr
@@ -332,7 +347,7 @@ def activation_block(saes: Sequence, pairs: list[dict], x: torch.Tensor, *,
                                      "certified": bool(info["certified"]),
                                      "gap_bound": info["gap_bound"]}}
     return {
-        "method": METHOD["activation"], "held_out_tokens": int(x.shape[0]), "source": source,
+        "method": METHOD["activation"], "held_out_tokens": int(codes[0].T), "source": source,
         "decoder_pairs_r": {"median": _interval(r_all, S, inf.median()),
                             "fraction_above_0.5": _interval(r_all, S, inf.fraction_at_least(0.5))},
         "same_partner": _interval(same, S, inf.mean()),
@@ -362,27 +377,26 @@ def held_out_rows(infos: Sequence[dict]) -> tuple[int, int] | str:
     return start, min(end, start + MAX_HELD_OUT)
 
 
-def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str,
-                held_out: torch.Tensor | None, held_out_reason: str | None,
-                source: str | None = None, matchings=None) -> dict:
-    """summary["equivalence"]: {encoder: block or None, activation: block or None, skipped:
-    [reasons]}, adding the per-pair keys of each block to `pairs`."""
+def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str = "auto",
+                codes: Sequence[Codes] | None, codes_reason: str | None = None,
+                source: str | None = None, encoder_matchings=None,
+                correlation_matchings=None) -> dict:
+    """summary["equivalence"] without its `agreement` (`agreement`, once every view is on the
+    pairs): {encoder: block or None, activation: block or None, skipped: [reasons]}, adding
+    the per-pair keys of each block to `pairs`. codes: the runs' held-out codes
+    (`held_out_codes`), or None with codes_reason saying why; encoder_matchings /
+    correlation_matchings: the blocks' `matched`."""
     skipped = []
-    enc = encoder_block(saes, pairs, threshold=threshold, solver=solver, matchings=matchings)
+    enc = encoder_block(saes, pairs, threshold=threshold, solver=solver,
+                        matched=encoder_matchings)
     if enc is None:
         skipped.append("encoder: a run's weights have no encoder (W_enc, b_enc, b_dec)")
     act = None
-    if held_out is None:
-        skipped.append(f"activation correlation: {held_out_reason}")
-    elif any(s.encoder is None or not s.k for s in saes):
-        skipped.append("activation correlation: a run has no encoder or no k to encode with")
+    if codes is None:
+        skipped.append(f"activation correlation: {codes_reason}")
     else:
-        try:
-            act = activation_block(saes, pairs, held_out, source=source or "")
-        except NotImplementedError as e:
-            skipped.append(f"activation correlation: {e}")
-    return {"encoder": enc, "activation": act, "skipped": skipped,
-            "agreement": agreement(pairs, len(saes))}
+        act = activation_block(codes, pairs, source=source or "", matched=correlation_matchings)
+    return {"encoder": enc, "activation": act, "skipped": skipped}
 
 
 # ---------------------------------------------------------------------------- agreement
@@ -414,4 +428,5 @@ def agreement(pairs: list[dict], n_runs: int) -> dict:
             if all(np.isfinite(v[0]) for v in rho.values()):
                 out[f"{a}~{b}"] = _interval(rho, n_runs, inf.mean())
     return {"method": "Spearman's rho between two views' values over one pair's decoder-matched "
-                      "features, mean over pairs, 90 % delete-one-run jackknife", **out}
+                      f"features, mean over pairs, {inf.LEVEL_TEXT} delete-one-run jackknife",
+            **out}

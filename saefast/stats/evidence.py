@@ -2,8 +2,9 @@
 "recurs", diagnostics and the seed-count curve, each next to a null (`null_model.NullModel`).
 
 `add_evidence(pairs, rows, ...)` adds keys to each pair dict and returns the summary's
-`evidence` block; `report_evidence` is what stability.py calls once per report (it reads the
-runs' firing rates; nothing here reads weights or writes files). It reuses the report's matchings: nothing real is matched again. The statistics are
+`evidence` block; `report_evidence` is what `saefast.report.assemble` calls once per report
+(with the runs' firing rates it read). Nothing here reads or writes a file. It reuses the
+report's matchings: nothing real is matched again. The statistics are
 `saefast.stats.inference` (p-values, Benjamini-Yekutieli, Storey, delete-one-run jackknife) and
 `saefast.stats.recurrence` (nearest neighbours, maximum-cardinality matching, seed-count curve).
 
@@ -28,7 +29,6 @@ from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
 from saefast.stats.null_model import NullModel, report_null_size
 
-LEVEL = 0.90
 NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
 NEAREST_NULL_MIN = 4000  # nearest cosines per side of a null pair shape, at least
 FIRE_BINS = 10  # deciles of firing frequency
@@ -38,7 +38,7 @@ NULL_CURVE_WORK = 1 << 30  # null seed-count curve: sum over null pairs of n_a n
 METHOD = {
     "unit": "the run (seed): S runs make S(S-1)/2 pairs that share runs, and one pair's matched "
             "cosines are one joint assignment; intervals are delete-one-run jackknife over the "
-            "stored matchings (no re-matching), t(S-1), 90 %; none below 3 runs",
+            f"stored matchings (no re-matching), t(S-1), {inf.LEVEL_TEXT}; none below 3 runs",
     "pvalues": "per matched feature pair: p = (1 + #null >= c) / (N + 1) against the pooled "
                "matched cosines of null dictionaries of the pair's exact shape, N >= "
                "inference.min_null_size(m) so one feature of m can reach BY's first threshold",
@@ -82,7 +82,7 @@ def _unit_np(x) -> np.ndarray:
 
 def _interval(data: inf.PairedRuns, stat: inf.Statistic) -> dict:
     """{estimate, ci, se, level, method}; ci/se None below 3 runs (no jackknife)."""
-    return inf.run_interval(data, stat, level=LEVEL)
+    return inf.run_interval(data, stat)
 
 
 def _indicator(count: int, n: int) -> np.ndarray:
@@ -245,15 +245,14 @@ def _hits(pairs: list[dict], sizes: Sequence[int], keep) -> tuple[list, list]:
 
 
 def _curves(pairs, sizes) -> dict:
-    return {"at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL)}
+    return {"at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None))}
 
 
 def _beyond_chance_curve(pairs, sizes, under: dict) -> dict:
     """The seed-count curve counting only BY-significant matches under one null."""
     sig = {(p["index_a"], p["index_b"]): under[p["index_a"], p["index_b"]]["significant_by"]
            for p in pairs}
-    return rec.seed_count_curve(*_hits(pairs, sizes, lambda p: sig[p["index_a"], p["index_b"]]),
-                                level=LEVEL)
+    return rec.seed_count_curve(*_hits(pairs, sizes, lambda p: sig[p["index_a"], p["index_b"]]))
 
 
 def null_curve_runs(sizes: Sequence[int]) -> int:
@@ -290,9 +289,9 @@ def _compute_null_curves(sizes: tuple[int, ...], nulls: _Nulls, t: float) -> dic
             pairs.append({"index_a": i, "index_b": j, "a_indices": m.rows.tolist(),
                           "b_indices": m.cols.tolist(), "all_cosines": m.cosines.tolist(),
                           "threshold": t, "significant_by": pv["by"].tolist()})
-    return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None), level=LEVEL),
+    return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None)),
             "null_beyond_chance": rec.seed_count_curve(
-                *_hits(pairs, sizes, lambda p: p["significant_by"]), level=LEVEL),
+                *_hits(pairs, sizes, lambda p: p["significant_by"])),
             "null_runs": len(sizes)}
 
 
@@ -323,7 +322,7 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     one = data(lambda p: _indicator(p["max_cardinality"]["one_to_one_count"], p["n_matched_pairs"]))
     red = [redundancy(r) for r in rows]
     ev = {
-        "null": None, "level": LEVEL, "threshold": t, "method": dict(METHOD),
+        "null": None, "level": inf.DEFAULT_LEVEL, "threshold": t, "method": dict(METHOD),
         "nearest": {"median": _interval(nearest, inf.median()),
                     "fraction_above": _interval(nearest, inf.fraction_at_least(t))},
         "max_cardinality": {"fraction": _interval(most, inf.mean()),
@@ -415,21 +414,21 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
 
 
 def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
+                    fire_rates: Sequence[np.ndarray | None] | None = None,
                     other_nulls: Sequence[NullModel] = ()) -> dict:
     """add_evidence for a stability report: saes (artifacts.LoadedSAE) in the order of the
     pairs' index_a/index_b, rows[r] the decoder rows run r was matched with; the isotropic
-    null (primary) and the other_nulls unless baseline=False. Reads each run's
-    feature_analysis.json for firing rates."""
-    from saefast.runs.artifacts import read_fire_rates
-    from saefast.stats.null_model import isotropic_null
+    null (primary) and the other_nulls unless baseline=False. fire_rates[r]: run r's firing
+    frequencies (`artifacts.read_fire_rates`) or None."""
+    from saefast.stats.null_model import isotropic_null_model
 
     d = int(saes[0].decoder.shape[1])
     drift = [(s.info.get("metrics") or {}).get("decoder_drift") for s in saes]
     with single_thread():
         return add_evidence(
             pairs, rows, n_features=[s.n_features for s in saes], labels=labels,
-            threshold=threshold, null=isotropic_null(d, solver=solver) if baseline else None,
-            solver=solver, fire_rates=[read_fire_rates(s) for s in saes],
+            threshold=threshold, null=isotropic_null_model(d, solver=solver) if baseline else None,
+            solver=solver, fire_rates=fire_rates,
             cosine_to_init=[None if dd is None else {"label": lab, **dd}
                             for lab, dd in zip(labels, drift)],
             other_nulls=other_nulls if baseline else ())

@@ -18,7 +18,7 @@ beside it for comparison). `storey_pi0` / `share_beyond_chance` estimate the sha
 features that recur beyond chance, 1 - pi0, at a fixed lambda (Storey 2002), and as a
 `Statistic` it gets its seed-level interval like any other.
 
-Nothing here reads or writes files; the report wiring lives in stability.py / reports.py.
+Nothing here reads or writes files; a report is assembled in `saefast.report.assemble`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from scipy import stats as sps
 
 from saefast.errors import ConfigError
 
-DEFAULT_LEVEL = 0.90
+DEFAULT_LEVEL = 0.90  # the level of every interval a report states (defined here only)
+LEVEL_TEXT = f"{100 * DEFAULT_LEVEL:g} %"  # "90 %", as the reports' method texts write it
 DEFAULT_BOOT = 2000
 STOREY_LAMBDA = 0.5  # Storey (2002)'s default; documented in every result that uses it
 FDR_ALPHA = 0.05

@@ -12,8 +12,8 @@ A `NullModel` answers two questions for dictionaries of the report's d that shar
   within-SAE redundancy, the null seed-count curve.
 
 Three nulls (`saefast.stats.nulls` computes their matched cosines, memoised per shape and data):
-- `isotropic_null(d)`: Gaussian rows (= the init: "two untrained SAEs"), the matched cosines
-  of `stats.random_baseline`;
+- `isotropic_null_model(d)`: Gaussian rows (= the init: "two untrained SAEs"), the matched
+  cosines of `stats.matched.random_baseline`;
 - `covariance_null_model(cov, key)`: rows ~ N(0, Σ);
 - `activation_null_model(pool, key)`: centred activation vectors of distinct token ids. Its
   `capacity` is the pool's number of distinct ids: a statistic whose dictionaries need more
@@ -75,15 +75,21 @@ def null_draws(n_a: int, n_b: int, n_min: int) -> int:
 def report_null_size(n_a: int, n_b: int) -> int:
     """Matched null cosines a report pools for the shape: enough for BY's first threshold at
     min(n_a, n_b) features (per-feature p-values) and for the summary's 99.9 % quantile
-    (`nulls.MIN_POOLED_COSINES`). The report's summary nulls (`report_nulls`) and its
-    p-values (`evidence`) both ask for this many, so they share one set of draws."""
+    (`nulls.MIN_POOLED_COSINES`). The report's summary nulls and baseline (`null_summary`)
+    and its p-values (`evidence`) all ask for this many, so they share one set of draws."""
     from saefast.stats.inference import FDR_ALPHA, min_null_size
     from saefast.stats.nulls import MIN_POOLED_COSINES
 
     return max(min_null_size(min(int(n_a), int(n_b)), FDR_ALPHA, "by"), MIN_POOLED_COSINES)
 
 
-def isotropic_null(d: int, *, solver: str = "auto") -> NullModel:
+def report_null_draws(n_a: int, n_b: int) -> int:
+    """Draws of the nulls a report states for dictionaries of n_a x n_b (`report_null_size`
+    matched cosines pooled, within the draw caps)."""
+    return null_draws(n_a, n_b, report_null_size(n_a, n_b))
+
+
+def isotropic_null_model(d: int, *, solver: str = "auto") -> NullModel:
     """Gaussian rows in d dimensions: the init's distribution, so "two untrained SAEs"."""
     d = int(d)
 

@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from saefast.errors import ConfigError
 from saefast.match import unit_rows
-from saefast.stats.inference import _check_level, jackknife_interval
+from saefast.stats.inference import DEFAULT_LEVEL, _check_level, jackknife_interval
 
 EDGE_BLOCK_BYTES = 64 << 20  # one row block of float64 cosines in max_pairs_at
 DEFAULT_SUBSETS = 200
@@ -221,7 +221,7 @@ def _describe(vals: np.ndarray, subsets, S: int, N: int, level: float) -> dict:
 
 def seed_count_curve(hits: Sequence[np.ndarray], took_part: Sequence[np.ndarray], *,
                      max_subsets: int = DEFAULT_SUBSETS, seed: int = 0,
-                     level: float = 0.90) -> dict:
+                     level: float = DEFAULT_LEVEL) -> dict:
     """For N = 2..S: the share of a run's features found in all N-1 other runs of a choice
     of N runs ("all") and in at least half of them ("half"), averaged over the runs of the
     choice and over choices: all C(S, N) when at most max_subsets, else max_subsets drawn

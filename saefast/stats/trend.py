@@ -24,7 +24,8 @@ from saefast.stats.inference import (
     jackknife_interval,
 )
 
-METHOD = ("least-squares slope of the statistic against log10(tokens); 90% interval: "
+METHOD = ("least-squares slope of the statistic against log10(tokens); "
+          f"{100 * DEFAULT_LEVEL:g}% interval: "
           "delete-one-seed jackknife, the seed removed from every budget at once (budgets "
           "share seeds and data), t(S-1)")
 

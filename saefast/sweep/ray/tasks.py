@@ -187,13 +187,13 @@ def match_pairs(pairs: list[tuple[str, str]], folder: str, *, match: MatchConfig
 
 def _match(kind: str, sa, sb, *, solver: str, cache) -> None:
     """One matching of a pair, by its `match.cache` kind, the way the report makes it."""
-    from saefast.stats import equivalence, stability
+    from saefast.report import matchings
 
     if kind == "encoder":
         if sa.encoder is not None and sb.encoder is not None:  # the report skips it too
-            equivalence.encoder_matching(sa, sb, solver=solver, matchings=cache)
+            matchings.encoder_matching(sa, sb, solver=solver, matchings=cache)
     elif kind in ("decoder", "decoder-live"):
-        stability.pair_matching(sa, sb, live_only=kind == "decoder-live", solver=solver,
+        matchings.pair_matching(sa, sb, live_only=kind == "decoder-live", solver=solver,
                                 matchings=cache)
     else:
         raise ValueError(f"no matching of kind {kind!r}")

@@ -1,0 +1,227 @@
+"""A stability report, assembled in one place: what it contains and in which order.
+
+    compute_analysis(run_dirs, *, threshold, top_k, live_only, solver, baseline, progress,
+                     nulls, matchings, ablation) -> report    what `report.files` writes
+
+and the original study's four functions (names, signatures and JSON keys unchanged; keys are
+only ever added):
+
+    compute_sae_pair_alignment(run_a, run_b, threshold=0.9, top_k=20)          -> pair dict
+    compute_stability_report(run_dirs, threshold=0.9, top_k=20)                -> report
+    compute_live_only_alignment(run_a, run_b, threshold=0.9, top_k=20)         -> pair dict
+    compute_live_only_stability_report(run_dirs, threshold=0.9, top_k=20)      -> report
+
+A report, step by step (each statistic a pure function of `saefast.stats` on what the steps
+before made; the keys are documented where they are computed):
+
+1. the runs, loaded and checked (`report.inputs`), every argument checked before anything is
+   matched; the data of the nulls and the held-out tokens (`report.nulls`) read;
+2. each pair of runs matched by decoder (`report.matchings`, through the matching cache when
+   given) and summarised (`stats.stability.pair_alignment`, `summarise`: summary.baseline is
+   the isotropic null, `stats.null_summary`);
+3. summary.evidence (`stats.evidence`) under the isotropic null and the data-shaped ones;
+4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
+   activation-correlation matchings of the held-out codes (`report.matchings` again);
+5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
+6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`);
+7. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
+   every view the pairs now carry.
+
+Nothing here writes a file but the matching cache; `report.files` writes the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saefast.errors import ConfigError
+from saefast.match import resolve_solver
+from saefast.match.cache import MatchingCache
+from saefast.report import inputs
+from saefast.report import matchings as pair_matchings
+from saefast.report import nulls as report_nulls
+from saefast.runs.artifacts import LoadedSAE, read_fire_rates
+from saefast.stats import null_summary, stability
+from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
+
+# the activation view's reason in reports computed without files (the four functions below)
+NO_HELD_OUT = "no held-out activations given (reports.analyze_runs passes the store's)"
+
+
+# ---------------------------------------------------------------------------- pairs
+
+
+def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold, top_k, solver, live_only, baseline,
+          matchings: MatchingCache | None = None) -> dict[str, Any]:
+    idx_a, idx_b, m = pair_matchings.pair_matching(sa, sb, live_only=live_only, solver=solver,
+                                                   matchings=matchings)
+    return stability.pair_alignment(sa, sb, idx_a, idx_b, m, threshold=threshold, top_k=top_k,
+                                    live_only=live_only, baseline=baseline, solver=solver)
+
+
+def _alignment(run_a, run_b, threshold, top_k, *, solver, baseline, live_only) -> dict:
+    stability.check_args(threshold, top_k)
+    sa, sb = inputs.as_sae(run_a), inputs.as_sae(run_b)
+    inputs.check_distinct([sa, sb])
+    stability.check_same_d([sa, sb])
+    return _pair(sa, sb, threshold=threshold, top_k=top_k, solver=solver, live_only=live_only,
+                 baseline=baseline)
+
+
+def compute_sae_pair_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                               solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
+    """Match all features of run_a and run_b (run directories) one-to-one by decoder cosine."""
+    return _alignment(run_a, run_b, threshold, top_k, solver=solver, baseline=baseline,
+                      live_only=False)
+
+
+def compute_live_only_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                                solver: str = "auto", baseline: bool = True) -> dict[str, Any]:
+    """Like compute_sae_pair_alignment, on each run's live features only (original indices)."""
+    return _alignment(run_a, run_b, threshold, top_k, solver=solver, baseline=baseline,
+                      live_only=True)
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def compute_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
+                             solver: str = "auto", baseline: bool = True,
+                             progress: Progress | None = None) -> dict:
+    """Match every pair of runs (all features) and summarise (`stats.stability`), with the
+    evidence and the encoder view. `progress(i, n_pairs, pair_dict)` is called after each
+    pair when given."""
+    saes = _checked(run_dirs, threshold, top_k, solver)
+    report = _report(saes, threshold=threshold, top_k=top_k, solver=solver, live_only=False,
+                     baseline=baseline, progress=progress)
+    _equivalence(saes, report, threshold=threshold, solver=solver,
+                 held_out=(None, NO_HELD_OUT, None))
+    _agreement(report)
+    return report
+
+
+def compute_live_only_stability_report(run_dirs, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                                       *, solver: str = "auto", baseline: bool = True,
+                                       progress: Progress | None = None) -> dict:
+    """compute_stability_report on each run's live features only (no equivalence views)."""
+    return _report(_checked(run_dirs, threshold, top_k, solver), threshold=threshold,
+                   top_k=top_k, solver=solver, live_only=True, baseline=baseline,
+                   progress=progress)
+
+
+def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
+                     live_only: bool = False, solver: str = "auto", baseline: bool = True,
+                     progress: Progress | None = None,
+                     nulls: report_nulls.NullSource | None = None,
+                     matchings: MatchingCache | None = None,
+                     ablation: dict | None = None) -> dict:
+    """The report `report.files` stores: the full report, plus (live_only=True) the live-only
+    one under the key "live_only", built in the steps of the module docstring. Each run is
+    loaded once; every argument is checked before any matching starts.
+
+    nulls: where the runs' activations are (`report.nulls.resolve`): the data-shaped nulls
+    (judged in the evidence beside the isotropic one, and summary.nulls; baseline=True only)
+    and the held-out tokens of the activation-correlation view; None: neither, with the
+    reason. matchings: where pair matchings computed before are read and new ones kept
+    (`match.cache`). ablation: {tokens, and optionally model, hook, corpus (default: what the
+    runs' run.json names)} for summary.ablation."""
+    run_dirs = inputs.as_list(run_dirs)
+    saes = _checked(run_dirs, threshold, top_k, solver)
+    target = _ablation_target(saes, ablation) if ablation is not None else None
+    d = int(saes[0].decoder.shape[1])
+    data = report_nulls.null_data(nulls, d) if baseline and nulls is not None else None
+    others = null_summary.null_models(data, solver=solver) if baseline else []
+    held_out = report_nulls.held_out(run_dirs, nulls)
+    kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
+              progress=progress, other_nulls=others, matchings=matchings)
+    report = _report(saes, live_only=False, **kw)
+    _equivalence(saes, report, threshold=threshold, solver=solver, held_out=held_out,
+                 matchings=matchings)
+    if live_only:
+        report["live_only"] = _report(saes, live_only=True, **kw)
+    if data is not None:
+        null_summary.add_nulls(report, data, solver=solver)
+    if target is not None:
+        from saefast.stats import ablation as _ablation
+
+        report["summary"]["ablation"] = _ablation.ablation_block(saes, report["pairs"], **target)
+    _agreement(report)  # last: with every view the pairs carry (the ablation's effects too)
+    return report
+
+
+def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
+    """Every argument checked (a bad solver name fails before anything is loaded), then the
+    runs loaded and checked (distinct, one d): once per public call."""
+    stability.check_args(threshold, top_k)
+    resolve_solver(solver)
+    return inputs.load_runs(run_dirs)
+
+
+def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
+            progress, other_nulls=(), matchings: MatchingCache | None = None) -> dict:
+    """Steps 2-3: the pairs, the summary and the evidence of one mode."""
+    from saefast.stats import evidence  # scipy.stats: imported only when a report is computed
+
+    labels = stability.labels(saes)
+    rows = [stability.features(s, live_only)[1] for s in saes]  # live-only: every run has some
+    index_pairs = [(i, j) for i in range(len(saes)) for j in range(i + 1, len(saes))]
+    pairs = []
+    for p, (i, j) in enumerate(index_pairs):
+        pair = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k, solver=solver,
+                     live_only=live_only, baseline=baseline, matchings=matchings)
+        pair["index_a"], pair["index_b"] = i, j
+        pairs.append(pair)
+        if progress is not None:
+            progress(p + 1, len(index_pairs), pair)
+    summary = stability.summarise(saes, labels, pairs, threshold=threshold, top_k=top_k,
+                                  solver=solver, live_only=live_only, baseline=baseline)
+    summary["evidence"] = evidence.report_evidence(
+        saes, labels, pairs, rows, threshold=threshold, solver=solver, baseline=baseline,
+        fire_rates=[read_fire_rates(s) for s in saes], other_nulls=other_nulls)
+    return {"pairs": pairs, "summary": summary}
+
+
+def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
+                 matchings: MatchingCache | None = None) -> None:
+    """Step 4: summary.equivalence (its agreement comes last, `_agreement`). held_out: (x
+    [T, d] or None, the reason there is none, where it was read)."""
+    from saefast.stats import equivalence
+
+    x, reason, where = held_out
+    pairs = report["pairs"]
+    codes, why = equivalence.held_out_codes(saes, x, reason)
+    report["summary"]["equivalence"] = equivalence.equivalence(
+        saes, pairs, threshold=threshold, solver=solver, codes=codes, codes_reason=why,
+        source=where,
+        encoder_matchings=pair_matchings.encoder_matchings(saes, pairs, solver=solver,
+                                                           matchings=matchings),
+        correlation_matchings=pair_matchings.correlation_matchings(codes, pairs,
+                                                                   matchings=matchings))
+
+
+def _agreement(report: dict) -> None:
+    """Step 7's last: do the views the pairs carry rank the matched pairs alike?"""
+    from saefast.stats import equivalence
+
+    report["summary"]["equivalence"]["agreement"] = equivalence.agreement(
+        report["pairs"], report["summary"]["n_runs"])
+
+
+def _ablation_target(saes: list[LoadedSAE], asked: dict) -> dict:
+    """The arguments of `ablation.ablation_block` but the runs: the model, hook and corpus
+    the runs name in run.json unless `asked` names them, checked before anything is matched."""
+    if int(asked.get("tokens") or 0) < 1:
+        raise ConfigError(f"--ablation-tokens must be a positive integer, got {asked['tokens']}")
+    info = report_nulls.run_info(saes[0])
+    model = asked.get("model") or (info.get("model") or {}).get("name")
+    hook = asked.get("hook") or (info.get("model") or {}).get("hook")
+    corpus = asked.get("corpus") or (info.get("corpus") or {}).get("name")
+    if not (model and hook and corpus):
+        raise ConfigError("ablation: the runs do not say which model, hook and corpus they "
+                          "come from; pass --model, --hook and --corpus")
+    if any(s.encoder is None or not s.k for s in saes):
+        raise ConfigError("ablation: every run needs its encoder and k (a decoder-only "
+                          "checkpoint cannot be spliced)")
+    ctx = ((info.get("config") or {}).get("model") or {}).get("context_length", 128)
+    return {"model": model, "hook": hook, "corpus": corpus, "n_tokens": int(asked["tokens"]),
+            "context_length": int(ctx)}

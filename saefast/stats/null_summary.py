@@ -1,0 +1,229 @@
+"""The nulls a report states in its summary: the one isotropic null and the `nulls` block.
+
+One isotropic null per shape. `isotropic(n_a, n_b, d)` is `stats.matched.random_baseline` with
+the draws the per-feature p-values use (`null_model.report_null_draws`), memoised there, so
+`summary.baseline`, `summary.nulls.kinds.isotropic`, each pair's `baseline_median_cosine` and
+the evidence's isotropic p-values all read one set of draws. A report's nulls are drawn at one
+pair shape (`null_shape`): full reports, the most common pair shape; live-only reports, whose
+pairs each have their own live counts, the median (smaller, larger) live counts.
+
+`add_nulls(report, data)` stores summary["nulls"] of the report and of its live-only report:
+the isotropic, covariance and activation nulls (`saefast.stats.nulls`) of the data the runs
+trained on (`NullData`, which `saefast.report.nulls` reads from the activation store or the
+streamed null-data file), each with the excess of the observed pooled median over the null's
+median and its delete-one-run jackknife interval (`inference.run_interval`: the run is the
+unit). `null_models(data)` gives the same data-shaped nulls as the evidence's `NullModel`s.
+Nothing here reads or writes a file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from saefast.data.moments import ActivationMoments, TokenPool
+from saefast.stats import nulls as _nulls
+from saefast.stats.matched import random_baseline
+from saefast.stats.null_model import (
+    activation_null_model,
+    covariance_null_model,
+    report_null_draws,
+)
+
+NULL_SEED = 0
+HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
+KINDS = ("isotropic", "covariance", "activations")
+ONE_THREAD_MAX = 1 << 30  # n_a * n_b * d up to which the null draws run on one thread
+
+
+@dataclass(frozen=True)
+class NullData:
+    """What a report's data-shaped nulls draw from: the training rows' moments and token pool
+    (None where missing), the reason each data-shaped null is missing (`reasons`, by kind),
+    the reason there is no data at all (`reason`), `key` naming the data in the nulls' memo,
+    and `where` it came from ({store, file, hook, n_rows, rows_key}: summary.nulls.data)."""
+
+    moments: ActivationMoments | None
+    pool: TokenPool | None
+    reasons: dict[str, str | None]
+    reason: str | None
+    key: str | None
+    where: dict[str, Any]
+
+    @property
+    def has_data(self) -> bool:
+        return self.moments is not None
+
+
+# ---------------------------------------------------------------------------- the shape
+
+
+def matched_shape(pair: dict) -> tuple[int, int]:
+    """(n_a, n_b) of the dictionaries that were matched: all features, or the live ones."""
+    if pair.get("mode") == "live_only":
+        return pair["live_features_a"], pair["live_features_b"]
+    return pair["n_features_a"], pair["n_features_b"]
+
+
+def null_shape(pairs: list[dict]) -> tuple[tuple[int, int], list[dict], str]:
+    """The one shape a report's nulls are drawn at, the pairs compared with them, and how
+    the shape was chosen. Full reports: the most common pair shape and its pairs (a seed
+    group has one). Live-only reports, where every pair has its own live counts: the median
+    (smaller, larger) live counts, compared with every pair (the null median changes little
+    over such spreads; the per-pair evidence uses each pair's exact shape)."""
+    if pairs and pairs[0].get("mode") == "live_only":
+        sides = np.array([sorted(matched_shape(p)) for p in pairs])  # [pairs, 2]
+        shape = tuple(int(round(float(np.median(sides[:, c])))) for c in (0, 1))
+        return shape, list(pairs), "the median live-feature counts of the pairs"
+    shape, _ = Counter(matched_shape(p) for p in pairs).most_common(1)[0]
+    return shape, [p for p in pairs if matched_shape(p) == shape], \
+        "the report's most common pair shape"
+
+
+# ---------------------------------------------------------------------------- isotropic
+
+
+def isotropic(n_a: int, n_b: int, d: int, *, solver: str = "auto") -> dict:
+    """The isotropic null of dictionaries n_a x n_b in d as a report states it: the keys of
+    `random_baseline`, with the draws the per-feature p-values use (the same memoised dict).
+    Drawn on one torch thread, as the evidence draws it, so its bits do not depend on which
+    of the two asks first."""
+    from saefast.stats.evidence import single_thread
+
+    with single_thread():
+        return random_baseline(n_a, n_b, d, seed=NULL_SEED, n_draws=report_null_draws(n_a, n_b),
+                               solver=solver)
+
+
+def baseline(pairs: list[dict], d: int, *, solver: str = "auto") -> dict:
+    """summary["baseline"]: the isotropic null at the report's null shape (the numbers of
+    summary.nulls.kinds.isotropic, plus every pooled cosine) and n_pairs_with_this_shape."""
+    (n_a, n_b), used, _ = null_shape(pairs)
+    return dict(isotropic(n_a, n_b, d, solver=solver), n_pairs_with_this_shape=len(used))
+
+
+# ---------------------------------------------------------------------------- data-shaped
+
+
+def null_models(data: NullData | None, *, solver: str = "auto") -> list:
+    """The data-shaped nulls as `null_model.NullModel`s (covariance, then activations, those
+    the data allows), for the per-feature evidence under each null."""
+    if data is None or not data.has_data:
+        return []
+    out = [covariance_null_model(data.moments, data.key, solver=solver)]
+    if data.pool is not None:
+        out.append(activation_null_model(data.pool, data.key, solver=solver))
+    return out
+
+
+@contextmanager
+def _one_thread(n_a: int, n_b: int, d: int):
+    """The null draws are hundreds of small eighs, GEMMs and matchings: run them on one
+    thread (torch and BLAS), restored afterwards. With two, BLAS and OpenMP threads spin-wait
+    for each other whenever the cores are shared: a 128 x 128 covariance null took 17 s
+    instead of 0.43 s on this machine under load (docs/benchmarks.md). Large shapes keep
+    their threads (their GEMMs gain from them)."""
+    if n_a * n_b * d > ONE_THREAD_MAX:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- the block
+
+
+def _public(null: dict) -> dict:
+    """A null as stored in the report: every key but the pooled cosines, plus their histogram
+    over HIST_EDGES (what the plot draws)."""
+    out = {k: v for k, v in null.items() if k != "cosines"}
+    if not null.get("skipped"):
+        counts, _ = np.histogram(np.clip(null["cosines"], -1.0, 1.0), bins=HIST_EDGES)
+        out["histogram"] = {"edges": HIST_EDGES.tolist(), "counts": counts.tolist()}
+    return out
+
+
+def _skipped(kind: str, reason: str) -> dict:
+    return {"kind": kind, "skipped": True, "reason": f"skipped: {reason}"}
+
+
+def excess(n_runs: int, pairs: list[dict], null_median: float) -> dict | None:
+    """Observed pooled median (of these pairs) minus the null median, with its interval over
+    runs (`inference.run_interval`); None below 3 runs."""
+    from saefast.stats import inference  # scipy.stats: only when a report is computed
+
+    if n_runs < 3:
+        return None
+    data = inference.PairedRuns.from_dict(
+        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
+    return inference.run_interval(data, inference.excess_median(null_median))
+
+
+def add_nulls(report: dict, data: NullData, *, solver: str = "auto") -> dict:
+    """Compute the report's nulls and store them as report["summary"]["nulls"], and those of
+    the live-only report (report["live_only"], when there is one) in its own summary, for
+    its own (live) pair shape. Returns the full report's dict:
+
+    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
+     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
+     kinds {isotropic | covariance | activations: the null's summary (median_cosine,
+     quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ..., histogram) with
+     excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
+     skipped: True, reason}}}."""
+    out = _add_nulls(report, data, solver)
+    if report.get("live_only") is not None:
+        _add_nulls(report["live_only"], data, solver)
+    return out
+
+
+def _add_nulls(report: dict, data: NullData, solver: str) -> dict:
+    s, pairs = report["summary"], report["pairs"]
+    (n_a, n_b), used, how = null_shape(pairs)
+    d = int(s["d_model"])
+    with _one_thread(n_a, n_b, d):
+        # the draws the evidence's p-values and summary.baseline use (memoised): one per shape
+        got = _nulls.nulls(n_a, n_b, d, moments=data.moments, pool=data.pool, seed=NULL_SEED,
+                           n_draws=report_null_draws(n_a, n_b), solver=solver, key=data.key)
+    from saefast.stats.inference import LEVEL_TEXT
+
+    kinds = {}
+    for kind in KINDS:
+        if kind not in got:
+            kinds[kind] = _skipped(kind, data.reasons[kind].removeprefix("skipped: "))
+            continue
+        kinds[kind] = _public(got[kind])
+        if not got[kind]["skipped"]:
+            kinds[kind]["excess_median"] = excess(s["n_runs"], used, got[kind]["median_cosine"])
+    skipped = [k for k, v in kinds.items() if v["skipped"]]
+    if skipped and not data.has_data:  # one reason for both data-shaped nulls
+        notes = [data.reason]
+    else:
+        notes = [f"{k} null {kinds[k]['reason']}" for k in skipped]
+    out = {
+        "method": (f"each null: dictionaries of {how}, matched like the real ones, the same "
+                   "draws as the per-feature p-values (null_model.report_null_size: >= "
+                   f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
+                   "the pooled cosines, spread of the per-draw medians. excess_median: observed "
+                   f"pooled median minus the null's median, {LEVEL_TEXT} "
+                   "delete-one-run jackknife interval, t(S-1)"),
+        "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
+        "data": {**data.where,
+                 "effective_rank": kinds["covariance"].get("effective_rank"),
+                 "distinct_tokens": kinds["activations"].get("distinct_tokens")},
+        "note": "; ".join(notes) or None,
+        "kinds": kinds,
+    }
+    s["nulls"] = out
+    return out
