@@ -37,7 +37,7 @@ _RUNNER = """
 import sys, time
 from pathlib import Path
 from saefast.report import files as reports
-from saefast.report import nulls as report_nulls
+from saefast.stats import null_summary
 from saefast.sweep import analyze, experiment
 variant, out, study = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 runs = experiment.expand(experiment.load_experiment(study))
@@ -45,7 +45,7 @@ if variant == "none":
     real = reports.group_report
     reports.group_report = lambda *a, **k: real(*a, **{**k, "baseline": False})
 elif variant == "isotropic":
-    report_nulls.null_models = lambda *a, **k: []
+    null_summary.null_models = lambda *a, **k: []
 t0 = time.perf_counter()
 analyze.analyze_groups(runs, out)
 print(time.perf_counter() - t0)

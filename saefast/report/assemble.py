@@ -44,7 +44,7 @@ from saefast.runs.artifacts import LoadedSAE, read_fire_rates
 from saefast.stats import null_summary, stability
 from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
 
-# the activation view's reason in reports computed without files (the four functions below)
+# why compute_stability_report has no activation view: it reads no activation store
 NO_HELD_OUT = "no held-out activations given (reports.analyze_runs passes the store's)"
 
 
