@@ -1,5 +1,5 @@
 """How a number is written in a table cell. The terminal tables (cli/tables.py) and the HTML
-report (html_report.py) both use these, so a number reads the same in both. Plain strings:
+page (report/html_groups.py) both use these, so a number reads the same in both. Plain strings:
 no markup, no escaping (each caller escapes for its medium)."""
 
 from __future__ import annotations

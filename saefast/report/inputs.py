@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from saefast.errors import RunDirError
-from saefast.runs.artifacts import RUN, WEIGHTS, LoadedSAE, load_sae, read_json
+from saefast.runs.artifacts import RUN, WEIGHTS, LoadedSAE, load_sae, read_run_json
 from saefast.stats.stability import check_same_d
 
 
@@ -87,10 +87,10 @@ def shared_init_warning(run_dirs) -> str | None:
     for run in run_dirs:
         path = Path(run.path if isinstance(run, LoadedSAE) else run) / RUN
         try:
-            info = read_json(path) if path.is_file() else {}
+            info = read_run_json(path.parent, missing_ok=True)
         except RunDirError:
-            continue  # load_sae reports it
-        cfg = info.get("config") if isinstance(info, dict) else None
+            continue  # load_sae reports it, with the same message
+        cfg = info.get("config")
         if not isinstance(cfg, dict):
             continue
         key = (cfg.get("train", {}).get("seed"), cfg.get("sae", {}).get("n_features"),

@@ -36,8 +36,7 @@ import numpy as np
 
 from saefast.data.moments import TokenPool
 from saefast.errors import ConfigError, StoreError
-from saefast.fsio import read_json
-from saefast.runs.artifacts import RUN, LoadedSAE
+from saefast.runs.artifacts import LoadedSAE, read_run_json
 from saefast.stats import nulls as _nulls
 from saefast.stats.null_summary import NULL_SEED, NullData
 
@@ -76,17 +75,11 @@ class NullSource:
 
 
 def run_info(run) -> dict:
-    """run.json of a run dir (or a LoadedSAE's info); {} for formats without one."""
+    """run.json of a run dir (or a LoadedSAE's info); {} for formats without one. A corrupt
+    one is the same RunDirError load_sae gives (`runs.artifacts.read_run_json`)."""
     if isinstance(run, LoadedSAE):
         return run.info or {}
-    path = Path(run) / RUN
-    if not path.is_file():
-        return {}
-    try:
-        info = read_json(path)
-    except (OSError, ValueError):
-        return {}  # load_sae reports a corrupt run.json with its own message
-    return info if isinstance(info, dict) else {}
+    return read_run_json(run, missing_ok=True)
 
 
 def store_of_runs(run_dirs) -> Path | None:

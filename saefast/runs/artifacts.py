@@ -301,7 +301,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     error, not skipped; runs of a sweep that belong to different seed groups (other layers,
     sizes, budgets: their seeds share initial weights, so matching them across groups
     inflates stability) are refused. (The same run given twice is refused where runs are
-    loaded, stability.load_runs.)"""
+    loaded, report.inputs.load_runs.)"""
     out: list[Path] = []
     for given in map(Path, paths):
         if not given.exists():

@@ -241,7 +241,9 @@ def seed_passes(todo: list[RunSpec], d_model: dict[str, int],
 def report_matchings(match: MatchConfig) -> tuple[str, ...]:
     """The matchings a group report makes of each pair, as `match.cache` kinds: the decoder
     matching, the live-only one when match.live_only, and the encoder matching (of runs
-    that have an encoder, as every saefast run does)."""
+    that have an encoder, as every saefast run does). A full report also matches the pairs'
+    activation correlations, which need the store's held-out rows: the first report makes
+    them on the driver (`report.matchings`) and later ones read them from the cache."""
     return ("decoder", "decoder-live", "encoder") if match.live_only else ("decoder", "encoder")
 
 
