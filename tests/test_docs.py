@@ -59,3 +59,30 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     assert len(scope["run_dirs"]) == 5
     assert (tmp_path / "report_dir" / "stability.json").is_file()
     assert scope["x_hat"].shape == (16, 384) and scope["row_v"].shape == (128, 4)
+
+
+def _architecture() -> str:
+    return (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+
+
+def test_architecture_names_only_files_that_exist():
+    """Every path docs/ARCHITECTURE.md names (`saefast/...`, `cli/...`, `csrc/...`, `tests/...`,
+    or a module under saefast/ such as `stats/evidence.py`) is there: the map cannot keep a
+    module that moved."""
+    missing = []
+    for path in set(re.findall(r"`((?:[a-z_]+/)+[a-z_]*(?:\.(?:py|h|cpp|cu|cuh|inc))?)`", _architecture())):
+        candidates = [ROOT / path, ROOT / "saefast" / path]
+        if not any(c.exists() for c in candidates):
+            missing.append(path)
+    assert not missing, f"ARCHITECTURE.md names what does not exist: {sorted(missing)}"
+
+
+def test_architecture_says_where_to_change_things():
+    """At least 8 everyday changes, each sending the reader to one folder that exists."""
+    text = _architecture()
+    table = text[text.index("## Where to change it"):].split("\n## ")[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| to change")]
+    assert len(rows) >= 8
+    for row in rows:
+        folder = row.split("|")[2].strip().strip("`")
+        assert (ROOT / folder).is_dir(), row
