@@ -151,3 +151,20 @@ def test_every_subpackage_is_installed():
     listed = set(re.findall(r'"(saefast(?:\.[a-z_]+)*)"', text.split("packages=")[1].split("]")[0]))
     packages = {_module(p.parent / "__init__.py") for p in (ROOT / "saefast").rglob("__init__.py")}
     assert packages | {"saefast.cli"} == listed
+
+
+def test_the_library_never_draws():
+    """Only cli/ imports rich or prints: the library reports through `sweep.events.Events`."""
+    drawing = []
+    for path in SOURCES:
+        if _module(path).startswith("saefast.cli"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "rich" or n.startswith("rich.") for n in names):
+                drawing.append(f"{path.relative_to(ROOT)}:{node.lineno} imports rich")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                drawing.append(f"{path.relative_to(ROOT)}:{node.lineno} prints")
+    assert not drawing, "\n".join(drawing)
