@@ -32,10 +32,19 @@ def make_run(root, name, seed, *, n_extra=N_EXTRA, d=D, dead=(), fmt="saefast"):
                    "b_dec": torch.zeros(d)}, str(run_dir / "sae_weights.safetensors"))
         write_json_atomic(run_dir / "cfg.json", {"d_in": d, "d_sae": n, "k": 4})
         return run_dir, perm
-    feats = [{"feature_index": i, "dead": i in dead, "fire_count": 0 if i in dead else 10}
-             for i in range(n)]
-    write_run_dir(run_dir, W_enc=W_dec.clone(), b_enc=torch.zeros(n), W_dec=W_dec,
-                  b_dec=torch.zeros(d), k=4, features=feats, run_info={"name": name, "seed": seed})
+    write_rows(root, name, W_dec, seed, dead=dead)
     if fmt == "original":
         (run_dir / "run.json").unlink()
     return run_dir, perm
+
+
+def write_rows(root, name, rows, seed, *, dead=()):
+    """A saefast run dir whose decoder rows are `rows` [F, d] (the encoder the same rows;
+    features in `dead` never fired). Returns the run dir."""
+    W_dec = torch.as_tensor(np.asarray(rows), dtype=torch.float32)
+    n, d = W_dec.shape
+    feats = [{"feature_index": i, "dead": i in dead, "fire_count": 0 if i in dead else 10}
+             for i in range(n)]
+    return write_run_dir(root / name, W_enc=W_dec.clone(), b_enc=torch.zeros(n), W_dec=W_dec,
+                         b_dec=torch.zeros(d), k=4, features=feats,
+                         run_info={"name": name, "seed": seed})

@@ -48,6 +48,7 @@ def test_analyze_across_domains_matches_with_the_isotropic_null_only(domains, tm
     assert pair["n_matched_pairs"] == 16 and pair["baseline_median_cosine"] is not None
     nulls = report["summary"]["nulls"]
     assert not nulls["kinds"]["isotropic"]["skipped"]
+    assert not nulls["kinds"]["dictionary"]["skipped"]  # the decoders' own: no one store needed
     for kind in ("covariance", "activations"):
         assert nulls["kinds"][kind]["skipped"]
         assert "different corpora (math, python-docs)" in nulls["kinds"][kind]["reason"]

@@ -15,12 +15,13 @@ from scipy import stats as sps
 
 from saefast.cli.main import main
 from saefast.data import store as St
+from saefast.report import cells
 from saefast.report import files as reports
 from saefast.report import nulls as report_nulls
 from saefast.stats import nulls
 
 GROUP = "L1-f16-k2-t800"
-KINDS = ["isotropic", "covariance", "activations"]
+KINDS = ["isotropic", "covariance", "activations", "dictionary"]  # dictionary: no data needed
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,9 @@ def test_the_sweep_table_shows_the_excess_over_the_covariance_null(sweep, capsys
     ex = _report(root / "out" / "reports" / GROUP)["summary"]["nulls"]["kinds"]["covariance"]
     assert "against the nulls" in out and "over cov" in out
     assert "features recurring beyond chance" in out  # the share per null
+    dic = _report(root / "out" / "reports" / GROUP)["summary"]["nulls"]["kinds"]["dictionary"]
+    assert "against the dictionary-covariance null" in out and "over dict" in out
+    assert cells.excess_cell(dic["excess_median"]) in out
     assert f"{ex['excess_median']['estimate']:+.2f}".replace("0.", ".") in out
     assert max(len(line) for line in out.splitlines()) <= 80  # the tables fit 80 columns
 

@@ -141,7 +141,7 @@ def test_streamed_runs_get_the_data_shaped_nulls_from_the_pass(corpus, cache, tm
     assert n["note"] is None and n["data"]["file"] == str(Path(info["null_data"]).resolve())
     assert not n["kinds"]["covariance"]["skipped"] and not n["kinds"]["activations"]["skipped"]
     assert list(streamed["summary"]["evidence"]["by_null"]) == ["isotropic", "covariance",
-                                                                "activations"]
+                                                                "activations", "dictionary"]
     _, cached = _sweep(str(corpus), tmp_path / "c", True)
     cov_s, cov_c = (r["summary"]["nulls"]["kinds"]["covariance"] for r in (streamed, cached))
     assert cov_s["effective_rank"] == pytest.approx(cov_c["effective_rank"], rel=1e-9)

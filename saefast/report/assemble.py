@@ -19,11 +19,14 @@ before made; the keys are documented where they are computed):
 2. each pair of runs matched by decoder (`report.matchings`, through the matching cache when
    given) and summarised (`stats.stability.pair_alignment`, `summarise`: summary.baseline is
    the isotropic null, `stats.null_summary`);
-3. summary.evidence (`stats.evidence`) under the isotropic null and the data-shaped ones;
+3. summary.evidence (`stats.evidence`) under the isotropic null, the data-shaped ones and the
+   dictionary-covariance null of the runs' own decoders (`stats.dictionary_null`; every
+   report with baseline=True: it needs no activations);
 4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
    activation-correlation matchings of the held-out codes (`report.matchings` again);
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
-6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`);
+6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
+   dictionary-covariance null's kind included;
 7. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
    every view the pairs now carry.
 
@@ -41,7 +44,7 @@ from saefast.report import inputs
 from saefast.report import matchings as pair_matchings
 from saefast.report import nulls as report_nulls
 from saefast.runs.artifacts import LoadedSAE, read_fire_rates
-from saefast.stats import null_summary, stability
+from saefast.stats import dictionary_null, null_summary, stability
 from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
 
 # why compute_stability_report has no activation view: it reads no activation store
@@ -120,7 +123,9 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     loaded once; every argument is checked before any matching starts.
 
     nulls: where the runs' activations are (`report.nulls.resolve`): the data-shaped nulls
-    (judged in the evidence beside the isotropic one, and summary.nulls; baseline=True only)
+    (judged in the evidence beside the isotropic one, and summary.nulls; baseline=True only;
+    the dictionary-covariance null is judged in the evidence of every baseline=True report
+    and enters summary.nulls with the others)
     and the held-out tokens of the activation-correlation view; None: neither, with the
     reason. matchings: where pair matchings computed before are read and new ones kept
     (`match.cache`). ablation: {tokens, and optionally model, hook, corpus (default: what the
@@ -133,20 +138,36 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     others = null_summary.null_models(data, solver=solver) if baseline else []
     held_out = report_nulls.held_out(run_dirs, nulls)
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
-              progress=progress, other_nulls=others, matchings=matchings)
-    report = _report(saes, live_only=False, **kw)
+              progress=progress, matchings=matchings)
+    modes = (False, True) if live_only else (False,)
+    dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
+    report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
+                     **kw)
     _equivalence(saes, report, threshold=threshold, solver=solver, held_out=held_out,
                  matchings=matchings)
     if live_only:
-        report["live_only"] = _report(saes, live_only=True, **kw)
+        report["live_only"] = _report(saes, live_only=True,
+                                      other_nulls=others + _model(dicts[True], solver), **kw)
     if data is not None:
-        null_summary.add_nulls(report, data, solver=solver)
+        null_summary.add_nulls(report, data, solver=solver,
+                               dictionary={"full": dicts[False], "live_only": dicts.get(True)})
     if target is not None:
         from saefast.stats import ablation as _ablation
 
         report["summary"]["ablation"] = _ablation.ablation_block(saes, report["pairs"], **target)
     _agreement(report)  # last: with every view the pairs carry (the ablation's effects too)
     return report
+
+
+def _dictionary(saes: list[LoadedSAE], live_only: bool):
+    """Σ_D of the dictionary-covariance null: of the decoder rows each run is matched with."""
+    return dictionary_null.dictionary_covariance(
+        [stability.features(s, live_only)[1] for s in saes])
+
+
+def _model(dcov, solver: str) -> list:
+    """[the dictionary-covariance null's NullModel], or [] without a Σ_D (baseline=False)."""
+    return [] if dcov is None else [dictionary_null.dictionary_null_model(dcov, solver=solver)]
 
 
 def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:

@@ -15,15 +15,22 @@ STABILITY = (
 NULLS = (
     "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
     "the training activations' covariance) / activations (centred activations of distinct "
-    "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
-    "-: not computed (no activation store, or too few distinct tokens: the reason is in "
-    "stability.json).")
+    "tokens) / dictionary (random rows drawn with the decoders' own covariance, the mean "
+    "over runs of U^T U / n of the unit decoder rows: dictionaries concentrated in one "
+    "subspace against random rows concentrated the same way). over: the pooled median "
+    "minus that null's median, [90% interval over runs]. -: not computed (no activation "
+    "store, or too few distinct tokens: the reason is in stability.json).")
+DICTIONARY_EXCESS = (
+    "over dict: the pooled median minus the dictionary-covariance null's median [90% "
+    "interval over runs]; a table of its own, since the nulls table has no room for it "
+    "within 80 columns.")  # the terminal only: the page has an "over dict" column
 
 BEYOND_CHANCE = (
     "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
     "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
     "beating it does not yet mean the same features were found. cov / act: dictionaries "
-    "shaped like the activations, the nulls that matter. -: not computed.")
+    "shaped like the activations, the nulls that matter. dict: random rows in the "
+    "decoders' own subspace (the same subspace is not the same features). -: not computed.")
 BY_COLUMNS = ("BY: fraction of matched pairs significant at FDR 5% (Benjamini-Yekutieli "
               "within each pair).")  # the page has these columns, the terminal has not
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from saefast.report.cells import NULL_KINDS, fmt
 
-SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act"}
+SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:72rem;margin:2rem auto;

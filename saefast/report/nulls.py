@@ -17,7 +17,9 @@ The data-shaped nulls need the store: a sweep passes the one its runs name in ru
 (`store_of_runs`); `saefast analyze` passes `--acts STORE_DIR`. Runs that streamed their
 activations name in run.json the null data their pass gathered (`data.stream_nulls`: the
 training rows' covariance and one row per distinct token id). Without either only the
-isotropic null is computed, and the report says why.
+isotropic null is computed, and the report says why. A fourth null needs none of this data:
+the dictionary-covariance null (`saefast.stats.dictionary_null`) is drawn from the runs' own
+decoders, so every report has it.
 
 `resolve` (cheap: JSON and file stats only) decides where the data comes from before
 anything is matched, so its `settings` can decide whether a stored report is reused;

@@ -154,7 +154,8 @@ def cosine_histogram(report: dict):
 NULL_BIN = 0.02  # plot bin width with nulls: 4 of their stored histogram's 0.005 bins
 NULL_STYLES = {"isotropic": ("black", "isotropic null"),
                "covariance": ("tab:orange", "covariance null"),
-               "activations": ("tab:green", "activation-sampled null")}
+               "activations": ("tab:green", "activation-sampled null"),
+               "dictionary": ("tab:purple", "dictionary-covariance null")}
 
 
 def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
@@ -192,7 +193,8 @@ def _curve_lines(ax, curve: dict, color: str, label: str) -> None:
                     label=f"{label}: in {'all' if kind == 'all' else '>= half'} of N-1 others")
 
 
-_NULL_COLORS = {"isotropic": "tab:orange", "covariance": "tab:green", "activations": "tab:purple"}
+_NULL_COLORS = {"isotropic": "tab:orange", "covariance": "tab:green", "activations": "tab:purple",
+                "dictionary": "tab:brown"}
 
 
 def seed_count_curve(report: dict):

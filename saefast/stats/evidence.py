@@ -306,7 +306,7 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     n_features[r]: run r's total feature count; fire_rates[r] [n_features[r]] or None.
     null: the primary null, whose results are the pairs' keys and the block's top-level keys
     (None, a report without baseline: only what needs no null). other_nulls: further nulls
-    (covariance, activations), each judged the same way from the same matchings; every null's
+    (covariance, activations, dictionary), each judged the same way from the same matchings; every null's
     block is under `by_null[name]` (the primary's too)."""
     t = float(threshold)
     S = len(rows)

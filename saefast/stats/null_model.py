@@ -11,10 +11,11 @@ A `NullModel` answers two questions for dictionaries of the report's d that shar
   that need the dictionaries themselves: nearest-neighbour and maximum-cardinality nulls,
   within-SAE redundancy, the null seed-count curve.
 
-Three nulls (`saefast.stats.nulls` computes their matched cosines, memoised per shape and data):
+The nulls (`saefast.stats.nulls` computes their matched cosines, memoised per shape and data):
 - `isotropic_null_model(d)`: Gaussian rows (= the init: "two untrained SAEs"), the matched
   cosines of `stats.matched.random_baseline`;
-- `covariance_null_model(cov, key)`: rows ~ N(0, Σ);
+- `covariance_null_model(cov, key)`: rows ~ N(0, Σ) (also the dictionary-covariance null's,
+  `saefast.stats.dictionary_null`, with Σ from the decoders and its own name);
 - `activation_null_model(pool, key)`: centred activation vectors of distinct token ids. Its
   `capacity` is the pool's number of distinct ids: a statistic whose dictionaries need more
   rows than that is skipped with the reason (`NullModel.short_of`), never drawn with repeats.
@@ -36,6 +37,7 @@ MAX_NULL_DRAWS = 400  # matched-null draws per shape at most
 # draws x n_a x n_b at most: the matchings' cost bound. 1024 x 1024 still gets the 150 draws
 # BY needs; 4096 x 4096 gets 16 (null_large_enough is then false: BY lists are underpowered)
 NULL_WORK = 1 << 28
+COVARIANCE_DESCRIPTION = "Gaussian rows with the training activations' covariance"
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,11 @@ def _frozen(cosines) -> np.ndarray:
     return out
 
 
-def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
+def covariance_null_model(cov, key: str, *, solver: str = "auto", name: str = "covariance",
+                          description: str = COVARIANCE_DESCRIPTION) -> NullModel:
     """Rows ~ N(0, Σ), Σ [d, d] (or an ActivationMoments): dictionaries in the activations'
-    high-variance subspace that share nothing. key names Σ (e.g. store and rows)."""
+    high-variance subspace that share nothing. key names Σ (e.g. store and rows). name and
+    description: another null drawn the same way from another Σ (`dictionary_null`)."""
     from saefast.stats import nulls as _nulls
 
     if isinstance(cov, ActivationMoments):
@@ -128,9 +132,7 @@ def covariance_null_model(cov, key: str, *, solver: str = "auto") -> NullModel:
                                      solver=solver, key=key)
         return _frozen(got["cosines"])
 
-    return NullModel("covariance", d, ("covariance", d, solver, str(key)),
-                     "Gaussian rows with the training activations' covariance", sample,
-                     matched)
+    return NullModel(name, d, (name, d, solver, str(key)), description, sample, matched)
 
 
 def activation_null_model(pool, key: str, *, solver: str = "auto") -> NullModel:

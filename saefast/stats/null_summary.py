@@ -10,7 +10,8 @@ pairs each have their own live counts, the median (smaller, larger) live counts.
 `add_nulls(report, data)` stores summary["nulls"] of the report and of its live-only report:
 the isotropic, covariance and activation nulls (`saefast.stats.nulls`) of the data the runs
 trained on (`NullData`, which `saefast.report.nulls` reads from the activation store or the
-streamed null-data file), each with the excess of the observed pooled median over the null's
+streamed null-data file), and the dictionary-covariance null of the runs' own decoders when
+given (`saefast.stats.dictionary_null`: it needs no data), each with the excess of the observed pooled median over the null's
 median and its delete-one-run jackknife interval (`inference.run_interval`: the run is the
 unit). `null_models(data)` gives the same data-shaped nulls as the evidence's `NullModel`s.
 Nothing here reads or writes a file.
@@ -27,6 +28,8 @@ import numpy as np
 
 from saefast.data.moments import ActivationMoments, TokenPool
 from saefast.stats import nulls as _nulls
+from saefast.stats.dictionary_null import NAME as DICTIONARY
+from saefast.stats.dictionary_null import DictionaryCovariance, dictionary_null
 from saefast.stats.matched import random_baseline
 from saefast.stats.null_model import (
     activation_null_model,
@@ -171,24 +174,31 @@ def excess(n_runs: int, pairs: list[dict], null_median: float) -> dict | None:
     return inference.run_interval(data, inference.excess_median(null_median))
 
 
-def add_nulls(report: dict, data: NullData, *, solver: str = "auto") -> dict:
+def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
+              dictionary: dict[str, DictionaryCovariance | None] | None = None) -> dict:
     """Compute the report's nulls and store them as report["summary"]["nulls"], and those of
     the live-only report (report["live_only"], when there is one) in its own summary, for
-    its own (live) pair shape. Returns the full report's dict:
+    its own (live) pair shape. dictionary: {"full": Σ_D of the full report, "live_only": of
+    the live-only one} (`dictionary_null.dictionary_covariance`), each adding the
+    dictionary-covariance null; None or a missing mode: no "dictionary" kind there.
+    Returns the full report's dict:
 
     {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
      rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
-     kinds {isotropic | covariance | activations: the null's summary (median_cosine,
-     quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ..., histogram) with
-     excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
+     kinds {isotropic | covariance | activations | dictionary: the null's summary
+     (median_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ...,
+     histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation, effective_rank)
+     with excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
      skipped: True, reason}}}."""
-    out = _add_nulls(report, data, solver)
+    dictionary = dictionary or {}
+    out = _add_nulls(report, data, solver, dictionary.get("full"))
     if report.get("live_only") is not None:
-        _add_nulls(report["live_only"], data, solver)
+        _add_nulls(report["live_only"], data, solver, dictionary.get("live_only"))
     return out
 
 
-def _add_nulls(report: dict, data: NullData, solver: str) -> dict:
+def _add_nulls(report: dict, data: NullData, solver: str,
+               dcov: DictionaryCovariance | None) -> dict:
     s, pairs = report["summary"], report["pairs"]
     (n_a, n_b), used, how = null_shape(pairs)
     d = int(s["d_model"])
@@ -196,10 +206,13 @@ def _add_nulls(report: dict, data: NullData, solver: str) -> dict:
         # the draws the evidence's p-values and summary.baseline use (memoised): one per shape
         got = _nulls.nulls(n_a, n_b, d, moments=data.moments, pool=data.pool, seed=NULL_SEED,
                            n_draws=report_null_draws(n_a, n_b), solver=solver, key=data.key)
+        if dcov is not None:
+            got[DICTIONARY] = dictionary_null(dcov, n_a, n_b, seed=NULL_SEED,
+                                              n_draws=report_null_draws(n_a, n_b), solver=solver)
     from saefast.stats.inference import LEVEL_TEXT
 
     kinds = {}
-    for kind in KINDS:
+    for kind in KINDS + ((DICTIONARY,) if DICTIONARY in got else ()):
         if kind not in got:
             kinds[kind] = _skipped(kind, data.reasons[kind].removeprefix("skipped: "))
             continue

@@ -21,6 +21,9 @@ to dictionaries that share nothing. Three nulls, each matched exactly as real di
   dictionaries. With fewer distinct ids than n_a + n_b features the null is skipped with a
   reason (a result, not an exception).
 
+A fourth null follows the decoders instead of the data: the dictionary-covariance null
+(`saefast.stats.dictionary_null`), `covariance_null` on Σ_D, the decoders' own second moment.
+
 Every null returns the keys of `stats.random_baseline` (median_cosine, mean_cosine,
 max_cosine, fraction_above, cosines: every draw's matched cosines pooled, n_per_draw, ...)
 plus `quantiles` (95, 99, 99.9 % of the pooled cosines, numpy's linear interpolation),
