@@ -1,0 +1,112 @@
+"""The null and evidence tables and lines of the `saefast` command (cli/tables.py prints the
+rest): per group, each null's median and the excess over it, the share beyond each null; per
+report, one line per null and per null the evidence judged. Within 80 columns: a column
+that does not fit goes to a table of its own and its caption says so."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from saefast.report import captions
+from saefast.report.cells import NULL_KINDS, excess_cell, null_medians_cell, share_cell
+
+
+def compact_table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
+                 collapse_padding=True,
+                 title_justify="left", caption_justify="left")
+
+
+def null_lines(nulls: dict | None) -> list[str]:
+    """One line per null of summary["nulls"] (median, 99.9 % quantile, excess and its 90 %
+    interval), then the reason any null is missing."""
+    if not nulls:
+        return []
+    lines = []
+    for kind, n in nulls.get("kinds", {}).items():
+        if n.get("skipped"):
+            continue
+        ex = n.get("excess_median")
+        lines.append(f"{kind} null: median {n['median_cosine']:.3f}, 99.9% quantile "
+                     f"{n['quantiles']['0.999']:.3f}; observed median over it "
+                     f"{excess_cell(ex)}" + (" (90% over runs)" if ex else "")
+                     + _pair_deviation_text(n.get("pair_deviation")))
+    if nulls.get("note"):
+        lines.append(f"not computed: {nulls['note']}")
+    return lines
+
+
+def _pair_deviation_text(dev: dict | None) -> str:
+    """The dictionary-covariance null's one Σ for all pairs, and how far a pair's own is."""
+    if not dev:
+        return ""
+    return (f"; one covariance for all pairs, each pair's own within {100 * dev['max']:.0f}% "
+            f"of it (Frobenius, median {100 * dev['median']:.0f}%)")
+
+
+def print_beyond_chance(console: Console, rows: list[dict]) -> None:
+    """Per group and null: the share of features recurring beyond that null with its interval
+    (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
+    if not any(r.get("beyond_chance") for r in rows):
+        return
+    table = compact_table("features recurring beyond chance (summary.evidence.by_null)",
+                           captions.BEYOND_CHANCE)
+    table.add_column("group", overflow="fold", min_width=12)
+    for col in ("iso", "cov", "act", "dict"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        by = row.get("beyond_chance") or {}
+        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in NULL_KINDS))
+    console.print(table)
+
+
+def print_nulls(console: Console, rows: list[dict]) -> None:
+    """The median against each null, with its interval over runs (groups with nulls only)."""
+    rows = [r for r in rows if r.get("null_medians")]
+    if not rows:
+        return
+    table = compact_table("against the nulls", captions.NULLS)
+    table.add_column("group", overflow="fold", min_width=12)
+    for col in ("null medians", "over cov", "over act"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        ex = row.get("excess") or {}
+        table.add_row(escape(row["group"]), null_medians_cell(row["null_medians"]), excess_cell(ex.get("covariance")),
+                      excess_cell(ex.get("activations")))
+    console.print(table)
+    _print_dictionary_excess(console, rows)
+
+
+def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
+    """The excess over the dictionary-covariance null: its own table, since a fourth excess
+    column would take the nulls table past 80 columns."""
+    rows = [r for r in rows if (r.get("excess") or {}).get("dictionary")]
+    if not rows:
+        return
+    table = compact_table("against the dictionary-covariance null", captions.DICTIONARY_EXCESS)
+    table.add_column("group", overflow="fold", min_width=12)
+    table.add_column("over dict", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(escape(row["group"]), excess_cell(row["excess"]["dictionary"]))
+    console.print(table)
+
+
+def evidence_lines(ev: dict | None) -> list[str]:
+    """One line per null the evidence judged: the BY count and the share beyond chance."""
+    lines = []
+    for kind, block in ((ev or {}).get("by_null") or {}).items():
+        if block.get("skipped"):
+            lines.append(f"beyond the {kind} null: not computed, {block['reason']}")
+            continue
+        sig, share = block["significance"], block["share_beyond_chance"]
+        ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
+        lines.append(
+            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} matched "
+            f"pairs significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
+            f"recurring beyond chance {share['estimate']:.3f}{ci}")
+    if lines:
+        lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")
+    return lines
