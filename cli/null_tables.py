@@ -86,7 +86,7 @@ def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
     rows = [r for r in rows if (r.get("excess") or {}).get("dictionary")]
     if not rows:
         return
-    table = compact_table("against the dictionary-covariance null", captions.DICTIONARY_EXCESS)
+    table = compact_table("against the dictionary null", captions.DICTIONARY_EXCESS)
     table.add_column("group", overflow="fold", min_width=12)
     table.add_column("over dict", justify="right", no_wrap=True)
     for row in rows:

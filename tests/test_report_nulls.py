@@ -178,7 +178,7 @@ def test_the_sweep_table_shows_the_excess_over_the_covariance_null(sweep, capsys
     assert "against the nulls" in out and "over cov" in out
     assert "features recurring beyond chance" in out  # the share per null
     dic = _report(root / "out" / "reports" / GROUP)["summary"]["nulls"]["kinds"]["dictionary"]
-    assert "against the dictionary-covariance null" in out and "over dict" in out
+    assert "against the dictionary null" in out and "over dict" in out
     assert cells.excess_cell(dic["excess_median"]) in out
     assert f"{ex['excess_median']['estimate']:+.2f}".replace("0.", ".") in out
     assert max(len(line) for line in out.splitlines()) <= 80  # the tables fit 80 columns
