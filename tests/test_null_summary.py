@@ -6,12 +6,13 @@ whose live counts differ, so the live-only pairs have shapes of their own."""
 
 import numpy as np
 import pytest
-from planted_runs import D, F, make_run
 
 from saefast.report import files as reports
 from saefast.stats import null_summary
 from saefast.stats.matched import random_baseline
 from saefast.stats.null_model import report_null_draws
+
+from planted_runs import D, F, make_run
 
 SHARED_KEYS = ("n_a", "n_b", "d", "seed", "n_draws", "n_per_draw", "solver", "median_cosine",
                "mean_cosine", "max_cosine", "fraction_above")

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-from planted_runs import F, make_run
 
 import saefast
 from saefast import errors
@@ -15,6 +14,8 @@ from saefast.report import files as reports
 from saefast.report.assemble import compute_stability_report
 from saefast.stats import stability
 from saefast.stats.stability import recurrence_rows
+
+from planted_runs import F, make_run
 
 ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
              "cosine_histogram.png", "seed_count_curve.png", "live_only_pair_heatmap.png",
