@@ -9,7 +9,7 @@ STABILITY = (
     "median: pooled over every pair's matched cosines, with its 90% interval over runs "
     "(delete-one-run jackknife, t(S-1); the run is the independent unit). PW-MCC: the mean "
     "matched cosine over all features of a pair (the consistency metric of published work), "
-    "pooled; its interval and excess over each null are stated with the nulls. >=.5/.7/.9: "
+    "pooled (its interval and its excess over each null: below). >=.5/.7/.9: "
     "fraction of matched pairs at or above. null: the same matching of random isotropic "
     "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
     "live: the median matching live features only. -: not computed.")
@@ -18,8 +18,8 @@ NULLS = (
     "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
     "the training activations' covariance) / activations (centred activations of distinct "
     "tokens). over: the pooled median minus that null's median, [90% interval over runs]. "
-    "PW-MCC [90%]: the mean matched cosine with its interval over runs; PW-MCC over: it minus "
-    "that null's mean matched cosine [90%]. "
+    "PW-MCC: the mean matched cosine [90% interval over runs]; PW-MCC over: it minus that "
+    "null's mean matched cosine [90%]. "
     "-: not computed (no activation store, or too few distinct tokens: the reason is in "
     "stability.json).")
 
