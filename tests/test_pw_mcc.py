@@ -7,7 +7,6 @@ file, matched by scipy's assignment, the jackknife done by hand."""
 
 import numpy as np
 import pytest
-from planted_runs import D, F, make_run
 from safetensors.numpy import load_file
 from scipy import stats as sps
 from scipy.optimize import linear_sum_assignment
@@ -16,6 +15,8 @@ from saefast.data.moments import ActivationMoments
 from saefast.report.assemble import compute_stability_report
 from saefast.stats import null_summary
 from saefast.stats import nulls as stats_nulls
+
+from planted_runs import D, F, make_run
 
 S = 4  # runs: leaving one out leaves 3 of the 6 pairs
 
