@@ -140,10 +140,10 @@ def mean() -> Statistic:
     return Statistic("global_mean", _weighted_mean)
 
 
-PW_MCC_ABOUT = ("PW-MCC (pairwise mean matched cosine, the consistency metric of Paulo & "
-                "Belrose 2025): the mean of the matched cosines pooled over every pair, each "
-                "pair matched one-to-one over min(n_a, n_b) features (with one pair shape, "
-                "the mean of the pairs' PW-MCC)")
+PW_MCC_ABOUT = ("PW-MCC (the pairwise mean-max cosine of Paulo & Belrose 2025; with a "
+                "one-to-one matching, the mean matched cosine): the mean of the matched "
+                "cosines pooled over every pair, each pair matched one-to-one over min(n_a, "
+                "n_b) features (with one pair shape, the mean of the pairs' PW-MCC)")
 
 
 def pw_mcc() -> Statistic:
