@@ -26,6 +26,7 @@ from saefast.report.cells import (
     excess_cell,
     fractions_cell,
     null_medians_cell,
+    pw_mcc_line,
     share_cell,
     value_cell,
 )
@@ -226,10 +227,12 @@ def null_lines(nulls: dict | None) -> list[str]:
     for kind, n in nulls.get("kinds", {}).items():
         if n.get("skipped"):
             continue
-        ex = n.get("excess_median")
+        ex, pw = n.get("excess_median"), n.get("excess_pw_mcc")
         lines.append(f"{kind} null: median {n['median_cosine']:.3f}, 99.9% quantile "
                      f"{n['quantiles']['0.999']:.3f}; observed median over it "
-                     f"{excess_cell(ex)}" + (" (90% over runs)" if ex else ""))
+                     f"{excess_cell(ex)}" + (" (90% over runs)" if ex else "")
+                     + (f"; PW-MCC {n['mean_cosine']:.3f}, observed over it {excess_cell(pw)}"
+                        if pw else ""))
     if nulls.get("note"):
         lines.append(f"not computed: {nulls['note']}")
     return lines
@@ -294,10 +297,12 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
-                     ci_cell(row.get("global_median_ci")),
+                     ci_cell(row.get("global_median_ci")), _fmt(row.get("pw_mcc")),
                      fractions_cell(row.get("fraction_above")), _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
+    for row in (r for r in rows if pw_mcc_line(r)):  # too wide for the table: a line each
+        console.print(escape(f"{row['group']}: {pw_mcc_line(row)} (90% over runs)"))
     _print_nulls(console, rows)
     _print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
@@ -381,6 +386,7 @@ def print_report(console: Console, report: dict, title: str) -> None:
     console.print(
         f"{_plural(s.get('n_runs') or 0, 'run')}, {_plural(s.get('n_pairs') or 0, 'pair')}: median of the pair medians "
         f"{_fmt(s.get('median_of_medians'))}, pooled median {_fmt(s.get('global_median'))}, "
+        f"PW-MCC (mean matched cosine) {_fmt(s.get('pw_mcc'))}, "
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "
         f"{_fmt(base.get('median_cosine', base.get('median')))}")

@@ -42,6 +42,9 @@ def test_the_baseline_is_the_isotropic_null_of_summary_nulls(report, mode):
     # the draws the per-feature p-values use, and one interval of the excess over them
     assert base["n_draws"] == report_null_draws(base["n_a"], base["n_b"])
     assert s["seed_intervals"]["excess_median"] == iso["excess_median"]
+    # PW-MCC likewise: one isotropic null, the mean of its cosines, one interval of the excess
+    assert base["pw_mcc"] == iso["pw_mcc"] == pytest.approx(np.mean(base["cosines"]))
+    assert s["seed_intervals"]["excess_pw_mcc"] == iso["excess_pw_mcc"]
 
 
 def test_the_nulls_shape_is_the_median_live_counts_for_live_only(report):

@@ -183,7 +183,8 @@ def test_the_summary_carries_seed_level_intervals(runs, tmp_path):
 
     rep = compute_stability_report(runs)
     si = rep["summary"]["seed_intervals"]
-    assert set(si) == {"global_median", "fraction_above_0.9", "excess_median"}
+    assert set(si) == {"global_median", "fraction_above_0.9", "excess_median", "pw_mcc",
+                       "excess_pw_mcc"}  # PW-MCC's: tests/test_pw_mcc.py
     med = si["global_median"]
     assert med["estimate"] == rep["summary"]["global_median"]
     assert med["ci"][0] <= med["estimate"] <= med["ci"][1] and med["level"] == 0.9
