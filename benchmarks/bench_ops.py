@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import saefast.ops  # noqa: E402
+from saefast.ops import reference  # noqa: E402
+
 from _common import (  # noqa: E402
     measure_in_subprocess,
     peak_rss_mb,
@@ -40,9 +43,6 @@ from _common import (  # noqa: E402
     time_interleaved,
 )
 from bench_train import SHAPES, SparseBackwardTopK, make_params  # noqa: E402
-
-import saefast.ops  # noqa: E402
-from saefast.ops import reference  # noqa: E402
 
 METHODS = ["naive", "sparsify-style", "saefast"]
 COSINE_SHAPES = [(4096, 4096, 384, 20), (16384, 16384, 768, 32)]  # n, m, d, k

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import saefast.ops  # noqa: E402
+
 from _common import (  # noqa: E402
     measure_in_subprocess,
     peak_rss_mb,
@@ -42,8 +44,6 @@ from _common import (  # noqa: E402
     run_sections,
     time_interleaved,
 )
-
-import saefast.ops  # noqa: E402
 
 SHAPES = [(768, 16384, 32, 2048), (384, 4096, 8, 4096)]
 METHODS = ["naive", "sparsify-style", "saefast"]

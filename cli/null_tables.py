@@ -29,10 +29,12 @@ def null_lines(nulls: dict | None) -> list[str]:
     for kind, n in nulls.get("kinds", {}).items():
         if n.get("skipped"):
             continue
-        ex = n.get("excess_median")
+        ex, pw = n.get("excess_median"), n.get("excess_pw_mcc")
         lines.append(f"{kind} null: median {n['median_cosine']:.3f}, 99.9% quantile "
                      f"{n['quantiles']['0.999']:.3f}; observed median over it "
                      f"{excess_cell(ex)}" + (" (90% over runs)" if ex else "")
+                     + (f"; PW-MCC {n['mean_cosine']:.3f}, observed over it {excess_cell(pw)}"
+                        if pw else "")
                      + _pair_deviation_text(n.get("pair_deviation")))
     if nulls.get("note"):
         lines.append(f"not computed: {nulls['note']}")

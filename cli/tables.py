@@ -30,6 +30,7 @@ from saefast.report import captions
 from saefast.report.cells import (
     ci_cell,
     fractions_cell,
+    pw_mcc_line,
     value_cell,
 )
 from saefast.report.cells import fmt as _fmt
@@ -241,10 +242,12 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
-                     ci_cell(row.get("global_median_ci")),
+                     ci_cell(row.get("global_median_ci")), _fmt(row.get("pw_mcc")),
                      fractions_cell(row.get("fraction_above")), _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)
+    for row in (r for r in rows if pw_mcc_line(r)):  # too wide for the table: a line each
+        console.print(escape(f"{row['group']}: {pw_mcc_line(row)} (90% over runs)"))
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
@@ -310,6 +313,7 @@ def print_report(console: Console, report: dict, title: str) -> None:
     console.print(
         f"{_plural(s.get('n_runs') or 0, 'run')}, {_plural(s.get('n_pairs') or 0, 'pair')}: median of the pair medians "
         f"{_fmt(s.get('median_of_medians'))}, pooled median {_fmt(s.get('global_median'))}, "
+        f"PW-MCC (mean matched cosine) {_fmt(s.get('pw_mcc'))}, "
         f"mean stability fraction {_fmt(s.get('mean_stability_fraction'))} at threshold "
         f"{s.get('threshold')}; random baseline median "
         f"{_fmt(base.get('median_cosine', base.get('median')))}")

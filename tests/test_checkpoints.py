@@ -2,9 +2,10 @@
 previous good one, and a checkpoint written for another setup is never resumed from."""
 
 import pytest
-from train_samples import SAE, acts, assert_same, cfg, weights
 
 from saefast.train.trainer import train_saes
+
+from train_samples import SAE, acts, assert_same, cfg, weights
 
 
 def test_a_corrupt_checkpoint_is_skipped_for_the_previous_good_one(tmp_path):

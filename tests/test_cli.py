@@ -66,6 +66,15 @@ def test_sweep_writes_runs_reports_and_plots(finished_sweep):
     lo, hi = row["global_median_ci"]  # 90 % over runs
     assert lo <= row["global_median"] <= hi
     assert row["excess_median"] == pytest.approx(row["global_median"] - row["baseline_median"])
+    # PW-MCC beside the median: the report's, its interval, its excess over each null
+    s = report["summary"]
+    assert row["pw_mcc"] == s["pw_mcc"] and row["pw_mcc_ci"] == s["seed_intervals"]["pw_mcc"]["ci"]
+    assert row["excess_pw_mcc"] == pytest.approx(row["pw_mcc"] - row["baseline_pw_mcc"])
+    for kind, null in s["nulls"]["kinds"].items():
+        assert row["null_pw_mcc"][kind] == null.get("pw_mcc")
+        ex = row["excess_pw_mcc_by_null"][kind]
+        assert ex == (None if null["skipped"] else {k: null["excess_pw_mcc"][k]
+                                                    for k in ("estimate", "ci")})
 
 
 def test_second_run_skips_everything_without_loading_the_model(finished_sweep, corpus, monkeypatch, capsys):
@@ -96,6 +105,8 @@ def test_report_command_prints_the_table(finished_sweep, capsys):
     assert main(["report", str(finished_sweep / "out")]) == 0
     out = capsys.readouterr().out
     assert "L1-f16-k2-t800" in out and "null" in out
+    assert "PW-MCC" in out and "over the iso/cov/act/dict nulls" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
 
 
 def test_analyze_command(finished_sweep, tmp_path, capsys):

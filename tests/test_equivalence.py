@@ -148,6 +148,10 @@ def test_a_report_has_every_view_with_the_store_and_says_why_without(swept, tmp_
         assert 0 <= act["correlation_matching"]["agreement_with_decoder"] <= 1
     iv = e["activation"]["same_partner"]
     assert iv["ci"][0] <= iv["estimate"] <= iv["ci"][1]
+    nf = e["activation"]["never_fire"]  # what r leaves out, counted and carried to summary.json
+    assert nf["decoder_pairs_left_out"] == sum(p["activation"]["n_never_fire"] for p in rep["pairs"])
+    (row,) = json.loads((swept / "summary.json").read_text())["groups"]
+    assert row["equivalence"]["r_left_out"] == nf["decoder_pairs_left_out"]
     capsys.readouterr()
     assert main(["report", str(swept)]) == 0
     out = capsys.readouterr().out
@@ -197,3 +201,80 @@ def test_a_report_for_another_threshold_solves_no_correlation_matching_again(swe
     assert len(list((swept / "reports" / FOLDER).glob("*.npz"))) == kinds
     for p, q in zip(swept_pairs, first["pairs"]):
         assert p["activation"]["correlation_matching"] == q["activation"]["correlation_matching"]
+
+
+def planted_codes(T, F, dead, seed, k=6):
+    """Three runs' codes of the same T held-out tokens: each feature f fires where a shared
+    latent pattern does, with values varying per run, so matched features correlate; the
+    features in dead[s] never fire in run s. Returns ([Codes], [dense [T, F]])."""
+    g = np.random.default_rng(seed)
+    on = g.random((T, F)) < 0.15  # [T, F] where each feature fires (shared)
+    base = g.exponential(1.0, (T, F))
+    codes, denses = [], []
+    for s, off in enumerate(dead):
+        dense = np.where(on, base * (1 + 0.3 * g.random((T, F))), 0.0)
+        dense[:, list(off)] = 0.0
+        top = np.argsort(-dense, axis=1, kind="stable")[:, :k]  # [T, k]
+        vals = np.take_along_axis(dense, top, 1)
+        dense = np.zeros_like(dense)
+        np.put_along_axis(dense, top, vals, 1)  # what a k-sparse code keeps
+        codes.append(eq.Codes(torch.from_numpy(vals).float(), torch.from_numpy(top), F))
+        denses.append(dense.astype(np.float32).astype(np.float64))
+    return codes, denses
+
+
+def test_activation_r_leaves_out_never_firing_features_and_counts_them():
+    """Issue 22: a feature that never fires on the held-out tokens has no r (zero variance);
+    it used to enter as r = 0. Here most matched pairs have such a feature, so counting them
+    as 0 would drag the median r from ~0.9 to 0: r's median, its interval over runs and its
+    fraction above 0.5 are those of the pairs where both features fire, and the pairs left
+    out are counted per pair, per run and pooled."""
+    from scipy.stats import spearmanr
+
+    from saefast.stats.agreement import agreement
+
+    T, F = 800, 24
+    dead = [set(range(9)), set(range(8, 17)), set(range(16, 24)) | {0}]
+    codes, dense = planted_codes(T, F, dead, seed=5)
+    g = np.random.default_rng(6)
+    pairs = [{"index_a": i, "index_b": j, "a_indices": list(range(F)),
+              "b_indices": list(range(F)), "all_cosines": g.random(F).tolist()}
+             for i, j in ((0, 1), (0, 2), (1, 2))]  # matched feature f to feature f
+    block = eq.activation_block(codes, pairs, source="planted")
+    kept, everything = {}, {}
+    for p in pairs:
+        i, j = p["index_a"], p["index_b"]
+        r = np.diag(pearson(dense[i], dense[j]))  # [F], 0 where a feature never fires
+        fires = np.array([f not in dead[i] | dead[j] for f in range(F)])
+        kept[i, j], everything[i, j] = r[fires], r
+        act = p["activation"]
+        np.testing.assert_allclose(act["r"], r, atol=1e-10)  # the list keeps its alignment
+        assert act["median_r"] == pytest.approx(np.median(r[fires]))  # ~0.9, not 0
+        assert act["n_never_fire"] == np.count_nonzero(~fires) > F / 2
+        assert act["never_fire_positions"] == np.flatnonzero(~fires).tolist()
+        rho = spearmanr(np.asarray(p["all_cosines"])[fires], r[fires])[0]
+        p["rho"] = rho
+    pooled = np.concatenate(list(kept.values()))
+    med = block["decoder_pairs_r"]["median"]
+    assert med["estimate"] == pytest.approx(np.median(pooled))
+    assert np.median(pooled) > 0.8 and np.median(np.concatenate(list(everything.values()))) == 0
+    # the interval: the delete-one-run jackknife of the kept r (S = 3: one pair left each time)
+    reps = np.array([np.median(kept[1, 2]), np.median(kept[0, 2]), np.median(kept[0, 1])])
+    assert med["se"] == pytest.approx(np.sqrt(2 / 3 * np.sum((reps - reps.mean()) ** 2)))
+    assert block["decoder_pairs_r"]["fraction_above_0.5"]["estimate"] == \
+        pytest.approx(np.mean(pooled >= 0.5))
+    nf = block["never_fire"]
+    assert nf["per_run"] == [len(d) for d in dead]
+    assert nf["decoder_pairs"] == 3 * F
+    assert nf["decoder_pairs_left_out"] == sum(p["activation"]["n_never_fire"] for p in pairs)
+    assert "never fires" in block["method"]
+    # the correlation matching's r: also only pairs where both features fire
+    for p in pairs:
+        cm = p["activation"]["correlation_matching"]
+        ia, ib, r, _ = eq.correlation_matching(codes[p["index_a"]], codes[p["index_b"]])
+        both = (codes[p["index_a"]].std[ia] > 0) & (codes[p["index_b"]].std[ib] > 0)
+        assert cm["median_r"] == pytest.approx(np.median(r[both]))
+        assert cm["n_never_fire"] == np.count_nonzero(~both)
+    # the views' agreement ranks only the pairs that have an r
+    agree = agreement(pairs, 3)["decoder~activation"]
+    assert agree["estimate"] == pytest.approx(np.mean([p["rho"] for p in pairs]))

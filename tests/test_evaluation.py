@@ -3,11 +3,12 @@ feature records, decoder drift, the held-out FVU trace and its convergence flag.
 
 import pytest
 import torch
-from train_samples import gaussian_acts
 
 from saefast.config import SAEConfig, TrainConfig
 from saefast.train.sae import TopKSAE
 from saefast.train.trainer import convergence, decoder_drift, evaluate, feature_records, train_saes
+
+from train_samples import gaussian_acts
 
 
 def test_evaluate_counts_fires_and_dead():

@@ -13,9 +13,6 @@ import itertools
 
 import numpy as np
 import pytest
-from planted_runs import N_SHARED
-from planted_runs import F as PLANTED_F
-from planted_runs import make_run as make_run_dir
 from scipy import stats as sps
 from test_inference import D, F, make_run, population
 
@@ -34,6 +31,10 @@ from saefast.stats.null_model import (
     isotropic_null_model,
     null_draws,
 )
+
+from planted_runs import N_SHARED
+from planted_runs import F as PLANTED_F
+from planted_runs import make_run as make_run_dir
 
 T = 0.5  # a threshold inside the planted range, so every count has something to count
 

@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
-from planted_runs import N_SHARED, make_run
 from safetensors.torch import save_file
 
 from saefast import errors
 from saefast.cli.main import main
 from saefast.report.assemble import compute_sae_pair_alignment, compute_stability_report
 from saefast.runs.artifacts import find_run_dirs, load_sae
+
+from planted_runs import N_SHARED, make_run
 
 
 def _planted(tmp_path, seed):

@@ -172,12 +172,16 @@ def test_every_group_has_its_numbers(sweep):
         assert stab["90% CI"] == cells.ci_cell(row["global_median_ci"]) != "-"
         assert stab[">=.5/.7/.9"] == cells.fractions_cell(row["fraction_above"])
         assert stab["live"] == cells.fmt(row["live_only_global_median"])
+        assert stab["PW-MCC"] == cells.fmt(row["pw_mcc"]) != "-"  # beside the median
         nulls = page.row("over cov [90%]", g)
         for kind in cells.NULL_KINDS:
             short = html_markup.SHORT[kind]
             assert nulls[f"{short} null median"] == cells.fmt(row["null_medians"].get(kind))
             assert nulls[f"over {short} [90%]"] == cells.excess_cell(row["excess"].get(kind))
-        assert nulls["over iso [90%]"] != "-"
+            assert nulls[f"PW-MCC over {short} [90%]"] == cells.excess_cell(
+                row["excess_pw_mcc_by_null"].get(kind))
+        assert nulls["over iso [90%]"] != "-" and nulls["PW-MCC over iso [90%]"] != "-"
+        assert nulls["PW-MCC [90%]"] == f"{cells.fmt(row['pw_mcc'])} [{cells.ci_cell(row['pw_mcc_ci'])}]"
         beyond = page.row("BY vs cov", g)
         for kind in cells.NULL_KINDS:
             short = html_markup.SHORT[kind]

@@ -4,12 +4,13 @@ exactly, recomputed when damaged, and a report made from them equals one matched
 import numpy as np
 import pytest
 import torch
-from planted_runs import make_run
 
 from saefast.match import cache as match_cache
 from saefast.match import match_decoders, native_available
 from saefast.match.cache import MatchingCache, identity
 from saefast.report import files as reports
+
+from planted_runs import make_run
 
 KW = dict(threshold=0.9, top_k=20, live_only=True, solver="auto", plots=False)
 

@@ -6,12 +6,13 @@ whose live counts differ, so the live-only pairs have shapes of their own."""
 
 import numpy as np
 import pytest
-from planted_runs import D, F, make_run
 
 from saefast.report import files as reports
 from saefast.stats import null_summary
 from saefast.stats.matched import random_baseline
 from saefast.stats.null_model import report_null_draws
+
+from planted_runs import D, F, make_run
 
 SHARED_KEYS = ("n_a", "n_b", "d", "seed", "n_draws", "n_per_draw", "solver", "median_cosine",
                "mean_cosine", "max_cosine", "fraction_above")
@@ -41,6 +42,9 @@ def test_the_baseline_is_the_isotropic_null_of_summary_nulls(report, mode):
     # the draws the per-feature p-values use, and one interval of the excess over them
     assert base["n_draws"] == report_null_draws(base["n_a"], base["n_b"])
     assert s["seed_intervals"]["excess_median"] == iso["excess_median"]
+    # PW-MCC likewise: one isotropic null, the mean of its cosines, one interval of the excess
+    assert base["pw_mcc"] == iso["pw_mcc"] == pytest.approx(np.mean(base["cosines"]))
+    assert s["seed_intervals"]["excess_pw_mcc"] == iso["excess_pw_mcc"]
 
 
 def test_the_nulls_shape_is_the_median_live_counts_for_live_only(report):

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as nnf
+
+import saefast
+from saefast import ops
+
 from op_samples import (
     assert_topk,
     dense_cosines,
@@ -21,9 +25,6 @@ from op_samples import (
     encoder,
     randn,
 )
-
-import saefast
-from saefast import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 DISABLED = os.environ.get("SAEFAST_DISABLE_NATIVE") == "1"

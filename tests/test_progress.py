@@ -2,10 +2,11 @@
 seeds, as the terminal shows it, and where a non-finite loss stops a seed."""
 
 import pytest
-from train_samples import SAE, acts, cfg
 
 from saefast.train.progress import Progress, TrainingDiverged
 from saefast.train.trainer import train_saes
+
+from train_samples import SAE, acts, cfg
 
 
 def test_progress_reports_loss_and_dead_fraction_per_seed():

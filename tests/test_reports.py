@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-from planted_runs import F, make_run
 
 import saefast
 from saefast import errors
@@ -15,6 +14,8 @@ from saefast.report import files as reports
 from saefast.report.assemble import compute_stability_report
 from saefast.stats import stability
 from saefast.stats.stability import recurrence_rows
+
+from planted_runs import F, make_run
 
 ALL_FILES = ["feature_recurrence.csv", "feature_recurrence_live_only.csv", "pair_heatmap.png",
              "cosine_histogram.png", "seed_count_curve.png", "live_only_pair_heatmap.png",
@@ -182,7 +183,8 @@ def test_the_summary_carries_seed_level_intervals(runs, tmp_path):
 
     rep = compute_stability_report(runs)
     si = rep["summary"]["seed_intervals"]
-    assert set(si) == {"global_median", "fraction_above_0.9", "excess_median"}
+    assert set(si) == {"global_median", "fraction_above_0.9", "excess_median", "pw_mcc",
+                       "excess_pw_mcc"}  # PW-MCC's: tests/test_pw_mcc.py
     med = si["global_median"]
     assert med["estimate"] == rep["summary"]["global_median"]
     assert med["ci"][0] <= med["estimate"] <= med["ci"][1] and med["level"] == 0.9

@@ -9,9 +9,10 @@ import time
 
 import pytest
 from safetensors.torch import load_file
-from train_samples import SAE, acts, assert_same, cfg, weights
 
 from saefast.train.trainer import train_saes
+
+from train_samples import SAE, acts, assert_same, cfg, weights
 
 
 def sweep_cmd(corpus, out, cache, *extra):

@@ -3,11 +3,12 @@ aux_k, the lr schedule, and the steps and passes of the window schedule (fixed s
 same for every budget; steps=0 keeps the epochs)."""
 
 import pytest
-from train_samples import gaussian_acts
 
 from saefast.config import RunConfig, SAEConfig, TrainConfig, apply_overrides
 from saefast.sweep.plan import token_steps
 from saefast.train.trainer import train_saes
+
+from train_samples import gaussian_acts
 
 
 def test_lr_schedule_and_auto_lr():

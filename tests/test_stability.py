@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from planted_runs import N_SHARED, D, F, make_run
 from scipy.optimize import linear_sum_assignment
 
 from saefast import errors
@@ -25,6 +24,8 @@ from saefast.report.assemble import (
 from saefast.runs.artifacts import RunDirError, load_sae
 from saefast.stats.matched import matched_statistics, random_baseline
 from saefast.stats.stability import recurrence_rows
+
+from planted_runs import N_SHARED, D, F, make_run
 
 ORIGINAL_PAIR_KEYS = {"run_a", "run_b", "run_a_name", "run_b_name", "threshold",
                       "n_matched_pairs", "matched_count_above_threshold", "median_cosine",

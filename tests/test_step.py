@@ -3,10 +3,11 @@ loss goes NaN stops at its step while the others train on unchanged (the host pa
 sync-free path's twin is in test_sync_free.py)."""
 
 import torch
-from train_samples import SAE, acts, assert_same, cfg, weights
 
 from saefast.config import SAEConfig, TrainConfig
 from saefast.train.trainer import TrainingDiverged, train_sae, train_saes
+
+from train_samples import SAE, acts, assert_same, cfg, weights
 
 
 def test_auxk_revives_dead_latents():

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from saefast import ops
+from saefast.ops import reference
+
 from op_samples import (
     HALF_ULP,
     TOL,
@@ -25,9 +29,6 @@ from op_samples import (
     sample_inputs,
     stable_topk,
 )
-
-from saefast import ops
-from saefast.ops import reference
 
 
 @devices

@@ -5,12 +5,13 @@ training recovers planted directions; NaN losses and inputs stop it; CUDA matche
 import numpy as np
 import pytest
 import torch
-from train_samples import SAE, acts, assert_same, cfg, weights
 
 from saefast.config import SAEConfig, TrainConfig
 from saefast.data.store import StoreSource
 from saefast.data.windows import TensorSource
 from saefast.train.trainer import TrainingDiverged, train_sae, train_saes
+
+from train_samples import SAE, acts, assert_same, cfg, weights
 
 
 def planted_activations(n=2048, d=16, n_atoms=12, active=2, seed=0):

@@ -12,6 +12,9 @@
 - `moments`: what the data-shaped nulls need to know of activations, computed where they are:
   `ActivationMoments` (streaming float64 mean and covariance) and `TokenPool` (vectors by
   distinct token id).
+- `surrogate`: `SurrogateSource`, activations with the data's mean and covariance and no sparse
+  structure (gaussian, or elliptical: each real token's Mahalanobis norm kept), generated
+  chunk by chunk as training reads them; what the trained null trains on.
 - `stream_nulls`: a streamed pass's moments and token pool, gathered from its own forward
   batches and kept under OUT/runs/.null_data/ (streamed runs have no store to read them from).
 - `coverage`: how many tokens each corpus holds for a model (`saefast corpora`).

@@ -222,10 +222,10 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
 
 def _agreement(report: dict) -> None:
     """Step 7's last: do the views the pairs carry rank the matched pairs alike?"""
-    from saefast.stats import equivalence
+    from saefast.stats.agreement import agreement
 
-    report["summary"]["equivalence"]["agreement"] = equivalence.agreement(
-        report["pairs"], report["summary"]["n_runs"])
+    report["summary"]["equivalence"]["agreement"] = agreement(report["pairs"],
+                                                              report["summary"]["n_runs"])
 
 
 def _ablation_target(saes: list[LoadedSAE], asked: dict) -> dict:

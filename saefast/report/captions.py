@@ -4,10 +4,12 @@ names. Plain strings, no markup."""
 
 from __future__ import annotations
 
-STABILITY_COLUMNS = ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live")
+STABILITY_COLUMNS = ("pairs", "median", "90% CI", "PW-MCC", ">=.5/.7/.9", "null", "live")
 STABILITY = (
     "median: pooled over every pair's matched cosines, with its 90% interval over runs "
-    "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
+    "(delete-one-run jackknife, t(S-1); the run is the independent unit). PW-MCC: the mean "
+    "matched cosine over all features of a pair (the consistency metric of published work), "
+    "pooled (its interval and its excess over each null: below). >=.5/.7/.9: "
     "fraction of matched pairs at or above. null: the same matching of random isotropic "
     "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
     "live: the median matching live features only. -: not computed.")
@@ -18,8 +20,11 @@ NULLS = (
     "tokens) / dictionary (random rows drawn with the decoders' own covariance, the mean "
     "over runs of U^T U / n of the unit decoder rows: dictionaries concentrated in one "
     "subspace against random rows concentrated the same way). over: the pooled median "
-    "minus that null's median, [90% interval over runs]. -: not computed (no activation "
-    "store, or too few distinct tokens: the reason is in stability.json).")
+    "minus that null's median, [90% interval over runs]. "
+    "PW-MCC: the mean matched cosine [90% interval over runs]; PW-MCC over: it minus that "
+    "null's mean matched cosine [90%]. "
+    "-: not computed (no activation store, or too few distinct tokens: the reason is in "
+    "stability.json).")
 DICTIONARY_EXCESS = (
     "over dict: the pooled median minus the dictionary-covariance null's median [90% "
     "interval over runs]; a table of its own, since the nulls table has no room for it "
@@ -38,7 +43,8 @@ EQUIVALENCE_COLUMNS = ("shared", "r", "same", "both")
 EQUIVALENCE = (
     "shared: decoder-matched pairs whose encoder rows also match at the threshold "
     "[90% interval over runs]. r: median Pearson correlation of the matched pairs' "
-    "held-out activations [90%]. same: features whose max-correlation partner is their "
+    "held-out activations [90%], leaving out pairs with a feature that never fires there "
+    "(no r; their count is in summary.json). same: features whose max-correlation partner is their "
     "decoder partner. both: pairs the correlation matching and the decoder matching both "
     "pick. -: not computed (see stability.json summary.equivalence.skipped).")
 

@@ -70,3 +70,18 @@ def null_medians_cell(medians: dict) -> str:
     """".122/.295/.238/.301": the isotropic / covariance / activation / dictionary-covariance
     null medians."""
     return "/".join(fmt(medians.get(k)).replace("0.", ".") for k in NULL_KINDS)
+
+
+def pw_mcc_line(row: dict) -> str | None:
+    """"PW-MCC .301 [.295-.307]; over the nulls +.21 [+.20,+.22] / ... / -": a summary.json
+    row's PW-MCC with its 90 % interval and its excess over the isotropic / covariance /
+    activation / dictionary-covariance nulls; None without one."""
+    if row.get("pw_mcc") is None:
+        return None
+    over = row.get("excess_pw_mcc_by_null") or {}
+    if not over and row.get("excess_pw_mcc") is not None:  # no nulls block: the isotropic one
+        over = {"isotropic": {"estimate": row["excess_pw_mcc"], "ci": row.get("excess_pw_mcc_ci")}}
+    ci = row.get("pw_mcc_ci")
+    value = fmt(row["pw_mcc"]).replace("0.", ".") + (f" [{ci_cell(ci)}]" if _finite(ci) else "")
+    return (f"PW-MCC {value}; over the iso/cov/act/dict nulls "
+            + " / ".join(excess_cell(over.get(k)) for k in NULL_KINDS))

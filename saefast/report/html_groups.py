@@ -48,15 +48,20 @@ def overview(summary: dict, groups: list[str]) -> str:
         ["group", *captions.STABILITY_COLUMNS],
         [[markup.group_link(groups, r["group"]), markup.num(r.get("pairs")),
           markup.num(r.get("global_median")), ci_cell(r.get("global_median_ci")),
-          fractions_cell(r.get("fraction_above")), markup.num(r.get("baseline_median")),
-          markup.num(r.get("live_only_global_median"))] for r in rows],
+          markup.num(r.get("pw_mcc")), fractions_cell(r.get("fraction_above")),
+          markup.num(r.get("baseline_median")), markup.num(r.get("live_only_global_median"))]
+         for r in rows],
         captions.STABILITY)
     nulls = markup.table(
         ["group"] + [f"{markup.SHORT[k]} null median" for k in NULL_KINDS]
-        + [f"over {markup.SHORT[k]} [90%]" for k in NULL_KINDS],
+        + [f"over {markup.SHORT[k]} [90%]" for k in NULL_KINDS] + ["PW-MCC [90%]"]
+        + [f"PW-MCC over {markup.SHORT[k]} [90%]" for k in NULL_KINDS],
         [[markup.group_link(groups, r["group"])]
          + [markup.num((r.get("null_medians") or {}).get(k)) for k in NULL_KINDS]
-         + [excess_cell((r.get("excess") or {}).get(k)) for k in NULL_KINDS] for r in rows],
+         + [excess_cell((r.get("excess") or {}).get(k)) for k in NULL_KINDS]
+         + [_with_ci(r.get("pw_mcc"), r.get("pw_mcc_ci"))]
+         + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in NULL_KINDS]
+         for r in rows],
         captions.NULLS)
     beyond = markup.table(
         ["group"] + [markup.SHORT[k] for k in NULL_KINDS]
@@ -85,6 +90,11 @@ def overview(summary: dict, groups: list[str]) -> str:
             f"<h3>Features recurring beyond chance</h3>{beyond}"
             + (f"<h3>The same feature from every side</h3>{sides}" if sides else "") +
             f"<h3>Training health</h3>{health}</section>")
+
+
+def _with_ci(value: float | None, ci) -> str:
+    """".301 [.295-.307]": a cosine statistic with its interval (3 digits, like the median)."""
+    return markup.num(value) + (f" [{ci_cell(ci)}]" if ci and value is not None else "")
 
 
 def _share(row: dict, key: str, ci_key: str | None = None) -> str:
@@ -133,12 +143,13 @@ def _nulls_table(nulls: dict | None) -> str:
     for kind, n in kinds.items():
         if n.get("skipped"):
             rows.append([kind, ("html", f'<span class="note">{markup.e(n.get("reason") or "skipped")}</span>'),
-                         "", "", "", ""])
+                         "", "", "", "", "", ""])
             continue
         q = n.get("quantiles") or {}
         rows.append([kind, markup.num(n.get("median_cosine")), markup.num(q.get("0.95")), markup.num(q.get("0.999")),
                      f"{n.get('n_draws', '-')} x {n.get('n_per_draw', '-')}",
-                     excess_cell(n.get("excess_median"))])
+                     excess_cell(n.get("excess_median")), markup.num(n.get("mean_cosine")),
+                     excess_cell(n.get("excess_pw_mcc"))])
     shape = nulls.get("shape") or {}
     data = nulls.get("data") or {}
     where = data.get("store") or data.get("file")
@@ -147,9 +158,10 @@ def _nulls_table(nulls: dict | None) -> str:
            + (f"; data: {where}, {data.get('n_rows')} training rows, covariance effective rank "
               f"{markup.num(data.get('effective_rank'), 1)}, {data.get('distinct_tokens')} distinct "
               "tokens" if where else "") + ". over: observed pooled median minus the null's "
-           "median [90% interval over runs].")
+           "median [90% interval over runs]. PW-MCC: the null's mean matched cosine; PW-MCC "
+           "over it: the observed PW-MCC minus it [90%].")
     return markup.table(["null", "median", "95% quantile", "99.9% quantile", "draws x cosines",
-                   "over it [90%]"], rows, cap)
+                   "over it [90%]", "PW-MCC", "PW-MCC over it [90%]"], rows, cap)
 
 
 def _curve_end(block: dict | None) -> str:
@@ -210,6 +222,13 @@ def _figures(report_images: dict[str, bytes], prefix: str, group: str) -> str:
     return "".join(out)
 
 
+def _pw_mcc_fact(s: dict) -> str | None:
+    """The report's PW-MCC with its 90 % interval (None for a report stored without it)."""
+    if s.get("pw_mcc") is None:
+        return None
+    return _with_ci(s["pw_mcc"], ((s.get("seed_intervals") or {}).get("pw_mcc") or {}).get("ci"))
+
+
 def _summary_facts(s: dict) -> list[tuple[str, Any]]:
     ci = ((s.get("seed_intervals") or {}).get("global_median") or {}).get("ci")
     best = s.get("best_feature_pair") or {}
@@ -217,6 +236,7 @@ def _summary_facts(s: dict) -> list[tuple[str, Any]]:
         ("pooled median", f"{markup.num(s.get('global_median'))} [{ci_cell(ci)}]" if ci
          else markup.num(s.get("global_median"))),
         ("median of pair medians", markup.num(s.get("median_of_medians"))),
+        ("PW-MCC (mean matched cosine)", _pw_mcc_fact(s)),
         (f"at >= {s.get('threshold')}", markup.num(s.get("fraction_at_threshold"))),
         ("best matched feature pair", f"{best['run_a_name']} #{best['feature_a']} ~ "
          f"{best['run_b_name']} #{best['feature_b']}, cosine {best['cosine']:.3f}"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from saefast.stats.null_summary import NULL_SEED, NullData
 
 NULLS_VERSION = 2  # bump when what the nulls compute changes: stored reports are recomputed
 ROWS_PER_TOKEN = 8  # activation null: rows kept per distinct token id (module doc)
+MAX_HELD_OUT = 100_000  # held-out tokens encoded per run, at most
 
 NEED_ACTS = ("the covariance and activation nulls need the runs' training activations: pass "
              "--acts STORE_DIR (the activation store the sweep harvested into)")
@@ -262,7 +263,6 @@ def held_out(run_dirs, source: NullSource | None) -> tuple:
     """(x [T, d] or None, reason, where): the runs' held-out activations from the store the
     nulls read (a sweep's store, or --acts), for the activation-correlation view."""
     from saefast.data.store import StoreSource
-    from saefast.stats.equivalence import held_out_rows
 
     infos = [run_info(r) for r in run_dirs]
     if source is None or source.store is None:
@@ -281,3 +281,21 @@ def held_out(run_dirs, source: NullSource | None) -> tuple:
     start, end = span
     x = StoreSource(source.store, start, end).read(0, end - start)  # [T, d]
     return x, None, f"{source.store} rows {start}-{end}"
+
+
+def held_out_rows(infos: Sequence[dict]) -> tuple[int, int] | str:
+    """[start, end) of the runs' held-out tokens in their store (from run.json `tokens`),
+    capped at MAX_HELD_OUT tokens, or the reason there are none."""
+    spans = set()
+    for info in infos:
+        tok = info.get("tokens") if isinstance(info, dict) else None
+        if not isinstance(tok, dict) or not isinstance(tok.get("held_out"), int):
+            return "the runs' run.json does not say which tokens were held out"
+        start = 0 if tok.get("held_out_shared") else int(tok["train"])
+        spans.add((start, start + int(tok["held_out"])))
+    if len(spans) != 1:
+        return "the runs held out different tokens"
+    start, end = spans.pop()
+    if end - start < 2:
+        return "fewer than 2 held-out tokens"
+    return start, min(end, start + MAX_HELD_OUT)

@@ -11,7 +11,9 @@ they read the same direction and fire on the same tokens:
   value in the k-sparse code, 0 where it is not kept). Per decoder-matched pair, Pearson r;
   per feature, its max-correlation partner in the other run (does it agree with the decoder
   partner?); and the one-to-one assignment maximising total correlation, compared with the
-  decoder matching (how many pairs do both pick?).
+  decoder matching (how many pairs do both pick?). A feature that never fires on the
+  held-out tokens has zero variance there and no r (not r = 0): pairs with one are left
+  out of every r statistic and counted (`fires`, summary never_fire).
 
 The correlations come from the k-sparse codes only: for a block of A's features, every token
 where one of them is active adds value_a x B's k code values into a dense [block, F_b] row
@@ -43,7 +45,6 @@ from saefast.match import Matching, match_decoders, unit_rows
 from saefast.stats import inference as inf
 
 THRESHOLDS = (0.5, 0.7, 0.9)
-MAX_HELD_OUT = 100_000  # held-out tokens encoded per run, at most
 BLOCK_ELEMS = 1 << 23  # a [block, F_b] float64 co-activation block (64 MiB)
 TOP_K = 16  # correlation candidates per row and per column
 DENSE_MAX = 1 << 22  # correlation matchings up to this many pairs are solved densely
@@ -61,15 +62,21 @@ METHOD = {
                   "other run is their decoder partner; correlation_matching: one-to-one "
                   "assignment maximising total r (exact), and the share of its pairs the "
                   "decoder matching also picks; r computed exactly from the sparse codes "
-                  "(co-activation sums, no dense [tokens, F] matrix); zero-variance "
-                  "(never active) features have r = 0",
+                  "(co-activation sums, no dense [tokens, F] matrix). A feature that never "
+                  "fires on the held-out tokens has zero variance, so no r: pairs with one "
+                  "are left out of every r statistic, same_partner and the agreement, and "
+                  "counted (never_fire; per pair n_never_fire, never_fire_positions; the "
+                  "per-pair r lists keep 0 there, aligned with all_cosines)",
 }
 
 
 # ---------------------------------------------------------------------------- encoders
 
 
-def _interval(per_pair: dict, n_runs: int, stat: inf.Statistic) -> dict:
+def _interval(per_pair: dict, n_runs: int, stat: inf.Statistic) -> dict | None:
+    """stat's interval over runs; None when no pair has a value left."""
+    if not any(len(v) for v in per_pair.values()):
+        return None
     return inf.run_interval(inf.PairedRuns.from_dict(n_runs, per_pair), stat)
 
 
@@ -314,13 +321,35 @@ def held_out_codes(saes: Sequence, x: torch.Tensor | None,
         return None, str(e)
 
 
+def fires(a: Codes, b: Codes, ia, ib) -> np.ndarray:
+    """[n] True where both features of pair t (a's ia[t], b's ib[t]) fire on the held-out
+    tokens. Where one never does (zero variance) Pearson r is undefined, not 0: such pairs
+    are left out of every r statistic."""
+    return (a.std[np.asarray(ia, np.int64)] > 0) & (b.std[np.asarray(ib, np.int64)] > 0)
+
+
+def _median(x: np.ndarray) -> float | None:
+    return float(np.median(x)) if len(x) else None
+
+
+def _never_fire(codes: Sequence[Codes], acts: list[dict]) -> dict:
+    """What r leaves out: each run's features that never fire on the held-out tokens, and
+    the decoder-matched and correlation-matched pairs with one, pooled over pairs."""
+    return {"per_run": [int(np.count_nonzero(c.std == 0)) for c in codes],
+            "decoder_pairs_left_out": sum(a["n_never_fire"] for a in acts),
+            "decoder_pairs": sum(len(a["r"]) for a in acts),
+            "correlation_pairs_left_out": sum(a["correlation_matching"]["n_never_fire"]
+                                              for a in acts)}
+
+
 def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
                      matched: Mapping[tuple[int, int], tuple] | None = None) -> dict:
-    """Add `activation` {r (per decoder-matched pair), median_r, same_partner,
-    correlation_matching} to each pair from the runs' codes of the same held-out tokens
-    (`held_out_codes`) and return the summary's block (intervals over runs).
-    matched[(i, j)]: the `correlation_matching` of runs i and j computed before; without it
-    each pair's is solved here."""
+    """Add `activation` {r (per decoder-matched pair, 0 where a feature never fires),
+    median_r, n_never_fire, never_fire_positions, same_partner, correlation_matching} to each
+    pair from the runs' codes of the same held-out tokens (`held_out_codes`) and return the
+    summary's block (intervals over runs; pairs with a never-firing feature left out of r
+    and counted in `never_fire`). matched[(i, j)]: the `correlation_matching` of runs i and
+    j computed before; without it each pair's is solved here."""
     S = len(codes)
     r_all, same, agree, corr_r = {}, {}, {}, {}
     for p in pairs:
@@ -332,17 +361,21 @@ def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
         _, row_idx, _, col_idx = correlation_topk(a, b, 1)  # one pass, both directions
         best_b = row_idx[:, 0].numpy()  # [F_a] max-r partner in B
         best_a = col_idx[:, 0].numpy()  # [F_b] max-r partner in A
-        active = (a.std[ia] > 0) & (b.std[ib] > 0)  # never-active features have no partner
+        active = fires(a, b, ia, ib)  # a never-firing feature has no r and no partner
         hits = np.r_[(best_b[ia] == ib)[active], (best_a[ib] == ia)[active]].astype(float)
         ma, mb, mr, info = matched[i, j] if matched is not None else correlation_matching(a, b)
+        m_active = fires(a, b, ma, mb)
         both = np.intersect1d(ia * b.F + ib, ma * b.F + mb).size
         key = (i, j)
-        r_all[key], same[key], corr_r[key] = r, hits, mr
+        r_all[key], same[key], corr_r[key] = r[active], hits, mr[m_active]
         agree[key] = np.r_[np.ones(both), np.zeros(len(ia) - both)]
         p["activation"] = {
-            "r": r.tolist(), "median_r": float(np.median(r)),
+            "r": r.tolist(), "median_r": _median(r[active]),
+            "n_never_fire": int(np.count_nonzero(~active)),
+            "never_fire_positions": np.flatnonzero(~active).tolist(),
             "same_partner": float(hits.mean()) if hits.size else None,
-            "correlation_matching": {"median_r": float(np.median(mr)),
+            "correlation_matching": {"median_r": _median(mr[m_active]),
+                                     "n_never_fire": int(np.count_nonzero(~m_active)),
                                      "agreement_with_decoder": both / len(ia),
                                      "certified": bool(info["certified"]),
                                      "gap_bound": info["gap_bound"]}}
@@ -353,37 +386,17 @@ def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
         "same_partner": _interval(same, S, inf.mean()),
         "correlation_matching": {"median_r": _interval(corr_r, S, inf.median()),
                                  "agreement_with_decoder": _interval(agree, S, inf.mean())},
+        "never_fire": _never_fire(codes, [p["activation"] for p in pairs]),
     }
-
-
-# ---------------------------------------------------------------------------- held-out data
-
-
-def held_out_rows(infos: Sequence[dict]) -> tuple[int, int] | str:
-    """[start, end) of the runs' held-out tokens in their store (from run.json `tokens`),
-    capped at MAX_HELD_OUT tokens, or the reason there are none."""
-    spans = set()
-    for info in infos:
-        tok = info.get("tokens") if isinstance(info, dict) else None
-        if not isinstance(tok, dict) or not isinstance(tok.get("held_out"), int):
-            return "the runs' run.json does not say which tokens were held out"
-        start = 0 if tok.get("held_out_shared") else int(tok["train"])
-        spans.add((start, start + int(tok["held_out"])))
-    if len(spans) != 1:
-        return "the runs held out different tokens"
-    start, end = spans.pop()
-    if end - start < 2:
-        return "fewer than 2 held-out tokens"
-    return start, min(end, start + MAX_HELD_OUT)
 
 
 def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str = "auto",
                 codes: Sequence[Codes] | None, codes_reason: str | None = None,
                 source: str | None = None, encoder_matchings=None,
                 correlation_matchings=None) -> dict:
-    """summary["equivalence"] without its `agreement` (`agreement`, once every view is on the
-    pairs): {encoder: block or None, activation: block or None, skipped: [reasons]}, adding
-    the per-pair keys of each block to `pairs`. codes: the runs' held-out codes
+    """summary["equivalence"] without its `agreement` (`stats.agreement`, once every view is
+    on the pairs): {encoder: block or None, activation: block or None, skipped: [reasons]},
+    adding the per-pair keys of each block to `pairs`. codes: the runs' held-out codes
     (`held_out_codes`), or None with codes_reason saying why; encoder_matchings /
     correlation_matchings: the blocks' `matched`."""
     skipped = []
@@ -397,36 +410,3 @@ def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: 
     else:
         act = activation_block(codes, pairs, source=source or "", matched=correlation_matchings)
     return {"encoder": enc, "activation": act, "skipped": skipped}
-
-
-# ---------------------------------------------------------------------------- agreement
-
-
-_VIEWS = {  # per-pair values of each view, aligned with the decoder matching's pairs
-    "decoder": lambda p: p.get("all_cosines"),
-    "encoder": lambda p: (p.get("encoder") or {}).get("cosines"),
-    "activation": lambda p: (p.get("activation") or {}).get("r"),
-    "effect": lambda p: (p.get("ablation") or {}).get("effect_r"),
-}
-
-
-def agreement(pairs: list[dict], n_runs: int) -> dict:
-    """Do the views rank the matched pairs alike? For every two views present in every pair:
-    Spearman's rho between them over one pair's matched features, averaged over pairs, with
-    its delete-one-run jackknife interval ({"decoder~activation": {estimate, ci, ...}})."""
-    from scipy.stats import spearmanr
-
-    have = [v for v, get in _VIEWS.items() if pairs and all(get(p) is not None for p in pairs)]
-    out = {}
-    for n, a in enumerate(have):
-        for b in have[n + 1:]:
-            rho = {}
-            for p in pairs:
-                x, y = np.asarray(_VIEWS[a](p), float), np.asarray(_VIEWS[b](p), float)
-                ok = len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0
-                rho[p["index_a"], p["index_b"]] = [spearmanr(x, y)[0] if ok else np.nan]
-            if all(np.isfinite(v[0]) for v in rho.values()):
-                out[f"{a}~{b}"] = _interval(rho, n_runs, inf.mean())
-    return {"method": "Spearman's rho between two views' values over one pair's decoder-matched "
-                      f"features, mean over pairs, {inf.LEVEL_TEXT} delete-one-run jackknife",
-            **out}

@@ -102,9 +102,10 @@ class PairedRuns:
     def evaluate(self, stat: "Statistic", pair_weights: np.ndarray | None = None) -> float:
         """stat of the pooled values, pair p counted pair_weights[p] times (default once)."""
         w = np.ones(len(self.pairs)) if pair_weights is None else np.asarray(pair_weights)
-        if not np.any(w > 0):
+        elements = self.element_weights(w)
+        if not np.any(elements > 0):  # no pair left, or only pairs without values
             return float("nan")
-        return float(stat.fn(self._sorted, self.element_weights(w)))
+        return float(stat.fn(self._sorted, elements))
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -131,8 +132,30 @@ def median() -> Statistic:
     return Statistic("global_median", _weighted_median)
 
 
+def _weighted_mean(v: np.ndarray, w: np.ndarray) -> float:
+    return float(np.dot(v, w) / w.sum())
+
+
 def mean() -> Statistic:
-    return Statistic("global_mean", lambda v, w: float(np.dot(v, w) / w.sum()))
+    return Statistic("global_mean", _weighted_mean)
+
+
+PW_MCC_ABOUT = ("PW-MCC (the pairwise mean-max cosine of Paulo & Belrose 2025; with a "
+                "one-to-one matching, the mean matched cosine): the mean of the matched "
+                "cosines pooled over every pair, each pair matched one-to-one over min(n_a, "
+                "n_b) features (with one pair shape, the mean of the pairs' PW-MCC)")
+
+
+def pw_mcc() -> Statistic:
+    """PW-MCC pooled over pairs (`PW_MCC_ABOUT`): the pooled mean under its own name."""
+    return Statistic("pw_mcc", _weighted_mean)
+
+
+def excess_pw_mcc(null_mean: float) -> Statistic:
+    """Pooled PW-MCC minus the null's (the mean of its matched cosines), taken as known like
+    `excess_median`'s null median."""
+    m0 = float(null_mean)
+    return Statistic("excess_pw_mcc", lambda v, w: _weighted_mean(v, w) - m0)
 
 
 def fraction_at_least(t: float) -> Statistic:
@@ -188,14 +211,20 @@ def jackknife(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL
             "df": S - 1, "replicates": reps.tolist()}
 
 
-def run_interval(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL) -> dict:
+def run_interval(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL,
+                 about: str | None = None) -> dict:
     """What a report states for a statistic of paired runs: {estimate, ci, se, level,
-    method}, the delete-one-run jackknife from 3 runs on; below that the estimate alone."""
+    method}, the delete-one-run jackknife from 3 runs on; below that the estimate alone.
+    about: what the statistic is, put before the interval's method ("about; method")."""
     if data.n_runs < 3:
-        return {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": level,
-                "method": "none: fewer than 3 runs"}
-    jk = jackknife(data, stat, level=level)
-    return {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+        out = {"estimate": data.evaluate(stat), "ci": None, "se": None, "level": level,
+               "method": "none: fewer than 3 runs"}
+    else:
+        jk = jackknife(data, stat, level=level)
+        out = {k: jk[k] for k in ("estimate", "ci", "se", "level", "method")}
+    if about:
+        out["method"] = f"{about}; interval: {out['method']}"
+    return out
 
 
 def jackknife_interval(reps: np.ndarray, estimate: float, S: int, level: float) -> dict:

@@ -13,8 +13,9 @@ trained on (`NullData`, which `saefast.report.nulls` reads from the activation s
 streamed null-data file), and the dictionary-covariance null of the runs' own decoders when
 given (`saefast.stats.dictionary_null`: it needs no data), each with the excess of the observed pooled median over the null's
 median and its delete-one-run jackknife interval (`inference.run_interval`: the run is the
-unit). `null_models(data)` gives the same data-shaped nulls as the evidence's `NullModel`s.
-Nothing here reads or writes a file.
+unit), and the same for PW-MCC, the mean matched cosine (`pw_mcc`: the mean of the null's
+pooled matched cosines; `excess_pw_mcc`). `null_models(data)` gives the same data-shaped
+nulls as the evidence's `NullModel`s. Nothing here reads or writes a file.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ def isotropic(n_a: int, n_b: int, d: int, *, solver: str = "auto") -> dict:
 
 def baseline(pairs: list[dict], d: int, *, solver: str = "auto") -> dict:
     """summary["baseline"]: the isotropic null at the report's null shape (the numbers of
-    summary.nulls.kinds.isotropic, plus every pooled cosine) and n_pairs_with_this_shape."""
+    summary.nulls.kinds.isotropic, plus every pooled cosine), n_pairs_with_this_shape and
+    pw_mcc (the null's PW-MCC: its mean matched cosine)."""
     (n_a, n_b), used, _ = null_shape(pairs)
-    return dict(isotropic(n_a, n_b, d, solver=solver), n_pairs_with_this_shape=len(used))
+    null = isotropic(n_a, n_b, d, solver=solver)
+    return dict(null, n_pairs_with_this_shape=len(used), pw_mcc=null["mean_cosine"])
 
 
 # ---------------------------------------------------------------------------- data-shaped
@@ -162,6 +165,13 @@ def _skipped(kind: str, reason: str) -> dict:
     return {"kind": kind, "skipped": True, "reason": f"skipped: {reason}"}
 
 
+def _paired_cosines(n_runs: int, pairs: list[dict]):
+    from saefast.stats import inference
+
+    return inference.PairedRuns.from_dict(
+        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
+
+
 def excess(n_runs: int, pairs: list[dict], null_median: float) -> dict | None:
     """Observed pooled median (of these pairs) minus the null median, with its interval over
     runs (`inference.run_interval`); None below 3 runs."""
@@ -169,9 +179,23 @@ def excess(n_runs: int, pairs: list[dict], null_median: float) -> dict | None:
 
     if n_runs < 3:
         return None
-    data = inference.PairedRuns.from_dict(
-        n_runs, {(p["index_a"], p["index_b"]): p["all_cosines"] for p in pairs})
-    return inference.run_interval(data, inference.excess_median(null_median))
+    return inference.run_interval(_paired_cosines(n_runs, pairs),
+                                  inference.excess_median(null_median))
+
+
+EXCESS_PW_MCC = ("observed pooled PW-MCC (mean matched cosine) minus the null's PW-MCC (the "
+                 "mean of its pooled matched cosines at the report's null shape)")
+
+
+def excess_pw_mcc(n_runs: int, pairs: list[dict], null_mean: float) -> dict | None:
+    """`excess` for PW-MCC: the observed pooled mean matched cosine minus the null's mean,
+    with its interval over runs; None below 3 runs."""
+    from saefast.stats import inference
+
+    if n_runs < 3:
+        return None
+    return inference.run_interval(_paired_cosines(n_runs, pairs),
+                                  inference.excess_pw_mcc(null_mean), about=EXCESS_PW_MCC)
 
 
 def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
@@ -186,10 +210,12 @@ def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
     {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
      rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
      kinds {isotropic | covariance | activations | dictionary: the null's summary
-     (median_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread, n_draws, ...,
-     histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation, effective_rank)
-     with excess_median {estimate, ci, se, level, method} (None below 3 runs), or {kind,
-     skipped: True, reason}}}."""
+     (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
+     n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
+     isotropic_rank) with excess_median {estimate, ci, se, level, method} (None below 3
+     runs), pw_mcc (the null's PW-MCC: mean_cosine, the mean over its draws of each draw's
+     mean matched cosine) and excess_pw_mcc (like excess_median), or {kind, skipped: True,
+     reason}}}."""
     dictionary = dictionary or {}
     out = _add_nulls(report, data, solver, dictionary.get("full"))
     if report.get("live_only") is not None:
@@ -218,7 +244,11 @@ def _add_nulls(report: dict, data: NullData, solver: str,
             continue
         kinds[kind] = _public(got[kind])
         if not got[kind]["skipped"]:
-            kinds[kind]["excess_median"] = excess(s["n_runs"], used, got[kind]["median_cosine"])
+            null = got[kind]
+            kinds[kind]["excess_median"] = excess(s["n_runs"], used, null["median_cosine"])
+            kinds[kind]["pw_mcc"] = null["mean_cosine"]
+            kinds[kind]["excess_pw_mcc"] = excess_pw_mcc(s["n_runs"], used,
+                                                         null["mean_cosine"])
     skipped = [k for k, v in kinds.items() if v["skipped"]]
     if skipped and not data.has_data:  # one reason for both data-shaped nulls
         notes = [data.reason]
@@ -230,7 +260,10 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                    f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
                    "the pooled cosines, spread of the per-draw medians. excess_median: observed "
                    f"pooled median minus the null's median, {LEVEL_TEXT} "
-                   "delete-one-run jackknife interval, t(S-1)"),
+                   "delete-one-run jackknife interval, t(S-1). pw_mcc: the null's PW-MCC, "
+                   "the mean of its pooled matched cosines (each draw matched over min(n_a, "
+                   "n_b) features); excess_pw_mcc: the observed pooled PW-MCC minus it, the "
+                   "same interval"),
         "shape": {"n_a": n_a, "n_b": n_b, "d": d}, "n_pairs_with_this_shape": len(used),
         "data": {**data.where,
                  "effective_rank": kinds["covariance"].get("effective_rank"),

@@ -22,13 +22,18 @@ a_indices, ascending in A) -- the original keys -- plus mode ("full" | "live_onl
 stability_fraction, fraction_above {"0.5","0.7","0.9"}, a_indices, b_indices, n_features_a,
 n_features_b, d_model, solver, certified, timings, baseline_median_cosine (the isotropic
 null's median for this pair's shape, `null_summary.isotropic`; None when baseline=False),
+pw_mcc (PW-MCC, the mean matched cosine over the pair's min(n_a, n_b) matched features:
+`mean_cosine` under the name consistency work reports it by) and baseline_pw_mcc (the
+isotropic null's PW-MCC for this pair's shape; None when baseline=False),
 index_a/index_b (positions in summary.runs, reports only) and, live-only, live_features_a /
 live_features_b (counts).
 
 Report: {"pairs": [...], "summary": {...}}. Summary keys of the original study: n_runs,
 n_pairs, threshold, median_of_medians, mean_of_means, stability_fraction_per_pair (list, pair
 order), mean_stability_fraction. Added by saefast: mode, top_k, solver, certified, d_model,
-global_median, global_mean, fraction_above (pooled), best_pair {run_a_name, run_b_name,
+global_median, global_mean, pw_mcc (PW-MCC pooled over every pair's matched cosines, so
+`global_mean`; with one pair shape the mean of the pairs' pw_mcc; its interval is
+seed_intervals.pw_mcc), fraction_above (pooled), best_pair {run_a_name, run_b_name,
 median_cosine}, best_feature_pair, fraction_at_threshold, pairwise_medians, baseline (the
 isotropic null at the report's null shape, `null_summary.baseline`: the numbers of
 summary.nulls.kinds.isotropic; None when baseline=False), runs [{name, label, path, format,
@@ -127,7 +132,7 @@ def pair_alignment(sa: LoadedSAE, sb: LoadedSAE, idx_a: np.ndarray, idx_b: np.nd
     d = int(sa.decoder.shape[1])
     null = None
     if baseline:
-        null = null_summary.isotropic(len(idx_a), len(idx_b), d, solver=solver)["median_cosine"]
+        null = null_summary.isotropic(len(idx_a), len(idx_b), d, solver=solver)
     out: dict[str, Any] = {
         "run_a": str(sa.path),
         "run_b": str(sb.path),
@@ -153,7 +158,9 @@ def pair_alignment(sa: LoadedSAE, sb: LoadedSAE, idx_a: np.ndarray, idx_b: np.nd
         "solver": m.solver,
         "certified": bool(m.certified),
         "timings": {k: round(v, 6) for k, v in m.timings.items()},
-        "baseline_median_cosine": null,
+        "baseline_median_cosine": None if null is None else null["median_cosine"],
+        "pw_mcc": float(np.mean(cos)),
+        "baseline_pw_mcc": None if null is None else null["mean_cosine"],
     }
     if live_only:
         out["live_features_a"] = int(len(idx_a))
@@ -196,6 +203,7 @@ def summarise(saes, labels, pairs, *, threshold, top_k, solver, live_only, basel
         "d_model": d,
         "global_median": pooled_stats["median"],
         "global_mean": pooled_stats["mean"],
+        "pw_mcc": pooled_stats["mean"],
         "fraction_above": pooled_stats["fraction_above"],
         "best_pair": {"run_a_name": best["run_a_name"], "run_b_name": best["run_b_name"],
                       "median_cosine": best["median_cosine"]},
@@ -234,7 +242,8 @@ def _seed_intervals(pairs: list[dict], n_runs: int, threshold: float,
                     null: dict | None) -> dict | None:
     """Intervals with the run as the unit (`inference.run_interval`: delete-one-run jackknife,
     t(S-1); it reuses the matchings) for the pooled median, the fraction at or above the
-    threshold and the excess of the median over the isotropic null. None below 3 runs."""
+    threshold, the excess of the median over the isotropic null, the pooled PW-MCC and its
+    excess over the isotropic null's PW-MCC. None below 3 runs."""
     from saefast.stats import inference  # scipy.stats: only when a report is computed
 
     if n_runs < 3:
@@ -244,7 +253,12 @@ def _seed_intervals(pairs: list[dict], n_runs: int, threshold: float,
     stats = [inference.median(), inference.fraction_at_least(threshold)]
     if null is not None:
         stats.append(inference.excess_median(null["median_cosine"]))
-    return {stat.name: inference.run_interval(data, stat) for stat in stats}
+    stats.append(inference.pw_mcc())
+    if null is not None:
+        stats.append(inference.excess_pw_mcc(null["mean_cosine"]))
+    about = {"pw_mcc": inference.PW_MCC_ABOUT, "excess_pw_mcc": null_summary.EXCESS_PW_MCC}
+    return {stat.name: inference.run_interval(data, stat, about=about.get(stat.name))
+            for stat in stats}
 
 
 def _recurrence(saes, labels, pairs, threshold, live_only) -> dict:

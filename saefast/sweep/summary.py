@@ -30,13 +30,20 @@ def _null_medians(report: dict) -> dict[str, float]:
     return out
 
 
+def _estimate_ci(entry: dict | None) -> dict | None:
+    return {"estimate": entry["estimate"], "ci": entry["ci"]} if entry else None
+
+
 def _null_columns(nulls: dict | None) -> dict[str, Any]:
-    """null_medians {kind: median or None (skipped)}, excess {kind: {estimate, ci} or None}."""
+    """null_medians {kind: median or None (skipped)}, excess {kind: {estimate, ci} or None};
+    the same for PW-MCC: null_pw_mcc {kind: the null's mean matched cosine or None},
+    excess_pw_mcc_by_null {kind: {estimate, ci} or None}."""
     kinds = (nulls or {}).get("kinds") or {}
-    medians = {k: v.get("median_cosine") for k, v in kinds.items()}
-    excess = {k: ({"estimate": v["excess_median"]["estimate"], "ci": v["excess_median"]["ci"]}
-                  if v.get("excess_median") else None) for k, v in kinds.items()}
-    return {"null_medians": medians, "excess": excess}
+    return {"null_medians": {k: v.get("median_cosine") for k, v in kinds.items()},
+            "excess": {k: _estimate_ci(v.get("excess_median")) for k, v in kinds.items()},
+            "null_pw_mcc": {k: v.get("mean_cosine") for k, v in kinds.items()},
+            "excess_pw_mcc_by_null": {k: _estimate_ci(v.get("excess_pw_mcc"))
+                                      for k, v in kinds.items()}}
 
 
 def _beyond_chance(summary: dict) -> dict[str, Any]:
@@ -53,7 +60,9 @@ def _beyond_chance(summary: dict) -> dict[str, Any]:
 
 def _equivalence(summary: dict) -> dict[str, Any] | None:
     """{shared, shared_ci (decoder and encoder >= threshold), r, r_ci (Pearson r of the
-    decoder-matched pairs' held-out activations), same_partner, agreement}, None when absent."""
+    decoder-matched pairs' held-out activations, pairs with a feature that never fires there
+    left out), r_left_out (how many: never_fire.decoder_pairs_left_out), same_partner,
+    agreement}, None when absent."""
     e = summary.get("equivalence") or {}
     enc, act = e.get("encoder"), e.get("activation")
     if not enc and not act:
@@ -63,6 +72,7 @@ def _equivalence(summary: dict) -> dict[str, Any] | None:
     r = ((act or {}).get("decoder_pairs_r") or {}).get("median") or {}
     return {"shared": shared.get("estimate"), "shared_ci": shared.get("ci"),
             "r": r.get("estimate"), "r_ci": r.get("ci"),
+            "r_left_out": ((act or {}).get("never_fire") or {}).get("decoder_pairs_left_out"),
             "same_partner": ((act or {}).get("same_partner") or {}).get("estimate"),
             "agreement": (((act or {}).get("correlation_matching") or {})
                           .get("agreement_with_decoder") or {}).get("estimate")}
@@ -76,7 +86,9 @@ def _evidence(summary: dict, key: str, field: str):
 def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str, Any]:
     """One row per group: stability next to its random baseline and training health.
     `global_median` is the pooled median over every pair's matched cosines;
-    `median_of_medians` the median of the per-pair medians."""
+    `median_of_medians` the median of the per-pair medians; `pw_mcc` the pooled mean matched
+    cosine (PW-MCC), beside the median everywhere: its interval, its excess over the
+    isotropic null (`excess_pw_mcc`) and over each null (`excess_pw_mcc_by_null`)."""
     by_group: dict[str, list[RunOutcome]] = {}
     for o in outcomes:
         by_group.setdefault(o.spec.group, []).append(o)
@@ -99,6 +111,11 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "global_median_ci": intervals.get("global_median", {}).get("ci"),
             "excess_median": intervals.get("excess_median", {}).get("estimate"),
             "excess_median_ci": intervals.get("excess_median", {}).get("ci"),
+            "pw_mcc": s.get("pw_mcc"),  # PW-MCC: the mean matched cosine, pooled
+            "pw_mcc_ci": intervals.get("pw_mcc", {}).get("ci"),
+            "excess_pw_mcc": intervals.get("excess_pw_mcc", {}).get("estimate"),
+            "excess_pw_mcc_ci": intervals.get("excess_pw_mcc", {}).get("ci"),
+            "baseline_pw_mcc": base.get("mean_cosine"),
             "fraction_above": s.get("fraction_above"),
             "baseline_median": base.get("median_cosine", base.get("median")),
             **_null_columns(s.get("nulls")),
