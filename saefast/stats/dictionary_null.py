@@ -16,8 +16,8 @@ fingerprint of Σ_D's bytes: the covariance null's cost, plus one U_r^T U_r per 
 One Σ per report, not one per pair. The issue defines it per pair, Σ_AB = (C_A + C_B) / 2;
 Σ_D is exactly the mean of Σ_AB over the S(S-1)/2 pairs (each run is in S-1 of them). A Σ per
 pair multiplies the null's cost by the pairs: 10 at 5 seeds (one Σ at 128 features in d = 384
-adds ~0.7-1.4 s to a report, per mode, on 2 loaded cores, 512 features ~9 s: so ~10-90 s per
-report), 190 at 20 seeds (x 16,384 features: each pair's null alone is two 16,384 x 16,384
+adds ~0.7-0.9 s to a report per mode (full, live-only) on 2 loaded cores, at 512 features
+~4.5 s: so ~8-45 s per mode), 190 at 20 seeds (x 16,384 features: each pair's null alone is two 16,384 x 16,384
 matchings, its nearest-neighbour draws and a 3-run null curve, so hours); and the
 per-feature evidence asks one `NullModel` for null dictionaries of all S runs at once (the
 null seed-count curve, within-SAE redundancy), which no one pair's Σ describes. The runs of a
