@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from saefast.report import captions
-from saefast.report.cells import NULL_KINDS, excess_cell, null_medians_cell, share_cell
+from saefast.report.cells import NULL_KINDS, SHORT, excess_cell, null_medians_cell, share_cell
 
 
 def compact_table(title: str, caption: str | None = None) -> Table:
@@ -57,11 +57,12 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     table = compact_table("features recurring beyond chance (summary.evidence.by_null)",
                            captions.BEYOND_CHANCE)
     table.add_column("group", overflow="fold", min_width=12)
-    for col in ("iso", "cov", "act", "dict"):
-        table.add_column(col, justify="right", no_wrap=True)
+    shown = [k for k in NULL_KINDS if k != "dictionary"]  # dict: its own table (80 columns)
+    for k in shown:
+        table.add_column(SHORT[k], justify="right", no_wrap=True)
     for row in rows:
         by = row.get("beyond_chance") or {}
-        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in NULL_KINDS))
+        table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in shown))
     console.print(table)
 
 
@@ -85,14 +86,19 @@ def print_nulls(console: Console, rows: list[dict]) -> None:
 def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
     """The excess over the dictionary-covariance null: its own table, since a fourth excess
     column would take the nulls table past 80 columns."""
-    rows = [r for r in rows if (r.get("excess") or {}).get("dictionary")]
+    rows = [r for r in rows if (r.get("excess") or {}).get("dictionary")
+            or (r.get("beyond_chance") or {}).get("dictionary")]
     if not rows:
         return
-    table = compact_table("against the dictionary null", captions.DICTIONARY_EXCESS)
+    table = compact_table("against the dictionary null", captions.DICTIONARY_TABLE)
     table.add_column("group", overflow="fold", min_width=12)
-    table.add_column("over dict", justify="right", no_wrap=True)
+    for col in ("dict null median", "over dict", "share beyond dict"):
+        table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(escape(row["group"]), excess_cell(row["excess"]["dictionary"]))
+        median = (row.get("null_medians") or {}).get("dictionary")
+        table.add_row(escape(row["group"]), null_medians_cell({"d": median}, ("d",)),
+                      excess_cell((row.get("excess") or {}).get("dictionary")),
+                      share_cell((row.get("beyond_chance") or {}).get("dictionary")))
     console.print(table)
 
 

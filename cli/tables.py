@@ -242,7 +242,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         stab.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
-                     ci_cell(row.get("global_median_ci")), _fmt(row.get("pw_mcc")),
+                     ci_cell(row.get("global_median_ci")),
                      fractions_cell(row.get("fraction_above")), _fmt(row["baseline_median"]),
                      _fmt(row.get("live_only_global_median")))
     console.print(stab)

@@ -420,3 +420,24 @@ def test_a_required_native_build_that_is_off_is_one_line():
                           text=True, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().startswith("error: saefast native ops are required")
+
+
+def test_summary_tables_keep_long_group_names_whole_at_80_columns(finished_sweep):
+    """The default study's longest names (22 characters) fit every summary table unfolded."""
+    import io
+
+    from rich.console import Console
+
+    from saefast.cli import tables
+
+    summary = json.loads((finished_sweep / "out" / "summary.json").read_text())
+    long_name = "L3-f512-k32-t30000-e10"
+    for row in summary["groups"]:
+        row["group"] = long_name
+    buffer = io.StringIO()
+    tables.print_summary(Console(file=buffer, width=80), summary, finished_sweep / "out")
+    out = buffer.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= 80
+    rows = [line for line in out.splitlines() if line.strip().startswith("L3-f512")]
+    assert len(rows) >= 5  # stability, nulls, dictionary null, beyond chance, training ...
+    assert all(long_name in line for line in rows), [r for r in rows if long_name not in r]

@@ -10,12 +10,13 @@ leaves every other null's numbers as they were."""
 
 import numpy as np
 import pytest
-from planted_runs import write_rows
 
 from saefast.report import assemble
 from saefast.report import files as reports
 from saefast.stats import dictionary_null as dn
 from saefast.stats import null_summary, nulls
+
+from planted_runs import write_rows
 
 D, R, F, S = 64, 6, 128, 5  # 5 runs: with 3 the share moves by +-0.1 between planted seeds
 SHARED = 0.30

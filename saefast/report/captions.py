@@ -4,12 +4,10 @@ names. Plain strings, no markup."""
 
 from __future__ import annotations
 
-STABILITY_COLUMNS = ("pairs", "median", "90% CI", "PW-MCC", ">=.5/.7/.9", "null", "live")
+STABILITY_COLUMNS = ("pairs", "median", "90% CI", ">=.5/.7/.9", "null", "live")
 STABILITY = (
     "median: pooled over every pair's matched cosines, with its 90% interval over runs "
-    "(delete-one-run jackknife, t(S-1); the run is the independent unit). PW-MCC: the mean "
-    "matched cosine over all features of a pair (the consistency metric of published work), "
-    "pooled (its interval and its excess over each null: below). >=.5/.7/.9: "
+    "(delete-one-run jackknife, t(S-1); the run is the independent unit). >=.5/.7/.9: "
     "fraction of matched pairs at or above. null: the same matching of random isotropic "
     "unit dictionaries of the same shapes (a null shaped like the activations is higher). "
     "live: the median matching live features only. -: not computed.")
@@ -17,25 +15,26 @@ STABILITY = (
 NULLS = (
     "null medians: isotropic (two untrained SAEs) / covariance (random rows drawn with "
     "the training activations' covariance) / activations (centred activations of distinct "
-    "tokens) / dictionary (random rows drawn with the decoders' own covariance, the mean "
-    "over runs of U^T U / n of the unit decoder rows: dictionaries concentrated in one "
-    "subspace against random rows concentrated the same way). over: the pooled median "
+    "tokens). over: the pooled median "
     "minus that null's median, [90% interval over runs]. "
     "PW-MCC: the mean matched cosine [90% interval over runs]; PW-MCC over: it minus that "
     "null's mean matched cosine [90%]. "
     "-: not computed (no activation store, or too few distinct tokens: the reason is in "
     "stability.json).")
-DICTIONARY_EXCESS = (
-    "over dict: the pooled median minus the dictionary-covariance null's median [90% "
-    "interval over runs]; a table of its own, since the nulls table has no room for it "
-    "within 80 columns.")  # the terminal only: the page has an "over dict" column
+DICTIONARY_COLUMN = ("dict: random rows in the decoders' own subspace (the same subspace is "
+                     "not the same features).")  # the page's share table has a dict column
+DICTIONARY_TABLE = (
+    "dict null median: random rows drawn with the decoders' own covariance (the mean over "
+    "runs of U^T U / n of the unit decoder rows). over dict: the pooled median minus it; share: "
+    "features beyond it (as in the table above) [90% intervals over runs]. "
+    + DICTIONARY_COLUMN + " A table of its own, since the others have no room for it "
+    "within 80 columns.")  # the terminal only: the page has these as columns
 
 BEYOND_CHANCE = (
     "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
     "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
     "beating it does not yet mean the same features were found. cov / act: dictionaries "
-    "shaped like the activations, the nulls that matter. dict: random rows in the "
-    "decoders' own subspace (the same subspace is not the same features). -: not computed.")
+    "shaped like the activations, the nulls that matter. -: not computed.")
 BY_COLUMNS = ("BY: fraction of matched pairs significant at FDR 5% (Benjamini-Yekutieli "
               "within each pair).")  # the page has these columns, the terminal has not
 

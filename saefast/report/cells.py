@@ -9,6 +9,8 @@ from typing import Any
 # the order every table lists them in (the dictionary-covariance null last: added later, so
 # the others keep their places)
 NULL_KINDS = ("isotropic", "covariance", "activations", "dictionary")
+SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict"}
+DATA_KINDS = NULL_KINDS[:3]  # the nulls of the data, before the dictionary null
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -66,10 +68,10 @@ def fractions_cell(frac: dict | None) -> str:
     return "/".join(fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9"))
 
 
-def null_medians_cell(medians: dict) -> str:
-    """".122/.295/.238/.301": the isotropic / covariance / activation / dictionary-covariance
-    null medians."""
-    return "/".join(fmt(medians.get(k)).replace("0.", ".") for k in NULL_KINDS)
+def null_medians_cell(medians: dict, kinds=DATA_KINDS) -> str:
+    """".122/.295/.238": the isotropic / covariance / activation null medians (the terminal's
+    nulls table; the dictionary null has a table of its own there)."""
+    return "/".join(fmt(medians.get(k)).replace("0.", ".") for k in kinds)
 
 
 def pw_mcc_line(row: dict) -> str | None:

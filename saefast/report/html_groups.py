@@ -10,6 +10,7 @@ from saefast.report import captions
 from saefast.report import html_markup as markup
 from saefast.report.cells import (
     NULL_KINDS,
+    SHORT,
     ci_cell,
     excess_cell,
     fmt,
@@ -48,29 +49,29 @@ def overview(summary: dict, groups: list[str]) -> str:
         ["group", *captions.STABILITY_COLUMNS],
         [[markup.group_link(groups, r["group"]), markup.num(r.get("pairs")),
           markup.num(r.get("global_median")), ci_cell(r.get("global_median_ci")),
-          markup.num(r.get("pw_mcc")), fractions_cell(r.get("fraction_above")),
+          fractions_cell(r.get("fraction_above")),
           markup.num(r.get("baseline_median")), markup.num(r.get("live_only_global_median"))]
          for r in rows],
         captions.STABILITY)
     nulls = markup.table(
-        ["group"] + [f"{markup.SHORT[k]} null median" for k in NULL_KINDS]
-        + [f"over {markup.SHORT[k]} [90%]" for k in NULL_KINDS] + ["PW-MCC [90%]"]
-        + [f"PW-MCC over {markup.SHORT[k]} [90%]" for k in NULL_KINDS],
+        ["group"] + [f"{SHORT[k]} null median" for k in NULL_KINDS]
+        + [f"over {SHORT[k]} [90%]" for k in NULL_KINDS] + ["PW-MCC [90%]"]
+        + [f"PW-MCC over {SHORT[k]} [90%]" for k in NULL_KINDS],
         [[markup.group_link(groups, r["group"])]
          + [markup.num((r.get("null_medians") or {}).get(k)) for k in NULL_KINDS]
          + [excess_cell((r.get("excess") or {}).get(k)) for k in NULL_KINDS]
          + [_with_ci(r.get("pw_mcc"), r.get("pw_mcc_ci"))]
          + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in NULL_KINDS]
          for r in rows],
-        captions.NULLS)
+        f"{captions.NULLS} {captions.DICTIONARY_COLUMN}")
     beyond = markup.table(
-        ["group"] + [markup.SHORT[k] for k in NULL_KINDS]
-        + [f"BY vs {markup.SHORT[k]}" for k in NULL_KINDS],
+        ["group"] + [SHORT[k] for k in NULL_KINDS]
+        + [f"BY vs {SHORT[k]}" for k in NULL_KINDS],
         [[markup.group_link(groups, r["group"])]
          + [share_cell((r.get("beyond_chance") or {}).get(k)) for k in NULL_KINDS]
          + [markup.num(((r.get("beyond_chance") or {}).get(k) or {}).get("fraction_significant_by"))
             for k in NULL_KINDS] for r in rows],
-        f"{captions.BEYOND_CHANCE} {captions.BY_COLUMNS}")
+        f"{captions.BEYOND_CHANCE} {captions.DICTIONARY_COLUMN} {captions.BY_COLUMNS}")
     same = [r for r in rows if r.get("equivalence")]  # summary.equivalence
     sides = markup.table(
         ["group", *captions.EQUIVALENCE_COLUMNS],

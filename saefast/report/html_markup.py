@@ -11,8 +11,6 @@ from typing import Any, Iterable
 
 from saefast.report.cells import NULL_KINDS, fmt
 
-SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict"}
-
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:72rem;margin:2rem auto;
 padding:0 1rem;color:#1b1b1b;line-height:1.45}
