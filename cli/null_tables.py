@@ -20,6 +20,16 @@ def compact_table(title: str, caption: str | None = None) -> Table:
                  title_justify="left", caption_justify="left")
 
 
+def group_table(title: str, caption: str, columns) -> Table:
+    """A summary table: one row per group (names fold only when they must), then the columns,
+    numbers right-aligned and never wrapped."""
+    table = compact_table(title, caption)
+    table.add_column("group", overflow="fold", min_width=12)
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    return table
+
+
 def null_lines(nulls: dict | None) -> list[str]:
     """One line per null of summary["nulls"] (median, 99.9 % quantile, excess and its 90 %
     interval), then the reason any null is missing."""
@@ -54,12 +64,9 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
     if not any(r.get("beyond_chance") for r in rows):
         return
-    table = compact_table("features recurring beyond chance (summary.evidence.by_null)",
-                           captions.BEYOND_CHANCE)
-    table.add_column("group", overflow="fold", min_width=12)
     shown = [k for k in NULL_KINDS if k != "dictionary"]  # dict: its own table (80 columns)
-    for k in shown:
-        table.add_column(SHORT[k], justify="right", no_wrap=True)
+    table = group_table("features recurring beyond chance (summary.evidence.by_null)",
+                        captions.BEYOND_CHANCE, [SHORT[k] for k in shown])
     for row in rows:
         by = row.get("beyond_chance") or {}
         table.add_row(escape(row["group"]), *(share_cell(by.get(k)) for k in shown))
@@ -71,10 +78,8 @@ def print_nulls(console: Console, rows: list[dict]) -> None:
     rows = [r for r in rows if r.get("null_medians")]
     if not rows:
         return
-    table = compact_table("against the nulls", captions.NULLS)
-    table.add_column("group", overflow="fold", min_width=12)
-    for col in ("null medians", "over cov", "over act"):
-        table.add_column(col, justify="right", no_wrap=True)
+    table = group_table("against the nulls", captions.NULLS,
+                        ("null medians", "over cov", "over act"))
     for row in rows:
         ex = row.get("excess") or {}
         table.add_row(escape(row["group"]), null_medians_cell(row["null_medians"]), excess_cell(ex.get("covariance")),
@@ -90,10 +95,8 @@ def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
             or (r.get("beyond_chance") or {}).get("dictionary")]
     if not rows:
         return
-    table = compact_table("against the dictionary null", captions.DICTIONARY_TABLE)
-    table.add_column("group", overflow="fold", min_width=12)
-    for col in ("dict null median", "over dict", "share beyond dict"):
-        table.add_column(col, justify="right", no_wrap=True)
+    table = group_table("against the dictionary null", captions.DICTIONARY_TABLE,
+                        ("dict null median", "over dict", "share beyond dict"))
     for row in rows:
         median = (row.get("null_medians") or {}).get("dictionary")
         table.add_row(escape(row["group"]), null_medians_cell({"d": median}, ("d",)),

@@ -22,6 +22,7 @@ from rich.table import Table
 from saefast.cli.null_tables import compact_table as _compact_table
 from saefast.cli.null_tables import (
     evidence_lines,
+    group_table,
     null_lines,
     print_beyond_chance,
     print_nulls,
@@ -220,11 +221,8 @@ def _print_equivalence(console: Console, rows: list[dict]) -> None:
     rows = [r for r in rows if r.get("equivalence")]
     if not rows:
         return
-    table = _compact_table("the same feature from every side (summary.equivalence)",
-                           captions.EQUIVALENCE)
-    table.add_column("group", overflow="fold", min_width=12)
-    for col in captions.EQUIVALENCE_COLUMNS:
-        table.add_column(col, justify="right", no_wrap=True)
+    table = group_table("the same feature from every side (summary.equivalence)",
+                        captions.EQUIVALENCE, captions.EQUIVALENCE_COLUMNS)
     for row in rows:
         e = row["equivalence"]
         table.add_row(escape(row["group"]), value_cell(e["shared"], e["shared_ci"]),
@@ -236,10 +234,8 @@ def _print_equivalence(console: Console, rows: list[dict]) -> None:
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
-    stab = _compact_table("seed stability: matched decoder cosines", captions.STABILITY)
-    stab.add_column("group", overflow="fold", min_width=12)
-    for col in captions.STABILITY_COLUMNS:
-        stab.add_column(col, justify="right", no_wrap=True)
+    stab = group_table("seed stability: matched decoder cosines", captions.STABILITY,
+                       captions.STABILITY_COLUMNS)
     for row in rows:
         stab.add_row(escape(row["group"]), str(row["pairs"]), _fmt(row["global_median"]),
                      ci_cell(row.get("global_median_ci")),
@@ -251,10 +247,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
-    health = _compact_table("training", captions.TRAINING)
-    health.add_column("group", overflow="fold", min_width=12)
-    for col in captions.TRAINING_COLUMNS:
-        health.add_column(col, justify="right", no_wrap=True)
+    health = group_table("training", captions.TRAINING, captions.TRAINING_COLUMNS)
     for row in rows:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
