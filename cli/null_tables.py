@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from saefast.report import captions
-from saefast.report.cells import NULL_KINDS, SHORT, excess_cell, null_medians_cell, share_cell
+from saefast.report.cells import NULL_KINDS, SHORT, bare, excess_cell, null_medians_cell, share_cell
 
 
 def compact_table(title: str, caption: str | None = None) -> Table:
@@ -98,8 +98,7 @@ def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
     table = group_table("against the dictionary null", captions.DICTIONARY_TABLE,
                         ("dict null median", "over dict", "share beyond dict"))
     for row in rows:
-        median = (row.get("null_medians") or {}).get("dictionary")
-        table.add_row(escape(row["group"]), null_medians_cell({"d": median}, ("d",)),
+        table.add_row(escape(row["group"]), bare((row.get("null_medians") or {}).get("dictionary")),
                       excess_cell((row.get("excess") or {}).get("dictionary")),
                       share_cell((row.get("beyond_chance") or {}).get("dictionary")))
     console.print(table)

@@ -68,10 +68,15 @@ def fractions_cell(frac: dict | None) -> str:
     return "/".join(fmt(frac.get(t), 2).lstrip("0") for t in ("0.5", "0.7", "0.9"))
 
 
+def bare(value: float | None) -> str:
+    """".122": a cosine without its leading zero; "-" without a value."""
+    return fmt(value).replace("0.", ".")
+
+
 def null_medians_cell(medians: dict, kinds=DATA_KINDS) -> str:
     """".122/.295/.238": the isotropic / covariance / activation null medians (the terminal's
     nulls table; the dictionary null has a table of its own there)."""
-    return "/".join(fmt(medians.get(k)).replace("0.", ".") for k in kinds)
+    return "/".join(bare(medians.get(k)) for k in kinds)
 
 
 def pw_mcc_line(row: dict) -> str | None:
@@ -84,6 +89,6 @@ def pw_mcc_line(row: dict) -> str | None:
     if not over and row.get("excess_pw_mcc") is not None:  # no nulls block: the isotropic one
         over = {"isotropic": {"estimate": row["excess_pw_mcc"], "ci": row.get("excess_pw_mcc_ci")}}
     ci = row.get("pw_mcc_ci")
-    value = fmt(row["pw_mcc"]).replace("0.", ".") + (f" [{ci_cell(ci)}]" if _finite(ci) else "")
+    value = bare(row["pw_mcc"]) + (f" [{ci_cell(ci)}]" if _finite(ci) else "")
     return (f"PW-MCC {value}; over the iso/cov/act/dict nulls "
             + " / ".join(excess_cell(over.get(k)) for k in NULL_KINDS))

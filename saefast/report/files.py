@@ -274,10 +274,7 @@ def load_report(report_dir: str | Path) -> dict:
     path = Path(report_dir) / STABILITY_JSON
     if not path.is_file():
         raise RunDirError(f"{report_dir}: no {STABILITY_JSON}; is this a report folder?")
-    try:
-        report = read_json(path)
-    except ValueError as e:
-        raise RunDirError(f"{path}: corrupt JSON ({e})") from None
+    report = read_json(path, error=RunDirError)  # corrupt or unreadable: one line naming it
     if not isinstance(report, dict) or "pairs" not in report or "summary" not in report:
         raise RunDirError(f"{path}: not a stability report (needs 'pairs' and 'summary')")
     return report

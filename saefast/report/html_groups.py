@@ -136,6 +136,12 @@ def trends(summary: dict, groups: list[str]) -> str:
 # ---------------------------------------------------------------------------- one group
 
 
+def _skipped_row(kind: str, entry: dict, *, columns: int) -> list:
+    """A null's row when it was not computed: its name, the reason, empty cells."""
+    note = f'<span class="note">{markup.e(entry.get("reason") or "skipped")}</span>'
+    return [kind, ("html", note), *[""] * (columns - 2)]
+
+
 def _nulls_table(nulls: dict | None) -> str:
     kinds = (nulls or {}).get("kinds") or {}
     if not kinds:
@@ -143,8 +149,7 @@ def _nulls_table(nulls: dict | None) -> str:
     rows = []
     for kind, n in kinds.items():
         if n.get("skipped"):
-            rows.append([kind, ("html", f'<span class="note">{markup.e(n.get("reason") or "skipped")}</span>'),
-                         "", "", "", "", "", ""])
+            rows.append(_skipped_row(kind, n, columns=8))
             continue
         q = n.get("quantiles") or {}
         rows.append([kind, markup.num(n.get("median_cosine")), markup.num(q.get("0.95")), markup.num(q.get("0.999")),
@@ -183,8 +188,7 @@ def _evidence_table(ev: dict | None) -> str:
     rows = []
     for kind, b in by_null.items():
         if b.get("skipped"):
-            rows.append([kind, ("html", f'<span class="note">{markup.e(b.get("reason") or "skipped")}</span>'),
-                         "", "", "", ""])
+            rows.append(_skipped_row(kind, b, columns=6))
             continue
         sig = b.get("significance") or {}
         share = b.get("share_beyond_chance") or {}
