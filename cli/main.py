@@ -74,6 +74,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                         "CPUs (and threads) each Ray task declares (default 1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, pairs and estimated memory and time; run nothing")
+    _add_no_trained_null(p)
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local (default): this machine; ray: each pass and each batch of pair "
                         "matchings is a task on a Ray cluster (pip install 'saefast[ray]'); "
@@ -86,6 +87,23 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                         "worker or node, a transient error); a pass failing them all is reported "
                         "as failed runs and the sweep goes on (default 2)")
     p.set_defaults(func=cmd_sweep)
+
+
+def _add_no_trained_null(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-trained-null", action="store_true",
+                   help="do not train the trained null (each seed group's recipe retrained on "
+                        "surrogate activations with the data's mean and covariance; on by "
+                        "default, as the experiment YAML's nulls: {trained: false} turns off)")
+
+
+def _nulls(args: argparse.Namespace, nulls=None):
+    """The trained null's settings: the experiment's (default on), off with --no-trained-null."""
+    import dataclasses
+
+    from saefast.config import NullsConfig
+
+    nulls = nulls or NullsConfig()
+    return dataclasses.replace(nulls, trained=False) if args.no_trained_null else nulls
 
 
 def _sweep_runs(args: argparse.Namespace):
@@ -160,7 +178,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # with --executor ray the devices are the cluster's, not this machine's
         plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
         todo, done = plan.pending(runs, Path(args.out))
-        tables.print_plan(console, runs, plan.estimate(todo, budget) if todo else None,
+        nulls = _nulls(args, exp.nulls)
+        tables.print_plan(console, runs, plan.estimate(todo, budget, nulls=nulls) if todo else None,
                           Path(args.out), done=len(done))
         return 0
     events = tables.RichEvents(console)
@@ -169,7 +188,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                  if args.config else None)  # without a YAML the page is named after --out
         summary = pipeline.run_sweep(runs, args.out, cache_dir=args.cache_dir, events=events,
                                      memory_budget=budget, experiment=study,
-                                     threads=n_threads, executor=executor)
+                                     threads=n_threads, executor=executor,
+                                     nulls=_nulls(args, exp.nulls))
     finally:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
@@ -215,6 +235,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="with --ablation-tokens: the model (default: run.json's)")
     p.add_argument("--hook", help="with --ablation-tokens: the hook (default: run.json's)")
     p.add_argument("--corpus", help="with --ablation-tokens: the corpus (default: run.json's)")
+    _add_no_trained_null(p)
     p.set_defaults(func=cmd_analyze)
 
 
@@ -228,9 +249,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     warning = shared_init_warning(run_dirs)
     if warning:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    nulls = _nulls(args)
+    if nulls.kinds():  # the null runs beside the runs, trained here when they are not yet
+        from saefast.sweep import null_runs
+
+        events = tables.RichEvents(console)
+        try:
+            null_runs.train_for_dirs(run_dirs, nulls, events=events)
+        finally:
+            events.close()
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver, acts=args.acts,
+        solver=args.solver, acts=args.acts, trained_null=nulls,
         ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
                    "corpus": args.corpus} if args.ablation_tokens else None))
     tables.print_report(console, report, title="stability")

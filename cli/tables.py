@@ -212,6 +212,12 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
         f"{_gib(est['peak_memory_bytes'])} (rough estimates from 2-core CPU rates, an H100's "
         "for training on cuda, on one device: a cluster shares it out; the harvest is skipped "
         "where the activation cache already holds it)")
+    if est.get("null_runs"):
+        console.print(
+            f"trained null: {_plural(est['null_runs'], 'null run')} (each group's recipe and "
+            f"first seeds on a surrogate sample), training ~"
+            f"{_duration(est['null_train_seconds'])}, matching ~"
+            f"{_duration(est['null_match_seconds'])} (--no-trained-null to skip)")
     for note in est.get("notes", []):
         console.print(escape(f"note: {note}"))
 

@@ -28,7 +28,7 @@ from saefast.errors import ConfigError
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "SAEConfig", "TrainConfig", "MatchConfig",
            "RunConfig", "apply_overrides", "flatten", "from_dict", "known_keys", "choices",
-           "name_label", "affects_results", "SECTIONS"]
+           "name_label", "affects_results", "SECTIONS", "NullsConfig", "nulls_from_dict"]
 
 CORE = "core"  # label of the fields every run name shows (hook, F, k, tokens, seed)
 
@@ -38,6 +38,7 @@ Matmul = Literal["float32", "tf32", "bfloat16"]
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 DataOrder = Literal["per_seed", "shared"]
 Solver = Literal["auto", "native", "lapjv", "scipy"]
+TrainedNullKind = Literal["gaussian", "elliptical", "both"]
 
 
 def setting(default: Any, label: str = "", *, in_name: bool = True) -> Any:
@@ -167,6 +168,48 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class NullsConfig:
+    """An experiment's trained null (the YAML's top-level `nulls:`, `--no-trained-null`). Not
+    a section of RunConfig: it never changes a run, so it is in no run.json and no run name;
+    it decides which extra runs a sweep trains and what its reports compare with."""
+
+    trained: bool = True
+    """Train each seed group's recipe on surrogate activations with the data's mean and
+    covariance and no sparse structure (`saefast.sweep.null_runs`), and compare the real
+    pairs with those null pairs, pair by pair (summary.nulls.kinds.trained)."""
+    trained_kind: TrainedNullKind = "gaussian"
+    """The surrogate (`saefast.data.surrogate`): `gaussian`, `elliptical` (each real token's
+    Mahalanobis norm kept, its direction drawn at random), or `both`."""
+
+    def kinds(self) -> tuple[str, ...]:
+        """The surrogate kinds trained: none when off."""
+        if not self.trained:
+            return ()
+        return ("gaussian", "elliptical") if self.trained_kind == "both" else (self.trained_kind,)
+
+
+def nulls_from_dict(d: Any) -> NullsConfig:
+    """The YAML's `nulls:` mapping ({trained: false}) as a NullsConfig; unknown keys and bad
+    values are ConfigErrors naming `nulls.<key>`."""
+    if d is None:
+        return NullsConfig()
+    if not isinstance(d, dict):
+        raise ConfigError(f"nulls must be a mapping like {{trained: false}}, got {d!r}")
+    out, fields = {}, {f.name for f in dataclasses.fields(NullsConfig)}
+    for key, value in d.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key nulls.{key} (known: {', '.join(sorted(fields))})")
+        if key == "trained":
+            value = _coerce_bool(f"nulls.{key}", value)
+        else:
+            allowed = typing.get_args(TrainedNullKind)
+            if value not in allowed:
+                raise ConfigError(f"nulls.{key} must be one of {', '.join(allowed)}; got {value!r}")
+        out[key] = value
+    return NullsConfig(**out)
+
+
 SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "sae": SAEConfig,
                    "train": TrainConfig, "match": MatchConfig}
 SECTIONS = tuple(SECTION_CLASSES)
@@ -230,11 +273,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
         return value
     if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return _coerce_bool(key, value)
     if isinstance(default, int):
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -265,6 +304,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(f"{key}: expected true/false, got {value!r}")
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:

@@ -24,13 +24,17 @@ each seed's own data order, as it reads a store.
 
 `surrogate_moments` picks the Σ a group's null draws from: the larger of its training range
 and the store's held-out block, and refuses fewer than `MIN_MOMENT_TOKENS` rows;
-`store_surrogate` is a group's surrogate of its training rows in a store.
+`store_surrogate` is a group's surrogate of its training rows in a store. `SurrogateSpec`
+names one such sample by what makes it (small and picklable: a seed worker opens it itself),
+and `Placed` puts a sample where the training rows are in a store's order, so a pass reads
+its training range from the surrogate and its held-out range from the real store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -170,3 +174,53 @@ def store_surrogate(store: str | os.PathLike, train: tuple[int, int], held_out: 
     moments = surrogate_moments(store, train, held_out, min_tokens)
     real = StoreSource(store, *train) if kind == "elliptical" else None
     return SurrogateSource(moments, train[1] - train[0], kind=kind, seed=seed, real=real)
+
+
+@dataclass(frozen=True)
+class SurrogateSpec:
+    """One group's surrogate sample, by what makes it: a store, its training rows `train` and
+    held-out rows `held_out` ([start, end) each, `sweep.plan.data_ranges`), the kind, the
+    sample's seed and the width d. Every null seed of the group trains on `open()`'s rows."""
+
+    store: str
+    train: tuple[int, int]
+    held_out: tuple[int, int]
+    kind: str = "gaussian"
+    seed: int = 0
+    d: int = 0
+
+    def open(self) -> SurrogateSource:
+        return store_surrogate(self.store, self.train, self.held_out, kind=self.kind,
+                               seed=self.seed)
+
+
+class Placed(TokenSource):
+    """`base` ([N, d], e.g. a store's harvested rows) with rows [start, start + len(inner))
+    read from `inner` instead: a pass's training range comes from the surrogate, its held-out
+    range from the real rows. Slicing exactly either part returns that part's own source."""
+
+    def __init__(self, base: TokenSource, start: int, inner: TokenSource):
+        if inner.d != base.d or not 0 <= start <= start + inner.n_tokens <= base.n_tokens:
+            raise ActivationError(f"a surrogate of [{inner.n_tokens}, {inner.d}] does not fit "
+                                  f"rows {start}.. of [{base.n_tokens}, {base.d}]")
+        self.base, self.start, self.inner = base, int(start), inner
+        self.n_tokens, self.d = base.n_tokens, base.d
+        self.random_access = base.random_access and inner.random_access
+
+    def slice(self, start: int, end: int) -> TokenSource:
+        a, b = self.start, self.start + self.inner.n_tokens
+        if (start, end) == (a, b):
+            return self.inner
+        if end <= a or start >= b:
+            return self.base.slice(start, end)
+        return super().slice(start, end)
+
+    def read(self, start: int, end: int) -> torch.Tensor:  # [end - start, d] float32
+        a, b = self.start, self.start + self.inner.n_tokens
+        parts = []
+        for lo, hi, src, off in ((start, min(end, a), self.base, 0),
+                                 (max(start, a), min(end, b), self.inner, a),
+                                 (max(start, b), end, self.base, 0)):
+            if hi > lo:
+                parts.append(src.read(lo - off, hi - off))
+        return torch.cat(parts) if len(parts) != 1 else parts[0]

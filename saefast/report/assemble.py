@@ -26,7 +26,9 @@ before made; the keys are documented where they are computed):
    activation-correlation matchings of the held-out codes (`report.matchings` again);
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
-   dictionary-covariance null's kind included;
+   dictionary-covariance null's kind included, then the trained null's kinds
+   (`report.trained_null`: its null runs' pairs matched like the real ones, the excess pair
+   by pair, `stats.trained_null`);
 7. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
    every view the pairs now carry.
 
@@ -43,6 +45,7 @@ from saefast.match.cache import MatchingCache
 from saefast.report import inputs
 from saefast.report import matchings as pair_matchings
 from saefast.report import nulls as report_nulls
+from saefast.report import trained_null as report_trained
 from saefast.runs.artifacts import LoadedSAE, read_fire_rates
 from saefast.stats import dictionary_null, null_summary, stability
 from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
@@ -117,7 +120,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                      progress: Progress | None = None,
                      nulls: report_nulls.NullSource | None = None,
                      matchings: MatchingCache | None = None,
-                     ablation: dict | None = None) -> dict:
+                     ablation: dict | None = None,
+                     trained: list[report_trained.TrainedSource] | None = None) -> dict:
     """The report `report.files` stores: the full report, plus (live_only=True) the live-only
     one under the key "live_only", built in the steps of the module docstring. Each run is
     loaded once; every argument is checked before any matching starts.
@@ -129,7 +133,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     and the held-out tokens of the activation-correlation view; None: neither, with the
     reason. matchings: where pair matchings computed before are read and new ones kept
     (`match.cache`). ablation: {tokens, and optionally model, hook, corpus (default: what the
-    runs' run.json names)} for summary.ablation."""
+    runs' run.json names)} for summary.ablation. trained: the trained null's runs
+    (`report.trained_null.resolve`), entered in summary.nulls.kinds beside the others."""
     run_dirs = inputs.as_list(run_dirs)
     saes = _checked(run_dirs, threshold, top_k, solver)
     target = _ablation_target(saes, ablation) if ablation is not None else None
@@ -151,6 +156,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     if data is not None:
         null_summary.add_nulls(report, data, solver=solver,
                                dictionary={"full": dicts[False], "live_only": dicts.get(True)})
+        report_trained.add_trained(report, saes, trained or [], solver=solver,
+                                   matchings=matchings)
     if target is not None:
         from saefast.stats import ablation as _ablation
 

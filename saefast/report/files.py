@@ -38,6 +38,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from saefast.config import NullsConfig
 from saefast.errors import ConfigError, RunDirError
 from saefast.fsio import (
     atomic_open,
@@ -49,6 +50,7 @@ from saefast.fsio import (
 from saefast.match.cache import MatchingCache
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
+from saefast.report import trained_null as report_trained
 from saefast.report.assemble import compute_analysis
 from saefast.report.inputs import as_list
 from saefast.runs.artifacts import WEIGHTS
@@ -69,8 +71,8 @@ SEED_CURVE_PNG = "seed_count_curve.png"
 # in `settings`: a report stored by an older version is recomputed (2: evidence.by_null,
 # 3: equivalence, 4: one isotropic null, so summary.baseline is summary.nulls' isotropic one,
 # 5: PW-MCC beside the median; activation r leaves out features that never fire,
-# 6: the dictionary-covariance null)
-EVIDENCE_VERSION = 6
+# 6: the dictionary-covariance null, 7: the trained null)
+EVIDENCE_VERSION = 7
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -122,12 +124,15 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
-              nulls: report_nulls.NullSource | None = None) -> dict[str, Any]:
+              nulls: report_nulls.NullSource | None = None,
+              trained: list[report_trained.TrainedSource] = ()) -> dict[str, Any]:
     """What the caller asked for (stored as report["settings"]; a stored report is reused only
-    for the same settings). `nulls`: the null settings and data (None without a baseline)."""
+    for the same settings). `nulls`: the null settings and data (None without a baseline);
+    `trained`: the trained null's runs (`report.trained_null.settings`)."""
     return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
             "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline),
             "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None,
+            "trained_null": report_trained.settings(list(trained)),
             "evidence": EVIDENCE_VERSION}
 
 
@@ -151,7 +156,8 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
 
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
-                 progress: Progress | None = None, acts=None, ablation: dict | None = None) -> dict:
+                 progress: Progress | None = None, acts=None, ablation: dict | None = None,
+                 trained_null: NullsConfig | None = NullsConfig()) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
     Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
@@ -162,16 +168,20 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
     the arguments). acts: the activation store the runs trained on, for the data-shaped nulls
     and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation
-    (`assemble.compute_analysis`).
+    (`assemble.compute_analysis`). trained_null: the trained null's settings (default on:
+    the null runs found beside the runs, trained before by a sweep or `saefast analyze`;
+    None: no trained null at all).
     """
     check_output_dir(out_dir, "output folder")
     run_dirs = as_list(run_dirs)
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
+    trained = report_trained.resolve(run_dirs, trained_null) if baseline else []
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
-                              ablation=ablation)
+                              ablation=ablation, trained=trained)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
-                                   solver=solver, plots=plots, baseline=baseline, nulls=source)
+                                   solver=solver, plots=plots, baseline=baseline, nulls=source,
+                                   trained=trained)
     return _write(report, Path(out_dir), plots=plots, stamp={})
 
 
@@ -205,23 +215,27 @@ def _stored(report_dir: Path, fingerprint: str, settings: dict) -> dict | None:
     return old if same else None
 
 
-def _identity(run_dirs, *, threshold, top_k, live_only, solver, plots, baseline, acts):
-    """(inputs fingerprint, null source, settings): what decides whether a stored report is reused."""
+def _identity(run_dirs, *, threshold, top_k, live_only, solver, plots, baseline, acts,
+              trained_null: NullsConfig | None):
+    """(inputs fingerprint, null source, trained null's runs, settings): what decides whether
+    a stored report is reused."""
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
-    return inputs_fingerprint(run_dirs), source, _settings(
+    trained = report_trained.resolve(run_dirs, trained_null) if baseline else []
+    return inputs_fingerprint(run_dirs), source, trained, _settings(
         threshold=threshold, top_k=top_k, live_only=live_only, solver=solver, plots=plots,
-        baseline=baseline, nulls=source)
+        baseline=baseline, nulls=source, trained=trained)
 
 
 def stored_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                   live_only=False, solver="auto", plots: bool = True, baseline: bool = True,
-                  acts=None) -> dict | None:
+                  acts=None, trained_null: NullsConfig | None = NullsConfig()) -> dict | None:
     """The report `group_report` would return as it is, without computing anything; None
     when it would recompute."""
     run_dirs = as_list(run_dirs)
-    fingerprint, _, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
-                                         live_only=live_only, solver=solver, plots=plots,
-                                         baseline=baseline, acts=acts)
+    fingerprint, _, _, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
+                                            live_only=live_only, solver=solver, plots=plots,
+                                            baseline=baseline, acts=acts,
+                                            trained_null=trained_null)
     return _stored(Path(report_dir), fingerprint, settings)
 
 
@@ -229,7 +243,8 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
                  live_only=False, solver="auto", extra: dict[str, Any] | None = None,
                  on_start: Callable[[], None] | None = None, plots: bool = True,
                  baseline: bool = True, progress: Progress | None = None,
-                 acts=None, matchings: MatchingCache | None = None) -> dict:
+                 acts=None, matchings: MatchingCache | None = None,
+                 trained_null: NullsConfig | None = NullsConfig()) -> dict:
     """The report of one group of runs (a sweep's seed group) in report_dir, reused when it can be.
 
     Returns the stored report_dir/stability.json as is when its `inputs_fingerprint`
@@ -241,7 +256,8 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     stability.json LAST, so a killed analysis is redone next time. A missing or corrupt stored
     report is simply recomputed. `extra` may not use the report's own keys. `matchings`: the
     sweep's cache of pair matchings (`match.cache`; a remote executor fills it while runs
-    train), read before matching and filled with what is matched here.
+    train), read before matching and filled with what is matched here. `trained_null`: the
+    trained null's settings (its null runs, trained before, are part of the reuse settings).
     """
     check_args(threshold, top_k)
     extra = dict(extra or {})
@@ -250,9 +266,9 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
         raise ConfigError(f"group_report: extra may not set the report's own keys {clash}")
     report_dir = Path(report_dir)
     run_dirs = as_list(run_dirs)
-    fingerprint, source, settings = _identity(run_dirs, threshold=threshold, top_k=top_k,
-                                              live_only=live_only, solver=solver, plots=plots,
-                                              baseline=baseline, acts=acts)
+    fingerprint, source, trained, settings = _identity(
+        run_dirs, threshold=threshold, top_k=top_k, live_only=live_only, solver=solver,
+        plots=plots, baseline=baseline, acts=acts, trained_null=trained_null)
     old = _stored(report_dir, fingerprint, settings)
     if old is not None:
         return old
@@ -260,7 +276,7 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
         on_start()
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
-                              matchings=matchings)
+                              matchings=matchings, trained=trained)
     report["settings"] = settings
     return _write(report, report_dir, plots=plots,
                   stamp={**extra, "inputs_fingerprint": fingerprint})

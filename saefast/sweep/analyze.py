@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from saefast.config import NullsConfig
 from saefast.runs import layout
 from saefast.sweep.events import Events
 from saefast.sweep.experiment import RunSpec, groups
@@ -17,18 +18,19 @@ from saefast.sweep.experiment import RunSpec, groups
 __all__ = ["analyze_groups", "report_is_current", "matching_cache"]
 
 
-def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
-                   events: Events | None = None) -> dict[str, dict]:
+def analyze_groups(runs: list[RunSpec], out_dir: Path, *, events: Events | None = None,
+                   nulls: NullsConfig | None = None) -> dict[str, dict]:
     """Match every pair within each seed group (reports.group_report reuses a report whose
     runs are unchanged), with the nulls of the activation store the runs name in run.json.
     Pair matchings go through the sweep's cache (`matching_cache`): the ones a remote
-    executor computed while runs trained are read, not matched again."""
+    executor computed while runs trained are read, not matched again. nulls: the trained
+    null's settings (default on): its null runs, trained before, are matched like the pairs."""
     from saefast.report import files as reports
 
     events = events or Events()
     out: dict[str, dict] = {}
     for gname, members in groups(runs).items():
-        args = _report_args(members, Path(out_dir))
+        args = _report_args(members, Path(out_dir), nulls)
         if args is None:
             continue
         dirs, report_dir, settings = args
@@ -38,7 +40,8 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *,
     return out
 
 
-def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Path, dict] | None:
+def _report_args(members: list[RunSpec], out_dir: Path,
+                 nulls: NullsConfig | None = None) -> tuple[list[Path], Path, dict] | None:
     """(run dirs, report dir, settings) of a seed group's report; None below two runs."""
     from saefast.report import nulls as report_nulls
     from saefast.runs.artifacts import is_complete_run
@@ -49,14 +52,16 @@ def _report_args(members: list[RunSpec], out_dir: Path) -> tuple[list[Path], Pat
     mc = members[0].config.match
     return dirs, layout.report_dir(out_dir, members[0].group), dict(
         threshold=mc.threshold, top_k=mc.top_k, live_only=mc.live_only, solver=mc.solver,
-        acts=report_nulls.store_of_runs(dirs))  # the store the runs trained on
+        acts=report_nulls.store_of_runs(dirs),  # the store the runs trained on
+        trained_null=nulls or NullsConfig())
 
 
-def report_is_current(members: list[RunSpec], out_dir: Path) -> bool:
+def report_is_current(members: list[RunSpec], out_dir: Path,
+                      nulls: NullsConfig | None = None) -> bool:
     """Whether `analyze_groups` would reuse this group's stored report as it is."""
     from saefast.report import files as reports
 
-    args = _report_args(members, Path(out_dir))
+    args = _report_args(members, Path(out_dir), nulls)
     if args is None:
         return False
     dirs, report_dir, settings = args

@@ -3,6 +3,7 @@
     base:      {model: ..., data: ..., sae: ..., train: ..., match: ...}   # one RunConfig
     variants:  [{model: {hook: ...}, sae: {n_features: 512, k: 32}}, ...] # partial overrides
     grid:      {train.seed: 1..5, data.tokens: [1000, 30000]}              # key -> values
+    nulls:     {trained: false}          # the trained null (config.NullsConfig); on by default
 
 runs = variants x grid. A run's name is built from its config (`L3-f128-k8-t30000-s2`, plus
 a label for every other key the experiment varies, taken from the field's `setting` in
@@ -23,10 +24,12 @@ import yaml
 from saefast.config import (
     CORE,
     ConfigError,
+    NullsConfig,
     RunConfig,
     apply_overrides,
     flatten,
     name_label,
+    nulls_from_dict,
 )
 
 __all__ = ["Experiment", "RunSpec", "load_experiment", "parse_values", "parse_axis", "expand",
@@ -40,6 +43,7 @@ class Experiment:
     grid: dict[str, list] = field(default_factory=dict)
     name: str = "sweep"
     description: str = ""  # the YAML's own words on what the study is (the HTML report shows them)
+    nulls: NullsConfig = field(default_factory=NullsConfig)  # the trained null: not a run's config
 
 
 @dataclass
@@ -102,10 +106,10 @@ def load_experiment(path: str | Path) -> Experiment:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with base/variants/grid")
-    unknown = set(raw) - {"base", "variants", "grid", "name", "description"}
+    unknown = set(raw) - {"base", "variants", "grid", "name", "description", "nulls"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} "
-                          "(expected base, variants, grid, name, description)")
+                          "(expected base, variants, grid, name, description, nulls)")
     variants = raw.get("variants") or [{}]
     if not isinstance(variants, list):
         raise ConfigError(f"{path}: 'variants' must be a list of partial configs")
@@ -119,6 +123,10 @@ def load_experiment(path: str | Path) -> Experiment:
         name=str(raw.get("name") or path.stem),
         description=str(raw.get("description") or ""),
     )
+    try:
+        exp.nulls = nulls_from_dict(raw.get("nulls"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     expand(exp)  # validate every key and value now, with the file's name in the error
     return exp
 

@@ -7,6 +7,8 @@ worker, `seed_worker`, runs `run_pass_here` on its part). `run_pass_here` opens 
 (`training_data`: a store in memory or memory-mapped, or a stream), trains the seeds under
 one optimizer (`train.trainer.train_saes`, resumable from checkpoints) and writes each run
 dir. Everything a pass needs is in its arguments, so it runs the same on another machine.
+A trained null's pass (`sweep.null_runs`) is the same pass on a `SurrogateSpec`: its
+training rows come from the surrogate sample, its held-out rows from the real store.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from saefast.sweep.plan import data_ranges, harvested_count, token_steps
 
 if TYPE_CHECKING:
     from saefast.data.stream import StreamSource
+    from saefast.data.surrogate import SurrogateSpec
 
 __all__ = ["run_pass", "run_pass_here", "training_data", "TrainingData", "open_stream"]
 
 
-def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
+def run_pass(runs: list[RunSpec], data: Path | StreamSource | SurrogateSpec, out_dir: Path, *,
              events: Events | None = None, memory_budget: int | None = None,
              threads: int | None = None) -> list[RunOutcome]:
     """Train the seeds of one pass (runs that differ only by seed) from one activation
@@ -48,12 +51,19 @@ def run_pass(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path, *,
     plan_ = threads_.plan_pass(len(runs), cfg.sae.n_features, source_width(data),
                                steps=token_steps(cfg) // cfg.train.batch_size,
                                batch_size=cfg.train.batch_size, device=cfg.model.device,
-                               cached=isinstance(data, Path), threads=threads)
+                               cached=_from_store(data), threads=threads)
     if plan_.parallel_seeds:
         return seed_pool.run_parts(threads_.split(runs, plan_.workers), data, out_dir,
                                    events=events, memory_budget=memory_budget, threads=plan_.threads)
     with threads_.torch_threads(plan_.threads):
         return run_pass_here(runs, data, out_dir, events=events, memory_budget=memory_budget)
+
+
+def _from_store(data) -> bool:
+    """A store, or a surrogate of one (seed workers open either themselves); not a stream."""
+    from saefast.data.surrogate import SurrogateSpec
+
+    return isinstance(data, (Path, SurrogateSpec))
 
 
 def open_stream(cfg: RunConfig, cache_dir: str | Path | None = None) -> StreamSource:
@@ -76,16 +86,20 @@ class TrainingData:
     meta: dict  # weights_hash, corpus_fingerprint, ...
     key: str  # checkpoints of other data are never resumed
     where: str  # for run.json
+    record: dict | None = None  # more for run.json (a surrogate's `surrogate` block)
 
 
-def training_data(data: Path | StreamSource, cfg: RunConfig,
+def training_data(data: Path | StreamSource | SurrogateSpec, cfg: RunConfig,
                   memory_budget: int | None = None) -> TrainingData:
     """A cache store held in memory when it fits a quarter of the budget, else memory-mapped;
-    or a stream."""
+    or a stream; or a store's surrogate (`_surrogate_data`)."""
     from saefast.data import store
+    from saefast.data.surrogate import SurrogateSpec
     from saefast.data.windows import TensorSource
     from saefast.train import memory
 
+    if isinstance(data, SurrogateSpec):
+        return _surrogate_data(data, cfg, memory_budget)
     if not isinstance(data, Path):
         digest = hashlib.sha256(json.dumps(data.key, sort_keys=True).encode()).hexdigest()[:16]
         return TrainingData(data, data.key, f"stream:{digest}", "stream (no disk cache)")
@@ -97,6 +111,31 @@ def training_data(data: Path | StreamSource, cfg: RunConfig,
         source = store.StoreSource(data, 0, harvested_count(cfg))
     key = f"{meta.get('weights_hash')}:{meta.get('corpus_fingerprint')}:{data.name}"
     return TrainingData(source, meta, key, str(data))
+
+
+def _surrogate_data(spec: SurrogateSpec, cfg: RunConfig,
+                    memory_budget: int | None) -> TrainingData:
+    """The store's rows with the training range replaced by the surrogate sample (generated
+    once into memory when the store would be resident: the same bits, read once)."""
+    from saefast.data.surrogate import Placed
+    from saefast.data.windows import TensorSource
+
+    real = training_data(Path(spec.store), cfg, memory_budget)
+    sample = spec.open()
+    inner = sample
+    if isinstance(real.source, TensorSource):
+        inner = TensorSource(sample.read(0, sample.n_tokens))  # [n, d]
+    if sample.n_tokens != spec.train[1] - spec.train[0]:
+        raise ValueError(f"surrogate of {sample.n_tokens} rows for training rows {spec.train}")
+    record = {"kind": spec.kind, "seed": spec.seed, "store": spec.store,
+              "train_rows": list(spec.train), "held_out_rows": list(spec.held_out),
+              "moments_rows": max([list(spec.train), list(spec.held_out)],
+                                  key=lambda r: r[1] - r[0]),
+              "rank": sample.rank, "moments_fingerprint": sample.moments_fingerprint,
+              "sample_fingerprint": sample.fingerprint()}
+    return TrainingData(Placed(real.source, spec.train[0], inner), real.meta,
+                        f"surrogate:{sample.fingerprint()}:{real.key}",
+                        f"surrogate {spec.kind} of {spec.store}", record)
 
 
 def _stream_null_data(got: TrainingData, out_dir: Path, t0: int, t1: int):
@@ -155,6 +194,8 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
             timings={"train_seconds": result.metrics["train_seconds"],
                      "total_seconds": time.perf_counter() - t0,
                      "seeds_trained_together": len(runs)})
+        if got.record is not None:
+            record["surrogate"] = got.record
         sae = result.sae
         path = artifacts.write_run_dir(
             layout.run_dir(out_dir, spec.name),

@@ -4,6 +4,8 @@
         local.LocalExecutor (default) or ray.executor.RayExecutor; each skips finished
         runs, harvests or streams the activations, and trains every pass with
         passes.run_pass  <- THE seam where a pass is executed
+    -> null_runs.train_null_runs (the trained null: each group's recipe on a surrogate, the
+       local executor only; the same seam)
     -> analyze.analyze_groups (report.files.group_report per seed group)
     -> summary.summarize -> OUT/summary.json -> OUT/report.html (report.page.write_html)
 
@@ -18,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from saefast.config import NullsConfig
 from saefast.fsio import write_json_atomic
 from saefast.runs.layout import SUMMARY_JSON
-from saefast.sweep import plan
+from saefast.sweep import null_runs, plan
 from saefast.sweep.analyze import analyze_groups
 from saefast.sweep.events import Events
 from saefast.sweep.executor import Executor
@@ -36,23 +39,33 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
               memory_budget: int | None = None,
               experiment: dict[str, Any] | None = None,
               threads: int | None = None,
-              executor: Executor | None = None) -> dict[str, Any]:
+              executor: Executor | None = None,
+              nulls: NullsConfig | None = None) -> dict[str, Any]:
     """Harvest, train, match and report; returns the sweep summary (also OUT/summary.json,
     and with analyze=True OUT/report.html, the page to share: `report.page.write_html`, written
     after the summary so it never shows an older one). Devices and output paths are checked
     first: nothing is created for a sweep that cannot start. experiment: what the study is
     ({name, description, file}), stored as summary["experiment"]. threads: `--threads`
     (`saefast.sweep.threads`). executor: what trains the runs (default a `LocalExecutor`);
-    one whose `local_devices` is False checks the devices where its tasks run."""
+    one whose `local_devices` is False checks the devices where its tasks run. nulls: the
+    trained null (default on: `config.NullsConfig`), trained after the real runs by the local
+    executor (summary["trained_null"]: per group and kind, trained, reused or skipped)."""
     executor = executor or LocalExecutor()
+    nulls = nulls or NullsConfig()
     plan.preflight(runs, out_dir, cache_dir, devices=executor.local_devices)
     events = events or Events()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     outcomes = executor(runs, out_dir, cache_dir=cache_dir, events=events,
                         memory_budget=memory_budget, threads=threads)
-    reports = analyze_groups(runs, out_dir, events=events) if analyze else {}
+    t_null = time.perf_counter()
+    trained_null = _trained_null(executor, runs, out_dir, nulls, events=events,
+                                 memory_budget=memory_budget, threads=threads)
+    t_null = time.perf_counter() - t_null
+    reports = analyze_groups(runs, out_dir, events=events, nulls=nulls) if analyze else {}
     summary = summarize(outcomes, reports)
+    summary["trained_null"] = {"seconds": t_null, "kinds": list(nulls.kinds()),
+                               "groups": trained_null}
     summary["seconds"] = time.perf_counter() - t0
     if experiment is not None:
         summary["experiment"] = experiment
@@ -62,3 +75,13 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
 
         page.write_html(out_dir, summary)
     return summary
+
+
+def _trained_null(executor: Executor, runs: list[RunSpec], out_dir: Path, nulls: NullsConfig,
+                  **kw) -> dict:
+    """The null runs, trained here after the real ones; a remote executor's sweep gets none
+    (its reports say so), since they would train on the driver."""
+    if isinstance(executor, LocalExecutor):
+        return null_runs.train_null_runs(runs, out_dir, nulls, **kw)
+    return {"skipped": True, "reason": "the trained null is trained by the local executor "
+            "only; run `saefast analyze` on the runs to train it here"} if nulls.kinds() else {}

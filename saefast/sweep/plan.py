@@ -10,7 +10,8 @@
   memory budget needs.
 - `report_matchings`: the matchings a group report makes of each pair (what the Ray
   executor's pair tasks compute ahead of the report, and what `estimate` counts).
-- `estimate`: memory and time for `--dry-run`.
+- `estimate`: memory and time for `--dry-run`, the trained null's training on its own line
+  (`null_runs`: which groups get one, and how many null runs).
 Imports no torch at module level (a dry run stays quick).
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefast.config import MatchConfig, RunConfig, affects_results
+from saefast.config import MatchConfig, NullsConfig, RunConfig, affects_results
 from saefast.errors import SweepError
 from saefast.fsio import check_output_dir
 from saefast.runs import layout
@@ -287,12 +288,29 @@ def unmatched_warnings(runs: list[RunSpec]) -> list[str]:
             for g, members in groups(runs).items() if len(members) < 2]
 
 
-def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str, Any]:
+def null_runs(members: list[RunSpec], nulls: NullsConfig | None) -> int:
+    """How many null runs the trained null adds to a seed group (`runs.trained_null`: its
+    first min(S, 5) seeds when >= 3, per surrogate kind, a cached group whose training or
+    held-out range has the tokens a covariance needs); 0 when it gets none."""
+    from saefast.data.surrogate import MIN_MOMENT_TOKENS
+    from saefast.runs.trained_null import MAX_SEEDS, MIN_SEEDS
+
+    c = members[0].config
+    seeds = min(len({r.config.train.seed for r in members}), MAX_SEEDS)
+    if nulls is None or not c.data.cache or seeds < MIN_SEEDS \
+            or max(train_count(c), held_out_count(c)) < MIN_MOMENT_TOKENS:
+        return 0
+    return seeds * len(nulls.kinds())
+
+
+def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
+             nulls: NullsConfig | None = None) -> dict[str, Any]:
     """Rough memory and time for --dry-run, from the rates above (including the costs that
     dominate small studies: loading the model, per-step overhead, each pair's and each
     group's report).
     d_model is guessed from the model name (768 if unknown). The budget is that of each
-    group's device."""
+    group's device. nulls: the trained null; its runs cost like the group's own seeds
+    (`null_runs`: null_runs, null_train_seconds, null_match_seconds)."""
     n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in groups(runs).values())
     jobs = harvest_jobs(runs)
     streams = [m[0].config for m in groups(runs).values() if not m[0].config.data.cache]
@@ -300,6 +318,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
     # a stream runs the model once per epoch and once more for the evaluation pass
     harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
     rows, train_s, match_s, peak, notes = [], 0.0, 0.0, 0, set()
+    null_n, null_train_s, null_match_s = 0, 0.0, 0.0
     for gname, members in groups(runs).items():
         c = members[0].config
         d = D_MODEL_GUESS.get(c.model.name, 768)
@@ -314,9 +333,16 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
         rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
-        train_s += len(members) * max(flops / rate, steps * SEED_STEP_SECONDS)
+        seed_s = max(flops / rate, steps * SEED_STEP_SECONDS)
+        train_s += len(members) * seed_s
         pairs = len(members) * (len(members) - 1) // 2
         match_s += pairs * pair_seconds(c)
+        n_null = null_runs(members, nulls)
+        null_n += n_null
+        null_train_s += n_null * seed_s
+        kinds = len(nulls.kinds()) if nulls is not None and n_null else 0
+        per_kind = n_null // kinds if kinds else 0
+        null_match_s += kinds * per_kind * (per_kind - 1) // 2 * pair_seconds(c)
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
         rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
                      "passes": -(-len(members) // per_pass) if per_pass else None,
@@ -327,6 +353,8 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None) -> dict[str,
         "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
         + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
         "train_seconds": train_s, "match_seconds": match_s,
+        "null_runs": null_n, "null_train_seconds": null_train_s,
+        "null_match_seconds": null_match_s,
         "token_steps": sum(token_steps(r.config) for r in runs),  # tokens seen, over all runs
         "notes": sorted(notes),
     }

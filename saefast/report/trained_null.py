@@ -1,0 +1,129 @@
+"""The trained null's runs a report reads (they are trained by `saefast.sweep.null_runs`):
+where they are, whether they are all there, and their pairs matched like the real ones.
+
+`resolve(run_dirs, nulls)` is cheap (run.json, meta.json and file stats, like
+`report.nulls.resolve`) and decides, per surrogate kind, the null run dirs or the reason
+there are none (turned off; runs without a recipe; streamed runs; too few seeds or tokens;
+not trained yet); `settings` names them for a stored report's reuse (their weights' sizes
+and mtimes). `add_trained` matches every null pair through the matching cache
+(`report.matchings.pair_matching`, all features and, in a live-only report, the live ones)
+and stores `stats.trained_null`'s entry in summary.nulls.kinds (and the live-only report's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saefast.config import NullsConfig
+from saefast.errors import SaefastError
+from saefast.match.cache import MatchingCache
+from saefast.report import matchings as pair_matchings
+from saefast.runs import trained_null as plans
+from saefast.runs.artifacts import WEIGHTS, LoadedSAE, is_complete_run, load_sae
+from saefast.stats import trained_null as stats
+from saefast.stats.null_summary import HIST_EDGES
+
+OFF = "turned off (nulls: {trained: false} in the experiment, or --no-trained-null)"
+
+
+@dataclass(frozen=True)
+class TrainedSource:
+    """One surrogate kind's null runs for a report: {seed: run dir}, or the reason none."""
+
+    name: str  # the key in summary.nulls.kinds
+    kind: str  # the surrogate
+    runs: dict[int, Path] = field(default_factory=dict)
+    key: str | None = None
+    recipe: str | None = None
+    reason: str | None = None
+
+
+def _paths(run_dirs) -> list[Path] | None:
+    out = []
+    for r in run_dirs:
+        path = r.path if isinstance(r, LoadedSAE) else r
+        if path is None:
+            return None
+        out.append(Path(path))
+    return out
+
+
+def resolve(run_dirs, nulls: NullsConfig | None) -> list[TrainedSource]:
+    """The trained null's runs of these real runs, per kind `nulls` asks for; [] for None
+    (a caller that asks for no trained null at all)."""
+    if nulls is None:
+        return []
+    if not nulls.trained:
+        return [TrainedSource(plans.NAMES["gaussian"], "gaussian", reason=OFF)]
+    paths = _paths(run_dirs)
+    out = []
+    for kind in nulls.kinds():
+        name = plans.NAMES[kind]
+        try:
+            null = plans.plan(paths, kind) if paths is not None else plans.NO_RECIPE
+        except SaefastError as e:  # a store that cannot be read: the real report goes on
+            null = f"the null runs' store cannot be read ({e})"
+        if isinstance(null, str):
+            out.append(TrainedSource(name, kind, reason=null))
+            continue
+        runs = {s: null.run_dir(s) for s in null.seeds if is_complete_run(null.run_dir(s))}
+        reason = None
+        if len(runs) < plans.MIN_SEEDS:
+            reason = (f"{len(runs)} of its {len(null.seeds)} null runs are trained (in "
+                      f"{null.folder}); `saefast sweep` trains them, and `saefast analyze`")
+        out.append(TrainedSource(name, kind, runs if reason is None else {}, null.key,
+                                 null.recipe, reason))
+    return out
+
+
+def settings(sources: list[TrainedSource]) -> list[dict]:
+    """What the trained null depends on (a stored report's reuse): per kind its key, recipe,
+    reason, and the size and mtime of each null run's weights."""
+    out = []
+    for s in sources:
+        stats_ = {}
+        for seed, d in sorted(s.runs.items()):
+            st = (d / WEIGHTS).stat()
+            stats_[str(seed)] = [st.st_size, st.st_mtime_ns]
+        out.append({"name": s.name, "kind": s.kind, "key": s.key, "recipe": s.recipe,
+                    "reason": s.reason, "runs": stats_})
+    return out
+
+
+def _seeds(saes: list[LoadedSAE]) -> list[int | None]:
+    seeds = []
+    for s in saes:
+        seed = ((s.info or {}).get("config") or {}).get("train", {}).get("seed")
+        seeds.append(int(seed) if isinstance(seed, int) else None)
+    return seeds
+
+
+def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource], *,
+                solver: str, matchings: MatchingCache | None = None) -> None:
+    """summary.nulls.kinds[<name>] of the report (and of its live-only report) for each
+    source: `stats.trained_null` from the null pairs' matchings, or {kind, skipped, reason}.
+    Reports without summary.nulls (baseline=False) get nothing."""
+    modes = [(report, False)]
+    if report.get("live_only") is not None:
+        modes.append((report["live_only"], True))
+    seeds = _seeds(saes)
+    for source in sources:
+        nulls = {seed: load_sae(d) for seed, d in source.runs.items()}
+        for rep, live in modes:
+            kinds = ((rep.get("summary") or {}).get("nulls") or {}).get("kinds")
+            if kinds is None:
+                continue
+            if source.reason is not None:
+                kinds[source.name] = stats.skipped(source.name, source.reason)
+                continue
+            order = sorted(nulls)
+            cosines = {}
+            for i, a in enumerate(order):
+                for b in order[i + 1:]:
+                    _, _, m = pair_matchings.pair_matching(nulls[a], nulls[b], live_only=live,
+                                                           solver=solver, matchings=matchings)
+                    cosines[(a, b)] = m.cosines
+            kinds[source.name] = stats.trained_null(
+                rep["pairs"], seeds, cosines, name=source.name, surrogate=source.kind,
+                recipe=source.recipe, hist_edges=HIST_EDGES)
