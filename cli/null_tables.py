@@ -11,7 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from saefast.report import captions
-from saefast.report.cells import NULL_KINDS, SHORT, bare, excess_cell, null_medians_cell, share_cell
+from saefast.report.cells import (
+    NULL_KINDS,
+    SHORT,
+    TRAINED_KINDS,
+    bare,
+    excess_cell,
+    null_medians_cell,
+    share_cell,
+)
 
 
 def compact_table(title: str, caption: str | None = None) -> Table:
@@ -40,8 +48,9 @@ def null_lines(nulls: dict | None) -> list[str]:
         if n.get("skipped"):
             continue
         ex, pw = n.get("excess_median"), n.get("excess_pw_mcc")
+        paired = " pair by pair" if kind in TRAINED_KINDS else ""
         lines.append(f"{kind} null: median {n['median_cosine']:.3f}, 99.9% quantile "
-                     f"{n['quantiles']['0.999']:.3f}; observed median over it "
+                     f"{n['quantiles']['0.999']:.3f}; observed median over it{paired} "
                      f"{excess_cell(ex)}" + (" (90% over runs)" if ex else "")
                      + (f"; PW-MCC {n['mean_cosine']:.3f}, observed over it {excess_cell(pw)}"
                         if pw else "")
@@ -86,6 +95,7 @@ def print_nulls(console: Console, rows: list[dict]) -> None:
                       excess_cell(ex.get("activations")))
     console.print(table)
     _print_dictionary_excess(console, rows)
+    _print_trained(console, rows)
 
 
 def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
@@ -102,6 +112,21 @@ def _print_dictionary_excess(console: Console, rows: list[dict]) -> None:
                       excess_cell((row.get("excess") or {}).get("dictionary")),
                       share_cell((row.get("beyond_chance") or {}).get("dictionary")))
     console.print(table)
+
+
+def _print_trained(console: Console, rows: list[dict]) -> None:
+    """The trained null: its median and the real pairs' excess over its pairs, pair by pair."""
+    for kind in TRAINED_KINDS:
+        shown = [r for r in rows if (r.get("null_medians") or {}).get(kind) is not None]
+        if not shown:
+            continue
+        table = group_table(f"against the {kind.replace('_', ' ')} null", captions.TRAINED,
+                            ("null median", "over it", "PW-MCC over it"))
+        for row in shown:
+            table.add_row(escape(row["group"]), bare(row["null_medians"][kind]),
+                          excess_cell((row.get("excess") or {}).get(kind)),
+                          excess_cell((row.get("excess_pw_mcc_by_null") or {}).get(kind)))
+        console.print(table)
 
 
 def evidence_lines(ev: dict | None) -> list[str]:

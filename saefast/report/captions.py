@@ -29,6 +29,13 @@ DICTIONARY_TABLE = (
     "features beyond it (as in the table above) [90% intervals over runs]. "
     + DICTIONARY_COLUMN + " A table of its own, since the others have no room for it "
     "within 80 columns.")  # the terminal only: the page has these as columns
+TRAINED = (
+    "trained null: the group's recipe and first seeds retrained on a surrogate with the "
+    "activations' mean and covariance and no sparse structure; median: its pairs' matched "
+    "cosines pooled. over: the mean over pairs (s, t) of the real pair's median minus the "
+    "null pair's; PW-MCC over: the same for the mean matched cosine [90% intervals over "
+    "runs, real and null run of a seed left out together]. Groups without one: the reason "
+    "is in stability.json (summary.nulls.kinds).")
 
 BEYOND_CHANCE = (
     "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "

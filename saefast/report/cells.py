@@ -9,8 +9,11 @@ from typing import Any
 # the order every table lists them in (the dictionary-covariance null last: added later, so
 # the others keep their places)
 NULL_KINDS = ("isotropic", "covariance", "activations", "dictionary")
-SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict"}
+SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict",
+         "trained": "trained", "trained_elliptical": "trained ell"}
 DATA_KINDS = NULL_KINDS[:3]  # the nulls of the data, before the dictionary null
+# the trained null's kinds (summary.nulls.kinds; not in the evidence): a table of their own
+TRAINED_KINDS = ("trained", "trained_elliptical")
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -11,6 +11,7 @@ from saefast.report import html_markup as markup
 from saefast.report.cells import (
     NULL_KINDS,
     SHORT,
+    TRAINED_KINDS,
     ci_cell,
     excess_cell,
     fmt,
@@ -53,17 +54,20 @@ def overview(summary: dict, groups: list[str]) -> str:
           markup.num(r.get("baseline_median")), markup.num(r.get("live_only_global_median"))]
          for r in rows],
         captions.STABILITY)
+    kinds = NULL_KINDS + tuple(k for k in TRAINED_KINDS  # the trained null where a group has it
+                               if any((r.get("null_medians") or {}).get(k) is not None for r in rows))
     nulls = markup.table(
-        ["group"] + [f"{SHORT[k]} null median" for k in NULL_KINDS]
-        + [f"over {SHORT[k]} [90%]" for k in NULL_KINDS] + ["PW-MCC [90%]"]
-        + [f"PW-MCC over {SHORT[k]} [90%]" for k in NULL_KINDS],
+        ["group"] + [f"{SHORT[k]} null median" for k in kinds]
+        + [f"over {SHORT[k]} [90%]" for k in kinds] + ["PW-MCC [90%]"]
+        + [f"PW-MCC over {SHORT[k]} [90%]" for k in kinds],
         [[markup.group_link(groups, r["group"])]
-         + [markup.num((r.get("null_medians") or {}).get(k)) for k in NULL_KINDS]
-         + [excess_cell((r.get("excess") or {}).get(k)) for k in NULL_KINDS]
+         + [markup.num((r.get("null_medians") or {}).get(k)) for k in kinds]
+         + [excess_cell((r.get("excess") or {}).get(k)) for k in kinds]
          + [_with_ci(r.get("pw_mcc"), r.get("pw_mcc_ci"))]
-         + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in NULL_KINDS]
+         + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in kinds]
          for r in rows],
-        f"{captions.NULLS} {captions.DICTIONARY_COLUMN}")
+        f"{captions.NULLS} {captions.DICTIONARY_COLUMN}"
+        + (f" {captions.TRAINED}" if kinds != NULL_KINDS else ""))
     beyond = markup.table(
         ["group"] + [SHORT[k] for k in NULL_KINDS]
         + [f"BY vs {SHORT[k]}" for k in NULL_KINDS],
@@ -165,7 +169,8 @@ def _nulls_table(nulls: dict | None) -> str:
               f"{markup.num(data.get('effective_rank'), 1)}, {data.get('distinct_tokens')} distinct "
               "tokens" if where else "") + ". over: observed pooled median minus the null's "
            "median [90% interval over runs]. PW-MCC: the null's mean matched cosine; PW-MCC "
-           "over it: the observed PW-MCC minus it [90%].")
+           "over it: the observed PW-MCC minus it [90%]."
+           + (f" {captions.TRAINED}" if set(kinds) & set(TRAINED_KINDS) else ""))
     return markup.table(["null", "median", "95% quantile", "99.9% quantile", "draws x cosines",
                    "over it [90%]", "PW-MCC", "PW-MCC over it [90%]"], rows, cap)
 

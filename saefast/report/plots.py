@@ -155,7 +155,9 @@ NULL_BIN = 0.02  # plot bin width with nulls: 4 of their stored histogram's 0.00
 NULL_STYLES = {"isotropic": ("black", "isotropic null"),
                "covariance": ("tab:orange", "covariance null"),
                "activations": ("tab:green", "activation-sampled null"),
-               "dictionary": ("tab:purple", "dictionary-covariance null")}
+               "dictionary": ("tab:purple", "dictionary-covariance null"),
+               "trained": ("tab:red", "trained null (gaussian surrogate)"),
+               "trained_elliptical": ("tab:brown", "trained null (elliptical surrogate)")}
 
 
 def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
