@@ -205,9 +205,9 @@ def test_null_seeds_are_the_first_five_and_at_least_three(tmp_path, monkeypatch,
 
 
 def test_runs_without_a_recipe_or_a_store_skip_it_with_the_reason(tmp_path):
-    from planted_runs import make_run
-
     from saefast.report import files as reports
+
+    from planted_runs import make_run
 
     dirs = [make_run(tmp_path, f"r{s}", s)[0] for s in (1, 2, 3)]
     report = reports.analyze_runs(dirs, tmp_path / "out", plots=False)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saefast.config import NullsConfig
-from saefast.errors import SaefastError
+from saefast.errors import RunDirError, SaefastError
 from saefast.match.cache import MatchingCache
 from saefast.report import matchings as pair_matchings
 from saefast.runs import trained_null as plans
@@ -99,6 +99,18 @@ def _seeds(saes: list[LoadedSAE]) -> list[int | None]:
     return seeds
 
 
+def _null_pairs(nulls: dict[int, LoadedSAE], *, live: bool, solver: str,
+                matchings: MatchingCache | None) -> dict[tuple[int, int], object]:
+    """{(s, t): matched cosines} of every pair of null runs, matched like the real pairs."""
+    order, out = sorted(nulls), {}
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            _, _, m = pair_matchings.pair_matching(nulls[a], nulls[b], live_only=live,
+                                                   solver=solver, matchings=matchings)
+            out[(a, b)] = m.cosines
+    return out
+
+
 def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource], *,
                 solver: str, matchings: MatchingCache | None = None) -> None:
     """summary.nulls.kinds[<name>] of the report (and of its live-only report) for each
@@ -117,13 +129,11 @@ def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource
             if source.reason is not None:
                 kinds[source.name] = stats.skipped(source.name, source.reason)
                 continue
-            order = sorted(nulls)
-            cosines = {}
-            for i, a in enumerate(order):
-                for b in order[i + 1:]:
-                    _, _, m = pair_matchings.pair_matching(nulls[a], nulls[b], live_only=live,
-                                                           solver=solver, matchings=matchings)
-                    cosines[(a, b)] = m.cosines
+            try:
+                cosines = _null_pairs(nulls, live=live, solver=solver, matchings=matchings)
+            except RunDirError as e:  # live-only: a null run with every feature dead
+                kinds[source.name] = stats.skipped(source.name, str(e))
+                continue
             kinds[source.name] = stats.trained_null(
                 rep["pairs"], seeds, cosines, name=source.name, surrogate=source.kind,
                 recipe=source.recipe, hist_edges=HIST_EDGES)
