@@ -27,7 +27,7 @@ from saefast.sweep import null_runs, plan
 from saefast.sweep.analyze import analyze_groups
 from saefast.sweep.events import Events
 from saefast.sweep.executor import Executor
-from saefast.sweep.experiment import RunSpec
+from saefast.sweep.experiment import RunSpec, groups
 from saefast.sweep.local import LocalExecutor
 from saefast.sweep.summary import summarize
 
@@ -83,5 +83,6 @@ def _trained_null(executor: Executor, runs: list[RunSpec], out_dir: Path, nulls:
     (its reports say so), since they would train on the driver."""
     if isinstance(executor, LocalExecutor):
         return null_runs.train_null_runs(runs, out_dir, nulls, **kw)
-    return {"skipped": True, "reason": "the trained null is trained by the local executor "
-            "only; run `saefast analyze` on the runs to train it here"} if nulls.kinds() else {}
+    why = {"skipped": True, "reason": "the trained null is trained by the local executor only; "
+           "run `saefast analyze` on a group's runs to train it here"}
+    return {g: {kind: why for kind in nulls.kinds()} for g in groups(runs)}
