@@ -26,6 +26,7 @@ from saefast.cli.null_tables import (
     null_lines,
     print_beyond_chance,
     print_nulls,
+    print_verdict,
 )
 from saefast.report import captions
 from saefast.report.cells import (
@@ -244,6 +245,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     console.print(stab)
     for row in (r for r in rows if pw_mcc_line(r)):  # too wide for the table: a line each
         console.print(escape(f"{row['group']}: {pw_mcc_line(row)} (90% over runs)"))
+    print_verdict(console, rows)
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
