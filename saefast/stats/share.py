@@ -15,16 +15,17 @@ shared. Here the null is first matched to the observed bulk, as Efron's empirica
    through the log density around the peak: Efron's central matching, on the peak alone),
    pi0 = 2 F(delta) (the bulk is symmetric about its centre and everything beyond chance lies
    above it), sigma from the bulk's lower one-SD point (the observed z at level pi0 Phi(-1));
-3. p' = P(N(max(delta, 0), max(sigma, 1)^2) >= z): the null is moved up to the bulk and widened
-   to it, never moved down or narrowed (an observed bulk BELOW the null is reported by the bulk
-   check, not used to find more); the share is 1 - Storey's pi0 of p', UNCLAMPED (a negative
+3. p' = P(N(max(delta, 0), sigma^2) >= z): the null is moved up to the bulk, never down (an
+   observed bulk BELOW the null is reported by the bulk check, not used to find more), and
+   given the bulk's width (which at lambda = 0.5 does not enter); the share is 1 - Storey's pi0 of p', UNCLAMPED (a negative
    share is an observed bulk the null does not describe, and is shown as it is), at lambda =
    0.5 and over LAMBDAS (its spread over lambda is part of what the share is).
 
-The bulk check: delta, in null SDs, with its delete-one-run interval. A null passes when the
-interval's upper end is >= 0 (below 3 runs: delta >= -BULK_TOLERANCE): the observed bulk is
-not below the null. A null that fails is too strict for these dictionaries; its share is still
-stated, but the headline (`headline`) does not rest on it.
+The bulk check: delta, in null SDs, with its delete-one-run interval, and sigma. A null passes
+when the interval's upper end is >= 0 (below 3 runs: delta >= -BULK_TOLERANCE: the observed bulk
+is not below the null, which would be too strict for these dictionaries) and sigma is within
+SIGMA_RANGE (the null's shape describes the bulk). A null that fails has its share stated, but
+the headline (`stats.verdict.headline`) does not rest on it.
 
 Where there is no bulk to match (no density peak at z <= MAX_SHIFT, or fewer than
 MIN_BULK_FEATURES features below its lower one-SD point: nearly every feature recurs) the null
@@ -46,6 +47,8 @@ KDE_BANDWIDTH = 0.4  # null SDs: the bulk's density is smoothed this much
 BIN_WIDTH = 0.02  # null SDs: the density is binned this finely (linear cost in features)
 PEAK_HALF_WIDTH = 0.75  # null SDs each side of the density's peak the parabola is fitted on
 MAX_SHIFT = 3.0  # null SDs: a bulk centred higher is not matched (module doc)
+SIGMA_RANGE = (0.5, 2.0)  # the observed bulk's width over the null's, for the bulk check
+MIN_SIGMA = 0.25  # null SDs: the narrowest bulk width used
 MIN_BULK_FEATURES = 10  # unshared features below the bulk's lower one-SD point, at least
 BULK_TOLERANCE = 0.25  # null SDs the bulk may sit below the null without an interval (S < 3)
 LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -60,11 +63,12 @@ METHOD = (
     "of the z density's highest peak at z <= 3 (kernel density, bandwidth 0.4, parabola on the "
     "log density around the peak), pi0 = 2 F(delta), sigma from the bulk's lower one-SD point; "
     "p' = P(N(max(delta, "
-    "0), max(sigma, 1)^2) >= z); share = 1 - Storey's pi0 of p' at lambda 0.5, unclamped (a "
+    "0), sigma^2) >= z); share = 1 - Storey's pi0 of p' at lambda 0.5, unclamped (a "
     "negative share is shown), and over lambda 0.2-0.8. So a shift of every feature (the "
     "dictionaries more concentrated than the null's rows) is not counted; features far above "
-    "the bulk are. Bulk check: delta (null SDs) with its interval; a null whose interval is "
-    "wholly below 0 is too strict for these dictionaries (the observed bulk below it). "
+    "the bulk are. Bulk check: delta (null SDs) with its interval and sigma; a null fails when "
+    "the interval is wholly below 0 (too strict: the observed bulk below it) or sigma is "
+    "outside 0.5-2 (its shape does not describe the bulk). "
     "Intervals: delete-one-run jackknife, the fit redone without each run")
 
 
@@ -144,9 +148,9 @@ def fit_bulk(z: np.ndarray, w: np.ndarray | None = None) -> dict:
 
 
 def adjusted_pvalues(z, delta: float, sigma: float) -> np.ndarray:
-    """p' = P(N(max(delta, 0), max(sigma, 1)^2) >= z): the null moved up to the bulk, never
-    down; widened to it, never narrowed."""
-    return norm.sf((np.asarray(z, dtype=np.float64) - max(delta, 0.0)) / max(sigma, 1.0))
+    """p' = P(N(max(delta, 0), sigma^2) >= z): the null moved up to the bulk (never down) and
+    given the bulk's width (at lambda = 0.5 the width does not enter: p' > 0.5 iff z < delta)."""
+    return norm.sf((np.asarray(z, dtype=np.float64) - max(delta, 0.0)) / max(sigma, MIN_SIGMA))
 
 
 def share_at(z: np.ndarray, w: np.ndarray, lam: float = inf.STOREY_LAMBDA) -> float:
@@ -179,20 +183,30 @@ def raw_share(lam: float = inf.STOREY_LAMBDA) -> inf.Statistic:
     return inf.Statistic(f"share_lambda_{lam:g}", fn)
 
 
-def passes_bulk_check(shift: dict) -> bool:
-    """The observed bulk is not below the null: the shift's interval reaches 0 (without an
-    interval: the shift is above -BULK_TOLERANCE)."""
+def bulk_check(shift: dict | None, sigma: float) -> str | None:
+    """Why the null fails the bulk check, or None when it passes: the observed bulk is not
+    below the null (the shift's interval reaches 0; without an interval, the shift is above
+    -BULK_TOLERANCE) and is as wide as the null within a factor SIGMA_RANGE (a null whose
+    shape is not the bulk's does not say where the unshared features would be)."""
+    if shift is None:  # no bulk fitted: every feature beyond this null
+        return None
     ci = shift.get("ci")
-    if ci is not None and all(np.isfinite(ci)):
-        return bool(ci[1] >= 0.0)
-    return bool(shift["estimate"] >= -BULK_TOLERANCE)
+    low = (ci[1] < 0.0) if ci is not None and all(np.isfinite(ci)) \
+        else shift["estimate"] < -BULK_TOLERANCE
+    if low:
+        return (f"the observed bulk sits {-shift['estimate']:.2f} null SDs below it (too "
+                "strict)")
+    if not SIGMA_RANGE[0] <= sigma <= SIGMA_RANGE[1]:
+        return (f"the observed bulk is {sigma:.2f} times as wide as it: its shape does not "
+                "describe the unshared features")
+    return None
 
 
 def null_share(z_by_pair: dict[tuple[int, int], np.ndarray], n_runs: int) -> dict:
     """The share block of one null: {estimate, ci, se, level, method, over_lambda {lambda:
     share}, lambda_range [min, max], raw {estimate, ci, ...} (no bulk matching), bulk {shift
-    {estimate, ci, ...} (null SDs; None when no bulk was fitted), sigma, pi0, fitted, passes,
-    note}}. z_by_pair: each pair's
+    {estimate, ci, ...} (null SDs; None when no bulk was fitted), sigma, pi0, fitted, fails (why
+    it fails the bulk check, None when it passes), note}}. z_by_pair: each pair's
     `zscores` of its features' nearest p-values (both sides)."""
     data = inf.PairedRuns.from_dict(n_runs, z_by_pair)
     out = inf.run_interval(data, bulk_share(), about="share beyond the bulk-matched null")
@@ -207,7 +221,7 @@ def null_share(z_by_pair: dict[tuple[int, int], np.ndarray], n_runs: int) -> dic
         raw=inf.run_interval(data, raw_share(), about="1 - Storey pi0 of the null's own "
                                                       "p-values (a location test)"),
         bulk={"shift": shift, "sigma": fit["sigma"], "pi0": fit["pi0"], "fitted": fit["fitted"],
-              "passes": shift is None or passes_bulk_check(shift),
+              "fails": bulk_check(shift, fit["sigma"]),
               "note": None if fit["fitted"] else NOT_FITTED},
         method_detail=METHOD)
     return out
