@@ -247,6 +247,8 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
+    for row in (r for r in rows if r.get("subspace")):  # summary.subspace's verdict
+        console.print(escape(f"{row['group']}: subspace: {row['subspace']}"), soft_wrap=True)
     health = group_table("training", captions.TRAINING, captions.TRAINING_COLUMNS)
     for row in rows:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
@@ -319,6 +321,9 @@ def print_report(console: Console, report: dict, title: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in evidence_lines(s.get("evidence")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if (s.get("subspace") or {}).get("verdict"):  # same features, same subspace, or neither
+        console.print(f"subspace: {s['subspace']['verdict']['text']}", markup=False,
+                      highlight=False, soft_wrap=True)
     abl = s.get("ablation")
     if abl and "splice_output" in abl:
         moves = ", ".join(f"{x['relative_change']:.3f}" for x in abl["splice_output"])
