@@ -247,14 +247,14 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
-    for row in (r for r in rows if r.get("subspace")):  # summary.subspace's verdict
-        console.print(escape(f"{row['group']}: subspace: {row['subspace']}"), soft_wrap=True)
     health = group_table("training", captions.TRAINING, captions.TRAINING_COLUMNS)
     for row in rows:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(health)
     print_trends(console, summary.get("trends") or [])
+    for row in (r for r in rows if r.get("subspace")):  # summary.subspace's verdict
+        console.print(escape(f"{row['group']}: subspace: {row['subspace']}"))
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "

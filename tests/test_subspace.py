@@ -73,6 +73,14 @@ def test_top_subspace_of_rows_in_one_span_is_that_span_and_weighting_is_by_sqrt_
     w, v = np.linalg.eigh((u * rates[:, None]).T @ u)  # sum_i p_i u_i u_i^T
     want = v[:, np.argsort(w)[::-1][:8]]
     assert sub.overlap(sub.top_subspace(rows, rates, 8), want, 8) == pytest.approx(1, abs=1e-9)
+    # fewer rows than d, full rank (the [n, n] Gram's path) and rank 6 < r (the [d, d] one)
+    for rows in (rng.standard_normal((30, 64)), rng.standard_normal((30, 6)) @ basis[:40].T):
+        u = _unit(rows)
+        got = sub.top_subspace(rows, None, 8)
+        assert np.allclose(got.T @ got, np.eye(8), atol=1e-9)
+        w, v = np.linalg.eigh(u.T @ u)
+        k = 8 if np.linalg.matrix_rank(u) > 8 else 6  # beyond the rank: any completion
+        assert sub.overlap(got[:, :k], v[:, ::-1][:, :k], k) == pytest.approx(1, abs=1e-9)
 
 
 def test_the_rank_ladder_stops_at_half_the_smaller_side():

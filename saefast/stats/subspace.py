@@ -36,9 +36,10 @@ from saefast.stats import inference as inf
 from saefast.stats.null_model import NullModel
 
 RANK_START = 8  # the ladder's first rank; then doubling, then min(n, d) / 2
-N_DRAWS = 64  # null pairs per null at most
+N_DRAWS = 32  # null pairs per null at most (their mean's error enters the excess's se)
 MIN_DRAWS = 8
 DRAW_WORK = 1 << 34  # draws x (n_a + n_b) x d^2 at most: the null's cost (the Gram matrices)
+ONE_THREAD_MAX = 1 << 30  # n x d^2 up to which the draws run on one BLAS thread
 NON_VETO = frozenset({"dictionary"})  # nulls shown but not allowed to veto a shared subspace
 MIN_SHARE = 0.05  # a feature share beyond chance below this is not "the same features"
 SAME_FEATURES = "same features"
@@ -113,7 +114,13 @@ def top_subspace(rows, rates, r: int) -> np.ndarray:
     d = u.shape[1]
     if not 1 <= r <= d:
         raise ConfigError(f"subspace: rank {r} is not in 1..{d}")
-    _, vecs = eigh(u.T @ u, subset_by_index=[d - r, d - 1])  # ascending
+    if r <= u.shape[0] < d:  # fewer rows than d: from the [n, n] Gram, n^2 d + n^3
+        w, a = np.linalg.eigh(u @ u.T)  # ascending
+        w, a = w[::-1][:r], a[:, ::-1][:, :r]
+        if w[-1] > 1e-6 * w[0]:  # V = U^T A / sqrt(w): orthonormal, well conditioned
+            return u.T @ a / np.sqrt(w)
+        # rank below r: the [d, d] eigh completes the basis with orthonormal directions
+    _, vecs = eigh(u.T @ u, subset_by_index=[d - r, d - 1])  # ascending; d^2 n + d^3
     return vecs[:, ::-1]
 
 
@@ -204,7 +211,10 @@ def subspace_block(rows_per_run: Sequence, rates_per_run: Sequence, null_models:
     pairs = [(i, j) for i in range(S) for j in range(i + 1, S)]
     n_draws = null_draws(sizes, d)
     out["n_draws"] = n_draws
-    with threadpool_limits(limits=1):  # small eighs and GEMMs: bits independent of threads
+    # small eighs and GEMMs on one thread (a second only waits on a shared machine); large
+    # shapes keep their threads, as the matched nulls' draws do (`null_summary._one_thread`)
+    small = max(sizes) * d * d <= ONE_THREAD_MAX
+    with threadpool_limits(limits=1 if small else None):
         bases = [top_subspace(x, w, ranks[-1]) for x, w in zip(rows_per_run, rates)]
         drawn = {}
         for model in null_models:
