@@ -114,6 +114,11 @@ def test_verdict_rule_on_one_block():
     same = sub.verdict({"estimate": 0.3, "ci": [0.2, 0.4]}, block)
     assert same["label"] == sub.SAME_FEATURES
     assert sub.verdict({"estimate": 0.03, "ci": [0.01, 0.05]}, block)["label"] == sub.SAME_SUBSPACE
+    assert block["verdict"]["note"] is None and block["verdict"]["judged_by"] == \
+        ["isotropic", "covariance"]
+    alone = sub.subspace_block(rows, [None] * S, models[:1], share=none)["verdict"]
+    assert alone["label"] == sub.SAME_SUBSPACE and "isotropic null only" in alone["text"]
+    assert "no data-shaped null" in alone["note"]
     unsure = sub.verdict({"estimate": 0.3, "ci": None}, block)
     assert unsure["label"] is None and "fewer than 3 runs" in unsure["reason"]
     # a null that draws rows in the runs' own span explains the overlap: nothing beyond it

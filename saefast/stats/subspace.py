@@ -164,7 +164,7 @@ def _excess(observed: dict, mean: float, sd: float, n_draws: int, n_runs: int,
     est = observed["estimate"] - mean
     out = {"estimate": est, "ci": None, "se": None, "level": inf.DEFAULT_LEVEL,
            "method": "observed mean overlap minus the null's mean overlap"}
-    if observed.get("se") is None:
+    if observed.get("se") is None or not math.isfinite(observed["se"]):
         return dict(out, method=out["method"] + "; no interval: fewer than 3 runs"), None
     se = math.hypot(observed["se"], sd / math.sqrt(n_draws))
     from scipy import stats as sps
@@ -251,7 +251,9 @@ def strictest_share(by_null: dict | None) -> dict | None:
     (summary.evidence.by_null), the one with the smallest estimate (usually the
     dictionary-covariance null, which explains a shared subspace), as {estimate, ci, null}."""
     got = [dict(b["share_beyond_chance"], null=k) for k, b in (by_null or {}).items()
-           if not b.get("skipped") and b.get("share_beyond_chance")]
+           if not b.get("skipped") and b.get("share_beyond_chance")
+           and isinstance(b["share_beyond_chance"].get("estimate"), (int, float))
+           and math.isfinite(b["share_beyond_chance"]["estimate"])]
     return min(got, key=lambda s: s["estimate"]) if got else None
 
 
@@ -280,7 +282,8 @@ def _rank_text(best: dict | None) -> str:
 
 def verdict(share: dict | None, block: dict) -> dict:
     """{label (SAME_FEATURES, SAME_SUBSPACE, NOTHING, or None with `reason`), rule, share,
-    features_beyond, subspace_beyond, rank (the clearest rank: its smallest excess over the
+    features_beyond, subspace_beyond, judged_by (the vetoing nulls computed), note (when no
+    data-shaped null was among them), rank (the clearest rank: its smallest excess over the
     vetoing nulls is largest), text (one line)}. Same features beat a shared subspace: with
     a minority of shared features the subspace test can lack power, the feature test not."""
     ci = (share or {}).get("ci")
@@ -300,10 +303,14 @@ def verdict(share: dict | None, block: dict) -> dict:
                   if features is None else "no subspace comparison with an interval against "
                   "a vetoing null (fewer than 3 runs, no null, or too few rows for a rank)")
     rank_text = _rank_text(best)
+    judges = [n for n, v in block["nulls"].items() if v.get("vetoes")]
+    note = (None if set(judges) - {"isotropic"} else
+            "no data-shaped null (covariance, activations) judged the subspace: the isotropic "
+            "null alone is beaten by any dictionary that follows the data's anisotropy")
     if label is None:
         text = f"not judged: {reason}"
     elif label == SAME_SUBSPACE:
-        text = f"the {label} ({rank_text})"
+        text = f"the {label} ({rank_text}{'; isotropic null only' if note else ''})"
     else:
         text = (f"{'the ' if label == SAME_FEATURES else ''}{label} (feature share "
                 f"{share['estimate']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
@@ -311,4 +318,5 @@ def verdict(share: dict | None, block: dict) -> dict:
                 + f"; {rank_text})")
     return {"label": label, "reason": reason, "rule": METHOD.split("verdict: ", 1)[1],
             "share": share, "features_beyond": features, "subspace_beyond": subspace,
+            "judged_by": judges, "note": note,
             "rank": None if best is None else best["row"]["r"], "text": text}
