@@ -255,6 +255,8 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(health)
     print_trends(console, summary.get("trends") or [])
+    for row in (r for r in rows if r.get("subspace")):  # summary.subspace's verdict
+        console.print(escape(f"{row['group']}: subspace: {row['subspace']}"))
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
@@ -321,6 +323,9 @@ def print_report(console: Console, report: dict, title: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in evidence_lines(s.get("evidence")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if (s.get("subspace") or {}).get("verdict"):  # same features, same subspace, or neither
+        console.print(f"subspace: {s['subspace']['verdict']['text']}", markup=False,
+                      highlight=False, soft_wrap=True)
     abl = s.get("ablation")
     if abl and "splice_output" in abl:
         moves = ", ".join(f"{x['relative_change']:.3f}" for x in abl["splice_output"])

@@ -27,7 +27,10 @@ before made; the keys are documented where they are computed):
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
    dictionary-covariance null's kind included;
-7. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
+7. baseline=True: summary.subspace of both (`stats.subspace`: the runs' firing-weighted
+   decoder subspaces against the same nulls, and the verdict: same features, same subspace,
+   or nothing beyond chance);
+8. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
    every view the pairs now carry.
 
 Nothing here writes a file but the matching cache; `report.files` writes the report.
@@ -151,6 +154,10 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     if data is not None:
         null_summary.add_nulls(report, data, solver=solver,
                                dictionary={"full": dicts[False], "live_only": dicts.get(True)})
+    if baseline:
+        for live, rep in ((False, report), (True, report.get("live_only"))):
+            if rep is not None:
+                _subspace(saes, rep, live, others + _model(dicts[live], solver), solver)
     if target is not None:
         from saefast.stats import ablation as _ablation
 
@@ -168,6 +175,23 @@ def _dictionary(saes: list[LoadedSAE], live_only: bool):
 def _model(dcov, solver: str) -> list:
     """[the dictionary-covariance null's NullModel], or [] without a Σ_D (baseline=False)."""
     return [] if dcov is None else [dictionary_null.dictionary_null_model(dcov, solver=solver)]
+
+
+def _subspace(saes: list[LoadedSAE], report: dict, live_only: bool, others: list,
+              solver: str) -> None:
+    """Step 7: summary.subspace of one mode, against the isotropic null and `others`, judged
+    with the strictest feature-level share of its evidence."""
+    from saefast.stats import subspace
+    from saefast.stats.null_model import isotropic_null_model
+
+    feats = [stability.features(s, live_only) for s in saes]  # (indices, rows) per run
+    rates = [read_fire_rates(s) for s in saes]
+    s = report["summary"]
+    s["subspace"] = subspace.subspace_block(
+        [rows for _, rows in feats], [None if r is None else r[i] for r, (i, _) in zip(rates, feats)],
+        [isotropic_null_model(int(saes[0].decoder.shape[1]), solver=solver), *others],
+        labels=stability.labels(saes),
+        share=subspace.strictest_share(s["evidence"].get("by_null")))
 
 
 def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:

@@ -138,6 +138,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "beyond_chance": _beyond_chance(s),
             "headline": _headline(s),
             "equivalence": _equivalence(s),
+            "subspace": ((s.get("subspace") or {}).get("verdict") or {}).get("text"),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
