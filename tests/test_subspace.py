@@ -199,7 +199,7 @@ def test_independent_gaussian_dictionaries_are_nothing_beyond_chance(tmp_path):
     assert not any(row["nulls"]["covariance"]["beyond"] for row in block["ranks"])
 
 
-def test_two_runs_have_no_interval_and_no_verdict_and_the_strictest_share_is_the_smallest():
+def test_two_runs_have_no_interval_and_no_verdict_and_the_share_is_the_headlines():
     rng = np.random.default_rng(4)
     rows = [rng.standard_normal((40, 32)) for _ in range(2)]
     block = sub.subspace_block(rows, [None, rng.uniform(0, 1, 40)], [isotropic_null_model(32)],
@@ -208,8 +208,7 @@ def test_two_runs_have_no_interval_and_no_verdict_and_the_strictest_share_is_the
     assert all(row["overlap"]["ci"] is None and row["beyond_all"] is None
                for row in block["ranks"])
     assert block["verdict"]["label"] is None and block["unweighted_runs"] == ["0"]
-    by_null = {"isotropic": {"share_beyond_chance": {"estimate": 0.9, "ci": [0.8, 1.0]}},
-               "activations": {"skipped": True, "share_beyond_chance": None},
-               "dictionary": {"share_beyond_chance": {"estimate": 0.1, "ci": [0.0, 0.2]}}}
-    assert sub.strictest_share(by_null) == {"estimate": 0.1, "ci": [0.0, 0.2],
-                                            "null": "dictionary"}
+    head = {"null": "dictionary", "share": {"estimate": 0.1, "ci": [0.0, 0.2]}}
+    assert sub.headline_share({"headline": head}) == {"estimate": 0.1, "ci": [0.0, 0.2],
+                                                      "null": "dictionary"}
+    assert sub.headline_share({"headline": {"null": None, "share": None}}) is None

@@ -180,7 +180,7 @@ def _model(dcov, solver: str) -> list:
 def _subspace(saes: list[LoadedSAE], report: dict, live_only: bool, others: list,
               solver: str) -> None:
     """Step 7: summary.subspace of one mode, against the isotropic null and `others`, judged
-    with the strictest feature-level share of its evidence."""
+    with the headline's feature-level share (`stats.verdict`)."""
     from saefast.stats import subspace
     from saefast.stats.null_model import isotropic_null_model
 
@@ -191,7 +191,7 @@ def _subspace(saes: list[LoadedSAE], report: dict, live_only: bool, others: list
         [rows for _, rows in feats], [None if r is None else r[i] for r, (i, _) in zip(rates, feats)],
         [isotropic_null_model(int(saes[0].decoder.shape[1]), solver=solver), *others],
         labels=stability.labels(saes),
-        share=subspace.strictest_share(s["evidence"].get("by_null")))
+        share=subspace.headline_share(s["evidence"]))
 
 
 def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:

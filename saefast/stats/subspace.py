@@ -186,7 +186,7 @@ def subspace_block(rows_per_run: Sequence, rates_per_run: Sequence, null_models:
     """summary["subspace"] of runs' decoder rows (rows_per_run[r] [n_r, d], the rows run r
     took part in the matchings with) and firing rates (rates_per_run[r] [n_r] or None),
     against each null model. share: the feature-level share beyond chance {estimate, ci}
-    (`strictest_share`), for the verdict.
+    (`headline_share`), for the verdict.
 
     {method, d, n_runs, unweighted_runs, n_draws, nulls {kind: {description, vetoes} or
      {skipped: True, reason}}, ranks [{r, random (r/d), overlap {estimate, ci, se, level,
@@ -246,15 +246,16 @@ def subspace_block(rows_per_run: Sequence, rates_per_run: Sequence, null_models:
 # ---------------------------------------------------------------------------- the verdict
 
 
-def strictest_share(by_null: dict | None) -> dict | None:
-    """The feature-level share beyond chance to judge by: of the evidence's nulls
-    (summary.evidence.by_null), the one with the smallest estimate (usually the
-    dictionary-covariance null, which explains a shared subspace), as {estimate, ci, null}."""
-    got = [dict(b["share_beyond_chance"], null=k) for k, b in (by_null or {}).items()
-           if not b.get("skipped") and b.get("share_beyond_chance")
-           and isinstance(b["share_beyond_chance"].get("estimate"), (int, float))
-           and math.isfinite(b["share_beyond_chance"]["estimate"])]
-    return min(got, key=lambda s: s["estimate"]) if got else None
+def headline_share(evidence: dict | None) -> dict | None:
+    """The feature-level share beyond chance to judge by: the report's headline
+    (summary.evidence.headline, `stats.verdict`: the smallest bulk-matched share over the
+    data-shaped nulls that pass the bulk check) as {estimate, ci, null}; None without one."""
+    head = (evidence or {}).get("headline") or {}
+    share = head.get("share") or {}
+    est = share.get("estimate")
+    if head.get("null") is None or not isinstance(est, (int, float)) or not math.isfinite(est):
+        return None
+    return {"estimate": est, "ci": share.get("ci"), "null": head["null"]}
 
 
 def _clearest(block: dict) -> dict | None:
