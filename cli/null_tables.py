@@ -19,6 +19,7 @@ from saefast.report.cells import (
     excess_cell,
     null_medians_cell,
     share_cell,
+    value_cell,
 )
 
 
@@ -82,6 +83,29 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     console.print(table)
 
 
+def print_verdict(console: Console, rows: list[dict]) -> None:
+    """Per group: the headline share beyond chance, the null it rests on, its BY count and
+    how far the bulk sits above that null (summary.evidence.headline)."""
+    rows = [r for r in rows if r.get("headline")]
+    if not rows:
+        return
+    table = group_table("the verdict: features recurring beyond chance", captions.VERDICT,
+                        captions.VERDICT_COLUMNS)
+    for row in rows:
+        h = row["headline"]
+        if h["null"] is None:
+            table.add_row(escape(row["group"]), "-", "none", "-", "-")
+            continue
+        table.add_row(escape(row["group"]), value_cell(h["share"], h["share_ci"]),
+                      SHORT.get(h["null"], h["null"]),
+                      f"{h['n_significant_by']}/{h['n_matched']}",
+                      "-" if h["bulk_shift"] is None else f"{h['bulk_shift']:+.1f}")
+    console.print(table)
+    for row in rows:
+        if row["headline"]["null"] is None:
+            console.print(escape(f"{row['group']}: no headline: {row['headline']['reason']}"))
+
+
 def print_nulls(console: Console, rows: list[dict]) -> None:
     """The median against each null, with its interval over runs (groups with nulls only)."""
     rows = [r for r in rows if r.get("null_medians")]
@@ -129,19 +153,38 @@ def _print_trained(console: Console, rows: list[dict]) -> None:
         console.print(table)
 
 
+def headline_lines(head: dict | None) -> list[str]:
+    """The report's verdict (`stats.verdict.headline`), then each data-shaped null it left
+    out and why."""
+    if not head:
+        return []
+    if head["null"] is None:
+        return [f"features recurring beyond chance: no headline, {head['reason']}"]
+    share = head["share"]
+    out = [f"features recurring beyond chance: {value_cell(share['estimate'], share['ci'])} "
+           f"(90% over runs) against the {head['null']} null, the data-shaped null that "
+           f"explains the most; {head['n_significant_by']} of {head['n_matched']} matched pairs "
+           "BY-significant under it"]
+    out += [f"  the {c['null']} null is not used: {c['reason']}" for c in head["candidates"]
+            if not c["used"] and c.get("share") is not None]
+    return out
+
+
 def evidence_lines(ev: dict | None) -> list[str]:
     """One line per null the evidence judged: the BY count and the share beyond chance."""
-    lines = []
+    lines = headline_lines((ev or {}).get("headline"))
     for kind, block in ((ev or {}).get("by_null") or {}).items():
         if block.get("skipped"):
             lines.append(f"beyond the {kind} null: not computed, {block['reason']}")
             continue
         sig, share = block["significance"], block["share_beyond_chance"]
-        ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
+        shift = (share.get("bulk") or {}).get("shift")
         lines.append(
             f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} matched "
             f"pairs significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
-            f"recurring beyond chance {share['estimate']:.3f}{ci}")
+            f"recurring beyond chance {value_cell(share['estimate'], share['ci'])} (90% over "
+            f"runs; without matching the bulk {value_cell(share['raw']['estimate'])}"
+            + ("" if shift is None else f", bulk {shift['estimate']:+.2f} null SDs") + ")")
     if lines:
         lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")
     return lines

@@ -26,6 +26,7 @@ from saefast.cli.null_tables import (
     null_lines,
     print_beyond_chance,
     print_nulls,
+    print_verdict,
 )
 from saefast.report import captions
 from saefast.report.cells import (
@@ -250,6 +251,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     console.print(stab)
     for row in (r for r in rows if pw_mcc_line(r)):  # too wide for the table: a line each
         console.print(escape(f"{row['group']}: {pw_mcc_line(row)} (90% over runs)"))
+    print_verdict(console, rows)
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
     _print_equivalence(console, rows)
@@ -259,6 +261,8 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
                        _fmt(row["decoder_cosine_to_init"], 2), _fmt(row["held_out_fvu"], 2))
     console.print(health)
     print_trends(console, summary.get("trends") or [])
+    for row in (r for r in rows if r.get("subspace")):  # summary.subspace's verdict
+        console.print(escape(f"{row['group']}: subspace: {row['subspace']}"))
     runs = summary.get("runs", {})
     console.print(
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
@@ -325,6 +329,9 @@ def print_report(console: Console, report: dict, title: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in evidence_lines(s.get("evidence")):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if (s.get("subspace") or {}).get("verdict"):  # same features, same subspace, or neither
+        console.print(f"subspace: {s['subspace']['verdict']['text']}", markup=False,
+                      highlight=False, soft_wrap=True)
     abl = s.get("ablation")
     if abl and "splice_output" in abl:
         moves = ", ".join(f"{x['relative_change']:.3f}" for x in abl["splice_output"])

@@ -29,7 +29,10 @@ before made; the keys are documented where they are computed):
    dictionary-covariance null's kind included, then the trained null's kinds
    (`report.trained_null`: its null runs' pairs matched like the real ones, the excess pair
    by pair, `stats.trained_null`);
-7. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
+7. baseline=True: summary.subspace of both (`stats.subspace`: the runs' firing-weighted
+   decoder subspaces against the same nulls, and the verdict: same features, same subspace,
+   or nothing beyond chance);
+8. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
    every view the pairs now carry.
 
 Nothing here writes a file but the matching cache; `report.files` writes the report.
@@ -158,6 +161,10 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                                dictionary={"full": dicts[False], "live_only": dicts.get(True)})
         report_trained.add_trained(report, saes, trained or [], solver=solver,
                                    matchings=matchings)
+    if baseline:
+        for live, rep in ((False, report), (True, report.get("live_only"))):
+            if rep is not None:
+                _subspace(saes, rep, live, others + _model(dicts[live], solver), solver)
     if target is not None:
         from saefast.stats import ablation as _ablation
 
@@ -175,6 +182,23 @@ def _dictionary(saes: list[LoadedSAE], live_only: bool):
 def _model(dcov, solver: str) -> list:
     """[the dictionary-covariance null's NullModel], or [] without a Σ_D (baseline=False)."""
     return [] if dcov is None else [dictionary_null.dictionary_null_model(dcov, solver=solver)]
+
+
+def _subspace(saes: list[LoadedSAE], report: dict, live_only: bool, others: list,
+              solver: str) -> None:
+    """Step 7: summary.subspace of one mode, against the isotropic null and `others`, judged
+    with the headline's feature-level share (`stats.verdict`)."""
+    from saefast.stats import subspace
+    from saefast.stats.null_model import isotropic_null_model
+
+    feats = [stability.features(s, live_only) for s in saes]  # (indices, rows) per run
+    rates = [read_fire_rates(s) for s in saes]
+    s = report["summary"]
+    s["subspace"] = subspace.subspace_block(
+        [rows for _, rows in feats], [None if r is None else r[i] for r, (i, _) in zip(rates, feats)],
+        [isotropic_null_model(int(saes[0].decoder.shape[1]), solver=solver), *others],
+        labels=stability.labels(saes),
+        share=subspace.headline_share(s["evidence"]))
 
 
 def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:

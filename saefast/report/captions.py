@@ -38,10 +38,17 @@ TRAINED = (
     "is in stability.json (summary.nulls.kinds).")
 
 BEYOND_CHANCE = (
-    "share: features whose nearest cosine in the other run beats the null's (1 - Storey's "
-    "pi0 of their p-values) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
+    "share: features whose nearest cosine in the other run beats the null's, the null "
+    "matched to the observed bulk (1 - Storey's pi0) [90% interval over runs, jackknife]. iso: two untrained SAEs; "
     "beating it does not yet mean the same features were found. cov / act: dictionaries "
     "shaped like the activations, the nulls that matter. -: not computed.")
+VERDICT = (
+    "beyond chance: the share of features that recur beyond the null that explains the most "
+    "[90% over runs]: the smallest over the data-shaped nulls (cov, act, dict, ...) whose fit "
+    "to the observed bulk holds, each matched to that bulk so that a shift of every feature "
+    "is not counted; null: which one. BY: matched pairs significant under it (FDR 5%). "
+    "shift: how far the observed bulk sits above that null, in null SDs.")
+VERDICT_COLUMNS = ("beyond chance", "null", "BY", "shift")
 BY_COLUMNS = ("BY: fraction of matched pairs significant at FDR 5% (Benjamini-Yekutieli "
               "within each pair).")  # the page has these columns, the terminal has not
 

@@ -48,10 +48,22 @@ def value_cell(value: float | None, ci=None) -> str:
     there is one; "-" without a value."""
     if value is None:
         return "-"
-    cell = f"{value:.2f}".replace("0.", ".")
+    cell = _two_places(value)
     if _finite(ci):
-        cell += f" [{ci[0]:.2f},{ci[1]:.2f}]".replace("0.", ".")
+        cell += f" [{_two_places(ci[0])},{_two_places(ci[1])}]"
     return cell
+
+
+def _two_places(x: float) -> str:
+    """".45", "-.07"; a value that is not 0 but rounds to it keeps a third place (".003",
+    "-.004") and an exact 0 is "0": never ".00" or "-.00" for something that is not."""
+    if x == 0:
+        return "0"
+    for places in (2, 3):
+        text = f"{x:.{places}f}"
+        if float(text) != 0:
+            return text.replace("0.", ".", 1)
+    return "<.001" if x > 0 else ">-.001"
 
 
 def share_cell(entry: dict | None) -> str:

@@ -221,6 +221,29 @@ def _evidence_table(ev: dict | None) -> str:
                    "in all others [90%]", "null nearest"], rows, cap)
 
 
+def _subspace_table(block: dict | None) -> str:
+    """summary.subspace: per rank the overlap of the runs' weighted decoder subspaces, each
+    null's mean and sd, and whether it is beyond every vetoing null; the verdict as caption."""
+    if not block or not block.get("ranks"):
+        return ""
+    kinds = [k for k, v in block["nulls"].items() if not v.get("skipped")]
+    rows = [[markup.num(row["r"]), value_cell(row["overlap"]["estimate"], row["overlap"]["ci"]),
+             markup.num(row["random"])]
+            + [f"{markup.num(row['nulls'][k]['mean'])} ± {markup.num(row['nulls'][k]['sd'])}"
+               for k in kinds]
+            + [{True: "yes", False: "no"}.get(row["beyond_all"], "-")] for row in block["ranks"]]
+    skipped = "; ".join(f"{k} null {v['reason']}" for k, v in block["nulls"].items()
+                        if v.get("skipped"))
+    cap = (f"Verdict: {block['verdict']['text']}. overlap: mean squared cosine of the principal "
+           "angles between two runs' top-r firing-weighted decoder subspaces, mean over pairs "
+           "[90% over runs]; r/d: random subspaces; beyond all: beyond every null but the "
+           "dictionary one (built from the decoders, it shares their subspace by construction)."
+           + (f" Not computed: {skipped}." if skipped else ""))
+    return ("<h3>Subspace: the same span, or the same features?</h3>"
+            + markup.table(["rank r", "overlap [90%]", "r/d"] + [f"{k} null" for k in kinds]
+                           + ["beyond all"], rows, cap))
+
+
 def _figures(report_images: dict[str, bytes], prefix: str, group: str) -> str:
     out = []
     for name, caption in FIGURES:
@@ -274,10 +297,12 @@ def group_section(group: str, groups: list[str], report: dict | None, config: di
     ])
     parts = [head, facts, "<h3>Against each null</h3>", _nulls_table(s.get("nulls")),
              "<h3>Per feature, against each null</h3>", _evidence_table(s.get("evidence")),
+             _subspace_table(s.get("subspace")),
              _figures(images, "", group)]
     live = report.get("live_only")
     if live:
         ls = live.get("summary") or {}
         parts += ["<h3>Live features only</h3>", markup.facts(_summary_facts(ls)), _nulls_table(ls.get("nulls")),
-                  _evidence_table(ls.get("evidence")), _figures(images, LIVE_ONLY_PREFIX, group)]
+                  _evidence_table(ls.get("evidence")), _subspace_table(ls.get("subspace")),
+                  _figures(images, LIVE_ONLY_PREFIX, group)]
     return "".join(p for p in parts if p) + "</section>"

@@ -24,15 +24,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from saefast.match import match_decoders, unit_rows
+from saefast.match import match_decoders
 from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
-from saefast.stats.null_model import NullModel, report_null_size
+from saefast.stats import share as sh
+from saefast.stats import verdict
+from saefast.stats.evidence_nulls import EvidenceNulls, redundancy
+from saefast.stats.null_model import NullModel
 
-NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
-NEAREST_NULL_MIN = 4000  # nearest cosines per side of a null pair shape, at least
 FIRE_BINS = 10  # deciles of firing frequency
-_BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
 NULL_CURVE_WORK = 1 << 30  # null seed-count curve: sum over null pairs of n_a n_b, at most
 
 METHOD = {
@@ -47,14 +47,15 @@ METHOD = {
                     "are dependent with no proven positive dependence, and BY controls the FDR "
                     "under any dependence; BH counts beside it for comparison; pooled = summed "
                     "over pairs",
-    "share_beyond_chance": "1 - Storey's pi0 (lambda 0.5) of the pooled nearest-neighbour "
-                           "p-values (each feature's best cosine in the other run against the "
-                           "same on null dictionaries of the pair's shape: the exact null of a "
-                           "feature with no counterpart, whatever the others share), both sides "
-                           "of every pair; share_beyond_chance_matched: the same of the matched "
-                           "p-values, conservative for pairs that share features (unshared "
-                           "features are matched among fewer free partners than in the null), "
-                           "so a lower estimate",
+    "share_beyond_chance": "each feature's nearest-neighbour p-value (its best cosine in the "
+                           "other run against the same on null dictionaries of the pair's "
+                           "shape), both sides of every pair, against the null matched to the "
+                           "observed bulk (stats.share: a shift of every feature is not "
+                           "counted), 1 - Storey's pi0 unclamped; `raw` without the bulk "
+                           "matching (a location test); share_beyond_chance_matched: 1 - "
+                           "Storey's pi0 of the matched p-values (no bulk matching)",
+    "headline": "the smallest share over the data-shaped nulls that pass the bulk check, "
+                "naming that null (stats.verdict.RULE)",
     "nearest": "each feature's best cosine in the other run (many-to-one), both sides of each "
                "pair pooled; null: the same on null dictionaries of the pair's shape",
     "max_cardinality": "the largest number of disjoint feature pairs whose cosines all clear "
@@ -75,100 +76,21 @@ METHOD = {
 }
 
 
-def _unit_np(x) -> np.ndarray:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    return unit_rows(t.detach().cpu()).numpy()
-
-
 def _interval(data: inf.PairedRuns, stat: inf.Statistic) -> dict:
     """{estimate, ci, se, level, method}; ci/se None below 3 runs (no jackknife)."""
     return inf.run_interval(data, stat)
 
 
+def _fraction(interval: dict) -> dict:
+    """A fraction's interval kept within [0, 1] (the jackknife's t interval is not)."""
+    if interval.get("ci"):
+        interval["ci"] = [float(np.clip(c, 0.0, 1.0)) for c in interval["ci"]]
+    return interval
+
+
 def _indicator(count: int, n: int) -> np.ndarray:
     """[n] with `count` ones: a pooled count as the mean of a PairedRuns value array."""
     return np.r_[np.ones(count), np.zeros(n - count)]
-
-
-def redundancy(rows) -> np.ndarray:
-    """[n] each row's max cosine to ANOTHER row of the same dictionary (float32 unit rows,
-    blockwise; -inf for a dictionary of one row)."""
-    u = torch.as_tensor(_unit_np(rows))
-    n = u.shape[0]
-    out = np.full(n, -np.inf)
-    block = max(1, _BLOCK_BYTES // (4 * n))
-    for s in range(0, n, block):
-        c = u[s:s + block] @ u.T  # [block, n]
-        idx = torch.arange(s, min(s + block, n))
-        c[idx - s, idx] = -float("inf")
-        out[s:s + block] = c.max(1).values.double().numpy()
-    return out
-
-
-_MEMO: dict[tuple, dict] = {}  # per (null key, threshold): {"matched"|"pair"|"red": {shape: ...}}
-
-
-class _Nulls:
-    """The null statistics a report needs, computed once per null, threshold and shape in a
-    process (a sweep's groups share them); `shapes()` lists those this report used."""
-
-    def __init__(self, null: NullModel, threshold: float, solver: str):
-        self.null, self.t, self.solver = null, float(threshold), solver
-        memo = _MEMO.setdefault((null.key, self.t),
-                                {"matched": {}, "pair": {}, "red": {}, "curves": {}})
-        self._matched, self._pair, self._red = memo["matched"], memo["pair"], memo["red"]
-        self.curves = memo["curves"]  # _null_curves, per tuple of run sizes
-        self._used: set[tuple[int, int]] = set()
-
-    def matched(self, n_a: int, n_b: int) -> np.ndarray:
-        key = (n_a, n_b)
-        self._used.add(key)
-        if key not in self._matched:
-            n_min = report_null_size(n_a, n_b)  # >= what BY needs; shared with summary.nulls
-            self._matched[key] = np.sort(self.null.matched(n_a, n_b, n_min))
-        return self._matched[key]
-
-    def pair(self, n_a: int, n_b: int) -> dict:
-        """Nearest and max-cardinality statistics of null pairs of this shape: at least
-        NULL_DICT_DRAWS draws, and enough that each side pools >= NEAREST_NULL_MIN nearest
-        cosines (Storey's pi0 needs p-values resolved near lambda, not in the far tail)."""
-        key = (n_a, n_b)
-        if key not in self._pair:
-            rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
-            near_a, near_b, most = [], [], []
-            for k in range(max(NULL_DICT_DRAWS, -(-NEAREST_NULL_MIN // min(n_a, n_b)))):
-                a, b = self.null.sample([n_a, n_b], rng)
-                best_a, best_b = rec.nearest_cosines(a, b)
-                near_a.append(best_a), near_b.append(best_b)
-                if k < NULL_DICT_DRAWS:
-                    most.append(rec.max_pairs_at(a, b, [self.t])[self.t] / min(n_a, n_b))
-            near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
-            near = np.concatenate([near_a, near_b])
-            self._pair[key] = {"near_a": near_a, "near_b": near_b,
-                               "nearest_median": float(np.median(near)),
-                               "nearest_fraction_above": float(np.mean(near >= self.t)),
-                               "max_cardinality_fraction": float(np.mean(most)),
-                               "one_to_one_fraction":
-                                   float(np.mean(self.matched(n_a, n_b) >= self.t))}
-        return self._pair[key]
-
-    def redundancy(self, n: int) -> np.ndarray:
-        if n not in self._red:
-            rng = np.random.default_rng([n, self.null.d, 12])
-            self._red[n] = np.concatenate([redundancy(self.null.sample([n], rng)[0])
-                                           for _ in range(NULL_DICT_DRAWS)])
-        return self._red[n]
-
-    def shapes(self) -> list[dict]:
-        out = []
-        for n_a, n_b in sorted(self._used):
-            c = self._matched[n_a, n_b]
-            q = np.quantile(c, [0.5, 0.95, 0.99, 0.999])
-            out.append({"n_a": n_a, "n_b": n_b, "d": self.null.d, "n_cosines": int(c.size),
-                        "median": float(q[0]),
-                        "quantiles": {"0.95": float(q[1]), "0.99": float(q[2]),
-                                      "0.999": float(q[3])}})
-        return out
 
 
 def _pair_observed(p: dict, a, b, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +109,7 @@ def _pair_observed(p: dict, a, b, t: float) -> tuple[np.ndarray, np.ndarray]:
     return best_a, best_b
 
 
-def _pair_under(p: dict, best_a, best_b, nulls: _Nulls) -> dict:
+def _pair_under(p: dict, best_a, best_b, nulls: EvidenceNulls) -> dict:
     """One pair against one null: the per-pair keys of the module docstring (p-values, BY
     list, shares) and the null's nearest / max-cardinality numbers of the pair's shape."""
     cos = np.asarray(p["all_cosines"], dtype=np.float64)
@@ -196,17 +118,19 @@ def _pair_under(p: dict, best_a, best_b, nulls: _Nulls) -> dict:
     np_ = nulls.pair(n_a, n_b)
     near_p = np.concatenate([inf.feature_pvalues(best_a, np_["near_a"]),
                              inf.feature_pvalues(best_b, np_["near_b"])])
+    z = np.sort(np.concatenate([sh.zscores(near_p[:n_a], np_["near_a"].size),
+                                sh.zscores(near_p[n_a:], np_["near_b"].size)]))
     return {"pvalues": sig["pvalues"].tolist(), "significant_by": sig["by"].tolist(),
             "n_significant_by": sig["n_by"], "n_significant_bh": sig["n_bh"],
             "share_beyond_chance_matched": sig["share_beyond_chance"],
             "null_large_enough": sig["null_large_enough"],
-            "nearest_pvalues": near_p.tolist(), "share_beyond_chance": 1.0 - inf.storey_pi0(near_p),
-            "null": np_}
+            "nearest_pvalues": near_p.tolist(),
+            "share_beyond_chance": sh.share_at(z, np.ones(z.size)), "null": np_, "nearest_z": z}
 
 
 def _attach(p: dict, under: dict) -> None:
     """The primary null's per-pair results become the pair's own keys (the report's JSON)."""
-    p.update({k: v for k, v in under.items() if k != "null"})
+    p.update({k: v for k, v in under.items() if k not in ("null", "nearest_z")})
     np_ = under["null"]
     p["nearest"]["null_median"] = np_["nearest_median"]
     p["nearest"]["null_fraction_above"] = np_["nearest_fraction_above"]
@@ -267,7 +191,7 @@ def null_curve_runs(sizes: Sequence[int]) -> int:
     return min(3, len(sizes))
 
 
-def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
+def _null_curves(rows: list, nulls: EvidenceNulls, t: float) -> dict:
     """The seed-count curve of null dictionaries of the runs' sizes (the first
     `null_curve_runs` of them), matched pairwise (memoised per sizes: deterministic, and the
     same for every group of that shape). `null_runs` says how many."""
@@ -278,7 +202,7 @@ def _null_curves(rows: list, nulls: _Nulls, t: float) -> dict:
     return nulls.curves[sizes]
 
 
-def _compute_null_curves(sizes: tuple[int, ...], nulls: _Nulls, t: float) -> dict:
+def _compute_null_curves(sizes: tuple[int, ...], nulls: EvidenceNulls, t: float) -> dict:
     rng = np.random.default_rng([*sizes, nulls.null.d, 13])
     dicts = nulls.null.sample(sizes, rng)
     pairs = []
@@ -351,6 +275,7 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
             ev["redundancy"]["null"] = block["redundancy_null"]
             ev["seed_count_curve"].update(block["seed_count_curve"])
     ev["by_fire_rate"] = _by_fire_rate(pairs, fire_rates or [None] * S)
+    ev["headline"] = verdict.headline(ev["by_null"])
     return ev
 
 
@@ -364,7 +289,7 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
                               for p in pairs) if r), None)
     if short is not None:
         return {"null": desc, "skipped": True, "reason": f"skipped: {short}"}, {}
-    nulls = _Nulls(model, t, solver)
+    nulls = EvidenceNulls(model, t, solver)
     under = {(p["index_a"], p["index_b"]): _pair_under(p, *near[p["index_a"], p["index_b"]], nulls)
              for p in pairs}
     keys = list(under)
@@ -393,13 +318,13 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
             "n_significant_bh": sum(under[k]["n_significant_bh"] for k in keys),
             "per_pair_by": n_by,
             "null_large_enough": all(under[k]["null_large_enough"] for k in keys)},
-        "share_beyond_chance": dict(_interval(data("nearest_pvalues"), storey),
-                                    storey_lambda=inf.STOREY_LAMBDA, pvalues="nearest"),
+        "share_beyond_chance": dict(sh.null_share({k: under[k]["nearest_z"] for k in keys}, S),
+                                    pvalues="nearest"),
         "share_beyond_chance_matched": dict(_interval(data("pvalues"), storey),
                                             storey_lambda=inf.STOREY_LAMBDA, pvalues="matched"),
-        "fraction_significant_by": _interval(
+        "fraction_significant_by": _fraction(_interval(
             inf.PairedRuns.from_dict(S, {k: np.asarray(under[k]["significant_by"], dtype=float)
-                                         for k in keys}), inf.mean()),
+                                         for k in keys}), inf.mean())),
         "nearest_null": {k: float(np.mean([q[k] for q in null_pairs]))
                          for k in ("nearest_median", "nearest_fraction_above")},
         "max_cardinality_null": {

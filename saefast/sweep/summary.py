@@ -58,6 +58,19 @@ def _beyond_chance(summary: dict) -> dict[str, Any]:
     return out
 
 
+def _headline(summary: dict) -> dict | None:
+    """summary.evidence.headline's row: {null, share, share_ci, n_significant_by, n_matched,
+    bulk_shift, reason} (`stats.verdict.headline`), None without evidence."""
+    h = (summary.get("evidence") or {}).get("headline")
+    if not h:
+        return None
+    share = h.get("share") or {}
+    return {"null": h.get("null"), "share": share.get("estimate"), "share_ci": share.get("ci"),
+            "n_significant_by": h.get("n_significant_by"), "n_matched": h.get("n_matched"),
+            "bulk_shift": (h.get("bulk_shift") or {}).get("estimate"),
+            "reason": h.get("reason")}
+
+
 def _equivalence(summary: dict) -> dict[str, Any] | None:
     """{shared, shared_ci (decoder and encoder >= threshold), r, r_ci (Pearson r of the
     decoder-matched pairs' held-out activations, pairs with a feature that never fires there
@@ -123,7 +136,9 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "share_beyond_chance_ci": _evidence(s, "share_beyond_chance", "ci"),
             "fraction_significant_by": _evidence(s, "fraction_significant_by", "estimate"),
             "beyond_chance": _beyond_chance(s),
+            "headline": _headline(s),
             "equivalence": _equivalence(s),
+            "subspace": ((s.get("subspace") or {}).get("verdict") or {}).get("text"),
             "live_only_global_median": (report.get("live_only") or {}).get(
                 "summary", {}).get("global_median"),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),

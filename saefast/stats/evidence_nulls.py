@@ -1,0 +1,105 @@
+"""The null statistics a report's per-feature evidence (`saefast.stats.evidence`) needs, per null
+and pair shape: pooled matched cosines (p-values), nearest-neighbour and maximum-cardinality
+statistics of null pairs, within-SAE redundancy, and the null seed-count curves' memo. Each is
+computed once per null, threshold and shape in a process (a sweep's groups share them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from saefast.match import unit_rows
+from saefast.stats import recurrence as rec
+from saefast.stats.null_model import NullModel, report_null_size
+
+NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
+NEAREST_NULL_MIN = 4000  # nearest cosines per side of a null pair shape, at least
+_BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
+
+
+def _unit_np(x) -> np.ndarray:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return unit_rows(t.detach().cpu()).numpy()
+
+
+def redundancy(rows) -> np.ndarray:
+    """[n] each row's max cosine to ANOTHER row of the same dictionary (float32 unit rows,
+    blockwise; -inf for a dictionary of one row)."""
+    u = torch.as_tensor(_unit_np(rows))
+    n = u.shape[0]
+    out = np.full(n, -np.inf)
+    block = max(1, _BLOCK_BYTES // (4 * n))
+    for s in range(0, n, block):
+        c = u[s:s + block] @ u.T  # [block, n]
+        idx = torch.arange(s, min(s + block, n))
+        c[idx - s, idx] = -float("inf")
+        out[s:s + block] = c.max(1).values.double().numpy()
+    return out
+
+
+_MEMO: dict[tuple, dict] = {}  # per (null key, threshold): {"matched"|"pair"|"red": {shape: ...}}
+
+
+class EvidenceNulls:
+    """The null statistics a report needs, computed once per null, threshold and shape in a
+    process (a sweep's groups share them); `shapes()` lists those this report used."""
+
+    def __init__(self, null: NullModel, threshold: float, solver: str):
+        self.null, self.t, self.solver = null, float(threshold), solver
+        memo = _MEMO.setdefault((null.key, self.t),
+                                {"matched": {}, "pair": {}, "red": {}, "curves": {}})
+        self._matched, self._pair, self._red = memo["matched"], memo["pair"], memo["red"]
+        self.curves = memo["curves"]  # _null_curves, per tuple of run sizes
+        self._used: set[tuple[int, int]] = set()
+
+    def matched(self, n_a: int, n_b: int) -> np.ndarray:
+        key = (n_a, n_b)
+        self._used.add(key)
+        if key not in self._matched:
+            n_min = report_null_size(n_a, n_b)  # >= what BY needs; shared with summary.nulls
+            self._matched[key] = np.sort(self.null.matched(n_a, n_b, n_min))
+        return self._matched[key]
+
+    def pair(self, n_a: int, n_b: int) -> dict:
+        """Nearest and max-cardinality statistics of null pairs of this shape: at least
+        NULL_DICT_DRAWS draws, and enough that each side pools >= NEAREST_NULL_MIN nearest
+        cosines (Storey's pi0 needs p-values resolved near lambda, not in the far tail)."""
+        key = (n_a, n_b)
+        if key not in self._pair:
+            rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
+            near_a, near_b, most = [], [], []
+            for k in range(max(NULL_DICT_DRAWS, -(-NEAREST_NULL_MIN // min(n_a, n_b)))):
+                a, b = self.null.sample([n_a, n_b], rng)
+                best_a, best_b = rec.nearest_cosines(a, b)
+                near_a.append(best_a), near_b.append(best_b)
+                if k < NULL_DICT_DRAWS:
+                    most.append(rec.max_pairs_at(a, b, [self.t])[self.t] / min(n_a, n_b))
+            near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
+            near = np.concatenate([near_a, near_b])
+            self._pair[key] = {"near_a": near_a, "near_b": near_b,
+                               "nearest_median": float(np.median(near)),
+                               "nearest_fraction_above": float(np.mean(near >= self.t)),
+                               "max_cardinality_fraction": float(np.mean(most)),
+                               "one_to_one_fraction":
+                                   float(np.mean(self.matched(n_a, n_b) >= self.t))}
+        return self._pair[key]
+
+    def redundancy(self, n: int) -> np.ndarray:
+        if n not in self._red:
+            rng = np.random.default_rng([n, self.null.d, 12])
+            self._red[n] = np.concatenate([redundancy(self.null.sample([n], rng)[0])
+                                           for _ in range(NULL_DICT_DRAWS)])
+        return self._red[n]
+
+    def shapes(self) -> list[dict]:
+        out = []
+        for n_a, n_b in sorted(self._used):
+            c = self._matched[n_a, n_b]
+            q = np.quantile(c, [0.5, 0.95, 0.99, 0.999])
+            out.append({"n_a": n_a, "n_b": n_b, "d": self.null.d, "n_cosines": int(c.size),
+                        "median": float(q[0]),
+                        "quantiles": {"0.95": float(q[1]), "0.99": float(q[2]),
+                                      "0.999": float(q[3])}})
+        return out
+
+
