@@ -41,6 +41,8 @@ def test_analyze_runs_writes_everything(runs, tmp_path):
     assert on_disk["summary"]["n_pairs"] == 3
     assert on_disk["live_only"]["summary"]["mode"] == "live_only"
     nulls = on_disk["settings"].pop("nulls")  # the null settings: tests/test_report_nulls.py
+    (trained,) = on_disk["settings"].pop("trained_null")  # tests/test_trained_null.py
+    assert trained["runs"] == {} and "no training recipe" in trained["reason"]
     assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
                                    "solver": "auto", "plots": True, "baseline": True,
                                    "evidence": reports.EVIDENCE_VERSION}

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from saefast.config import NullsConfig, from_dict
+from saefast.errors import OutputError
+from saefast.fsio import check_output_dir
 from saefast.runs import layout
 from saefast.runs import trained_null as plans
 from saefast.sweep import plan as sweep_plan
@@ -45,6 +47,12 @@ def train_for_dirs(run_dirs: list[Path], nulls: NullsConfig, *, events: Events |
             continue
         specs = null_specs(null)
         todo, done = sweep_plan.pending(specs, null.folder)
+        if todo:
+            try:  # runs in a folder we may not write (analyze of someone's runs): skip, say so
+                check_output_dir(null.folder, "the trained null's folder")
+            except OutputError as e:
+                out[kind] = {"skipped": True, "reason": str(e)}
+                continue
         t0 = time.perf_counter()
         passes = sweep_plan.seed_passes(todo, {null.group: null.sample.d}, memory_budget)
         for i, runs_of_pass in enumerate(passes):
