@@ -178,7 +178,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # with --executor ray the devices are the cluster's, not this machine's
         plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
         todo, done = plan.pending(runs, Path(args.out))
-        nulls = _nulls(args, exp.nulls)
+        # the Ray executor does not train the trained null: no cost line for it
+        nulls = _nulls(args, exp.nulls) if args.executor == "local" else None
         tables.print_plan(console, runs, plan.estimate(todo, budget, nulls=nulls) if todo else None,
                           Path(args.out), done=len(done))
         return 0
