@@ -1,7 +1,7 @@
 """The per-feature evidence against the spectrum-matched null (`saefast.stats.spectrum_null`):
 `evidence.by_null["spectrum"]` of a report whose runs' training activations are known.
 
-Per pair, both sides: each feature's nearest cosine in the other run against its own
+Per pair (those of the first `spectrum_runs` runs: the pairs' work is bounded), both sides: each feature's nearest cosine in the other run against its own
 conditional null (the other run rotated within the spectrum's bands), p-values with the
 fitted tail below 1/(D+1) (`saefast.stats.tail_fit`), Benjamini-Yekutieli per side (the
 family: one run's features against the other run), and the share beyond chance (1 -
@@ -31,6 +31,11 @@ NAME = "spectrum"
 SHARE_DRAWS = 20  # draws per pair at half and double the width (Storey only)
 WIDTH_FACTORS = {"half": 0.5, "stated": 1.0, "double": 2.0}
 ONE_THREAD_MAX = 1 << 30  # n_a n_b d up to which a pair's draws run on one torch thread
+# sum over the pairs judged of (draws at the three widths) x n_a x n_b, at most: beyond it only
+# the pairs of the first runs that fit (>= 3 runs). In d = 768 at the ~22 GFLOP/s one core gave
+# here: 5 x 4,096 features, all 10 pairs, ~47 core-minutes; 20 x 16,384, the first 3 runs
+# (3 pairs), ~1 core-hour; 20 x 1,024, all 190 pairs, ~55 core-minutes
+SPECTRUM_WORK = 1 << 36
 JUDGED = "features (each side of each pair: its nearest cosine in the other run)"
 
 METHOD = {
@@ -46,6 +51,13 @@ METHOD = {
                            "sides of every pair pooled, delete-one-run jackknife over runs; at "
                            "the stated width and at half and double it "
                            f"({SHARE_DRAWS} draws per pair there, empirical p-values)",
+    "runs": "the pairs of the first runs_used runs: all while the draws' work (sum over pairs "
+            "of draws x n_a x n_b) stays under 2^36, else the most that fit, at least 3",
+    "exactness": "bands[].spherical: how evenly the judged runs' rows spread their energy over "
+                 "a band's directions (participation ratio / dims; 1 = even). The null is exact "
+                 "where rows are spherical within bands; where a band's eigenvalues differ and "
+                 "the rows follow them (spherical well below 1, min_spherical), rotated rows "
+                 "are more spread than real ones and the p-values are too small",
 }
 
 
@@ -94,6 +106,18 @@ def _pair(p: dict, rows: list, spectrum: sb.Spectrum, width: float, seed: int) -
     }
 
 
+def spectrum_runs(sizes: list[int]) -> int:
+    """How many runs (the first S') the spectrum evidence judges: all while the pairs' work
+    stays under SPECTRUM_WORK, else the most that fit, at least min(3, S) (a jackknife)."""
+    def work(s):
+        return sum((sn.pair_draws(sizes[i], sizes[j]) + 2 * min(SHARE_DRAWS, sn.pair_draws(
+            sizes[i], sizes[j]))) * sizes[i] * sizes[j] for i in range(s) for j in range(i + 1, s))
+    s = len(sizes)
+    while s > 3 and work(s) > SPECTRUM_WORK:
+        s -= 1
+    return s
+
+
 def _share(S: int, by_pair: dict, width: float, draws) -> dict:
     data = inf.PairedRuns.from_dict(S, by_pair)
     return dict(inf.run_interval(data, inf.share_beyond_chance()), storey_lambda=inf.STOREY_LAMBDA,
@@ -105,8 +129,9 @@ def spectrum_evidence(pairs: list[dict], rows: list, cov, *, width: float = sb.W
     """evidence.by_null["spectrum"] of a report: pairs (index_a, index_b into rows), rows[r]
     the decoder rows run r was matched with, cov [d, d] the training activations' Σ."""
     spectrum = sb.Spectrum.from_cov(cov)
-    S = len(rows)
-    recs = [_pair(p, rows, spectrum, width, seed) for p in pairs]
+    S = spectrum_runs([len(r) for r in rows])
+    recs = [_pair(p, rows, spectrum, width, seed) for p in pairs
+            if p["index_a"] < S and p["index_b"] < S]
     key = {id(r): (r["index_a"], r["index_b"]) for r in recs}
     n_all = sum(r["_p"].size for r in recs)
     n_by = [r["n_significant_by"] for r in recs]
@@ -116,11 +141,13 @@ def spectrum_evidence(pairs: list[dict], rows: list, cov, *, width: float = sb.W
         if k != "stated":
             shares[k] = _share(S, {key[id(r)]: r["_widths"][k] for r in recs}, width * f,
                                [min(d, SHARE_DRAWS) for d in draws])
-    coords = np.concatenate([spectrum.coords(r) for r in rows])
+    coords = np.concatenate([spectrum.coords(r) for r in rows[:S]])
+    bands = sb.describe(spectrum.bands(width), spectrum.values, coords)
     block = {
         "null": {"kind": NAME, "description": sn.DESCRIPTION, "width": float(width),
-                 "fingerprint": spectrum.key, "draws_per_pair": draws,
-                 "bands": sb.describe(spectrum.bands(width), spectrum.values, coords)},
+                 "fingerprint": spectrum.key, "draws_per_pair": draws, "runs_used": S,
+                 "pairs_used": len(recs), "bands": bands,
+                 "min_spherical": min(b["spherical"] for b in bands)},
         "skipped": False, "reason": None, "method": dict(METHOD),
         "significance": {
             "procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA,
