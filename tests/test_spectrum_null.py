@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from saefast.stats import nulls, spectrum_bands as sb, spectrum_evidence as se
+from saefast.stats import nulls, tail_fit
+from saefast.stats import spectrum_bands as sb
+from saefast.stats import spectrum_evidence as se
 from saefast.stats import spectrum_null as sn
-from saefast.stats import tail_fit
 
 D = 48
 PLATEAUS = np.repeat([1.0, 1 / 3, 1 / 9, 1 / 27], 12)  # 4 flat bands of 12: the exact case
@@ -268,3 +269,34 @@ def test_the_matched_summary_equals_the_covariance_null_where_the_null_is_exact(
     assert got["mean_cosine"] == pytest.approx(ref["mean_cosine"], abs=0.03)
     assert got["quantiles"]["0.99"] == pytest.approx(ref["quantiles"]["0.99"], abs=0.05)
     assert sn.pair_draws(16384, 16384) == sn.MIN_DRAWS and sn.pair_draws(64, 64) == sn.MAX_DRAWS
+
+
+def test_summary_nulls_has_the_spectrum_kind_with_data_and_says_why_without():
+    from saefast.data.moments import ActivationMoments
+    from saefast.match import match_decoders
+    from saefast.stats.null_summary import NullData, add_nulls
+
+    cov, f = _sigma(PLATEAUS)
+    rng = np.random.default_rng(15)
+    rows = [_rows(f, 32, rng) for _ in range(3)]
+    pairs = []
+    for i in range(3):
+        for j in range(i + 1, 3):
+            m = match_decoders(rows[i], rows[j])
+            pairs.append({"index_a": i, "index_b": j, "n_features_a": 32, "n_features_b": 32,
+                          "all_cosines": m.cosines.tolist()})
+    moments = ActivationMoments(D).update(_rows(f, 5000, rng))
+    reasons = {"covariance": None, "activations": "skipped: no token ids"}
+    for data, computed in ((NullData(moments, None, reasons, None, "k", {}), True),
+                           (NullData(None, None, {"covariance": "skipped: no store",
+                                                  "activations": "skipped: no store"},
+                                     "no store", None, {}), False)):
+        report = {"summary": {"d_model": D, "n_runs": 3}, "pairs": pairs}
+        kind = add_nulls(report, data, spectrum_rows={"full": rows})["kinds"]["spectrum"]
+        assert kind["skipped"] != computed
+        if computed:
+            assert kind["excess_median"]["ci"] and kind["pw_mcc"] == kind["mean_cosine"]
+            assert sum(kind["histogram"]["counts"]) == kind["n_draws"] * 32
+        else:
+            assert kind["reason"] == "skipped: no store"
+    assert se.spectrum_runs([128] * 5) == 5 and se.spectrum_runs([16384] * 20) == 3
