@@ -64,7 +64,7 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
     if not any(r.get("beyond_chance") for r in rows):
         return
-    shown = list(DATA_KINDS)  # dict, spec: the dictionary's own table, the evidence lines (80 columns)
+    shown = list(DATA_KINDS)  # 80 columns: dict has its own table, spec the evidence lines
     table = group_table("features recurring beyond chance (summary.evidence.by_null)",
                         captions.BEYOND_CHANCE, [SHORT[k] for k in shown])
     for row in rows:
@@ -115,7 +115,8 @@ def evidence_lines(ev: dict | None) -> list[str]:
         ci = f" (90% over runs {share['ci'][0]:.3f}-{share['ci'][1]:.3f})" if share["ci"] else ""
         lines.append(
             f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} "
-            f"{sig.get('judged', 'matched pairs')} significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
+            f"{sig.get('judged', 'matched pairs')} significant at FDR 5% "
+            f"(Benjamini-Yekutieli, per pair); share of features "
             f"recurring beyond chance {share['estimate']:.3f}{ci}")
     if lines:
         lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")

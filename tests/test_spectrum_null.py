@@ -71,7 +71,8 @@ def test_the_band_rule_reads_the_eigenvalues_only():
     cov_b, _ = _sigma(ONE_OVER_K, seed=2)
     a, b = sb.Spectrum.from_cov(cov_a), sb.Spectrum.from_cov(7.5 * cov_b)
     for off in (0.0, 0.4):
-        assert [x.tolist() for x in a.bands(offset=off)] == [x.tolist() for x in b.bands(offset=off)]
+        assert [x.tolist() for x in a.bands(offset=off)] == \
+            [x.tolist() for x in b.bands(offset=off)]
     with pytest.raises(ValueError):
         sb.bands(ONE_OVER_K[::-1])  # not descending: not eigenvalues in the rule's order
 

@@ -215,11 +215,12 @@ def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
 
     {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
      rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
-     kinds {isotropic | covariance | activations | dictionary: the null's summary
+     kinds {isotropic | covariance | activations | dictionary | spectrum: the null's summary
      (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
      n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
-     isotropic_rank; spectrum: also width, bands, n_pairs_drawn_from, method) with excess_median {estimate, ci, se, level, method} (None below 3
-     runs), pw_mcc (the null's PW-MCC: mean_cosine, the mean over its draws of each draw's
+     isotropic_rank; spectrum: also width, bands, n_pairs_drawn_from, method) with
+     excess_median {estimate, ci, se, level, method} (None below 3 runs), pw_mcc (the
+     null's PW-MCC: mean_cosine, the mean over its draws of each draw's
      mean matched cosine) and excess_pw_mcc (like excess_median), or {kind, skipped: True,
      reason}}}."""
     dictionary, spectrum_rows = dictionary or {}, spectrum_rows or {}

@@ -1,10 +1,11 @@
 """The per-feature evidence against the spectrum-matched null (`saefast.stats.spectrum_null`):
 `evidence.by_null["spectrum"]` of a report whose runs' training activations are known.
 
-Per pair (those of the first `spectrum_runs` runs: the pairs' work is bounded), both sides: each feature's nearest cosine in the other run against its own
-conditional null (the other run rotated within the spectrum's bands), p-values with the
-fitted tail below 1/(D+1) (`saefast.stats.tail_fit`), Benjamini-Yekutieli per side (the
-family: one run's features against the other run), and the share beyond chance (1 -
+Per pair (those of the first `spectrum_runs` runs: the pairs' work is bounded), both sides:
+each feature's nearest cosine in the other run against its own conditional null (the other
+run rotated within the spectrum's bands), p-values with the fitted tail below 1/(D+1)
+(`saefast.stats.tail_fit`), Benjamini-Yekutieli per side (the family: one run's features
+against the other run), and the share beyond chance (1 -
 Storey's pi0) pooled over pairs with its delete-one-run jackknife interval, at the stated band
 width and at half and double it (the latter two from SHARE_DRAWS draws, empirical p-values:
 Storey's pi0 reads p-values near lambda = 0.5, not the tail).
@@ -36,7 +37,7 @@ ONE_THREAD_MAX = 1 << 30  # n_a n_b d up to which a pair's draws run on one torc
 # here: 5 x 4,096 features, all 10 pairs, ~47 core-minutes; 20 x 16,384, the first 3 runs
 # (3 pairs), ~1 core-hour; 20 x 1,024, all 190 pairs, ~55 core-minutes
 SPECTRUM_WORK = 1 << 36
-JUDGED = "features (each side of each pair: its nearest cosine in the other run)"
+JUDGED = "features (nearest cosine, each side of each pair)"
 
 METHOD = {
     "pvalues": sn.METHOD,
