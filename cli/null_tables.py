@@ -12,7 +12,7 @@ from rich.table import Table
 
 from saefast.report import captions
 from saefast.report.cells import (
-    NULL_KINDS,
+    DATA_KINDS,
     SHORT,
     bare,
     excess_cell,
@@ -72,7 +72,7 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
     if not any(r.get("beyond_chance") for r in rows):
         return
-    shown = [k for k in NULL_KINDS if k != "dictionary"]  # dict: its own table (80 columns)
+    shown = list(DATA_KINDS)  # 80 columns: dict has its own table, spec the evidence lines
     table = group_table("features recurring beyond chance (summary.evidence.by_null)",
                         captions.BEYOND_CHANCE, [SHORT[k] for k in shown])
     for row in rows:
@@ -162,10 +162,11 @@ def evidence_lines(ev: dict | None) -> list[str]:
         sig, share = block["significance"], block["share_beyond_chance"]
         shift = (share.get("bulk") or {}).get("shift")
         lines.append(
-            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} matched "
-            f"pairs significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
-            f"recurring beyond chance {value_cell(share['estimate'], share['ci'])} (90% over "
-            f"runs; without matching the bulk {value_cell(share['raw']['estimate'])}"
+            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} "
+            f"{sig.get('judged', 'matched pairs')} significant at FDR 5% (Benjamini-Yekutieli, "
+            f"per pair); share of features recurring beyond chance "
+            f"{value_cell(share['estimate'], share['ci'])} (90% over runs; without matching the "
+            f"bulk {value_cell((share.get('raw') or {}).get('estimate'))}"
             + ("" if shift is None else f", bulk {shift['estimate']:+.2f} null SDs") + ")")
     if lines:
         lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")

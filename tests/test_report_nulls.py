@@ -21,7 +21,7 @@ from saefast.report import nulls as report_nulls
 from saefast.stats import nulls
 
 GROUP = "L1-f16-k2-t800"
-KINDS = ["isotropic", "covariance", "activations", "dictionary"]  # dictionary: no data needed
+KINDS = ["isotropic", "covariance", "activations", "dictionary", "spectrum"]  # dictionary: no data needed
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,12 @@ def test_the_evidence_is_judged_under_every_null_of_the_store(sweep):
     rep = _report(root / "out" / "reports" / GROUP)
     by = rep["summary"]["evidence"]["by_null"]
     assert list(by) == KINDS
-    for kind in KINDS:
+    spec = by["spectrum"]  # per feature, both sides of each pair; no seed-count curve
+    assert not spec["skipped"] and spec["significance"]["n_matched"] == 3 * 2 * 16
+    assert [len(p["pvalues_a"]) for p in spec["pairs"]] == [16] * 3
+    for share in spec["share_by_width"].values():
+        assert 0 <= share["estimate"] <= 1 and share["ci"][0] <= share["estimate"] <= share["ci"][1]
+    for kind in KINDS[:-1]:
         b = by[kind]
         assert not b["skipped"] and b["null"]["kind"] == kind
         assert b["significance"]["n_matched"] == 3 * 16
@@ -319,5 +324,6 @@ def test_the_seed_count_png_draws_the_curve_beyond_every_null(sweep):
     assert len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     plots.close(fig)
-    for kind in KINDS:
+    for kind in KINDS[:-1]:  # the spectrum null judges nearest cosines: no seed-count curve
         assert f"beyond {kind}: in all of N-1 others" in labels, labels
+    assert not any("spectrum" in t for t in labels)

@@ -21,12 +21,16 @@ before made; the keys are documented where they are computed):
    the isotropic null, `stats.null_summary`);
 3. summary.evidence (`stats.evidence`) under the isotropic null, the data-shaped ones and the
    dictionary-covariance null of the runs' own decoders (`stats.dictionary_null`; every
-   report with baseline=True: it needs no activations);
+   report with baseline=True: it needs no activations); with the data's moments, also
+   evidence.by_null.spectrum, the per-feature p-values conditional on each feature's place
+   in the spectrum (`stats.spectrum_evidence`, after step 5 for both modes);
 4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
    activation-correlation matchings of the held-out codes (`report.matchings` again);
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
-   dictionary-covariance null's kind included;
+   dictionary-covariance and spectrum-matched nulls' kinds included (the spectrum-matched
+   null's per-feature evidence joins summary.evidence.by_null, and the headline
+   (`stats.verdict`) is taken again over every null);
 7. baseline=True: summary.subspace of both (`stats.subspace`: the runs' firing-weighted
    decoder subspaces against the same nulls, and the verdict: same features, same subspace,
    or nothing beyond chance);
@@ -47,7 +51,7 @@ from saefast.report import inputs
 from saefast.report import matchings as pair_matchings
 from saefast.report import nulls as report_nulls
 from saefast.runs.artifacts import LoadedSAE, read_fire_rates
-from saefast.stats import dictionary_null, null_summary, stability
+from saefast.stats import dictionary_null, null_summary, spectrum_evidence, stability
 from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
 
 # why compute_stability_report has no activation view: it reads no activation store
@@ -151,9 +155,16 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     if live_only:
         report["live_only"] = _report(saes, live_only=True,
                                       other_nulls=others + _model(dicts[True], solver), **kw)
+    rows = {live: [stability.features(s, live)[1] for s in saes] for live in modes}
+    if data is not None and data.has_data:  # the spectrum-matched null's per-feature evidence
+        for live in modes:
+            rep = report["live_only"] if live else report
+            rep["summary"]["evidence"]["by_null"][spectrum_evidence.NAME] = \
+                spectrum_evidence.spectrum_evidence(rep["pairs"], rows[live], data.moments.cov)
     if data is not None:
         null_summary.add_nulls(report, data, solver=solver,
-                               dictionary={"full": dicts[False], "live_only": dicts.get(True)})
+                               dictionary={"full": dicts[False], "live_only": dicts.get(True)},
+                               spectrum_rows={"full": rows[False], "live_only": rows.get(True)})
     if baseline:
         for live, rep in ((False, report), (True, report.get("live_only"))):
             if rep is not None:

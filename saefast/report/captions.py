@@ -23,6 +23,10 @@ NULLS = (
     "stability.json).")
 DICTIONARY_COLUMN = ("dict: random rows in the decoders' own subspace (the same subspace is "
                      "not the same features).")  # the page's share table has a dict column
+SPECTRUM_COLUMN = ("spec: each run against the other rotated at random within bands of the "
+                   "activations' eigen-spectrum, so each feature is judged against its own place "
+                   "in the spectrum (exact where the spectrum is flat within a band; in the "
+                   "share table, features each side of each pair).")  # page columns only
 DICTIONARY_TABLE = (
     "dict null median: random rows drawn with the decoders' own covariance (the mean over "
     "runs of U^T U / n of the unit decoder rows). over dict: the pooled median minus it; share: "

@@ -69,8 +69,9 @@ SEED_CURVE_PNG = "seed_count_curve.png"
 # in `settings`: a report stored by an older version is recomputed (2: evidence.by_null,
 # 3: equivalence, 4: one isotropic null, so summary.baseline is summary.nulls' isotropic one,
 # 5: PW-MCC beside the median; activation r leaves out features that never fire,
-# 6: the dictionary-covariance null, 7: summary.subspace)
-EVIDENCE_VERSION = 7
+# 6: the dictionary-covariance null, 7: summary.subspace and the spectrum-matched null, 8: the
+# bulk-matched share and the headline)
+EVIDENCE_VERSION = 8
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 

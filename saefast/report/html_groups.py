@@ -63,7 +63,7 @@ def overview(summary: dict, groups: list[str]) -> str:
          + [_with_ci(r.get("pw_mcc"), r.get("pw_mcc_ci"))]
          + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in NULL_KINDS]
          for r in rows],
-        f"{captions.NULLS} {captions.DICTIONARY_COLUMN}")
+        f"{captions.NULLS} {captions.DICTIONARY_COLUMN} {captions.SPECTRUM_COLUMN}")
     beyond = markup.table(
         ["group"] + [SHORT[k] for k in NULL_KINDS]
         + [f"BY vs {SHORT[k]}" for k in NULL_KINDS],
@@ -71,7 +71,8 @@ def overview(summary: dict, groups: list[str]) -> str:
          + [share_cell((r.get("beyond_chance") or {}).get(k)) for k in NULL_KINDS]
          + [markup.num(((r.get("beyond_chance") or {}).get(k) or {}).get("fraction_significant_by"))
             for k in NULL_KINDS] for r in rows],
-        f"{captions.BEYOND_CHANCE} {captions.DICTIONARY_COLUMN} {captions.BY_COLUMNS}")
+        f"{captions.BEYOND_CHANCE} {captions.DICTIONARY_COLUMN} {captions.SPECTRUM_COLUMN} "
+        f"{captions.BY_COLUMNS}")
     same = [r for r in rows if r.get("equivalence")]  # summary.equivalence
     sides = markup.table(
         ["group", *captions.EQUIVALENCE_COLUMNS],
@@ -204,7 +205,9 @@ def _evidence_table(ev: dict | None) -> str:
     nearest = ((ev or {}).get("nearest") or {}).get("median") or {}
     maxc = (ev or {}).get("max_cardinality") or {}
     cap = ("BY: matched pairs significant at FDR 5% (Benjamini-Yekutieli within each pair), "
-           "summed over pairs. share: 1 - Storey's pi0 of the nearest-neighbour p-values "
+           "summed over pairs (spectrum: features, each side of each pair by its nearest cosine "
+           "against its own spectrum-conditional null). share: 1 - Storey's pi0 of the "
+           "nearest-neighbour p-values "
            "(matched: of the matched p-values, a lower estimate) [90% over runs]. in all others: "
            "the share of a run's features BY-significant in all other runs [90%]. null nearest: "
            "the null's median nearest-neighbour cosine; observed: "

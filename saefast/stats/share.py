@@ -8,8 +8,10 @@ shared. Here the null is first matched to the observed bulk, as Efron's empirica
 (Efron 2004, "Large-scale simultaneous hypothesis testing") does:
 
 1. each feature's p-value p (against its pair's own null) becomes z = Phi^-1(1 - p_mid), p_mid
-   = p - 1 / (2 (N + 1)) (the mid-p of the empirical null of N cosines: finite at both ends).
-   Under the null z ~ N(0, 1) whatever the null's own shape (a maximum of cosines is skewed);
+   = p - 1 / (2 (N + 1)) (the mid-p of the empirical null of N cosines), +inf at the floor
+   p = 1 / (N + 1) (beyond every draw: such features are kept out of the bulk's density and
+   counted above it). Under the null z ~ N(0, 1) whatever the null's own shape (a maximum of
+   cosines is skewed);
 2. the unshared bulk is fitted as N(delta, sigma^2): delta is the centre of the highest peak of
    the z density at z <= MAX_SHIFT (a binned Gaussian kernel density, refined by a parabola
    through the log density around the peak: Efron's central matching, on the peak alone),
@@ -80,11 +82,16 @@ METHOD = (
 
 
 def zscores(pvalues, n_null: int) -> np.ndarray:
-    """[n] z = Phi^-1(1 - p_mid) of empirical p-values (1 + #null >= c) / (N + 1)."""
+    """[n] z = Phi^-1(1 - p_mid) of empirical p-values (1 + #null >= c) / (N + 1); +inf where
+    p is at (or, fitted, below) the null's floor 1 / (N + 1): beyond every null draw, so
+    beyond the bulk whatever its fit (kept out of the bulk's density, counted above it)."""
     p = np.asarray(pvalues, dtype=np.float64)
     if n_null < 1:
         raise ConfigError(f"zscores: the null has no cosines ({n_null})")
-    return norm.isf(np.clip(p - 0.5 / (n_null + 1.0), 0.5 / (n_null + 1.0), 1.0))
+    floor = 1.0 / (n_null + 1.0)
+    z = norm.isf(np.clip(p - 0.5 * floor, 0.5 * floor, 1.0))
+    z[p <= floor * (1 + 1e-9)] = np.inf
+    return z
 
 
 def _quantile(z: np.ndarray, w: np.ndarray, level: float) -> float:
@@ -112,7 +119,10 @@ def bulk_centre(z: np.ndarray, w: np.ndarray) -> float | None:
     Gaussian kernel density (bandwidth KDE_BANDWIDTH null SDs, binned), refined by a parabola
     through the log density within +-PEAK_HALF_WIDTH; None when the density has no maximum
     there (nearly every feature beyond chance: no bulk to match)."""
-    x, c = _counts(z, w)
+    finite = np.isfinite(z)
+    if np.count_nonzero(w[finite] > 0) < 2:
+        return None
+    x, c = _counts(z[finite], w[finite])
     half = int(np.ceil(4 * KDE_BANDWIDTH / BIN_WIDTH))
     kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * BIN_WIDTH / KDE_BANDWIDTH) ** 2)
     dens = np.convolve(c, kernel)[half:half + c.size]  # [B]
@@ -133,7 +143,7 @@ def fit_bulk(z: np.ndarray, w: np.ndarray | None = None) -> dict:
     2 F(delta) (the bulk is symmetric about its centre; everything beyond chance lies above)."""
     z = np.asarray(z, dtype=np.float64)
     w = np.ones(z.size) if w is None else np.asarray(w, dtype=np.float64)
-    if np.any(np.diff(z) < 0):
+    if np.any(z[1:] < z[:-1]):  # (np.diff: inf - inf)
         order = np.argsort(z, kind="stable")
         z, w = z[order], w[order]
     keep = w > 0
