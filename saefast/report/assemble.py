@@ -25,7 +25,8 @@ before made; the keys are documented where they are computed):
    evidence.by_null.spectrum, the per-feature p-values conditional on each feature's place
    in the spectrum (`stats.spectrum_evidence`, after step 5 for both modes);
 4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
-   activation-correlation matchings of the held-out codes (`report.matchings` again);
+   activation-correlation matchings of the held-out codes (`report.matchings` again), with
+   each view's chance floor (`stats.view_nulls`);
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
    dictionary-covariance and spectrum-matched nulls' kinds included (the spectrum-matched
@@ -241,7 +242,7 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
                  matchings: MatchingCache | None = None) -> None:
     """Step 4: summary.equivalence (its agreement comes last, `_agreement`). held_out: (x
     [T, d] or None, the reason there is none, where it was read)."""
-    from saefast.stats import equivalence
+    from saefast.stats import equivalence, view_nulls
 
     x, reason, where = held_out
     pairs = report["pairs"]
@@ -253,6 +254,15 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
                                                            matchings=matchings),
         correlation_matchings=pair_matchings.correlation_matchings(codes, pairs,
                                                                    matchings=matchings))
+    view_nulls.add_view_nulls(report["summary"]["equivalence"], saes, pairs,
+                              threshold=threshold, codes=codes,
+                              context_length=_context_length(saes))
+
+
+def _context_length(saes: list[LoadedSAE]) -> int | None:
+    """The runs' context length (run.json config.model), None where it does not say."""
+    ctx = ((report_nulls.run_info(saes[0]).get("config") or {}).get("model") or {})
+    return ctx.get("context_length")
 
 
 def _agreement(report: dict) -> None:
