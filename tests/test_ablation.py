@@ -175,3 +175,67 @@ def test_a_bidirectional_model_gets_the_output_splice_instead(lm, ids, monkeypat
                               n_tokens=64, context_length=32)
     assert block["splice_output"][0]["relative_change"] == pytest.approx(0, abs=1e-4)
     assert "bidirectional" in block["skipped"][0]
+
+
+def test_the_attribution_checks_interval_exists_and_narrows_with_more_features(lm, ids):
+    """The check's r has a Fisher-z interval; more features, a narrower one; the default size
+    gives a half-width <= 0.15 at r = 0.5 (90 %); a spent budget stops at MIN_CHECK."""
+    from saefast.stats import inference as inf
+
+    model, d = lm
+    g = torch.Generator().manual_seed(1)  # a random SAE: r ~ 0.7, where n matters
+    dec = torch.randn(48, d, generator=g)
+    sae = _SAE(torch.randn(48, d, generator=g), dec / dec.norm(dim=1, keepdim=True), 6)
+    x, g = ab.hook_gradient(model, HOOK, ids)
+    eff, idx = ab.feature_effects(sae, x, g)
+    few = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=12)
+    many = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=44)
+    assert few["n"] == 12 and many["n"] == 44
+    assert many["ci"][1] - many["ci"][0] < 0.75 * (few["ci"][1] - few["ci"][0])
+    z = np.arctanh(many["pearson_r"])  # the interval is Fisher's, by hand
+    h = 1.6448536269514722 / np.sqrt(44 - 3)
+    assert many["ci"] == pytest.approx([np.tanh(z - h), np.tanh(z + h)])
+    assert many["pearson_r"] == pytest.approx(np.corrcoef(many["attribution"], many["exact"])[0, 1])
+    n = ab.check_size()
+    assert n == 71
+    at = inf.fisher_interval(*np.random.default_rng(0).multivariate_normal(
+        [0, 0], [[1, .5], [.5, 1]], 20000).T[:, :n])  # ~r = 0.5 at the default size
+    assert (at["ci"][1] - at["ci"][0]) / 2 <= 0.15 + 0.02
+    spent = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=40, budget_s=0)
+    assert spent["n"] == ab.MIN_CHECK and spent["n_asked"] == 40
+
+
+def test_where_the_attribution_fails_matched_effects_come_from_exact_removals(lm, monkeypatch):
+    """An attribution that is noise (the linear estimate replaced by random numbers): the
+    check's r is low, so the per-token effects are marked untrusted (out of the agreement)
+    and matched features are removed exactly: B is A renumbered, so their exact effects
+    agree (r = 1)."""
+    import saefast.data.models as M
+    from saefast.stats.agreement import agreement
+
+    model, d = lm
+    monkeypatch.setattr(M, "load_model", lambda name, **k: (model, {
+        "hook_names": sorted(model.hook_dict), "n_ctx": 128, "name": "tiny"}))
+    g = torch.Generator().manual_seed(1)
+    dec = torch.randn(48, d, generator=g)
+    a = _SAE(torch.randn(48, d, generator=g), dec / dec.norm(dim=1, keepdim=True), 6)
+    real = ab.feature_effects
+    noise = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(ab, "feature_effects", lambda *args: (
+        lambda e, i: (torch.randn(e.shape, generator=noise), i))(*real(*args)))
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(2))
+    b = _SAE(a.encoder[perm], a.decoder[perm], 6)
+    inv = torch.argsort(perm).numpy()
+    pairs = [{"index_a": 0, "index_b": 1, "a_indices": list(range(48)),
+              "b_indices": inv.tolist(), "all_cosines": [1.0] * 48}]
+    block = ab.ablation_block([a, b], pairs, model="tiny", hook=HOOK, corpus="python-docs",
+                              n_tokens=64, context_length=32, n_check=30)
+    chk = block["attribution_check"]
+    assert not chk["holds"] and not block["effects_trusted"]
+    assert chk["reason"] in block["untrusted_reason"]
+    ex = block["exact_pairs"]
+    assert ex["n"] == 30 and ex["pearson_r"] == pytest.approx(1.0)
+    (p,) = ex["pairs"]
+    assert p["exact_a"] == pytest.approx(p["exact_b"], rel=1e-5, abs=1e-6)
+    assert pairs[0]["ablation"]["trusted"] is False
+    assert not any("effect" in k for k in agreement(pairs, 2))

@@ -58,6 +58,16 @@ EQUIVALENCE = (
     "decoder partner. both: pairs the correlation matching and the decoder matching both "
     "pick. -: not computed (see stability.json summary.equivalence.skipped).")
 
+FLOORS_COLUMNS = ("enc", "floor", "over it", "r floor", "r > q95")
+FLOORS = (
+    "each view against chance (stats.view_nulls). enc: median encoder cosine of the "
+    "decoder-matched pairs; floor: the same with each feature's partner a random other "
+    "matched feature (mismatched pairs); over it: the excess [90% over runs, observed and "
+    "floor jackknifed together]. r floor: mean/95% quantile of the matched pairs' r with one "
+    "run's held-out tokens permuted in blocks of contiguous tokens (unrelated features with "
+    "the same firing); r > q95: matched pairs above that quantile [90%] (.05 by chance). "
+    "-: not computed.")
+
 TRAINING_COLUMNS = ("runs", "dead", "cos to init", "FVU")
 TRAINING = (
     "dead: never fired on the training tokens. cos to init: decoder rows vs their random "

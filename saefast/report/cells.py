@@ -105,3 +105,15 @@ def pw_mcc_line(row: dict) -> str | None:
     value = bare(row["pw_mcc"]) + (f" [{ci_cell(ci)}]" if _finite(ci) else "")
     return (f"PW-MCC {value}; over the {'/'.join(SHORT[k] for k in NULL_KINDS)} nulls "
             + " / ".join(excess_cell(over.get(k)) for k in NULL_KINDS))
+
+
+def floor_cell(floor: dict | None) -> str:
+    """".01/.12": a floor's mean / 95 % quantile (`stats.view_nulls`); "-" without one."""
+    if not floor or floor.get("mean") is None:
+        return "-"
+    return f"{_two_places(floor['mean'])}/{_two_places(floor['q95'])}"
+
+
+def interval_cell(entry: dict | None) -> str:
+    """".85 [.70,.95]": an {estimate, ci} entry in [0, 1] (`value_cell`); "-" without one."""
+    return value_cell((entry or {}).get("estimate"), (entry or {}).get("ci"))

@@ -70,8 +70,9 @@ SEED_CURVE_PNG = "seed_count_curve.png"
 # 3: equivalence, 4: one isotropic null, so summary.baseline is summary.nulls' isotropic one,
 # 5: PW-MCC beside the median; activation r leaves out features that never fire,
 # 6: the dictionary-covariance null, 7: summary.subspace and the spectrum-matched null, 8: the
-# bulk-matched share and the headline)
-EVIDENCE_VERSION = 8
+# bulk-matched share and the headline, 9: the encoder and activation views' floors
+# (stats.view_nulls) and the attribution check's interval)
+EVIDENCE_VERSION = 9
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 

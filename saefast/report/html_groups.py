@@ -13,8 +13,10 @@ from saefast.report.cells import (
     SHORT,
     ci_cell,
     excess_cell,
+    floor_cell,
     fmt,
     fractions_cell,
+    interval_cell,
     share_cell,
     value_cell,
 )
@@ -24,6 +26,7 @@ from saefast.report.files import (
     LIVE_ONLY_PREFIX,
     SEED_CURVE_PNG,
 )
+from saefast.report.view_text import view_lines
 
 # the figures of a report, in the order a reader wants them, with what each shows
 FIGURES = [
@@ -80,6 +83,14 @@ def overview(summary: dict, groups: list[str]) -> str:
           _share(r["equivalence"], "r", "r_ci"), _share(r["equivalence"], "same_partner"),
           _share(r["equivalence"], "agreement")] for r in same],
         captions.EQUIVALENCE) if same else ""
+    floors = markup.table(
+        ["group", *captions.FLOORS_COLUMNS],
+        [[markup.group_link(groups, r["group"]), _share(r["equivalence"], "encoder_median"),
+          _share(r["equivalence"], "encoder_floor"),
+          excess_cell(r["equivalence"].get("encoder_excess")),
+          floor_cell(r["equivalence"].get("r_floor")),
+          interval_cell(r["equivalence"].get("r_above_floor"))] for r in same],
+        captions.FLOORS) if same else ""
     health = markup.table(
         ["group", *captions.TRAINING_COLUMNS],
         [[markup.group_link(groups, r["group"]), markup.num(r.get("runs")),
@@ -90,13 +101,15 @@ def overview(summary: dict, groups: list[str]) -> str:
             f"<h3>Seed stability: matched decoder cosines</h3>{stab}"
             f"<h3>Against the nulls</h3>{nulls}"
             f"<h3>Features recurring beyond chance</h3>{beyond}"
-            + (f"<h3>The same feature from every side</h3>{sides}" if sides else "") +
+            + (f"<h3>The same feature from every side</h3>{sides}" if sides else "")
+            + (f"<h3>Each view against chance</h3>{floors}" if floors else "") +
             f"<h3>Training health</h3>{health}</section>")
 
 
 def _with_ci(value: float | None, ci) -> str:
     """".301 [.295-.307]": a cosine statistic with its interval (3 digits, like the median)."""
     return markup.num(value) + (f" [{ci_cell(ci)}]" if ci and value is not None else "")
+
 
 
 def _share(row: dict, key: str, ci_key: str | None = None) -> str:
@@ -242,6 +255,16 @@ def _subspace_table(block: dict | None) -> str:
                            + ["beyond all"], rows, cap))
 
 
+def _views(s: dict) -> str:
+    """The encoder, activation and ablation views against their floors and checks, in the
+    terminal's words (`report.view_text`)."""
+    lines = view_lines(s)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{markup.e(line.strip())}</li>" for line in lines)
+    return f"<h3>The other views, against chance</h3><ul>{items}</ul>"
+
+
 def _figures(report_images: dict[str, bytes], prefix: str, group: str) -> str:
     out = []
     for name, caption in FIGURES:
@@ -295,7 +318,7 @@ def group_section(group: str, groups: list[str], report: dict | None, config: di
     ])
     parts = [head, facts, "<h3>Against each null</h3>", _nulls_table(s.get("nulls")),
              "<h3>Per feature, against each null</h3>", _evidence_table(s.get("evidence")),
-             _subspace_table(s.get("subspace")),
+             _subspace_table(s.get("subspace")), _views(s),
              _figures(images, "", group)]
     live = report.get("live_only")
     if live:
