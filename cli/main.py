@@ -190,7 +190,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                     "study's format, SAELens, EleutherAI sparsify or dictionary_learning "
                     "checkpoints) one-to-one by decoder cosine, and write stability.json, "
                     "feature_recurrence.csv and plots into --out. Runs of different corpora "
-                    "(cross-domain) are matched against the isotropic null only.")
+                    "(cross-domain) are judged against the isotropic and dictionary-covariance "
+                    "nulls only (the others describe one training set).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run dirs, or folders of them (a sweep's OUT or OUT/runs)")
     p.add_argument("--live-only", action="store_true",

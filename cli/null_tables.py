@@ -54,6 +54,10 @@ def null_lines(nulls: dict | None) -> list[str]:
                      + (f"; PW-MCC {n['mean_cosine']:.3f}, observed over it {excess_cell(pw)}"
                         if pw else "")
                      + _pair_deviation_text(n.get("pair_deviation")))
+    if nulls.get("computed"):  # which nulls judge the decoders (cross-domain: those of no data)
+        cross = (nulls.get("data") or {}).get("cross_domain")
+        lines.append(f"nulls computed: {', '.join(nulls['computed'])}"
+                     + (f" (cross-domain: {cross})" if cross else ""))
     if nulls.get("note"):
         lines.append(f"not computed: {nulls['note']}")
     return lines

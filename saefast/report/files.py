@@ -24,8 +24,9 @@ Entry points:
 
 With baseline=True (the default) the report also gets summary["nulls"]: the isotropic,
 covariance and activation nulls with the excess over each; `acts` is the activation store the
-runs trained on (None: the isotropic null only, and the report says why). Where the nulls'
-data comes from is resolved here (`report.nulls.resolve`: part of the reuse settings).
+runs trained on (None: the isotropic and dictionary-covariance nulls only, and the report
+says why). Where the nulls' data comes from is resolved here (`report.nulls.resolve`: part
+of the reuse settings).
 
 Every file is written atomically through `saefast.fsio`. The report itself is assembled in
 `saefast.report.assemble`; nothing here computes a statistic.

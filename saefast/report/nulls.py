@@ -64,6 +64,7 @@ class NullSource:
     hook: str | None = None
     reason: str | None = None
     file: Path | None = None  # streamed runs: their saved null data (`data.stream_nulls`)
+    cross_domain: str | None = None  # why the runs trained on different data (`mixed_data`)
 
     @property
     def key(self) -> str | None:
@@ -101,7 +102,9 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     smallest `tokens.train` of the runs; the whole store for runs that record none). ConfigError
     when the store holds other activations than the runs trained on. Runs that trained on
     different data (cross-domain: other corpora; other hooks or models) get no data-shaped
-    nulls, with that reason (`mixed_data`); with `acts` that is a ConfigError."""
+    nulls, with that reason (`mixed_data`, also in `cross_domain`): their decoders are judged
+    against the isotropic and dictionary-covariance nulls, which need no training set; with
+    `acts` that is a ConfigError."""
     from saefast.data import store as _store
 
     infos = [run_info(r) for r in run_dirs]
@@ -109,10 +112,12 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     if mixed is not None:  # cross-domain (or cross-layer) runs: no one training set to draw from
         if acts is not None:
             raise ConfigError(f"--acts {acts}: {mixed}, so no one store is theirs; leave out "
-                              "--acts (the report then has the isotropic null only)")
+                              "--acts (the report then has the nulls that need no "
+                              "activations: isotropic and dictionary-covariance)")
         return NullSource(None, reason=f"{mixed}: the covariance and activation nulls are drawn "
-                                       "from one training set, so these runs have the isotropic "
-                                       "null only")
+                                       "from one training set, so these runs are judged against "
+                                       "the isotropic and dictionary-covariance nulls only (neither "
+                                       "needs one)", cross_domain=mixed)
     if acts is None:
         named = [str(i.get("activation_store", "")) for i in infos]
         if streamed(infos):
@@ -251,11 +256,13 @@ def null_data(source: NullSource | None, d: int) -> NullData:
         pool = _token_pool(source, moments.mean)
         if isinstance(pool, str):
             reasons["activations"], pool = pool, None
-    where = {"store": None, "file": None, "hook": None, "n_rows": None, "rows_key": None}
+    where = {"store": None, "file": None, "hook": None, "n_rows": None, "rows_key": None,
+             "cross_domain": None}
     if source is not None:
         where = {"store": None if source.store is None else str(source.store),
                  "file": None if source.file is None else str(source.file),
-                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key}
+                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key,
+                 "cross_domain": source.cross_domain}
     return NullData(moments, pool, reasons, reason, None if source is None else source.key, where)
 
 

@@ -214,7 +214,9 @@ def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
     reason without the data's moments). Returns the full report's dict:
 
     {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
-     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
+     rows_key, cross_domain (why the runs trained on different data, else None),
+     effective_rank, distinct_tokens}, note (why a null is missing, else None), computed
+     (the kinds computed, in order),
      kinds {isotropic | covariance | activations | dictionary | spectrum: the null's summary
      (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
      n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
@@ -290,6 +292,7 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                  "effective_rank": kinds["covariance"].get("effective_rank"),
                  "distinct_tokens": kinds["activations"].get("distinct_tokens")},
         "note": "; ".join(notes) or None,
+        "computed": [k for k, v in kinds.items() if not v["skipped"]],
         "kinds": kinds,
     }
     s["nulls"] = out
