@@ -37,7 +37,7 @@ from saefast.stats import equivalence as eq
 from saefast.stats import inference as inf
 
 SEED = 0
-FLOOR_VALUES = 20_000  # floor values per pair wanted: draws = ceil(FLOOR_VALUES / n) ...
+FLOOR_VALUES = 10_000  # floor values per pair wanted: draws = ceil(FLOOR_VALUES / n) ...
 MAX_DRAWS = 32  # ... at most this many (small dictionaries)
 MIN_BLOCKS = 20  # the token permutation moves at least this many blocks
 DEFAULT_CONTEXT = 128  # the block length when the runs do not say their context length
