@@ -216,7 +216,9 @@ def _compute_null_curves(sizes: tuple[int, ...], nulls: EvidenceNulls, t: float)
     return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None)),
             "null_beyond_chance": rec.seed_count_curve(
                 *_hits(pairs, sizes, lambda p: p["significant_by"])),
-            "null_runs": len(sizes)}
+            "null_runs": len(sizes),
+            "null_by": {"n_significant_by": int(sum(sum(p["significant_by"]) for p in pairs)),
+                        "n_matched": int(sum(len(p["all_cosines"]) for p in pairs))}}
 
 
 def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], labels: Sequence[str],
