@@ -49,7 +49,8 @@ class NullData:
     """What a report's data-shaped nulls draw from: the training rows' moments and token pool
     (None where missing), the reason each data-shaped null is missing (`reasons`, by kind),
     the reason there is no data at all (`reason`), `key` naming the data in the nulls' memo,
-    and `where` it came from ({store, file, hook, n_rows, rows_key}: summary.nulls.data)."""
+    and `where` it came from ({store, file, hook, start, n_rows, rows_key, rows ("held_out",
+    "training" or "store"), why}: summary.nulls.data, `report.nulls.null_rows`)."""
 
     moments: ActivationMoments | None
     pool: TokenPool | None
@@ -207,8 +208,8 @@ def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
     dictionary-covariance null; None or a missing mode: no "dictionary" kind there.
     Returns the full report's dict:
 
-    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
-     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
+    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, start, n_rows,
+     rows_key, rows, why, effective_rank, distinct_tokens}, note (why a null is missing, else None),
      kinds {isotropic | covariance | activations | dictionary: the null's summary
      (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
      n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
