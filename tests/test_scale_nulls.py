@@ -80,3 +80,18 @@ def test_without_a_large_shared_block_each_budget_reads_its_own_rows(study):
         src = report_nulls.resolve(mine, store)
         got[b] = (src.start, src.n_rows, src.rows)
     assert got == {400: (0, HELD, "held_out"), 800: (HELD, 800, "training")}
+
+
+def test_the_trend_has_the_share_beyond_each_null_and_the_page_shows_it(study):
+    root, reports = study
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    (trend,) = summary["trends"]
+    shares = trend["share_beyond_chance"]
+    assert {"isotropic", "covariance", "activations"} <= set(shares)
+    for kind, fit in shares.items():
+        got = [reports[b]["summary"]["evidence"]["by_null"][kind]["share_beyond_chance"]
+               ["estimate"] for b in BUDGETS]
+        assert fit["values"] == got and fit["budgets"] == list(BUDGETS)
+        assert fit["slope_per_decade"] == pytest.approx((got[1] - got[0]) / 0.30103, rel=1e-4)
+        assert fit["ci"] is None  # two seeds: no interval
+    assert "share beyond covariance null" in (root / "out" / "report.html").read_text()
