@@ -220,9 +220,9 @@ def jackknife(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL
 
     v_J = (S-1)/S * sum_r (theta_(r) - mean)^2 counts the pairs' own variance 2(S-1)/(S-2)
     times (a pooled statistic of pairs is a U-statistic of order 2 in the runs), so its
-    interval covered 0.96-0.98 for a nominal 0.90 where pairs differ more than runs
+    interval covered 0.98-0.99 for a nominal 0.90 where only pairs differ
     (tests/test_coverage.py). The variance used is v_J with that term counted once,
-    estimated from each pair's own statistic (`stats.pair_variance`: never above v_J; v_J
+    estimated from each pair's first-order value (`stats.pair_variance`: never above v_J; v_J
     itself below 4 runs); interval estimate +- t_{S-1} * SE, the run being the unit.
     `se_jackknife` is the plain sqrt(v_J). Each deletion removes a whole run (S-1 pairs, many
     features), so even the median behaves as a smooth functional here (the delete-one

@@ -261,7 +261,7 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                    f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
                    "the pooled cosines, spread of the per-draw medians. excess_median: observed "
                    f"pooled median minus the null's median, {LEVEL_TEXT} "
-                   "delete-one-run jackknife interval, t(S-1). pw_mcc: the null's PW-MCC, "
+                   "delete-one-run jackknife interval (pair term counted once), t(S-1). pw_mcc: the null's PW-MCC, "
                    "the mean of its pooled matched cosines (each draw matched over min(n_a, "
                    "n_b) features); excess_pw_mcc: the observed pooled PW-MCC minus it, the "
                    "same interval"),

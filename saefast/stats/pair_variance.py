@@ -14,18 +14,20 @@ while the delete-one-run jackknife's variance has expectation
 
 it counts the pair term 2(S-1)/(S-2) times (2.7x at S = 5, 2.25x at 10, 2.1x at 20; the
 jackknife overstates a U-statistic's variance by its higher-order terms, Efron & Stein 1981).
-Where pairs differ more than runs do, its intervals are too wide: they covered 0.96-0.98 for
+Where pairs differ more than runs do, its intervals are too wide: they covered 0.98-0.99 for
 a nominal 0.90 at S = 10 and 20 in tests/test_coverage.py.
 
 `pair_term` estimates sigma_r^2 from each pair's first-order value (`PairedRuns.pair_values`;
 `pair_means`, `pair_fractions`: for a mean or a fraction, the statistic of the pair's values
 alone, which over equal pairs is exactly psi_p; `median_pair_values`: m + (1/2 - F_p(m)) /
-f(m)): the residual variance of the additive
-fit theta_p = mu + g_i + g_j (least squares, P - rank degrees of freedom; none below 4 runs).
+f(m)): the residual variance of the additive fit theta_p = mu + g_i + g_j (least squares,
+P - rank degrees of freedom; none below 4 runs).
 `corrected_variance` then removes the excess: v = max(v_J - k_r s_r^2, 0) + t_r s_r^2, never
 above v_J, with k_r (the jackknife's coefficient of sigma_r^2) and t_r = sum a_p^2 (the true
 one) computed for the report's actual pairs and sizes (`coefficients`; missing pairs and
-unequal sizes included), not taken from the equal-pair formulas. Nothing here reads a file.
+unequal sizes included), not taken from the equal-pair formulas. The run part, a difference
+cut at 0, keeps the interval a little wide where only pairs differ (0.93-0.96 at S >= 10);
+where both differ it covers 0.87-0.91 (docs/findings.md). Nothing here reads a file.
 """
 
 from __future__ import annotations
