@@ -208,6 +208,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                         "<cache>/activations/<model>__<hook>__...): adds the covariance and "
                         "activation-sampled nulls and the activation-correlation view on the "
                         "runs' held-out tokens; without it only the isotropic null")
+    p.add_argument("--spectrum-null", action="store_true",
+                   help="with --acts: also the spectrum-matched null (the other run rotated "
+                        "within bands of the activations' eigen-spectrum; per-feature p-values "
+                        "conditional on the spectrum); slow, off by default")
     p.add_argument("--ablation-tokens", type=int, default=0, metavar="N",
                    help="also measure ablation equivalence on N tokens of the corpus (causal "
                         "LMs: splice loss per run, per-token feature effects of every matched "
@@ -231,7 +235,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver, acts=args.acts,
+        solver=args.solver, acts=args.acts, spectrum_null=args.spectrum_null,
         ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
                    "corpus": args.corpus} if args.ablation_tokens else None))
     tables.print_report(console, report, title="stability")

@@ -150,10 +150,17 @@ def headline_lines(head: dict | None) -> list[str]:
     out = [f"features recurring beyond chance: {value_cell(share['estimate'], share['ci'])} "
            f"(90% over runs) against the {head['null']} null, the data-shaped null that "
            f"explains the most; {head['n_significant_by']} of {head['n_matched']} matched pairs "
-           "BY-significant under it"]
+           "BY-significant under it" + _null_by(head.get("null_by"))]
     out += [f"  the {c['null']} null is not used: {c['reason']}" for c in head["candidates"]
             if not c["used"] and c.get("share") is not None]
     return out
+
+
+def _null_by(null_by: dict | None) -> str:
+    """The same BY count on the null's own dictionaries (what it is with nothing shared)."""
+    if not null_by:
+        return ""
+    return f" (its own null dictionaries: {null_by['n_significant_by']} of {null_by['n_matched']})"
 
 
 def evidence_lines(ev: dict | None) -> list[str]:

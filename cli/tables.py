@@ -255,7 +255,9 @@ def print_trends(console: Console, trends: list[dict]) -> None:
     for t in trends:
         parts = []
         fits = [("median", t.get("global_median"))] + [
-            (f"excess over {kind} null", fit) for kind, fit in (t.get("excess_median") or {}).items()]
+            (f"excess over {kind} null", fit) for kind, fit in (t.get("excess_median") or {}).items()
+        ] + [(f"share beyond {kind} null*", fit)
+             for kind, fit in (t.get("share_beyond_chance") or {}).items()]
         for label, fit in fits:
             if not fit or fit.get("slope_per_decade") is None:
                 continue
@@ -266,7 +268,8 @@ def print_trends(console: Console, trends: list[dict]) -> None:
             budgets = t["global_median"]["budgets"]
             console.print(f"trend per decade of tokens, {escape(t['groups'][0])} ... "
                           f"{escape(t['groups'][-1])}, {budgets[0]:,}-{budgets[-1]:,} "
-                          f"({len(t['seeds'])} seeds, resampled jointly): " + "; ".join(parts))
+                          f"({len(t['seeds'])} seeds, resampled jointly; *budgets as "
+                          "independent groups of runs): " + "; ".join(parts))
 
 
 def print_report(console: Console, report: dict, title: str) -> None:

@@ -51,7 +51,7 @@ def test_analyze_across_domains_judges_with_the_nulls_of_no_training_set(domains
     nulls = report["summary"]["nulls"]
     assert not nulls["kinds"]["isotropic"]["skipped"]
     assert not nulls["kinds"]["dictionary"]["skipped"]  # the decoders' own: no one store needed
-    for kind in ("covariance", "activations", "spectrum"):
+    for kind in ("covariance", "activations"):
         assert nulls["kinds"][kind]["skipped"]
         assert "different corpora (math, python-docs)" in nulls["kinds"][kind]["reason"]
     # the report says which nulls it has, and why no others

@@ -125,13 +125,14 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
-              nulls: report_nulls.NullSource | None = None) -> dict[str, Any]:
+              nulls: report_nulls.NullSource | None = None,
+              spectrum_null: bool = False) -> dict[str, Any]:
     """What the caller asked for (stored as report["settings"]; a stored report is reused only
     for the same settings). `nulls`: the null settings and data (None without a baseline)."""
     return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
             "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline),
             "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None,
-            "evidence": EVIDENCE_VERSION}
+            "spectrum_null": bool(spectrum_null), "evidence": EVIDENCE_VERSION}
 
 
 def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -> dict:
@@ -154,7 +155,8 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
 
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
-                 progress: Progress | None = None, acts=None, ablation: dict | None = None) -> dict:
+                 progress: Progress | None = None, acts=None, ablation: dict | None = None,
+                 spectrum_null: bool = False) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
     Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
@@ -164,17 +166,18 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     Every argument and run is checked before out_dir is created. Returns the report
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
     the arguments). acts: the activation store the runs trained on, for the data-shaped nulls
-    and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation
-    (`assemble.compute_analysis`).
+    and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation;
+    spectrum_null: also the spectrum-matched null (`assemble.compute_analysis`).
     """
     check_output_dir(out_dir, "output folder")
     run_dirs = as_list(run_dirs)
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
-                              ablation=ablation)
+                              ablation=ablation, spectrum_null=spectrum_null)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
-                                   solver=solver, plots=plots, baseline=baseline, nulls=source)
+                                   solver=solver, plots=plots, baseline=baseline, nulls=source,
+                                   spectrum_null=spectrum_null)
     return _write(report, Path(out_dir), plots=plots, stamp={})
 
 

@@ -130,8 +130,10 @@ def trends(summary: dict, groups: list[str]) -> str:
     rows = []
     for t in summary.get("trends") or []:
         excess = t.get("excess_median") or {}
+        share = t.get("share_beyond_chance") or {}
         fits = [("median", t.get("global_median"))] + [
-            (f"excess over {k} null", excess[k]) for k in sorted(excess, key=markup.kind_order)]
+            (f"excess over {k} null", excess[k]) for k in sorted(excess, key=markup.kind_order)
+        ] + [(f"share beyond {k} null", share[k]) for k in sorted(share, key=markup.kind_order)]
         family = " ... ".join(markup.distinct([t["groups"][0], t["groups"][-1]])) if t.get("groups") else "-"
         for label, fit in fits:
             cells = _trend_fit(fit)
@@ -143,7 +145,8 @@ def trends(summary: dict, groups: list[str]) -> str:
                     "seeds"], rows,
                    "Groups that differ only in their token budget: the slope of each statistic "
                    "against log10(tokens), its interval resampling seeds jointly across budgets "
-                   "(see the method).", labels=2)
+                   "(the share beyond chance: each budget's own interval, budgets as "
+                   "independent groups of runs; see the method).", labels=2)
     return f'<section id="trends"><h2>Trends per decade of tokens</h2>{table}</section>'
 
 

@@ -52,7 +52,8 @@ class NullData:
     """What a report's data-shaped nulls draw from: the training rows' moments and token pool
     (None where missing), the reason each data-shaped null is missing (`reasons`, by kind),
     the reason there is no data at all (`reason`), `key` naming the data in the nulls' memo,
-    and `where` it came from ({store, file, hook, n_rows, rows_key}: summary.nulls.data)."""
+    and `where` it came from ({store, file, hook, start, n_rows, rows_key, rows ("held_out",
+    "training" or "store"), why}: summary.nulls.data, `report.nulls.null_rows`)."""
 
     moments: ActivationMoments | None
     pool: TokenPool | None
@@ -213,10 +214,10 @@ def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
     matched with, adding the spectrum-matched null (`stats.spectrum_null`; skipped with the
     reason without the data's moments). Returns the full report's dict:
 
-    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
-     rows_key, cross_domain (why the runs trained on different data, else None),
-     effective_rank, distinct_tokens}, note (why a null is missing, else None), computed
-     (the kinds computed, in order),
+    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, start,
+     n_rows, rows_key, rows, why, cross_domain (why the runs trained on different data, else
+     None), effective_rank, distinct_tokens}, note (why a null is missing, else None),
+     computed (the kinds computed, in order),
      kinds {isotropic | covariance | activations | dictionary | spectrum: the null's summary
      (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
      n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
@@ -283,7 +284,7 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                    f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
                    "the pooled cosines, spread of the per-draw medians. excess_median: observed "
                    f"pooled median minus the null's median, {LEVEL_TEXT} "
-                   "delete-one-run jackknife interval, t(S-1). pw_mcc: the null's PW-MCC, "
+                   "delete-one-run jackknife interval (pair term counted once), t(S-1). pw_mcc: the null's PW-MCC, "
                    "the mean of its pooled matched cosines (each draw matched over min(n_a, "
                    "n_b) features); excess_pw_mcc: the observed pooled PW-MCC minus it, the "
                    "same interval"),

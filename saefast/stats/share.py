@@ -48,9 +48,9 @@ from scipy.stats import norm
 from saefast.errors import ConfigError
 from saefast.stats import inference as inf
 
-KDE_BANDWIDTH = 0.4  # null SDs: the bulk's density is smoothed this much
+KDE_BANDWIDTH = 0.6  # null SDs: the bulk's density is smoothed this much (0.4: sd of the share 0.07 at a 2-SD shift, 0.6: 0.04)
 BIN_WIDTH = 0.02  # null SDs: the density is binned this finely (linear cost in features)
-PEAK_HALF_WIDTH = 0.75  # null SDs each side of the density's peak the parabola is fitted on
+PEAK_HALF_WIDTH = 1.0  # null SDs each side of the density's peak the parabola is fitted on
 MAX_SHIFT = 3.0  # null SDs: a bulk centred higher is not matched (module doc)
 SIGMA_RANGE = (0.5, 2.0)  # the observed bulk's width over the null's, for the bulk check
 MIN_SIGMA = 0.25  # null SDs: the narrowest bulk width used
@@ -65,7 +65,7 @@ METHOD = (
     "share beyond the null matched to the observed bulk (Efron's empirical null): each "
     "feature's nearest-neighbour p-value (against its pair's own null, N null cosines) as z = "
     "Phi^-1(1 - p + 1/(2(N+1))); the unshared bulk fitted as N(delta, sigma^2): delta the centre "
-    "of the z density's highest peak at z <= 3 (kernel density, bandwidth 0.4, parabola on the "
+    "of the z density's highest peak at z <= 3 (kernel density, bandwidth 0.6, parabola on the "
     "log density around the peak), pi0 = 2 F(delta), sigma from the bulk's lower one-SD point; "
     "p' = P(N(delta, "
     "sigma^2) >= z); share = 1 - Storey's pi0 of p' at lambda 0.5, unclamped (a "
