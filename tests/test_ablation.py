@@ -188,7 +188,7 @@ def test_a_bidirectional_model_gets_the_output_splice_instead(lm, ids, monkeypat
 def test_the_attribution_checks_interval_exists_and_narrows_with_more_features(lm, ids):
     """The check's r has a Fisher-z interval; more features, a narrower one; the default size
     gives a half-width <= 0.15 at r = 0.5 (90 %); a spent budget stops at MIN_CHECK."""
-    from saefast.stats import inference as inf
+    from saefast.stats import fisher
 
     model, d = lm
     g = torch.Generator().manual_seed(1)  # a random SAE: r ~ 0.7, where n matters
@@ -206,7 +206,7 @@ def test_the_attribution_checks_interval_exists_and_narrows_with_more_features(l
     assert many["pearson_r"] == pytest.approx(np.corrcoef(many["attribution"], many["exact"])[0, 1])
     n = ab.check_size()
     assert n == 71
-    at = inf.fisher_interval(*np.random.default_rng(0).multivariate_normal(
+    at = fisher.fisher_interval(*np.random.default_rng(0).multivariate_normal(
         [0, 0], [[1, .5], [.5, 1]], 20000).T[:, :n])  # ~r = 0.5 at the default size
     assert (at["ci"][1] - at["ci"][0]) / 2 <= 0.15 + 0.02
     spent = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=40, budget_s=0)

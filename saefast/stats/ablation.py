@@ -37,6 +37,7 @@ import torch
 
 from saefast.errors import ModelError
 from saefast.stats import equivalence as eq
+from saefast.stats import fisher
 from saefast.stats import inference as inf
 
 # the attribution check: enough features for a Fisher-z interval of half-width <= CHECK_HALF
@@ -51,7 +52,7 @@ CHECK_METHOD = (
     "exact removal (each feature removed at every kept token at once, one forward pass) of "
     "active features of the first run drawn at random, against their summed linear "
     f"estimate; Pearson r with its {inf.LEVEL_TEXT} Fisher-z interval; n sized for a "
-    f"half-width <= {CHECK_HALF} at r = {CHECK_AT_R} (inference.fisher_size), fewer when "
+    f"half-width <= {CHECK_HALF} at r = {CHECK_AT_R} (stats.fisher.fisher_size), fewer when "
     f"{CHECK_BUDGET_S:g} s of removals run out first (at least {MIN_CHECK}); the attribution "
     f"holds when r >= {TRUST_R} and the interval lies above 0")
 EXACT_PAIRS_METHOD = (
@@ -62,9 +63,9 @@ EXACT_PAIRS_METHOD = (
 
 
 def check_size() -> int:
-    """Features the attribution check asks for (`inference.fisher_size` of CHECK_HALF at
+    """Features the attribution check asks for (`fisher.fisher_size` of CHECK_HALF at
     CHECK_AT_R, the reports' level)."""
-    return inf.fisher_size(CHECK_HALF, CHECK_AT_R)
+    return fisher.fisher_size(CHECK_HALF, CHECK_AT_R)
 
 
 def _direction(lm) -> str:
@@ -235,7 +236,7 @@ def attribution_check(lm, hook: str, sae, ids: torch.Tensor, effects: torch.Tens
     pick, exact, secs = _removals(lm, hook, sae, ids, order, keep, budget_s, MIN_CHECK)
     lin = total[pick]
     rel = np.abs(lin - exact) / np.maximum(np.abs(exact), 1e-12)
-    fz = inf.fisher_interval(lin, exact)
+    fz = fisher.fisher_interval(lin, exact)
     holds, why = _holds(fz)
     return {"features": pick.tolist(), "exact": exact.tolist(), "attribution": lin.tolist(),
             "pearson_r": fz["estimate"], "ci": fz["ci"], "level": fz["level"], "n": len(pick),
@@ -295,7 +296,7 @@ def exact_pair_effects(lm, hook: str, saes: Sequence, pairs: list[dict], ids: to
            for p, g in zip(pairs, got)]
     xa = np.concatenate([x["exact_a"] for x in out]) if out else np.zeros(0)
     xb = np.concatenate([x["exact_b"] for x in out]) if out else np.zeros(0)
-    fz = inf.fisher_interval(xa, xb)
+    fz = fisher.fisher_interval(xa, xb)
     return {"pairs": out, "pearson_r": fz["estimate"], "ci": fz["ci"], "level": fz["level"],
             "n": int(xa.size), "n_asked": want, "seconds": time.perf_counter() - start,
             "budget_s": budget_s, "method": EXACT_PAIRS_METHOD}

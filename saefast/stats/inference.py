@@ -287,32 +287,6 @@ def jackknife_interval(reps: np.ndarray, estimate: float, S: int, level: float) 
             "bias": float((ok.size - 1) * (ok.mean() - estimate))}
 
 
-FISHER_METHOD = "Fisher z: tanh(atanh(r) +- z_(1+level)/2 / sqrt(n - 3)), n independent pairs"
-
-
-def fisher_interval(x, y, *, level: float = DEFAULT_LEVEL) -> dict:
-    """Pearson r of paired samples x, y [n] with its Fisher-z interval (independent pairs):
-    {estimate, ci, n, level, method}; no interval below n = 4, no r below n = 3 or where a
-    side does not vary."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    n = int(x.size)
-    ok = n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
-    r = float(np.corrcoef(x, y)[0, 1]) if ok else None
-    ci = None
-    if r is not None and n >= 4:
-        z, h = np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15)), \
-            sps.norm.ppf(0.5 + _check_level(level) / 2) / np.sqrt(n - 3)
-        ci = [float(np.tanh(z - h)), float(np.tanh(z + h))]
-    return {"estimate": r, "ci": ci, "n": n, "level": level, "method": FISHER_METHOD}
-
-
-def fisher_size(half_width: float, at_r: float, *, level: float = DEFAULT_LEVEL) -> int:
-    """Pairs n for a Fisher-z interval of half-width <= half_width at r = at_r (to first
-    order: (1 - r^2) z / sqrt(n - 3))."""
-    z = sps.norm.ppf(0.5 + _check_level(level) / 2)
-    return int(np.ceil(3 + (z * (1 - at_r ** 2) / half_width) ** 2))
-
-
 # scipy.stats.bootstrap is not used: it resamples the observations of each sample (or
 # same-index observations across samples) independently, while a matched cosine belongs to
 # TWO runs at once. It can be forced by resampling run indices with a custom statistic, but a
