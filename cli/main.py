@@ -211,7 +211,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                     "study's format, SAELens, EleutherAI sparsify or dictionary_learning "
                     "checkpoints) one-to-one by decoder cosine, and write stability.json, "
                     "feature_recurrence.csv and plots into --out. Runs of different corpora "
-                    "(cross-domain) are matched against the isotropic null only.")
+                    "(cross-domain) are judged against the isotropic and dictionary-covariance "
+                    "nulls only (the others describe one training set).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run dirs, or folders of them (a sweep's OUT or OUT/runs)")
     p.add_argument("--live-only", action="store_true",
@@ -228,6 +229,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                         "<cache>/activations/<model>__<hook>__...): adds the covariance and "
                         "activation-sampled nulls and the activation-correlation view on the "
                         "runs' held-out tokens; without it only the isotropic null")
+    p.add_argument("--spectrum-null", action="store_true",
+                   help="with --acts: also the spectrum-matched null (the other run rotated "
+                        "within bands of the activations' eigen-spectrum; per-feature p-values "
+                        "conditional on the spectrum); slow, off by default")
     p.add_argument("--ablation-tokens", type=int, default=0, metavar="N",
                    help="also measure ablation equivalence on N tokens of the corpus (causal "
                         "LMs: splice loss per run, per-token feature effects of every matched "
@@ -261,7 +266,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             events.close()
     report = reports.analyze_runs(
         run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver, acts=args.acts, trained_null=nulls,
+        solver=args.solver, acts=args.acts, spectrum_null=args.spectrum_null,
+        trained_null=nulls,
         ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
                    "corpus": args.corpus} if args.ablation_tokens else None))
     tables.print_report(console, report, title="stability")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from saefast.report import captions
 from saefast.report.cells import (
-    NULL_KINDS,
+    DATA_KINDS,
     SHORT,
     TRAINED_KINDS,
     bare,
@@ -56,6 +56,10 @@ def null_lines(nulls: dict | None) -> list[str]:
                      + (f"; PW-MCC {n['mean_cosine']:.3f}, observed over it {excess_cell(pw)}"
                         if pw else "")
                      + _pair_deviation_text(n.get("pair_deviation")))
+    if nulls.get("computed"):  # which nulls judge the decoders (cross-domain: those of no data)
+        cross = (nulls.get("data") or {}).get("cross_domain")
+        lines.append(f"nulls computed: {', '.join(nulls['computed'])}"
+                     + (f" (cross-domain: {cross})" if cross else ""))
     if nulls.get("note"):
         lines.append(f"not computed: {nulls['note']}")
     return lines
@@ -74,7 +78,7 @@ def print_beyond_chance(console: Console, rows: list[dict]) -> None:
     (details, BY lists and seed-count curves: stability.json, summary.evidence.by_null)."""
     if not any(r.get("beyond_chance") for r in rows):
         return
-    shown = [k for k in NULL_KINDS if k != "dictionary"]  # dict: its own table (80 columns)
+    shown = list(DATA_KINDS)  # 80 columns: dict has its own table, spec the evidence lines
     table = group_table("features recurring beyond chance (summary.evidence.by_null)",
                         captions.BEYOND_CHANCE, [SHORT[k] for k in shown])
     for row in rows:
@@ -164,10 +168,17 @@ def headline_lines(head: dict | None) -> list[str]:
     out = [f"features recurring beyond chance: {value_cell(share['estimate'], share['ci'])} "
            f"(90% over runs) against the {head['null']} null, the data-shaped null that "
            f"explains the most; {head['n_significant_by']} of {head['n_matched']} matched pairs "
-           "BY-significant under it"]
+           "BY-significant under it" + _null_by(head.get("null_by"))]
     out += [f"  the {c['null']} null is not used: {c['reason']}" for c in head["candidates"]
             if not c["used"] and c.get("share") is not None]
     return out
+
+
+def _null_by(null_by: dict | None) -> str:
+    """The same BY count on the null's own dictionaries (what it is with nothing shared)."""
+    if not null_by:
+        return ""
+    return f" (its own null dictionaries: {null_by['n_significant_by']} of {null_by['n_matched']})"
 
 
 def evidence_lines(ev: dict | None) -> list[str]:
@@ -180,10 +191,11 @@ def evidence_lines(ev: dict | None) -> list[str]:
         sig, share = block["significance"], block["share_beyond_chance"]
         shift = (share.get("bulk") or {}).get("shift")
         lines.append(
-            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} matched "
-            f"pairs significant at FDR 5% (Benjamini-Yekutieli, per pair); share of features "
-            f"recurring beyond chance {value_cell(share['estimate'], share['ci'])} (90% over "
-            f"runs; without matching the bulk {value_cell(share['raw']['estimate'])}"
+            f"beyond the {kind} null: {sig['n_significant_by']} of {sig['n_matched']} "
+            f"{sig.get('judged', 'matched pairs')} significant at FDR 5% (Benjamini-Yekutieli, "
+            f"per pair); share of features recurring beyond chance "
+            f"{value_cell(share['estimate'], share['ci'])} (90% over runs; without matching the "
+            f"bulk {value_cell((share.get('raw') or {}).get('estimate'))}"
             + ("" if shift is None else f", bulk {shift['estimate']:+.2f} null SDs") + ")")
     if lines:
         lines.append("seed-count curves and diagnostics: stability.json (summary.evidence)")

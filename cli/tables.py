@@ -28,14 +28,15 @@ from saefast.cli.null_tables import (
     print_nulls,
     print_verdict,
 )
+from saefast.cli.view_tables import print_equivalence
 from saefast.report import captions
 from saefast.report.cells import (
     ci_cell,
     fractions_cell,
     pw_mcc_line,
-    value_cell,
 )
 from saefast.report.cells import fmt as _fmt
+from saefast.report.view_text import view_lines
 from saefast.sweep.events import ClusterProgress, Events, RunOutcome
 from saefast.sweep.experiment import RunSpec
 from saefast.sweep.plan import HarvestJob
@@ -223,21 +224,6 @@ def print_plan(console: Console, runs: list[RunSpec], est: dict | None, out: Pat
         console.print(escape(f"note: {note}"))
 
 
-def _print_equivalence(console: Console, rows: list[dict]) -> None:
-    """Per group: is it the same feature when the encoder and the activations are asked too?"""
-    rows = [r for r in rows if r.get("equivalence")]
-    if not rows:
-        return
-    table = group_table("the same feature from every side (summary.equivalence)",
-                        captions.EQUIVALENCE, captions.EQUIVALENCE_COLUMNS)
-    for row in rows:
-        e = row["equivalence"]
-        table.add_row(escape(row["group"]), value_cell(e["shared"], e["shared_ci"]),
-                      value_cell(e["r"], e["r_ci"]), value_cell(e["same_partner"]),
-                      value_cell(e["agreement"]))
-    console.print(table)
-
-
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     """Two narrow tables (they fit 80 columns): stability against the null, training health."""
     rows = summary.get("groups", [])
@@ -254,7 +240,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     print_verdict(console, rows)
     print_nulls(console, rows)
     print_beyond_chance(console, rows)
-    _print_equivalence(console, rows)
+    print_equivalence(console, rows)
     health = group_table("training", captions.TRAINING, captions.TRAINING_COLUMNS)
     for row in rows:
         health.add_row(escape(row["group"]), str(row["runs"]), _fmt(row["dead_fraction"], 2),
@@ -275,7 +261,9 @@ def print_trends(console: Console, trends: list[dict]) -> None:
     for t in trends:
         parts = []
         fits = [("median", t.get("global_median"))] + [
-            (f"excess over {kind} null", fit) for kind, fit in (t.get("excess_median") or {}).items()]
+            (f"excess over {kind} null", fit) for kind, fit in (t.get("excess_median") or {}).items()
+        ] + [(f"share beyond {kind} null*", fit)
+             for kind, fit in (t.get("share_beyond_chance") or {}).items()]
         for label, fit in fits:
             if not fit or fit.get("slope_per_decade") is None:
                 continue
@@ -286,7 +274,8 @@ def print_trends(console: Console, trends: list[dict]) -> None:
             budgets = t["global_median"]["budgets"]
             console.print(f"trend per decade of tokens, {escape(t['groups'][0])} ... "
                           f"{escape(t['groups'][-1])}, {budgets[0]:,}-{budgets[-1]:,} "
-                          f"({len(t['seeds'])} seeds, resampled jointly): " + "; ".join(parts))
+                          f"({len(t['seeds'])} seeds, resampled jointly; *budgets as "
+                          "independent groups of runs): " + "; ".join(parts))
 
 
 def print_report(console: Console, report: dict, title: str) -> None:
@@ -332,24 +321,8 @@ def print_report(console: Console, report: dict, title: str) -> None:
     if (s.get("subspace") or {}).get("verdict"):  # same features, same subspace, or neither
         console.print(f"subspace: {s['subspace']['verdict']['text']}", markup=False,
                       highlight=False, soft_wrap=True)
-    abl = s.get("ablation")
-    if abl and "splice_output" in abl:
-        moves = ", ".join(f"{x['relative_change']:.3f}" for x in abl["splice_output"])
-        console.print(f"ablation on {abl['tokens']:,} tokens of {abl['corpus']} ({abl['model']} "
-                      f"has no loss): the pooled output moves by {moves} of its norm when "
-                      "spliced; per-feature effects skipped", markup=False, highlight=False,
-                      soft_wrap=True)
-    elif abl:
-        splices = ", ".join(f"{x['increase']:+.3f}" for x in abl["splice"])
-        med, chk = abl["effect_r_median"], abl["attribution_check"]
-        ci = f" [{med['ci'][0]:.2f}, {med['ci'][1]:.2f}]" if med.get("ci") else ""
-        r = "-" if chk["pearson_r"] is None else f"{chk['pearson_r']:.2f}"
-        console.print(
-            f"ablation on {abl['tokens']:,} tokens of {abl['corpus']}: splice loss increase per "
-            f"run {splices}; matched pairs' per-token effect correlation, median "
-            f"{med['estimate']:.2f}{ci}; attribution vs exact removal of "
-            f"{len(chk['features'])} features: r = {r}", markup=False, highlight=False,
-            soft_wrap=True)
+    for line in view_lines(s):  # the encoder, activation and ablation views vs chance
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     live = report.get("live_only")
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},

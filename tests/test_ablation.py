@@ -127,7 +127,8 @@ def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "a"),
                  "--ablation-tokens", "200"]) == 0
-    assert "ablation on" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ablation on" in out and "(90%, Fisher z)" in out  # the check's r with its interval
     rep = json.loads((tmp_path / "a" / "stability.json").read_text())
     abl = rep["summary"]["ablation"]
     assert abl["model"] == "tiny" and abl["hook"] == HOOK and abl["tokens"] >= 200
@@ -135,12 +136,19 @@ def test_analyze_measures_ablation_on_the_runs_model(tmp_path, capsys):
     for p in rep["pairs"]:
         r = p["ablation"]["effect_r"]
         assert len(r) == p["n_matched_pairs"] and all(-1 <= x <= 1 for x in r)
-    assert len(abl["attribution_check"]["features"]) == 8
+    chk = abl["attribution_check"]  # 71 asked, every one of the 16 features that fire used
+    assert chk["n_asked"] == ab.check_size() and chk["n"] == len(chk["features"]) == 16
+    assert chk["ci"][0] < chk["pearson_r"] < chk["ci"][1]
     agree = rep["summary"]["equivalence"]["agreement"]
-    assert {"decoder~encoder", "decoder~effect", "encoder~effect"} <= set(agree)  # no --acts: no activation view
-    from scipy.stats import spearmanr
-    want = np.mean([spearmanr(p["all_cosines"], p["ablation"]["effect_r"])[0] for p in rep["pairs"]])
-    assert agree["decoder~effect"]["estimate"] == pytest.approx(want)
+    assert {"decoder~encoder"} <= set(agree)  # no --acts: no activation view
+    if chk["holds"]:
+        assert {"decoder~effect", "encoder~effect"} <= set(agree) and abl["exact_pairs"] is None
+        from scipy.stats import spearmanr
+        want = np.mean([spearmanr(p["all_cosines"], p["ablation"]["effect_r"])[0]
+                        for p in rep["pairs"]])
+        assert agree["decoder~effect"]["estimate"] == pytest.approx(want)
+    else:  # the effects are not trusted: measured exactly, out of the agreement
+        assert abl["exact_pairs"]["n"] > 0 and "decoder~effect" not in agree
     rc = main(["analyze", *map(str, runs), "--out", str(tmp_path / "b"), "--ablation-tokens",
                "100", "--hook", "blocks.9.hook_resid_pre"])
     assert rc == 2 and "hook" in capsys.readouterr().err
@@ -175,3 +183,67 @@ def test_a_bidirectional_model_gets_the_output_splice_instead(lm, ids, monkeypat
                               n_tokens=64, context_length=32)
     assert block["splice_output"][0]["relative_change"] == pytest.approx(0, abs=1e-4)
     assert "bidirectional" in block["skipped"][0]
+
+
+def test_the_attribution_checks_interval_exists_and_narrows_with_more_features(lm, ids):
+    """The check's r has a Fisher-z interval; more features, a narrower one; the default size
+    gives a half-width <= 0.15 at r = 0.5 (90 %); a spent budget stops at MIN_CHECK."""
+    from saefast.stats import fisher
+
+    model, d = lm
+    g = torch.Generator().manual_seed(1)  # a random SAE: r ~ 0.7, where n matters
+    dec = torch.randn(48, d, generator=g)
+    sae = _SAE(torch.randn(48, d, generator=g), dec / dec.norm(dim=1, keepdim=True), 6)
+    x, g = ab.hook_gradient(model, HOOK, ids)
+    eff, idx = ab.feature_effects(sae, x, g)
+    few = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=12)
+    many = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=44)
+    assert few["n"] == 12 and many["n"] == 44
+    assert many["ci"][1] - many["ci"][0] < 0.75 * (few["ci"][1] - few["ci"][0])
+    z = np.arctanh(many["pearson_r"])  # the interval is Fisher's, by hand
+    h = 1.6448536269514722 / np.sqrt(44 - 3)
+    assert many["ci"] == pytest.approx([np.tanh(z - h), np.tanh(z + h)])
+    assert many["pearson_r"] == pytest.approx(np.corrcoef(many["attribution"], many["exact"])[0, 1])
+    n = ab.check_size()
+    assert n == 71
+    at = fisher.fisher_interval(*np.random.default_rng(0).multivariate_normal(
+        [0, 0], [[1, .5], [.5, 1]], 20000).T[:, :n])  # ~r = 0.5 at the default size
+    assert (at["ci"][1] - at["ci"][0]) / 2 <= 0.15 + 0.02
+    spent = ab.attribution_check(model, HOOK, sae, ids, eff, idx, n_sample=40, budget_s=0)
+    assert spent["n"] == ab.MIN_CHECK and spent["n_asked"] == 40
+
+
+def test_where_the_attribution_fails_matched_effects_come_from_exact_removals(lm, monkeypatch):
+    """An attribution that is noise (the linear estimate replaced by random numbers): the
+    check's r is low, so the per-token effects are marked untrusted (out of the agreement)
+    and matched features are removed exactly: B is A renumbered, so their exact effects
+    agree (r = 1)."""
+    import saefast.data.models as M
+    from saefast.stats.agreement import agreement
+
+    model, d = lm
+    monkeypatch.setattr(M, "load_model", lambda name, **k: (model, {
+        "hook_names": sorted(model.hook_dict), "n_ctx": 128, "name": "tiny"}))
+    g = torch.Generator().manual_seed(1)
+    dec = torch.randn(48, d, generator=g)
+    a = _SAE(torch.randn(48, d, generator=g), dec / dec.norm(dim=1, keepdim=True), 6)
+    real = ab.feature_effects
+    noise = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(ab, "feature_effects", lambda *args: (
+        lambda e, i: (torch.randn(e.shape, generator=noise), i))(*real(*args)))
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(2))
+    b = _SAE(a.encoder[perm], a.decoder[perm], 6)
+    inv = torch.argsort(perm).numpy()
+    pairs = [{"index_a": 0, "index_b": 1, "a_indices": list(range(48)),
+              "b_indices": inv.tolist(), "all_cosines": [1.0] * 48}]
+    block = ab.ablation_block([a, b], pairs, model="tiny", hook=HOOK, corpus="python-docs",
+                              n_tokens=64, context_length=32, n_check=30)
+    chk = block["attribution_check"]
+    assert not chk["holds"] and not block["effects_trusted"]
+    assert chk["reason"] in block["untrusted_reason"]
+    ex = block["exact_pairs"]
+    assert ex["n"] == 30 and ex["pearson_r"] == pytest.approx(1.0)
+    (p,) = ex["pairs"]
+    assert p["exact_a"] == pytest.approx(p["exact_b"], rel=1e-5, abs=1e-6)
+    assert pairs[0]["ablation"]["trusted"] is False
+    assert not any("effect" in k for k in agreement(pairs, 2))

@@ -105,7 +105,7 @@ def test_report_command_prints_the_table(finished_sweep, capsys):
     assert main(["report", str(finished_sweep / "out")]) == 0
     out = capsys.readouterr().out
     assert "L1-f16-k2-t800" in out and "null" in out
-    assert "PW-MCC" in out and "over the iso/cov/act/dict nulls" in out
+    assert "PW-MCC" in out and "over the iso/cov/act/dict/spec nulls" in out
     assert max(len(line) for line in out.splitlines()) <= 80
 
 

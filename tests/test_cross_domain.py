@@ -1,6 +1,7 @@
 """Cross-domain recurrence: a sweep over corpora (a grid axis of data.corpus), then analyze on
-runs of two corpora matches their decoders against the isotropic null and skips the
-data-shaped nulls with the reason. On the tiny random model (no files, no network)."""
+runs of two corpora matches their decoders against the nulls that need no training set (the
+isotropic and dictionary-covariance ones), says which, and skips the data-shaped nulls with
+the reason. On the tiny random model (no files, no network)."""
 
 import json
 
@@ -35,7 +36,8 @@ def test_a_corpus_axis_gives_one_seed_group_per_domain(domains):
     assert len(summary["groups"]) == 2
 
 
-def test_analyze_across_domains_matches_with_the_isotropic_null_only(domains, tmp_path, capsys):
+def test_analyze_across_domains_judges_with_the_nulls_of_no_training_set(domains, tmp_path,
+                                                                         capsys):
     _, runs, stores = domains
     docs = sorted(r for r in runs.values() if _corpus(r) == "python-docs")
     math = sorted(r for r in runs.values() if _corpus(r) == "math")
@@ -52,8 +54,20 @@ def test_analyze_across_domains_matches_with_the_isotropic_null_only(domains, tm
     for kind in ("covariance", "activations"):
         assert nulls["kinds"][kind]["skipped"]
         assert "different corpora (math, python-docs)" in nulls["kinds"][kind]["reason"]
+    # the report says which nulls it has, and why no others
+    assert nulls["computed"] == ["isotropic", "dictionary"]
+    assert "different corpora (math, python-docs)" in nulls["data"]["cross_domain"]
+    assert "isotropic and dictionary-covariance nulls only" in nulls["note"]
+    assert set(report["summary"]["evidence"]["by_null"]) == {"isotropic", "dictionary"}
     (line,) = [x for x in captured.out.splitlines() if x.startswith("not computed:")]
     assert "different corpora" in line
+    (line,) = [x for x in captured.out.splitlines() if x.startswith("nulls computed:")]
+    assert line.startswith("nulls computed: isotropic, dictionary (cross-domain: the runs "
+                           "trained on different corpora")
+    # the encoder view's floor needs only the runs: a cross-domain report has it
+    enc_null = report["summary"]["equivalence"]["encoder"]["null"]
+    assert enc_null["cosine"]["floor"]["n"] > 0 and "floor_median" in pair["encoder"]
+    assert report["summary"]["equivalence"]["activation"] is None
     skipped = report["summary"]["equivalence"]["skipped"]  # no shared held-out tokens either
     assert any("different corpora" in x and "held-out" in x for x in skipped), skipped
     # a store cannot stand for two corpora: refused in one line, nothing written

@@ -152,10 +152,19 @@ def test_a_report_has_every_view_with_the_store_and_says_why_without(swept, tmp_
     assert nf["decoder_pairs_left_out"] == sum(p["activation"]["n_never_fire"] for p in rep["pairs"])
     (row,) = json.loads((swept / "summary.json").read_text())["groups"]
     assert row["equivalence"]["r_left_out"] == nf["decoder_pairs_left_out"]
+    # each view beside its floor (stats.view_nulls), in summary.json, the terminal and the page
+    floor, enc = e["activation"]["floor"], e["encoder"]["null"]
+    assert row["equivalence"]["r_floor"] == floor["floor"]
+    assert row["equivalence"]["encoder_excess"] == enc["cosine"]["excess_median"]
+    assert floor["block_length"] == 4  # 80 held-out tokens: at least 20 blocks
+    for p in rep["pairs"]:
+        assert p["activation"]["floor"]["draws"] >= 1 and "floor_median" in p["encoder"]
     capsys.readouterr()
     assert main(["report", str(swept)]) == 0
     out = capsys.readouterr().out
-    assert "the same feature from every side" in out
+    assert "the same feature from every side" in out and "each view against chance" in out
+    html = (swept / "report.html").read_text()
+    assert "Each view against chance" in html and "token-permutation floor" in html
     assert max(len(line) for line in out.splitlines()) <= 80
     assert main(["analyze", *map(str, _runs(swept)), "--out", str(tmp_path / "a")]) == 0
     e = json.loads((tmp_path / "a" / "stability.json").read_text())["summary"]["equivalence"]

@@ -45,12 +45,20 @@ def matched_cosines(run_a, run_b) -> np.ndarray:
 
 
 def by_hand_jackknife(per_pair: dict, level=0.90):
-    """Delete-one-run jackknife of the pooled mean: (estimate, se, ci)."""
+    """Delete-one-run jackknife of the pooled mean with its pair term counted once
+    (stats.pair_variance): (estimate, se, ci), from the U-statistic formulas for equal pairs."""
     def pooled(keep):
         return np.mean(np.concatenate([v for k, v in per_pair.items() if keep(k)]))
     est = pooled(lambda k: True)
     reps = np.array([pooled(lambda k, r=r: r not in k) for r in range(S)])
-    se = np.sqrt((S - 1) / S * np.sum((reps - reps.mean()) ** 2))
+    v_jack = (S - 1) / S * np.sum((reps - reps.mean()) ** 2)
+    keys = sorted(per_pair)
+    X = np.array([[1.0] + [float(r in k) for r in range(S)] for k in keys])  # mu + g_i + g_j
+    y = np.array([np.mean(per_pair[k]) for k in keys])
+    resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    s2 = resid @ resid / (len(keys) - S)  # P - S degrees of freedom
+    k_r, t_r = 4 / (S * (S - 2)), 1 / len(keys)
+    se = np.sqrt(min(v_jack, max(v_jack - k_r * s2, 0.0) + t_r * s2))
     q = sps.t.ppf(0.5 + level / 2, df=S - 1)
     return est, se, [est - q * se, est + q * se]
 

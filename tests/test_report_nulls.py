@@ -129,13 +129,13 @@ def test_the_evidence_is_judged_under_every_null_of_the_store(sweep):
     root, _, _ = sweep
     rep = _report(root / "out" / "reports" / GROUP)
     by = rep["summary"]["evidence"]["by_null"]
-    assert list(by) == KINDS
+    assert list(by) == KINDS  # the spectrum-matched null is asked for (analyze --spectrum-null)
     for kind in KINDS:
         b = by[kind]
         assert not b["skipped"] and b["null"]["kind"] == kind
         assert b["significance"]["n_matched"] == 3 * 16
         share = b["share_beyond_chance"]
-        assert 0 <= share["estimate"] <= 1 and share["ci"][0] <= share["estimate"] <= share["ci"][1]
+        assert -1 <= share["estimate"] <= 1 and share["ci"][0] <= share["estimate"] <= share["ci"][1]
         curves = b["seed_count_curve"]
         assert curves["beyond_chance"]["curve"]
         distinct = rep["summary"]["nulls"]["data"]["distinct_tokens"]
@@ -323,3 +323,19 @@ def test_the_seed_count_png_draws_the_curve_beyond_every_null(sweep):
     plots.close(fig)
     for kind in KINDS:
         assert f"beyond {kind}: in all of N-1 others" in labels, labels
+
+
+def test_analyze_with_the_spectrum_null_judges_each_feature_against_it(sweep, tmp_path):
+    root, runs, store = sweep
+    assert main(["analyze", *map(str, runs), "--out", str(tmp_path / "s"), "--acts", str(store),
+                 "--spectrum-null"]) == 0
+    rep = _report(tmp_path / "s")
+    assert rep["settings"]["spectrum_null"] is True
+    spec = rep["summary"]["evidence"]["by_null"]["spectrum"]  # per feature, both sides of each
+    assert not spec["skipped"] and spec["significance"]["n_matched"] == 3 * 2 * 16  # pair
+    assert [len(p["pvalues_a"]) for p in spec["pairs"]] == [16] * 3
+    for share in spec["share_by_width"].values():
+        assert share["ci"][0] <= share["estimate"] <= share["ci"][1]
+    assert not rep["summary"]["nulls"]["kinds"]["spectrum"]["skipped"]
+    # the headline is taken over it too
+    assert "spectrum" in [c["null"] for c in rep["summary"]["evidence"]["headline"]["candidates"]]

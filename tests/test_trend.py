@@ -63,6 +63,10 @@ def test_family_trends_from_reports():
                          "pairs": [{"index_a": i, "index_b": j, "all_cosines": v.tolist()}
                                    for (i, j), v in zip(d.pairs, d.values)]}
         reports[name]["summary"]["covariance_median"] = 0.2 + 0.02 * np.log10(b)  # rising null
+        reports[name]["summary"]["evidence"] = {"by_null": {  # a share rising 0.1 a decade
+            "covariance": {"skipped": False, "share_beyond_chance": {
+                "estimate": 0.1 * np.log10(b), "se": 0.02}},
+            "activations": {"skipped": True, "reason": "too few tokens"}}}
     (row,) = family_trends(reports, configs, null_medians=lambda r: {
         "isotropic": r["summary"]["baseline"]["median_cosine"],
         "covariance": r["summary"]["covariance_median"]})
@@ -72,3 +76,44 @@ def test_family_trends_from_reports():
     iso, cov = row["excess_median"]["isotropic"], row["excess_median"]["covariance"]
     assert iso["slope_per_decade"] == pytest.approx(row["global_median"]["slope_per_decade"])
     assert cov["slope_per_decade"] == pytest.approx(iso["slope_per_decade"] - 0.02)
+    (share,) = row["share_beyond_chance"].values()  # the skipped null has none
+    assert list(row["share_beyond_chance"]) == ["covariance"]
+    assert share["slope_per_decade"] == pytest.approx(0.1) and share["n_runs"] == [4] * 4
+    assert share["ci"][0] < 0.1 < share["ci"][1]
+
+
+def test_the_share_slope_from_independent_budgets_is_exact_on_two_budgets():
+    from saefast.stats.trend import slope_of_estimates
+    out = slope_of_estimates([1_000, 100_000], [0.2, 0.5], [0.03, 0.04], [5, 5])
+    assert out["slope_per_decade"] == pytest.approx(0.15)  # 0.3 over two decades
+    assert out["se"] == pytest.approx(0.05 / 2)  # sqrt(0.03^2 + 0.04^2) / 2 decades
+    # Welch-Satterthwaite: (a + b)^2 / (a^2 / 4 + b^2 / 4), a, b the two variances
+    a, b = 0.03 ** 2, 0.04 ** 2
+    assert out["df"] == pytest.approx((a + b) ** 2 / (a * a / 4 + b * b / 4))
+    assert "independent groups of runs" in out["method"]
+    assert slope_of_estimates([1_000, 10_000], [0.1, 0.2], [0.01, None], [5, 5])["ci"] is None
+
+
+def test_the_share_slope_interval_covers_a_planted_slope():
+    """Budgets as independent groups of 8 runs: per-pair values whose pooled mean rises
+    0.05 a decade (run and pair effects on top), each budget's estimate and SE from the
+    library's jackknife; the slope's 90 % interval holds 0.05 in 0.82-0.97 of 200 studies."""
+    from saefast.stats.inference import jackknife, mean
+    from saefast.stats.trend import slope_of_estimates
+    g, S = np.random.default_rng(8), 8
+    i, j = np.triu_indices(S, 1)
+    pairs = tuple(zip(i.tolist(), j.tolist()))
+    hits = []
+    for _ in range(200):
+        est, se = [], []
+        for b in BUDGETS:
+            u = g.normal(0, 0.02, S)
+            vals = (0.3 + 0.05 * np.log10(b) + u[i] + u[j] + g.normal(0, 0.02, len(i)))[:, None] \
+                + g.normal(0, 0.1, (len(i), 16))
+            jk = jackknife(PairedRuns(S, pairs, tuple(vals)), mean())
+            est.append(jk["estimate"])
+            se.append(jk["se"])
+        lo, hi = slope_of_estimates(BUDGETS, est, se, [S] * 4)["ci"]
+        hits.append(lo <= 0.05 <= hi)
+    print("share-slope coverage", np.mean(hits))
+    assert 0.82 <= np.mean(hits) <= 0.97, np.mean(hits)

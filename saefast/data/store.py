@@ -14,7 +14,9 @@ Cache layout (root: ``cache_dir`` argument, else ``$SAEFAST_CACHE_DIR``, else
         shard-00000.npy      [n_i, d] float32, append-only
         tokens-00000.npy     [n_i] int32 token id of each row of shard-00000 (layout 2)
         moments-n<rows>-<hash8>.npz   cached ActivationMoments of the first <rows> rows
-                             (`training_moments`), keyed by the shards they cover
+                             (`training_moments`), keyed by the shards they cover;
+        moments-r<a>-<b>-<hash8>.npz  the same of rows [a, b) (`range_moments`: the shared
+                             held-out block the nulls of every budget draw from)
     <root>/models/gemma-270m-<sha16>/   de-quantized Gemma weights (saefast.data.models)
     <root>/weights-hashes.json          memoised file hashes by path, size, mtime (models)
 
@@ -66,7 +68,7 @@ META = "meta.json"
 
 __all__ = ["store_key", "store_dir", "StoreWriter", "store_info", "open_shards",
            "load_activations", "StoreSource", "write_lock", "load_token_ids", "gather_rows", "rows_key",
-           "training_moments"]
+           "training_moments", "range_moments"]
 
 
 # ---------------------------------------------------------------------------- where a store lives
@@ -377,12 +379,20 @@ def rows_key(store: str | os.PathLike, n_rows: int) -> str:
 
 def training_moments(store: str | os.PathLike, n_rows: int):
     """`moments.ActivationMoments` (float64 mean and centred covariance) of the store's first
-    n_rows rows (a run's training tokens), computed once and cached beside the store as
-    moments-n<rows>-<rows_key[:8]>.npz (atomic write). A cache file that cannot be read is
-    recomputed."""
+    n_rows rows (a run's training tokens): `range_moments(store, 0, n_rows)`."""
+    return range_moments(store, 0, n_rows)
+
+
+def range_moments(store: str | os.PathLike, start: int, end: int):
+    """`moments.ActivationMoments` of the store's rows [start, end), computed once and cached
+    beside the store as moments-n<end>-<rows_key[:8]>.npz for a prefix (start 0), else
+    moments-r<start>-<end>-<rows_key[:8]>.npz (atomic write; rows_key of the first `end`
+    rows names the shards they lie in). A cache file that cannot be read is recomputed."""
     from saefast.data.moments import ActivationMoments
 
-    path = Path(store) / f"moments-n{int(n_rows)}-{rows_key(store, n_rows)[:8]}.npz"
+    start, end = int(start), int(end)
+    name = f"n{end}" if start == 0 else f"r{start}-{end}"
+    path = Path(store) / f"moments-{name}-{rows_key(store, end)[:8]}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
@@ -392,9 +402,9 @@ def training_moments(store: str | os.PathLike, n_rows: int):
         except Exception:  # torn or foreign file: recompute and replace it
             pass
     moments = ActivationMoments()
-    source = StoreSource(store, 0, int(n_rows))
-    for start in range(0, source.n_tokens, SHARD_TOKENS):
-        moments.update(source.read(start, min(start + SHARD_TOKENS, source.n_tokens)).numpy())
+    source = StoreSource(store, start, end)
+    for a in range(0, source.n_tokens, SHARD_TOKENS):
+        moments.update(source.read(a, min(a + SHARD_TOKENS, source.n_tokens)).numpy())
     rec = moments.to_dict(arrays=True)
     with atomic_open(path, "wb") as f:
         np.savez(f, format=np.array(rec["format"]), n=np.array(rec["n"]),

@@ -21,14 +21,18 @@ before made; the keys are documented where they are computed):
    the isotropic null, `stats.null_summary`);
 3. summary.evidence (`stats.evidence`) under the isotropic null, the data-shaped ones and the
    dictionary-covariance null of the runs' own decoders (`stats.dictionary_null`; every
-   report with baseline=True: it needs no activations);
+   report with baseline=True: it needs no activations), and its headline (`stats.verdict`);
+   with spectrum_null and the data's moments, also evidence.by_null.spectrum, the
+   per-feature p-values conditional on each feature's place in the spectrum
+   (`stats.spectrum_evidence`, after step 5 for both modes), the headline taken again;
 4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
-   activation-correlation matchings of the held-out codes (`report.matchings` again);
+   activation-correlation matchings of the held-out codes (`report.matchings` again), with
+   each view's chance floor (`stats.view_nulls`);
 5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
-   dictionary-covariance null's kind included, then the trained null's kinds
-   (`report.trained_null`: its null runs' pairs matched like the real ones, the excess pair
-   by pair, `stats.trained_null`);
+   dictionary-covariance (and, asked for, spectrum-matched) nulls' kinds included, then
+   the trained null's kinds (`report.trained_null`: its null runs' pairs matched like the
+   real ones, the excess pair by pair, `stats.trained_null`);
 7. baseline=True: summary.subspace of both (`stats.subspace`: the runs' firing-weighted
    decoder subspaces against the same nulls, and the verdict: same features, same subspace,
    or nothing beyond chance);
@@ -50,7 +54,7 @@ from saefast.report import matchings as pair_matchings
 from saefast.report import nulls as report_nulls
 from saefast.report import trained_null as report_trained
 from saefast.runs.artifacts import LoadedSAE, read_fire_rates
-from saefast.stats import dictionary_null, null_summary, stability
+from saefast.stats import dictionary_null, null_summary, spectrum_evidence, stability, verdict
 from saefast.stats.stability import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Progress
 
 # why compute_stability_report has no activation view: it reads no activation store
@@ -123,7 +127,7 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                      progress: Progress | None = None,
                      nulls: report_nulls.NullSource | None = None,
                      matchings: MatchingCache | None = None,
-                     ablation: dict | None = None,
+                     ablation: dict | None = None, spectrum_null: bool = False,
                      trained: list[report_trained.TrainedSource] | None = None) -> dict:
     """The report `report.files` stores: the full report, plus (live_only=True) the live-only
     one under the key "live_only", built in the steps of the module docstring. Each run is
@@ -136,7 +140,10 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     and the held-out tokens of the activation-correlation view; None: neither, with the
     reason. matchings: where pair matchings computed before are read and new ones kept
     (`match.cache`). ablation: {tokens, and optionally model, hook, corpus (default: what the
-    runs' run.json names)} for summary.ablation. trained: the trained null's runs
+    runs' run.json names)} for summary.ablation. spectrum_null: also the spectrum-matched null
+    (off by default: its draws cost several times the rest of a report, ~64 s for a 128-feature
+    group of 5 runs in d = 384 on 2 loaded cores, and on smooth spectra its >= 8-direction
+    bands make it too loose: docs/findings.md). trained: the trained null's runs
     (`report.trained_null.resolve`), entered in summary.nulls.kinds beside the others."""
     run_dirs = inputs.as_list(run_dirs)
     saes = _checked(run_dirs, threshold, top_k, solver)
@@ -156,9 +163,19 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     if live_only:
         report["live_only"] = _report(saes, live_only=True,
                                       other_nulls=others + _model(dicts[True], solver), **kw)
+    rows = {live: [stability.features(s, live)[1] for s in saes] for live in modes}
+    if spectrum_null and data is not None and data.has_data:  # its per-feature evidence
+        for live in modes:
+            rep = report["live_only"] if live else report
+            ev = rep["summary"]["evidence"]
+            ev["by_null"][spectrum_evidence.NAME] = \
+                spectrum_evidence.spectrum_evidence(rep["pairs"], rows[live], data.moments.cov)
+            ev["headline"] = verdict.headline(ev["by_null"])  # over it too
     if data is not None:
         null_summary.add_nulls(report, data, solver=solver,
-                               dictionary={"full": dicts[False], "live_only": dicts.get(True)})
+                               dictionary={"full": dicts[False], "live_only": dicts.get(True)},
+                               spectrum_rows=({"full": rows[False], "live_only": rows.get(True)}
+                                              if spectrum_null else None))
         report_trained.add_trained(report, saes, trained or [], solver=solver,
                                    matchings=matchings)
     if baseline:
@@ -237,7 +254,7 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
                  matchings: MatchingCache | None = None) -> None:
     """Step 4: summary.equivalence (its agreement comes last, `_agreement`). held_out: (x
     [T, d] or None, the reason there is none, where it was read)."""
-    from saefast.stats import equivalence
+    from saefast.stats import equivalence, view_nulls
 
     x, reason, where = held_out
     pairs = report["pairs"]
@@ -249,6 +266,15 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
                                                            matchings=matchings),
         correlation_matchings=pair_matchings.correlation_matchings(codes, pairs,
                                                                    matchings=matchings))
+    view_nulls.add_view_nulls(report["summary"]["equivalence"], saes, pairs,
+                              threshold=threshold, codes=codes,
+                              context_length=_context_length(saes))
+
+
+def _context_length(saes: list[LoadedSAE]) -> int | None:
+    """The runs' context length (run.json config.model), None where it does not say."""
+    ctx = ((report_nulls.run_info(saes[0]).get("config") or {}).get("model") or {})
+    return ctx.get("context_length")
 
 
 def _agreement(report: dict) -> None:

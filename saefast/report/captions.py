@@ -23,6 +23,10 @@ NULLS = (
     "stability.json).")
 DICTIONARY_COLUMN = ("dict: random rows in the decoders' own subspace (the same subspace is "
                      "not the same features).")  # the page's share table has a dict column
+SPECTRUM_COLUMN = ("spec: each run against the other rotated at random within bands of the "
+                   "activations' eigen-spectrum, so each feature is judged against its own place "
+                   "in the spectrum (exact where the spectrum is flat within a band; in the "
+                   "share table, features each side of each pair).")  # page columns only
 DICTIONARY_TABLE = (
     "dict null median: random rows drawn with the decoders' own covariance (the mean over "
     "runs of U^T U / n of the unit decoder rows). over dict: the pooled median minus it; share: "
@@ -60,6 +64,16 @@ EQUIVALENCE = (
     "(no r; their count is in summary.json). same: features whose max-correlation partner is their "
     "decoder partner. both: pairs the correlation matching and the decoder matching both "
     "pick. -: not computed (see stability.json summary.equivalence.skipped).")
+
+FLOORS_COLUMNS = ("enc", "floor", "over it", "r floor", "r > q95")
+FLOORS = (
+    "each view against chance (stats.view_nulls). enc: median encoder cosine of the "
+    "decoder-matched pairs; floor: the same with each feature's partner a random other "
+    "matched feature (mismatched pairs); over it: the excess [90% over runs, observed and "
+    "floor jackknifed together]. r floor: mean/95% quantile of the matched pairs' r with one "
+    "run's held-out tokens permuted in blocks of contiguous tokens (unrelated features with "
+    "the same firing); r > q95: matched pairs above that quantile [90%] (.05 by chance). "
+    "-: not computed.")
 
 TRAINING_COLUMNS = ("runs", "dead", "cos to init", "FVU")
 TRAINING = (

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# the order every table lists them in (the dictionary-covariance null last: added later, so
-# the others keep their places)
-NULL_KINDS = ("isotropic", "covariance", "activations", "dictionary")
+# the order every table lists them in (the dictionary-covariance and spectrum-matched nulls
+# last: added later, so the others keep their places)
+NULL_KINDS = ("isotropic", "covariance", "activations", "dictionary", "spectrum")
 SHORT = {"isotropic": "iso", "covariance": "cov", "activations": "act", "dictionary": "dict",
+         "spectrum": "spec",
          "trained": "trained", "trained_elliptical": "trained ell"}
 DATA_KINDS = NULL_KINDS[:3]  # the nulls of the data, before the dictionary null
 # the trained null's kinds (summary.nulls.kinds; not in the evidence): a table of their own
@@ -97,7 +98,7 @@ def null_medians_cell(medians: dict, kinds=DATA_KINDS) -> str:
 def pw_mcc_line(row: dict) -> str | None:
     """"PW-MCC .301 [.295-.307]; over the nulls +.21 [+.20,+.22] / ... / -": a summary.json
     row's PW-MCC with its 90 % interval and its excess over the isotropic / covariance /
-    activation / dictionary-covariance nulls; None without one."""
+    activation / dictionary-covariance / spectrum-matched nulls; None without one."""
     if row.get("pw_mcc") is None:
         return None
     over = row.get("excess_pw_mcc_by_null") or {}
@@ -105,5 +106,17 @@ def pw_mcc_line(row: dict) -> str | None:
         over = {"isotropic": {"estimate": row["excess_pw_mcc"], "ci": row.get("excess_pw_mcc_ci")}}
     ci = row.get("pw_mcc_ci")
     value = bare(row["pw_mcc"]) + (f" [{ci_cell(ci)}]" if _finite(ci) else "")
-    return (f"PW-MCC {value}; over the iso/cov/act/dict nulls "
+    return (f"PW-MCC {value}; over the {'/'.join(SHORT[k] for k in NULL_KINDS)} nulls "
             + " / ".join(excess_cell(over.get(k)) for k in NULL_KINDS))
+
+
+def floor_cell(floor: dict | None) -> str:
+    """".01/.12": a floor's mean / 95 % quantile (`stats.view_nulls`); "-" without one."""
+    if not floor or floor.get("mean") is None:
+        return "-"
+    return f"{_two_places(floor['mean'])}/{_two_places(floor['q95'])}"
+
+
+def interval_cell(entry: dict | None) -> str:
+    """".85 [.70,.95]": an {estimate, ci} entry in [0, 1] (`value_cell`); "-" without one."""
+    return value_cell((entry or {}).get("estimate"), (entry or {}).get("ci"))

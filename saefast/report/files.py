@@ -24,8 +24,9 @@ Entry points:
 
 With baseline=True (the default) the report also gets summary["nulls"]: the isotropic,
 covariance and activation nulls with the excess over each; `acts` is the activation store the
-runs trained on (None: the isotropic null only, and the report says why). Where the nulls'
-data comes from is resolved here (`report.nulls.resolve`: part of the reuse settings).
+runs trained on (None: the isotropic and dictionary-covariance nulls only, and the report
+says why). Where the nulls' data comes from is resolved here (`report.nulls.resolve`: part
+of the reuse settings).
 
 Every file is written atomically through `saefast.fsio`. The report itself is assembled in
 `saefast.report.assemble`; nothing here computes a statistic.
@@ -71,8 +72,10 @@ SEED_CURVE_PNG = "seed_count_curve.png"
 # in `settings`: a report stored by an older version is recomputed (2: evidence.by_null,
 # 3: equivalence, 4: one isotropic null, so summary.baseline is summary.nulls' isotropic one,
 # 5: PW-MCC beside the median; activation r leaves out features that never fire,
-# 6: the dictionary-covariance null, 7: summary.subspace, 8: the trained null)
-EVIDENCE_VERSION = 8
+# 6: the dictionary-covariance null, 7: summary.subspace and the spectrum-matched null, 8: the
+# bulk-matched share and the headline, 9: the encoder and activation views' floors
+# (stats.view_nulls) and the attribution check's interval, 10: the trained null)
+EVIDENCE_VERSION = 10
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
@@ -125,6 +128,7 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
 
 def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
               nulls: report_nulls.NullSource | None = None,
+              spectrum_null: bool = False,
               trained: list[report_trained.TrainedSource] = ()) -> dict[str, Any]:
     """What the caller asked for (stored as report["settings"]; a stored report is reused only
     for the same settings). `nulls`: the null settings and data (None without a baseline);
@@ -132,6 +136,7 @@ def _settings(*, threshold, top_k, live_only, solver, plots, baseline,
     return {"threshold": float(threshold), "top_k": int(top_k), "live_only": bool(live_only),
             "solver": str(solver), "plots": bool(plots), "baseline": bool(baseline),
             "nulls": report_nulls.settings(nulls) if baseline and nulls is not None else None,
+            "spectrum_null": bool(spectrum_null),
             "trained_null": report_trained.settings(list(trained)),
             "evidence": EVIDENCE_VERSION}
 
@@ -157,6 +162,7 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
                  progress: Progress | None = None, acts=None, ablation: dict | None = None,
+                 spectrum_null: bool = False,
                  trained_null: NullsConfig | None = NullsConfig()) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
@@ -167,10 +173,10 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     Every argument and run is checked before out_dir is created. Returns the report
     (report["files"] lists what was written, relative to out_dir; report["settings"] holds
     the arguments). acts: the activation store the runs trained on, for the data-shaped nulls
-    and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation
-    (`assemble.compute_analysis`). trained_null: the trained null's settings (default on:
-    the null runs found beside the runs, trained before by a sweep or `saefast analyze`;
-    None: no trained null at all).
+    and the held-out tokens. ablation: {tokens, model, hook, corpus} for summary.ablation;
+    spectrum_null: also the spectrum-matched null (`assemble.compute_analysis`).
+    trained_null: the trained null's settings (default on: the null runs found beside
+    the runs, trained before by a sweep or `saefast analyze`; None: no trained null).
     """
     check_output_dir(out_dir, "output folder")
     run_dirs = as_list(run_dirs)
@@ -178,10 +184,11 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     trained = report_trained.resolve(run_dirs, trained_null) if baseline else []
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
-                              ablation=ablation, trained=trained)
+                              ablation=ablation, spectrum_null=spectrum_null,
+                              trained=trained)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
                                    solver=solver, plots=plots, baseline=baseline, nulls=source,
-                                   trained=trained)
+                                   spectrum_null=spectrum_null, trained=trained)
     return _write(report, Path(out_dir), plots=plots, stamp={})
 
 

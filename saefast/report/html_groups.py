@@ -14,8 +14,10 @@ from saefast.report.cells import (
     TRAINED_KINDS,
     ci_cell,
     excess_cell,
+    floor_cell,
     fmt,
     fractions_cell,
+    interval_cell,
     share_cell,
     value_cell,
 )
@@ -25,6 +27,7 @@ from saefast.report.files import (
     LIVE_ONLY_PREFIX,
     SEED_CURVE_PNG,
 )
+from saefast.report.view_text import view_lines
 
 # the figures of a report, in the order a reader wants them, with what each shows
 FIGURES = [
@@ -66,7 +69,7 @@ def overview(summary: dict, groups: list[str]) -> str:
          + [_with_ci(r.get("pw_mcc"), r.get("pw_mcc_ci"))]
          + [excess_cell((r.get("excess_pw_mcc_by_null") or {}).get(k)) for k in kinds]
          for r in rows],
-        f"{captions.NULLS} {captions.DICTIONARY_COLUMN}"
+        f"{captions.NULLS} {captions.DICTIONARY_COLUMN} {captions.SPECTRUM_COLUMN}"
         + (f" {captions.TRAINED}" if kinds != NULL_KINDS else ""))
     beyond = markup.table(
         ["group"] + [SHORT[k] for k in NULL_KINDS]
@@ -75,7 +78,8 @@ def overview(summary: dict, groups: list[str]) -> str:
          + [share_cell((r.get("beyond_chance") or {}).get(k)) for k in NULL_KINDS]
          + [markup.num(((r.get("beyond_chance") or {}).get(k) or {}).get("fraction_significant_by"))
             for k in NULL_KINDS] for r in rows],
-        f"{captions.BEYOND_CHANCE} {captions.DICTIONARY_COLUMN} {captions.BY_COLUMNS}")
+        f"{captions.BEYOND_CHANCE} {captions.DICTIONARY_COLUMN} {captions.SPECTRUM_COLUMN} "
+        f"{captions.BY_COLUMNS}")
     same = [r for r in rows if r.get("equivalence")]  # summary.equivalence
     sides = markup.table(
         ["group", *captions.EQUIVALENCE_COLUMNS],
@@ -83,6 +87,14 @@ def overview(summary: dict, groups: list[str]) -> str:
           _share(r["equivalence"], "r", "r_ci"), _share(r["equivalence"], "same_partner"),
           _share(r["equivalence"], "agreement")] for r in same],
         captions.EQUIVALENCE) if same else ""
+    floors = markup.table(
+        ["group", *captions.FLOORS_COLUMNS],
+        [[markup.group_link(groups, r["group"]), _share(r["equivalence"], "encoder_median"),
+          _share(r["equivalence"], "encoder_floor"),
+          excess_cell(r["equivalence"].get("encoder_excess")),
+          floor_cell(r["equivalence"].get("r_floor")),
+          interval_cell(r["equivalence"].get("r_above_floor"))] for r in same],
+        captions.FLOORS) if same else ""
     health = markup.table(
         ["group", *captions.TRAINING_COLUMNS],
         [[markup.group_link(groups, r["group"]), markup.num(r.get("runs")),
@@ -93,13 +105,15 @@ def overview(summary: dict, groups: list[str]) -> str:
             f"<h3>Seed stability: matched decoder cosines</h3>{stab}"
             f"<h3>Against the nulls</h3>{nulls}"
             f"<h3>Features recurring beyond chance</h3>{beyond}"
-            + (f"<h3>The same feature from every side</h3>{sides}" if sides else "") +
+            + (f"<h3>The same feature from every side</h3>{sides}" if sides else "")
+            + (f"<h3>Each view against chance</h3>{floors}" if floors else "") +
             f"<h3>Training health</h3>{health}</section>")
 
 
 def _with_ci(value: float | None, ci) -> str:
     """".301 [.295-.307]": a cosine statistic with its interval (3 digits, like the median)."""
     return markup.num(value) + (f" [{ci_cell(ci)}]" if ci and value is not None else "")
+
 
 
 def _share(row: dict, key: str, ci_key: str | None = None) -> str:
@@ -120,8 +134,10 @@ def trends(summary: dict, groups: list[str]) -> str:
     rows = []
     for t in summary.get("trends") or []:
         excess = t.get("excess_median") or {}
+        share = t.get("share_beyond_chance") or {}
         fits = [("median", t.get("global_median"))] + [
-            (f"excess over {k} null", excess[k]) for k in sorted(excess, key=markup.kind_order)]
+            (f"excess over {k} null", excess[k]) for k in sorted(excess, key=markup.kind_order)
+        ] + [(f"share beyond {k} null", share[k]) for k in sorted(share, key=markup.kind_order)]
         family = " ... ".join(markup.distinct([t["groups"][0], t["groups"][-1]])) if t.get("groups") else "-"
         for label, fit in fits:
             cells = _trend_fit(fit)
@@ -133,7 +149,8 @@ def trends(summary: dict, groups: list[str]) -> str:
                     "seeds"], rows,
                    "Groups that differ only in their token budget: the slope of each statistic "
                    "against log10(tokens), its interval resampling seeds jointly across budgets "
-                   "(see the method).", labels=2)
+                   "(the share beyond chance: each budget's own interval, budgets as "
+                   "independent groups of runs; see the method).", labels=2)
     return f'<section id="trends"><h2>Trends per decade of tokens</h2>{table}</section>'
 
 
@@ -209,7 +226,9 @@ def _evidence_table(ev: dict | None) -> str:
     nearest = ((ev or {}).get("nearest") or {}).get("median") or {}
     maxc = (ev or {}).get("max_cardinality") or {}
     cap = ("BY: matched pairs significant at FDR 5% (Benjamini-Yekutieli within each pair), "
-           "summed over pairs. share: 1 - Storey's pi0 of the nearest-neighbour p-values "
+           "summed over pairs (spectrum: features, each side of each pair by its nearest cosine "
+           "against its own spectrum-conditional null). share: 1 - Storey's pi0 of the "
+           "nearest-neighbour p-values "
            "(matched: of the matched p-values, a lower estimate) [90% over runs]. in all others: "
            "the share of a run's features BY-significant in all other runs [90%]. null nearest: "
            "the null's median nearest-neighbour cosine; observed: "
@@ -242,6 +261,16 @@ def _subspace_table(block: dict | None) -> str:
     return ("<h3>Subspace: the same span, or the same features?</h3>"
             + markup.table(["rank r", "overlap [90%]", "r/d"] + [f"{k} null" for k in kinds]
                            + ["beyond all"], rows, cap))
+
+
+def _views(s: dict) -> str:
+    """The encoder, activation and ablation views against their floors and checks, in the
+    terminal's words (`report.view_text`)."""
+    lines = view_lines(s)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{markup.e(line.strip())}</li>" for line in lines)
+    return f"<h3>The other views, against chance</h3><ul>{items}</ul>"
 
 
 def _figures(report_images: dict[str, bytes], prefix: str, group: str) -> str:
@@ -297,7 +326,7 @@ def group_section(group: str, groups: list[str], report: dict | None, config: di
     ])
     parts = [head, facts, "<h3>Against each null</h3>", _nulls_table(s.get("nulls")),
              "<h3>Per feature, against each null</h3>", _evidence_table(s.get("evidence")),
-             _subspace_table(s.get("subspace")),
+             _subspace_table(s.get("subspace")), _views(s),
              _figures(images, "", group)]
     live = report.get("live_only")
     if live:

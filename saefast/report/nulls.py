@@ -5,13 +5,20 @@ A report's matched cosines are compared with three nulls (`saefast.stats.nulls`;
 dictionaries, for the report's pair shape (n_a, n_b, d) and hook:
 
 - isotropic: random Gaussian dictionaries (two untrained SAEs); always there;
-- covariance: rows ~ N(0, Σ), Σ the centred covariance of the runs' training tokens, i.e. the
-  first `tokens.train` rows of the activation store they trained on (`store.training_moments`,
-  cached beside the store);
-- activations: rows are centred activation vectors of distinct tokens of those training rows
-  (the store's token ids; a store written before token ids existed has none: skipped with
-  the reason). The pool keeps at most ROWS_PER_TOKEN random rows of each token id, so its
-  memory is bounded by the vocabulary seen, not by the budget.
+- covariance: rows ~ N(0, Σ), Σ the centred covariance of rows of the activation store the
+  runs trained on (`store.range_moments`, cached beside the store);
+- activations: rows are centred activation vectors of distinct tokens of the same rows (the
+  store's token ids; a store written before token ids existed has none: skipped with the
+  reason). The pool keeps at most ROWS_PER_TOKEN random rows of each token id, so its memory
+  is bounded by the vocabulary seen, not by the budget.
+
+Which rows (`null_rows`, stated in summary.nulls.data: start, n_rows, rows, why): the store's
+shared held-out block (data.held_out_tokens, the store's first N tokens, never trained on and
+the same for every budget of a scale study) when it has >= MIN_MOMENT_TOKENS (20,000) tokens,
+so every budget's nulls draw from ONE Σ and token pool and a margin that rises with tokens is
+not the null drifting; otherwise the larger of the runs' training rows and their held-out
+block (a Σ from a few hundred tokens would be noise). Runs that record no token ranges (other
+tools') read the whole store.
 
 The data-shaped nulls need the store: a sweep passes the one its runs name in run.json
 (`store_of_runs`); `saefast analyze` passes `--acts STORE_DIR`. Runs that streamed their
@@ -37,12 +44,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from saefast.data.moments import TokenPool
+from saefast.data.surrogate import MIN_MOMENT_TOKENS
 from saefast.errors import ConfigError, StoreError
 from saefast.runs.artifacts import LoadedSAE, read_run_json
 from saefast.stats import nulls as _nulls
 from saefast.stats.null_summary import NULL_SEED, NullData
 
-NULLS_VERSION = 2  # bump when what the nulls compute changes: stored reports are recomputed
+NULLS_VERSION = 3  # bump when what the nulls compute changes: stored reports are recomputed
 ROWS_PER_TOKEN = 8  # activation null: rows kept per distinct token id (module doc)
 MAX_HELD_OUT = 100_000  # held-out tokens encoded per run, at most
 
@@ -55,22 +63,29 @@ STREAMED = ("the runs streamed their activations (data.cache false) and their nu
 
 @dataclass(frozen=True)
 class NullSource:
-    """Where a report's data-shaped nulls come from: the first n_rows rows of `store`, the
-    null data `file` streamed runs saved, or nothing for the `reason` given."""
+    """Where a report's data-shaped nulls come from: rows [start, start + n_rows) of `store`
+    (`rows`: "held_out", "training" or "store", and `why`), the null data `file` streamed
+    runs saved, or nothing for the `reason` given."""
 
     store: Path | None
     n_rows: int | None = None
-    rows_key: str | None = None  # store.rows_key: names exactly those rows
+    rows_key: str | None = None  # store.rows_key of the first start + n_rows rows
     hook: str | None = None
     reason: str | None = None
     file: Path | None = None  # streamed runs: their saved null data (`data.stream_nulls`)
+    start: int = 0
+    rows: str | None = None
+    why: str | None = None
+    cross_domain: str | None = None  # why the runs trained on different data (`mixed_data`)
 
     @property
     def key(self) -> str | None:
         """The nulls' memo key for this data (store folder and the rows' key, or the file)."""
         if self.file is not None:
             return f"{self.file}:{self.rows_key}"
-        return None if self.store is None else f"{self.store}:{self.n_rows}:{self.rows_key}"
+        if self.store is None:
+            return None
+        return f"{self.store}:{self.start}:{self.n_rows}:{self.rows_key}"
 
     @property
     def has_data(self) -> bool:
@@ -101,7 +116,9 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     smallest `tokens.train` of the runs; the whole store for runs that record none). ConfigError
     when the store holds other activations than the runs trained on. Runs that trained on
     different data (cross-domain: other corpora; other hooks or models) get no data-shaped
-    nulls, with that reason (`mixed_data`); with `acts` that is a ConfigError."""
+    nulls, with that reason (`mixed_data`, also in `cross_domain`): their decoders are judged
+    against the isotropic and dictionary-covariance nulls, which need no training set; with
+    `acts` that is a ConfigError."""
     from saefast.data import store as _store
 
     infos = [run_info(r) for r in run_dirs]
@@ -109,10 +126,12 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
     if mixed is not None:  # cross-domain (or cross-layer) runs: no one training set to draw from
         if acts is not None:
             raise ConfigError(f"--acts {acts}: {mixed}, so no one store is theirs; leave out "
-                              "--acts (the report then has the isotropic null only)")
+                              "--acts (the report then has the nulls that need no "
+                              "activations: isotropic and dictionary-covariance)")
         return NullSource(None, reason=f"{mixed}: the covariance and activation nulls are drawn "
-                                       "from one training set, so these runs have the isotropic "
-                                       "null only")
+                                       "from one training set, so these runs are judged against "
+                                       "the isotropic and dictionary-covariance nulls only (neither "
+                                       "needs one)", cross_domain=mixed)
     if acts is None:
         named = [str(i.get("activation_store", "")) for i in infos]
         if streamed(infos):
@@ -135,15 +154,40 @@ def resolve(run_dirs, acts: str | Path | None) -> NullSource:
                 raise ConfigError(f"--acts {acts}: the store's {what} is {theirs}, but run "
                                   f"{info.get('name', '?')} was trained with {ours}; pass the "
                                   "store the runs were trained on")
-    trained = [int(i["tokens"]["train"]) for i in infos
-               if isinstance(i.get("tokens"), dict) and isinstance(i["tokens"].get("train"), int)]
-    n_rows = min(trained) if trained else int(meta["n_tokens"])
-    if n_rows > meta["n_tokens"]:
+    span = null_rows(infos, int(meta["n_tokens"]))
+    if isinstance(span, str):
+        return NullSource(None, reason=span)
+    start, end, rows, why = span
+    if end > meta["n_tokens"]:
         raise StoreError(f"--acts {acts}: the store has {meta['n_tokens']:,} tokens, the runs "
-                         f"trained on {n_rows:,}; pass the store the runs were trained on")
-    if n_rows < 2:
-        return NullSource(None, reason=f"the runs trained on {n_rows} token(s): no covariance")
-    return NullSource(acts.resolve(), n_rows, _store.rows_key(acts, n_rows), meta.get("hook"))
+                         f"trained on rows up to {end:,}; pass the store the runs were trained on")
+    return NullSource(acts.resolve(), end - start, _store.rows_key(acts, end), meta.get("hook"),
+                      start=start, rows=rows, why=why)
+
+
+def null_rows(infos: Sequence[dict], n_store: int) -> tuple[int, int, str, str] | str:
+    """(start, end, rows, why): the store rows the data-shaped nulls draw from (module doc),
+    from the runs' run.json `tokens`, or the reason there are none. Training rows: the
+    smallest budget's (after the shared held-out block when there is one)."""
+    toks = [i.get("tokens") for i in infos]
+    if not all(isinstance(t, dict) and isinstance(t.get("train"), int) for t in toks):
+        return 0, n_store, "store", "the runs record no token ranges: the whole store"
+    held = held_out_rows(infos)  # the same block for every run, or why not
+    held = None if isinstance(held, str) else (held[0], held[0] + int(toks[0]["held_out"]))
+    shared = held is not None and all(t.get("held_out_shared") for t in toks)
+    first = held[1] if shared else 0  # a shared block comes first; training reads after it
+    trained = (first, first + min(int(t["train"]) for t in toks))
+    rule = f"a shared held-out block of >= {MIN_MOMENT_TOKENS:,} tokens is every budget's"
+    if shared and held[1] - held[0] >= MIN_MOMENT_TOKENS:
+        return (*held, "held_out", f"the store's shared held-out block ({held[1] - held[0]:,} "
+                                   "tokens): one Σ for every token budget")
+    if held is not None and held[1] - held[0] > trained[1] - trained[0]:
+        return (*held, "held_out", f"the runs' held-out block, larger than their training "
+                                   f"rows ({rule})")
+    if trained[1] - trained[0] < 2:
+        return f"the runs trained on {trained[1] - trained[0]} token(s): no covariance"
+    return (*trained, "training", f"the runs' training rows, larger than their held-out "
+                                  f"block ({rule})")
 
 
 def mixed_data(infos: list[dict]) -> str | None:
@@ -183,7 +227,8 @@ def _streamed(infos: list[dict]) -> NullSource:
     rows = {(i.get("tokens") or {}).get("train") for i in infos}
     return NullSource(None, n_rows=rows.pop() if len(rows) == 1 else None, file=path.resolve(),
                       rows_key=f"{st.st_size}-{st.st_mtime_ns}",
-                      hook=((infos[0].get("model") or {}).get("hook")))
+                      hook=((infos[0].get("model") or {}).get("hook")), rows="training",
+                      why="streamed runs keep no store: the training rows their pass gathered")
 
 
 def settings(source: NullSource) -> dict[str, Any]:
@@ -193,7 +238,8 @@ def settings(source: NullSource) -> dict[str, Any]:
             "quantiles": list(_nulls.QUANTILES), "rows_per_token": ROWS_PER_TOKEN,
             "store": None if source.store is None else str(source.store),
             "file": None if source.file is None else str(source.file),
-            "n_rows": source.n_rows, "rows_key": source.rows_key}
+            "start": source.start, "n_rows": source.n_rows, "rows_key": source.rows_key,
+            "rows": source.rows}
 
 
 # ---------------------------------------------------------------------------- data
@@ -208,20 +254,23 @@ def _token_pool(source: NullSource, mean: np.ndarray):
 
     if source.key in _POOLS:
         return _POOLS[source.key]
-    ids = _store.load_token_ids(source.store, source.n_rows)  # [n] or None
+    ids = _store.load_token_ids(source.store, source.start + source.n_rows)  # [start + n]
+    ids = None if ids is None else ids[source.start:]  # [n] the source's rows
     if ids is None:
         pool = (f"skipped: the store {source.store} was written before token ids were kept "
                 "(store layout 1), and the activation null needs distinct tokens; harvest "
                 "into a fresh cache (or delete this store) to get it")
     else:
-        rng = np.random.default_rng([NULL_SEED, source.n_rows])
+        rng = np.random.default_rng([NULL_SEED, source.n_rows] if source.start == 0 else
+                                    [NULL_SEED, source.start, source.n_rows])
         perm = rng.permutation(ids.size)  # [n]: a random order within each token id
         order = perm[np.argsort(ids[perm], kind="stable")]  # [n] rows grouped by id
         sorted_ids = ids[order]
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]  # [M] first of each id
         rank = np.arange(ids.size) - np.repeat(starts, np.diff(np.r_[starts, ids.size]))
         rows = np.sort(order[rank < ROWS_PER_TOKEN])  # [<= M * ROWS_PER_TOKEN]
-        pool = TokenPool(_store.gather_rows(source.store, rows), ids[rows], mean=mean)
+        pool = TokenPool(_store.gather_rows(source.store, rows + source.start), ids[rows],
+                         mean=mean)
     _POOLS[source.key] = pool
     return pool
 
@@ -244,18 +293,22 @@ def null_data(source: NullSource | None, d: int) -> NullData:
         if moments.d != d:
             raise ConfigError(f"{source.file}: d={moments.d}, the runs d={d}")
     elif source is not None and source.store is not None:
-        moments = _store.training_moments(source.store, source.n_rows)
+        moments = _store.range_moments(source.store, source.start,
+                                       source.start + source.n_rows)
         if moments.d != d:
             raise ConfigError(f"--acts {source.store}: the store has d={moments.d}, the runs "
                               f"d={d}")
         pool = _token_pool(source, moments.mean)
         if isinstance(pool, str):
             reasons["activations"], pool = pool, None
-    where = {"store": None, "file": None, "hook": None, "n_rows": None, "rows_key": None}
+    where = {"store": None, "file": None, "hook": None, "start": None, "n_rows": None,
+             "rows_key": None, "rows": None, "why": None, "cross_domain": None}
     if source is not None:
         where = {"store": None if source.store is None else str(source.store),
                  "file": None if source.file is None else str(source.file),
-                 "hook": source.hook, "n_rows": source.n_rows, "rows_key": source.rows_key}
+                 "hook": source.hook, "start": source.start if source.has_data else None,
+                 "n_rows": source.n_rows, "rows_key": source.rows_key, "rows": source.rows,
+                 "why": source.why, "cross_domain": source.cross_domain}
     return NullData(moments, pool, reasons, reason, None if source is None else source.key, where)
 
 

@@ -156,6 +156,7 @@ NULL_STYLES = {"isotropic": ("black", "isotropic null"),
                "covariance": ("tab:orange", "covariance null"),
                "activations": ("tab:green", "activation-sampled null"),
                "dictionary": ("tab:purple", "dictionary-covariance null"),
+               "spectrum": ("tab:olive", "spectrum-matched null"),
                "trained": ("tab:red", "trained null (gaussian surrogate)"),
                "trained_elliptical": ("tab:brown", "trained null (elliptical surrogate)")}
 
@@ -212,8 +213,9 @@ def seed_count_curve(report: dict):
         return None
     plt = _pyplot()
     s = report["summary"]
-    beyond = {k: b["seed_count_curve"]["beyond_chance"]
-              for k, b in (ev.get("by_null") or {}).items() if not b.get("skipped")}
+    beyond = {k: b["seed_count_curve"]["beyond_chance"]  # the spectrum null has no curve
+              for k, b in (ev.get("by_null") or {}).items()
+              if not b.get("skipped") and "seed_count_curve" in b}
     two = len(beyond) > 1
     fig, axes = plt.subplots(1, 2 if two else 1, figsize=(13 if two else 7.5, 4.5),
                              squeeze=False)

@@ -13,7 +13,13 @@ next-token loss the same way. Through TransformerLens hooks on a causal LM:
   the Pearson correlation of e_i and e_j over the tokens says whether they do the same job;
 - the attribution is checked against exact ablations on a sample of features: each sampled
   feature removed at every token at once (x - sum_t a_f(t) d_f), the loss change measured,
-  and compared with sum_t e_f(t) (correlation and median relative error).
+  and compared with sum_t e_f(t): Pearson r with its Fisher-z interval, on enough features
+  for a half-width of CHECK_HALF at a moderate r (71 at 90 %) within a time budget of
+  exact removals (CHECK_BUDGET_S), and the median relative error. Where it does not hold
+  (r < TRUST_R, or its interval reaches 0), the per-token effect correlations rest on a
+  linear estimate that is wrong here: they are marked untrusted (and left out of the
+  views' agreement), and matched features' effects are measured by exact removal instead
+  (`exact_pair_effects`: do the two features of a matched pair change the loss alike?).
 
 Effects are on the clean model (the hook's true activations minus the feature's part), not
 on the spliced one. Bidirectional models (MiniLM, which loads as a masked LM) are refused with the reason: their
@@ -23,6 +29,7 @@ is not zero at the clean point, so there is no ablation measure for them here.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +37,35 @@ import torch
 
 from saefast.errors import ModelError
 from saefast.stats import equivalence as eq
+from saefast.stats import fisher
+from saefast.stats import inference as inf
+
+# the attribution check: enough features for a Fisher-z interval of half-width <= CHECK_HALF
+# at a moderate r (CHECK_AT_R), 71 at the 90 % level, within CHECK_BUDGET_S seconds of exact
+# removals (one forward pass each; at least MIN_CHECK); it holds at r >= TRUST_R with the
+# interval above 0
+CHECK_HALF, CHECK_AT_R = 0.15, 0.5
+CHECK_BUDGET_S = 180.0
+MIN_CHECK = 10
+TRUST_R = 0.5
+CHECK_METHOD = (
+    "exact removal (each feature removed at every kept token at once, one forward pass) of "
+    "active features of the first run drawn at random, against their summed linear "
+    f"estimate; Pearson r with its {inf.LEVEL_TEXT} Fisher-z interval; n sized for a "
+    f"half-width <= {CHECK_HALF} at r = {CHECK_AT_R} (stats.fisher.fisher_size), fewer when "
+    f"{CHECK_BUDGET_S:g} s of removals run out first (at least {MIN_CHECK}); the attribution "
+    f"holds when r >= {TRUST_R} and the interval lies above 0")
+EXACT_PAIRS_METHOD = (
+    "the attribution did not hold, so matched features' effects are measured exactly: "
+    "decoder-matched positions where both features fire, drawn round-robin over the pairs, "
+    "each feature removed at every kept token in its own run; Pearson r over the positions "
+    f"of the two exact loss changes, {inf.LEVEL_TEXT} Fisher-z interval")
+
+
+def check_size() -> int:
+    """Features the attribution check asks for (`fisher.fisher_size` of CHECK_HALF at
+    CHECK_AT_R, the reports' level)."""
+    return fisher.fisher_size(CHECK_HALF, CHECK_AT_R)
 
 
 def _direction(lm) -> str:
@@ -166,23 +202,104 @@ def exact_removal(lm, hook: str, sae, ids: torch.Tensor, features: Sequence[int]
     return np.asarray(out)
 
 
+def _removals(lm, hook: str, sae, ids, features, keep, budget_s: float, at_least: int):
+    """exact_removal of features in order until budget_s seconds have passed (at least
+    `at_least` of them): (the features done, their loss changes [n], seconds taken)."""
+    start, done, out = time.perf_counter(), [], []
+    for f in features:
+        if len(done) >= at_least and time.perf_counter() - start > budget_s:
+            break
+        out.append(float(exact_removal(lm, hook, sae, ids, [int(f)], keep)[0]))
+        done.append(int(f))
+    return np.asarray(done, np.int64), np.asarray(out), time.perf_counter() - start
+
+
+def _summed(effects: torch.Tensor, indices: torch.Tensor, n_features: int) -> np.ndarray:
+    """[F] each feature's attribution summed over the tokens."""
+    return np.bincount(indices.reshape(-1).numpy(), weights=effects.reshape(-1).double().numpy(),
+                       minlength=int(n_features))
+
+
 def attribution_check(lm, hook: str, sae, ids: torch.Tensor, effects: torch.Tensor,
-                      indices: torch.Tensor, n_sample: int, seed: int = 0,
-                      keep: torch.Tensor | None = None) -> dict:
-    """Exact removal of n_sample active features (chosen at random) against the summed
-    attribution of the same features: {features, exact, attribution, pearson_r,
-    median_relative_error}."""
-    total = np.bincount(indices.reshape(-1).numpy(), weights=effects.reshape(-1).double().numpy(),
-                        minlength=int(sae.n_features))  # [F] summed attribution
+                      indices: torch.Tensor, n_sample: int | None = None, seed: int = 0,
+                      keep: torch.Tensor | None = None, budget_s: float = CHECK_BUDGET_S) -> dict:
+    """Exact removal of n_sample active features (chosen at random; default `check_size()`,
+    fewer when the budget runs out first) against the summed attribution of the same
+    features: {features, exact, attribution, pearson_r, ci (Fisher z), n, n_asked, holds,
+    reason, seconds, budget_s, median_relative_error, method}. The attribution holds when r
+    >= TRUST_R and its interval lies above 0."""
+    total = _summed(effects, indices, sae.n_features)  # [F] summed attribution
     active = np.flatnonzero(total != 0)
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(active, min(n_sample, len(active)), replace=False))
-    exact = exact_removal(lm, hook, sae, ids, pick, keep)
+    asked = check_size() if n_sample is None else int(n_sample)
+    order = rng.choice(active, min(asked, len(active)), replace=False)  # random order
+    pick, exact, secs = _removals(lm, hook, sae, ids, order, keep, budget_s, MIN_CHECK)
     lin = total[pick]
     rel = np.abs(lin - exact) / np.maximum(np.abs(exact), 1e-12)
-    r = float(np.corrcoef(lin, exact)[0, 1]) if len(pick) > 2 else None
+    fz = fisher.fisher_interval(lin, exact)
+    holds, why = _holds(fz)
     return {"features": pick.tolist(), "exact": exact.tolist(), "attribution": lin.tolist(),
-            "pearson_r": r, "median_relative_error": float(np.median(rel)) if len(pick) else None}
+            "pearson_r": fz["estimate"], "ci": fz["ci"], "level": fz["level"], "n": len(pick),
+            "n_asked": asked, "holds": holds, "reason": why, "seconds": secs,
+            "budget_s": budget_s,
+            "median_relative_error": float(np.median(rel)) if len(pick) else None,
+            "method": CHECK_METHOD}
+
+
+def _holds(fz: dict) -> tuple[bool, str | None]:
+    """Whether an attribution check's r says the linear estimate holds, and why not."""
+    r, ci = fz["estimate"], fz["ci"]
+    if r is None or ci is None:
+        return False, f"no r with an interval from {fz['n']} features"
+    if ci[0] <= 0:
+        return False, f"r = {r:.2f} with its interval [{ci[0]:.2f}, {ci[1]:.2f}] reaching 0"
+    if r < TRUST_R:
+        return False, f"r = {r:.2f} < {TRUST_R:g}"
+    return True, None
+
+
+def exact_pair_effects(lm, hook: str, saes: Sequence, pairs: list[dict], ids: torch.Tensor,
+                       effects: list, keep: torch.Tensor | None = None, n: int | None = None,
+                       seed: int = 0, budget_s: float = CHECK_BUDGET_S) -> dict:
+    """Where the attribution does not hold: exact removals of decoder-matched features, n
+    positions (default `check_size()`) drawn round-robin over the pairs among those where
+    both features fire, each feature removed at every token in its own run. {pairs [{index_a,
+    index_b, positions, exact_a, exact_b}], pearson_r, ci (Fisher z over the pooled
+    positions), n, seconds, method}: do matched features change the loss alike?"""
+    rng = np.random.default_rng(seed)
+    want = check_size() if n is None else int(n)
+    totals = [_summed(e, i, s.n_features) for s, (e, i) in zip(saes, effects)]
+    queues = []
+    for p in pairs:
+        ia, ib = np.asarray(p["a_indices"]), np.asarray(p["b_indices"])
+        both = np.flatnonzero((totals[p["index_a"]][ia] != 0) & (totals[p["index_b"]][ib] != 0))
+        queues.append(list(rng.permutation(both)))
+    done = {}  # (run, feature) -> exact loss change
+    got = [[] for _ in pairs]
+    start = time.perf_counter()
+    while sum(map(len, got)) < want and any(queues):
+        for q, p, g in zip(queues, pairs, got):
+            if not q or sum(map(len, got)) >= want:
+                continue
+            if time.perf_counter() - start > budget_s and sum(map(len, got)) >= MIN_CHECK:
+                queues = [[] for _ in queues]
+                break
+            t = int(q.pop())
+            for run, f in ((p["index_a"], p["a_indices"][t]), (p["index_b"], p["b_indices"][t])):
+                if (run, int(f)) not in done:
+                    done[run, int(f)] = float(exact_removal(lm, hook, saes[run], ids, [int(f)],
+                                                            keep)[0])
+            g.append(t)
+    out = [{"index_a": p["index_a"], "index_b": p["index_b"], "positions": g,
+            "exact_a": [done[p["index_a"], int(p["a_indices"][t])] for t in g],
+            "exact_b": [done[p["index_b"], int(p["b_indices"][t])] for t in g]}
+           for p, g in zip(pairs, got)]
+    xa = np.concatenate([x["exact_a"] for x in out]) if out else np.zeros(0)
+    xb = np.concatenate([x["exact_b"] for x in out]) if out else np.zeros(0)
+    fz = fisher.fisher_interval(xa, xb)
+    return {"pairs": out, "pearson_r": fz["estimate"], "ci": fz["ci"], "level": fz["level"],
+            "n": int(xa.size), "n_asked": want, "seconds": time.perf_counter() - start,
+            "budget_s": budget_s, "method": EXACT_PAIRS_METHOD}
 
 
 def pair_effect_correlations(effects_a, idx_a, effects_b, idx_b, n_a: int, n_b: int,
@@ -221,13 +338,16 @@ def eval_tokens(lm, corpus: str, n_tokens: int, context_length: int, info: dict,
 
 
 def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, corpus: str,
-                   n_tokens: int, context_length: int = 128, n_check: int = 8,
-                   cache_dir=None) -> dict:
+                   n_tokens: int, context_length: int = 128, n_check: int | None = None,
+                   budget_s: float = CHECK_BUDGET_S, cache_dir=None) -> dict:
     """summary["ablation"]: each run's splice, the per-token effect correlation of every
     decoder-matched pair (added to each pair as `ablation`), with its interval over runs, and
-    the attribution check on the first run. Loads the model (TransformerLens)."""
+    the attribution check on the first run (n_check features, default `check_size()`).
+    Where the attribution does not hold, the per-token effects are marked untrusted (each
+    pair's ablation.trusted, `effects_trusted`, `untrusted_reason`) and `exact_pairs`
+    measures matched features' effects by exact removal instead. Loads the model
+    (TransformerLens)."""
     from saefast.data.models import check_hooks, load_model
-    from saefast.stats import inference as inf
 
     lm, info = load_model(model, cache_dir=cache_dir)
     check_hooks([hook], info["hook_names"])
@@ -251,6 +371,12 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
         per_pair[i, j] = r
         p["ablation"] = {"effect_r": r.tolist(), "median_effect_r": float(np.median(r))}
     med = inf.run_interval(inf.PairedRuns.from_dict(len(saes), per_pair), inf.median())
+    check = attribution_check(lm, hook, saes[0], ids, *effects[0], n_check, keep=keep,
+                              budget_s=budget_s)
+    for p in pairs:
+        p["ablation"]["trusted"] = check["holds"]
+    exact = None if check["holds"] or not pairs else exact_pair_effects(
+        lm, hook, saes, pairs, ids, effects, keep, n=n_check, budget_s=budget_s)
     return {
         "method": "on the first tokens of the corpus (special tokens untouched): splice = "
                   "the hook's activations replaced by the SAE's reconstruction; effect of "
@@ -262,6 +388,8 @@ def ablation_block(saes: Sequence, pairs: list[dict], *, model: str, hook: str, 
         "model": model, "hook": hook, "corpus": corpus, "tokens": int(keep.sum()),
         "splice": [dict(run=s.name, **splice(lm, hook, s, ids, keep)) for s in saes],
         "effect_r_median": {k: med[k] for k in ("estimate", "ci")},
-        "attribution_check": attribution_check(lm, hook, saes[0], ids, *effects[0], n_check,
-                                               keep=keep),
+        "attribution_check": check, "effects_trusted": check["holds"],
+        "untrusted_reason": None if check["holds"] else
+        f"the linear attribution does not hold: {check['reason']}",
+        "exact_pairs": exact,
     }

@@ -3,7 +3,8 @@
 Each view gives a value per decoder-matched pair (`stats.equivalence` and `stats.ablation`
 put them on the report's pairs): the decoder cosine, the encoder cosine, the Pearson r of the
 held-out activations (left out where a feature never fires there: no r) and the correlation
-of the ablation effects. `agreement(pairs, n_runs)` is summary.equivalence.agreement, computed
+of the ablation effects (left out where the attribution check says the linear estimate does
+not hold). `agreement(pairs, n_runs)` is summary.equivalence.agreement, computed
 last, once every view is on the pairs. Nothing here reads or writes a file.
 """
 
@@ -23,11 +24,19 @@ def _defined_r(act: dict | None) -> np.ndarray | None:
     return r
 
 
+def _trusted_effects(abl: dict | None):
+    """A pair's per-token effect correlations, None where the attribution they rest on did
+    not hold (`ablation.attribution_check`)."""
+    if abl is None or abl.get("trusted") is False:
+        return None
+    return abl.get("effect_r")
+
+
 _VIEWS = {  # per-pair values of each view, aligned with the decoder matching's pairs
     "decoder": lambda p: p.get("all_cosines"),
     "encoder": lambda p: (p.get("encoder") or {}).get("cosines"),
     "activation": lambda p: _defined_r(p.get("activation")),
-    "effect": lambda p: (p.get("ablation") or {}).get("effect_r"),
+    "effect": lambda p: _trusted_effects(p.get("ablation")),
 }
 
 

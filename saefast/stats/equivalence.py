@@ -30,8 +30,11 @@ them in the matching cache); without them each pair is matched here. Nothing her
 writes a file.
 
 Intervals: the run is the unit (delete-one-run jackknife over the stored per-pair values,
-`inference`), as everywhere in a report. No null is claimed for these views: a random
-dictionary's codes are not "random features of this model" in any single agreed sense.
+`inference`), as everywhere in a report. No null DICTIONARY is drawn for these views: a
+random dictionary's codes are not "random features of this model" in any single agreed
+sense. Each view's chance floor comes from the runs themselves instead (`stats.view_nulls`:
+mismatched partners for the encoder cosines, a block permutation of the held-out tokens for
+r), added to the blocks by the report (`report.assemble`).
 """
 
 from __future__ import annotations

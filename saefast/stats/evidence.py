@@ -38,7 +38,8 @@ NULL_CURVE_WORK = 1 << 30  # null seed-count curve: sum over null pairs of n_a n
 METHOD = {
     "unit": "the run (seed): S runs make S(S-1)/2 pairs that share runs, and one pair's matched "
             "cosines are one joint assignment; intervals are delete-one-run jackknife over the "
-            f"stored matchings (no re-matching), t(S-1), {inf.LEVEL_TEXT}; none below 3 runs",
+            "stored matchings (no re-matching), the pairs' own variance counted once, "
+            f"t(S-1), {inf.LEVEL_TEXT}; none below 3 runs",
     "pvalues": "per matched feature pair: p = (1 + #null >= c) / (N + 1) against the pooled "
                "matched cosines of null dictionaries of the pair's exact shape, N >= "
                "inference.min_null_size(m) so one feature of m can reach BY's first threshold",
@@ -216,7 +217,9 @@ def _compute_null_curves(sizes: tuple[int, ...], nulls: EvidenceNulls, t: float)
     return {"null_at_threshold": rec.seed_count_curve(*_hits(pairs, sizes, None)),
             "null_beyond_chance": rec.seed_count_curve(
                 *_hits(pairs, sizes, lambda p: p["significant_by"])),
-            "null_runs": len(sizes)}
+            "null_runs": len(sizes),
+            "null_by": {"n_significant_by": int(sum(sum(p["significant_by"]) for p in pairs)),
+                        "n_matched": int(sum(len(p["all_cosines"]) for p in pairs))}}
 
 
 def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], labels: Sequence[str],

@@ -37,10 +37,13 @@ from saefast.stats.null_model import (
     covariance_null_model,
     report_null_draws,
 )
+from saefast.stats.spectrum_bands import Spectrum
+from saefast.stats.spectrum_null import spectrum_matched_null
 
 NULL_SEED = 0
 HIST_EDGES = np.linspace(-1.0, 1.0, 401)  # the stored histograms' bins (width 0.005)
 KINDS = ("isotropic", "covariance", "activations")
+SPECTRUM = "spectrum"  # the spectrum-matched null: needs the data's Σ and the runs' rows
 ONE_THREAD_MAX = 1 << 30  # n_a * n_b * d up to which the null draws run on one thread
 
 
@@ -49,7 +52,8 @@ class NullData:
     """What a report's data-shaped nulls draw from: the training rows' moments and token pool
     (None where missing), the reason each data-shaped null is missing (`reasons`, by kind),
     the reason there is no data at all (`reason`), `key` naming the data in the nulls' memo,
-    and `where` it came from ({store, file, hook, n_rows, rows_key}: summary.nulls.data)."""
+    and `where` it came from ({store, file, hook, start, n_rows, rows_key, rows ("held_out",
+    "training" or "store"), why}: summary.nulls.data, `report.nulls.null_rows`)."""
 
     moments: ActivationMoments | None
     pool: TokenPool | None
@@ -199,32 +203,48 @@ def excess_pw_mcc(n_runs: int, pairs: list[dict], null_mean: float) -> dict | No
 
 
 def add_nulls(report: dict, data: NullData, *, solver: str = "auto",
-              dictionary: dict[str, DictionaryCovariance | None] | None = None) -> dict:
+              dictionary: dict[str, DictionaryCovariance | None] | None = None,
+              spectrum_rows: dict[str, list | None] | None = None) -> dict:
     """Compute the report's nulls and store them as report["summary"]["nulls"], and those of
     the live-only report (report["live_only"], when there is one) in its own summary, for
     its own (live) pair shape. dictionary: {"full": Σ_D of the full report, "live_only": of
     the live-only one} (`dictionary_null.dictionary_covariance`), each adding the
     dictionary-covariance null; None or a missing mode: no "dictionary" kind there.
-    Returns the full report's dict:
+    spectrum_rows: {"full": rows, "live_only": rows}, rows[r] the decoder rows run r was
+    matched with, adding the spectrum-matched null (`stats.spectrum_null`; skipped with the
+    reason without the data's moments). Returns the full report's dict:
 
-    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, n_rows,
-     rows_key, effective_rank, distinct_tokens}, note (why a null is missing, else None),
-     kinds {isotropic | covariance | activations | dictionary: the null's summary
+    {method, shape {n_a, n_b, d}, n_pairs_with_this_shape, data {store, file, hook, start,
+     n_rows, rows_key, rows, why, cross_domain (why the runs trained on different data, else
+     None), effective_rank, distinct_tokens}, note (why a null is missing, else None),
+     computed (the kinds computed, in order),
+     kinds {isotropic | covariance | activations | dictionary | spectrum: the null's summary
      (median_cosine, mean_cosine, quantiles {"0.95", "0.99", "0.999"}, draw_median_spread,
      n_draws, ..., histogram; dictionary: also method, n_runs, rows_per_run, pair_deviation,
-     isotropic_rank) with excess_median {estimate, ci, se, level, method} (None below 3
-     runs), pw_mcc (the null's PW-MCC: mean_cosine, the mean over its draws of each draw's
+     isotropic_rank; spectrum: also width, bands, n_pairs_drawn_from, method) with
+     excess_median {estimate, ci, se, level, method} (None below 3 runs), pw_mcc (the
+     null's PW-MCC: mean_cosine, the mean over its draws of each draw's
      mean matched cosine) and excess_pw_mcc (like excess_median), or {kind, skipped: True,
      reason}}}."""
-    dictionary = dictionary or {}
-    out = _add_nulls(report, data, solver, dictionary.get("full"))
+    dictionary, spectrum_rows = dictionary or {}, spectrum_rows or {}
+    out = _add_nulls(report, data, solver, dictionary.get("full"), spectrum_rows.get("full"))
     if report.get("live_only") is not None:
-        _add_nulls(report["live_only"], data, solver, dictionary.get("live_only"))
+        _add_nulls(report["live_only"], data, solver, dictionary.get("live_only"),
+                   spectrum_rows.get("live_only"))
     return out
 
 
+def _spectrum(rows: list, used: list[dict], data: NullData, n_a: int, n_b: int,
+              solver: str) -> dict:
+    """The spectrum-matched null's matched cosines at the null shape: A of each pair compared
+    with the nulls (in turn) matched with its B rotated within the bands of Σ's spectrum."""
+    return spectrum_matched_null([(rows[p["index_a"]], rows[p["index_b"]]) for p in used],
+                                 Spectrum.from_cov(data.moments.cov), solver=solver,
+                                 n_draws=report_null_draws(n_a, n_b), seed=NULL_SEED)
+
+
 def _add_nulls(report: dict, data: NullData, solver: str,
-               dcov: DictionaryCovariance | None) -> dict:
+               dcov: DictionaryCovariance | None, rows: list | None) -> dict:
     s, pairs = report["summary"], report["pairs"]
     (n_a, n_b), used, how = null_shape(pairs)
     d = int(s["d_model"])
@@ -235,12 +255,16 @@ def _add_nulls(report: dict, data: NullData, solver: str,
         if dcov is not None:
             got[DICTIONARY] = dictionary_null(dcov, n_a, n_b, seed=NULL_SEED,
                                               n_draws=report_null_draws(n_a, n_b), solver=solver)
+        if rows is not None and data.has_data:
+            got[SPECTRUM] = _spectrum(rows, used, data, n_a, n_b, solver)
     from saefast.stats.inference import LEVEL_TEXT
 
     kinds = {}
-    for kind in KINDS + ((DICTIONARY,) if DICTIONARY in got else ()):
-        if kind not in got:
-            kinds[kind] = _skipped(kind, data.reasons[kind].removeprefix("skipped: "))
+    extra = ((DICTIONARY,) if DICTIONARY in got else ()) + ((SPECTRUM,) if rows is not None else ())
+    for kind in KINDS + extra:
+        if kind not in got:  # the spectrum null needs what the covariance null needs
+            why = data.reasons.get(kind) or data.reasons["covariance"] or data.reason
+            kinds[kind] = _skipped(kind, why.removeprefix("skipped: "))
             continue
         kinds[kind] = _public(got[kind])
         if not got[kind]["skipped"]:
@@ -260,7 +284,7 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                    f"{_nulls.MIN_POOLED_COSINES} matched cosines and enough for BY); quantiles of "
                    "the pooled cosines, spread of the per-draw medians. excess_median: observed "
                    f"pooled median minus the null's median, {LEVEL_TEXT} "
-                   "delete-one-run jackknife interval, t(S-1). pw_mcc: the null's PW-MCC, "
+                   "delete-one-run jackknife interval (pair term counted once), t(S-1). pw_mcc: the null's PW-MCC, "
                    "the mean of its pooled matched cosines (each draw matched over min(n_a, "
                    "n_b) features); excess_pw_mcc: the observed pooled PW-MCC minus it, the "
                    "same interval"),
@@ -269,6 +293,7 @@ def _add_nulls(report: dict, data: NullData, solver: str,
                  "effective_rank": kinds["covariance"].get("effective_rank"),
                  "distinct_tokens": kinds["activations"].get("distinct_tokens")},
         "note": "; ".join(notes) or None,
+        "computed": [k for k, v in kinds.items() if not v["skipped"]],
         "kinds": kinds,
     }
     s["nulls"] = out

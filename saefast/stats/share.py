@@ -8,8 +8,10 @@ shared. Here the null is first matched to the observed bulk, as Efron's empirica
 (Efron 2004, "Large-scale simultaneous hypothesis testing") does:
 
 1. each feature's p-value p (against its pair's own null) becomes z = Phi^-1(1 - p_mid), p_mid
-   = p - 1 / (2 (N + 1)) (the mid-p of the empirical null of N cosines: finite at both ends).
-   Under the null z ~ N(0, 1) whatever the null's own shape (a maximum of cosines is skewed);
+   = p - 1 / (2 (N + 1)) (the mid-p of the empirical null of N cosines), +inf at the floor
+   p = 1 / (N + 1) (beyond every draw: such features are kept out of the bulk's density and
+   counted above it). Under the null z ~ N(0, 1) whatever the null's own shape (a maximum of
+   cosines is skewed);
 2. the unshared bulk is fitted as N(delta, sigma^2): delta is the centre of the highest peak of
    the z density at z <= MAX_SHIFT (a binned Gaussian kernel density, refined by a parabola
    through the log density around the peak: Efron's central matching, on the peak alone),
@@ -46,9 +48,9 @@ from scipy.stats import norm
 from saefast.errors import ConfigError
 from saefast.stats import inference as inf
 
-KDE_BANDWIDTH = 0.4  # null SDs: the bulk's density is smoothed this much
+KDE_BANDWIDTH = 0.6  # null SDs: the bulk's density is smoothed this much (0.4: sd of the share 0.07 at a 2-SD shift, 0.6: 0.04)
 BIN_WIDTH = 0.02  # null SDs: the density is binned this finely (linear cost in features)
-PEAK_HALF_WIDTH = 0.75  # null SDs each side of the density's peak the parabola is fitted on
+PEAK_HALF_WIDTH = 1.0  # null SDs each side of the density's peak the parabola is fitted on
 MAX_SHIFT = 3.0  # null SDs: a bulk centred higher is not matched (module doc)
 SIGMA_RANGE = (0.5, 2.0)  # the observed bulk's width over the null's, for the bulk check
 MIN_SIGMA = 0.25  # null SDs: the narrowest bulk width used
@@ -63,7 +65,7 @@ METHOD = (
     "share beyond the null matched to the observed bulk (Efron's empirical null): each "
     "feature's nearest-neighbour p-value (against its pair's own null, N null cosines) as z = "
     "Phi^-1(1 - p + 1/(2(N+1))); the unshared bulk fitted as N(delta, sigma^2): delta the centre "
-    "of the z density's highest peak at z <= 3 (kernel density, bandwidth 0.4, parabola on the "
+    "of the z density's highest peak at z <= 3 (kernel density, bandwidth 0.6, parabola on the "
     "log density around the peak), pi0 = 2 F(delta), sigma from the bulk's lower one-SD point; "
     "p' = P(N(delta, "
     "sigma^2) >= z); share = 1 - Storey's pi0 of p' at lambda 0.5, unclamped (a "
@@ -80,11 +82,16 @@ METHOD = (
 
 
 def zscores(pvalues, n_null: int) -> np.ndarray:
-    """[n] z = Phi^-1(1 - p_mid) of empirical p-values (1 + #null >= c) / (N + 1)."""
+    """[n] z = Phi^-1(1 - p_mid) of empirical p-values (1 + #null >= c) / (N + 1); +inf where
+    p is at (or, fitted, below) the null's floor 1 / (N + 1): beyond every null draw, so
+    beyond the bulk whatever its fit (kept out of the bulk's density, counted above it)."""
     p = np.asarray(pvalues, dtype=np.float64)
     if n_null < 1:
         raise ConfigError(f"zscores: the null has no cosines ({n_null})")
-    return norm.isf(np.clip(p - 0.5 / (n_null + 1.0), 0.5 / (n_null + 1.0), 1.0))
+    floor = 1.0 / (n_null + 1.0)
+    z = norm.isf(np.clip(p - 0.5 * floor, 0.5 * floor, 1.0))
+    z[p <= floor * (1 + 1e-9)] = np.inf
+    return z
 
 
 def _quantile(z: np.ndarray, w: np.ndarray, level: float) -> float:
@@ -112,7 +119,10 @@ def bulk_centre(z: np.ndarray, w: np.ndarray) -> float | None:
     Gaussian kernel density (bandwidth KDE_BANDWIDTH null SDs, binned), refined by a parabola
     through the log density within +-PEAK_HALF_WIDTH; None when the density has no maximum
     there (nearly every feature beyond chance: no bulk to match)."""
-    x, c = _counts(z, w)
+    finite = np.isfinite(z)
+    if np.count_nonzero(w[finite] > 0) < 2:
+        return None
+    x, c = _counts(z[finite], w[finite])
     half = int(np.ceil(4 * KDE_BANDWIDTH / BIN_WIDTH))
     kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * BIN_WIDTH / KDE_BANDWIDTH) ** 2)
     dens = np.convolve(c, kernel)[half:half + c.size]  # [B]
@@ -133,7 +143,7 @@ def fit_bulk(z: np.ndarray, w: np.ndarray | None = None) -> dict:
     2 F(delta) (the bulk is symmetric about its centre; everything beyond chance lies above)."""
     z = np.asarray(z, dtype=np.float64)
     w = np.ones(z.size) if w is None else np.asarray(w, dtype=np.float64)
-    if np.any(np.diff(z) < 0):
+    if np.any(z[1:] < z[:-1]):  # (np.diff: inf - inf)
         order = np.argsort(z, kind="stable")
         z, w = z[order], w[order]
     keep = w > 0

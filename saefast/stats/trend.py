@@ -8,6 +8,16 @@ log10(tokens). Budgets share seeds (seed s is the same init, and the same data o
 budget) and data (a smaller budget's tokens are a prefix of a larger one's), so budgets are
 not independent: the interval deletes one seed from EVERY budget at once (a delete-one-seed
 jackknife over the fitted slope, t(S-1) interval), never one budget's run alone.
+
+The share of features beyond chance (`share_beyond_chance`, one slope per null every budget
+judged) needs each pair's p-values under that null, which a report keeps for its primary null
+only; its slope is formed from each budget's reported estimate and SE instead
+(`slope_of_estimates`): budgets taken as independent groups of runs, the slope's SE
+sqrt(sum_b c_b^2 SE_b^2) (c_b: the least-squares weights, SE_b: the budget's delete-one-run
+jackknife SE, the run being the unit), a t quantile with Welch-Satterthwaite degrees of
+freedom over the budgets' S_b - 1. Where budgets reuse seeds (the same inits) their estimates
+correlate positively, which a slope (a contrast) cancels in part, so this interval is then
+conservative.
 """
 
 from __future__ import annotations
@@ -22,12 +32,21 @@ from saefast.stats.inference import (
     PairedRuns,
     Statistic,
     jackknife_interval,
+    t_quantile,
 )
 
 METHOD = ("least-squares slope of the statistic against log10(tokens); "
           f"{100 * DEFAULT_LEVEL:g}% interval: "
           "delete-one-seed jackknife, the seed removed from every budget at once (budgets "
           "share seeds and data), t(S-1)")
+
+
+INDEPENDENT_METHOD = (
+    "least-squares slope of each budget's estimate against log10(tokens); "
+    f"{100 * DEFAULT_LEVEL:g}% interval: budgets as independent groups of runs, SE = "
+    "sqrt(sum_b c_b^2 SE_b^2) from each budget's delete-one-run jackknife SE (c_b the "
+    "least-squares weights), t with Welch-Satterthwaite df over the budgets' S_b - 1 "
+    "(conservative where budgets reuse seeds)")
 
 
 def seed_aligned(report: dict, seeds: Sequence[int], key: str = "all_cosines") -> PairedRuns:
@@ -85,6 +104,35 @@ def slope_per_decade(budgets: Sequence[int], data: Sequence[PairedRuns],
     return {**out, "se": interval["se"], "ci": interval["ci"], "replicates": reps}
 
 
+def slope_of_estimates(budgets: Sequence[int], estimates: Sequence[float],
+                       ses: Sequence[float | None], n_runs: Sequence[int], *,
+                       level: float = DEFAULT_LEVEL) -> dict:
+    """The slope per decade of tokens of per-budget estimates with their SEs (module doc:
+    budgets as independent groups of runs); no interval when a budget has none."""
+    x = np.log10(np.asarray(budgets, float))
+    c = (x - x.mean()) / np.sum((x - x.mean()) ** 2)  # [B] slope = c @ estimates
+    est = float(c @ np.asarray(estimates, float))
+    out = {"budgets": list(map(int, budgets)), "values": [float(v) for v in estimates],
+           "ses": list(ses), "n_runs": list(map(int, n_runs)), "slope_per_decade": est,
+           "method": INDEPENDENT_METHOD, "level": level}
+    if any(s is None or not math.isfinite(s) for s in ses) or min(n_runs) < 3:
+        return {**out, "se": None, "ci": None, "df": None}
+    parts = c ** 2 * np.asarray(ses, float) ** 2  # [B] each budget's share of the variance
+    var = float(parts.sum())
+    df = (var ** 2 / float(np.sum(parts ** 2 / (np.asarray(n_runs) - 1))) if var > 0
+          else float(min(n_runs) - 1))
+    q = t_quantile(level, df)
+    se = math.sqrt(var)
+    return {**out, "se": se, "ci": [est - q * se, est + q * se], "df": df}
+
+
+def _shares(report: dict) -> dict[str, dict]:
+    """{null kind: share_beyond_chance {estimate, se, ...}} the report's evidence judged."""
+    by_null = ((report.get("summary") or {}).get("evidence") or {}).get("by_null") or {}
+    return {k: b["share_beyond_chance"] for k, b in by_null.items()
+            if not b.get("skipped") and b.get("share_beyond_chance")}
+
+
 def families(group_configs: dict[str, dict], min_budgets: int = 2) -> list[list[str]]:
     """Groups (name -> config dict) that differ only in data.tokens, as lists sorted by
     tokens; families with fewer than `min_budgets` budgets are left out."""
@@ -103,7 +151,9 @@ def family_trends(reports: dict[str, dict], group_configs: dict[str, dict],
                   null_medians: Callable[[dict], dict[str, float]] | None = None) -> list[dict]:
     """For every family of groups that differ only in tokens: the slope per decade of the
     pooled median, and of its excess over each null every budget has (`null_medians(report)`
-    -> {kind: median}), over the seeds every budget of the family has."""
+    -> {kind: median}), over the seeds every budget of the family has; and of the share
+    beyond chance under each null every budget judged (`share_beyond_chance`, from each
+    budget's estimate and SE: `slope_of_estimates`)."""
     from saefast.stats.inference import excess_median, median
 
     out = []
@@ -126,5 +176,11 @@ def family_trends(reports: dict[str, dict], group_configs: dict[str, dict],
             if all(m is not None and math.isfinite(m) for m in meds):
                 row["excess_median"][kind] = slope_per_decade(
                     budgets, data, [excess_median(m) for m in meds])
+        shares = [_shares(r) for r in reps]
+        row["share_beyond_chance"] = {
+            kind: slope_of_estimates(budgets, [s[kind]["estimate"] for s in shares],
+                                     [s[kind].get("se") for s in shares],
+                                     [len(r["summary"]["runs"]) for r in reps])
+            for kind in sorted(set.intersection(*(set(s) for s in shares)))}
         out.append(row)
     return out

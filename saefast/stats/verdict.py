@@ -58,12 +58,14 @@ def headline(by_null: dict) -> dict:
     """The headline block (module doc) from `evidence.by_null`: {null (None where no null
     qualifies), share {estimate, ci, se, level, over_lambda, lambda_range} (the chosen null's
     bulk-matched share), bulk_shift {estimate, ci} (null SDs), n_significant_by, n_matched,
-    fraction_significant_by {estimate, ci}, in_all_others / null_in_all_others (seed-count
+    fraction_significant_by {estimate, ci}, null_by {n_significant_by, n_matched} (the same
+    BY count on the null's own dictionaries, matched pairwise: what it is with nothing shared), in_all_others / null_in_all_others (seed-count
     curve, BY-significant, at N = S), candidates [...], rule, reason}."""
     cands = [candidate(k, b) for k, b in by_null.items() if k in DATA_SHAPED]
     used = [c for c in cands if c["used"]]
     out = {"rule": RULE, "candidates": cands, "null": None, "share": None, "bulk_shift": None,
            "n_significant_by": None, "n_matched": None, "fraction_significant_by": None,
+           "null_by": None,
            "in_all_others": None, "null_in_all_others": None, "reason": None}
     if not used:
         out["reason"] = ("no data-shaped null was computed" if not cands else
@@ -84,6 +86,7 @@ def headline(by_null: dict) -> dict:
         n_matched=block["significance"]["n_matched"],
         fraction_significant_by={k: block["fraction_significant_by"].get(k)
                                  for k in ("estimate", "ci")},
+        null_by=curves.get("null_by"),
         in_all_others=_curve_end(curves.get("beyond_chance")),
         null_in_all_others=_curve_end(curves.get("null_beyond_chance")))
     return out

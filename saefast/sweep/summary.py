@@ -72,10 +72,15 @@ def _headline(summary: dict) -> dict | None:
 
 
 def _equivalence(summary: dict) -> dict[str, Any] | None:
-    """{shared, shared_ci (decoder and encoder >= threshold), r, r_ci (Pearson r of the
-    decoder-matched pairs' held-out activations, pairs with a feature that never fires there
-    left out), r_left_out (how many: never_fire.decoder_pairs_left_out), same_partner,
-    agreement}, None when absent."""
+    """{shared, shared_ci (decoder and encoder >= threshold), shared_floor, shared_excess
+    (the mismatched-pairs floor of it, and the excess over it {estimate, ci}),
+    encoder_median, encoder_floor, encoder_excess (the decoder-matched pairs' median encoder
+    cosine, its mismatched-pairs floor and the excess over it), r, r_ci
+    (Pearson r of the decoder-matched pairs' held-out activations, pairs with a feature that
+    never fires there left out), r_floor {mean, median, q95, n} (the token-permutation floor),
+    r_above_floor {estimate, ci} (the share of matched pairs above its 95 % quantile),
+    r_left_out (how many: never_fire.decoder_pairs_left_out), same_partner, agreement}, None
+    when absent."""
     e = summary.get("equivalence") or {}
     enc, act = e.get("encoder"), e.get("activation")
     if not enc and not act:
@@ -83,7 +88,15 @@ def _equivalence(summary: dict) -> dict[str, Any] | None:
     t = f"{summary.get('threshold', 0):g}"
     shared = (enc or {}).get("shared_fraction", {}).get(t) or {}
     r = ((act or {}).get("decoder_pairs_r") or {}).get("median") or {}
+    null = (enc or {}).get("null") or {}  # `stats.view_nulls`
+    mis, cos = null.get("shared") or {}, null.get("cosine") or {}
+    floor = (act or {}).get("floor") or {}
     return {"shared": shared.get("estimate"), "shared_ci": shared.get("ci"),
+            "shared_floor": mis.get("floor"), "shared_excess": mis.get("excess"),
+            "encoder_median": (cos.get("observed") or {}).get("median"),
+            "encoder_floor": (cos.get("floor") or {}).get("median"),
+            "encoder_excess": cos.get("excess_median"),
+            "r_floor": floor.get("floor"), "r_above_floor": floor.get("above_floor_q95"),
             "r": r.get("estimate"), "r_ci": r.get("ci"),
             "r_left_out": ((act or {}).get("never_fire") or {}).get("decoder_pairs_left_out"),
             "same_partner": ((act or {}).get("same_partner") or {}).get("estimate"),
