@@ -45,7 +45,7 @@ def test_analyze_runs_writes_everything(runs, tmp_path):
     assert trained["runs"] == {} and "no training recipe" in trained["reason"]
     assert on_disk["settings"] == {"threshold": 0.9, "top_k": 20, "live_only": True,
                                    "solver": "auto", "plots": True, "baseline": True,
-                                   "evidence": reports.EVIDENCE_VERSION}
+                                   "spectrum_null": False, "evidence": reports.EVIDENCE_VERSION}
     assert nulls["store"] is None and nulls["version"] == saefast.report.nulls.NULLS_VERSION
     assert not list(out.glob(".*"))  # no temp files left behind
     assert oct(os.stat(out / "stability.json").st_mode & 0o777) == oct(0o666 & ~_umask())
