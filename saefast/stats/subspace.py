@@ -36,7 +36,8 @@ from saefast.stats import inference as inf
 from saefast.stats.null_model import NullModel
 
 RANK_START = 8  # the ladder's first rank; then doubling, then min(n, d) / 2
-N_DRAWS = 32  # null pairs per null at most (their mean's error enters the excess's se)
+N_DRAWS = 16  # null pairs per null at most (their mean's error enters the excess's se; 32 took
+# 28 of a 512-feature report's 105 s on 2 loaded cores)
 MIN_DRAWS = 8
 DRAW_WORK = 1 << 34  # draws x (n_a + n_b) x d^2 at most: the null's cost (the Gram matrices)
 ONE_THREAD_MAX = 1 << 30  # n x d^2 up to which the draws run on one BLAS thread
