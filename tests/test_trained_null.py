@@ -143,6 +143,15 @@ def test_the_report_states_the_excess_pair_by_pair(sweep):
     live = report["live_only"] if report.get("live_only") else None
     if live:
         assert "trained" in live["summary"]["nulls"]["kinds"]
+    # per feature too, so the headline can rest on it: the real pairs' nearest cosines
+    # against the null pairs' pooled ones, and the headline takes it among its candidates
+    ev = report["summary"]["evidence"]
+    block = ev["by_null"]["trained"]
+    assert block["null"]["null_pairs"] == 3 and not block["skipped"]
+    assert block["null"]["pooled_nearest"] == 3 * 2 * report["summary"]["runs"][0]["n_features"]
+    assert block["significance"]["n_matched"] == sum(p["n_matched_pairs"] for p in report["pairs"])
+    assert "bulk" in block["share_beyond_chance"]
+    assert "trained" in [c["null"] for c in ev["headline"]["candidates"]]
     # the numbers the planted check reports (tests print them with -s)
     print(f"real pooled median {report['summary']['global_median']:.3f}, trained null median "
           f"{kind['median_cosine']:.3f}, excess {kind['excess_median']['estimate']:+.3f} "

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from saefast.config import NullsConfig
 from saefast.errors import RunDirError, SaefastError
 from saefast.match.cache import MatchingCache
@@ -137,3 +139,33 @@ def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource
             kinds[source.name] = stats.trained_null(
                 rep["pairs"], seeds, cosines, name=source.name, surrogate=source.kind,
                 recipe=source.recipe, hist_edges=HIST_EDGES)
+            _add_evidence(rep, saes, nulls, cosines, live=live, name=source.name)
+
+
+def _add_evidence(report: dict, saes: list[LoadedSAE], nulls: dict[int, LoadedSAE],
+                  cosines: dict[tuple[int, int], object], *, live: bool, name: str) -> None:
+    """evidence.by_null[name] of the report (`stats.trained_null.evidence_block`: the
+    real pairs' nearest and matched cosines against the null pairs' pooled ones), and the
+    headline taken again over it."""
+    from saefast.stats import recurrence as rec
+    from saefast.stats import verdict
+    from saefast.stats.stability import features
+
+    ev = (report.get("summary") or {}).get("evidence")
+    if not ev or ev.get("by_null") is None:
+        return
+    order = sorted(nulls)
+    null_rows = {s: features(nulls[s], live)[1] for s in order}
+    null = []
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            best_a, best_b = rec.nearest_cosines(null_rows[a], null_rows[b])
+            null.append((best_a, best_b, np.asarray(cosines[(a, b)], dtype=np.float64)))
+    rows = [features(s, live)[1] for s in saes]
+    real = {}
+    for p in report["pairs"]:
+        i, j = p["index_a"], p["index_b"]
+        best_a, best_b = rec.nearest_cosines(rows[i], rows[j])
+        real[(i, j)] = (best_a, best_b, np.asarray(p["all_cosines"], dtype=np.float64))
+    ev["by_null"][name] = stats.evidence_block(real, null, len(saes), name=name)
+    ev["headline"] = verdict.headline(ev["by_null"])

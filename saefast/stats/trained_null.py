@@ -102,3 +102,49 @@ def trained_null(pairs: list[dict], seeds: list[int | None],
     entry["excess_pw_mcc"] = inference.run_interval(
         inference.PairedRuns.from_dict(n, pw), inference.mean(), about=EXCESS_PW_MCC)
     return entry
+
+
+EVIDENCE_METHOD = (
+    "each real feature's nearest cosine in the other run against the pooled nearest cosines of "
+    "the null runs' pairs (both sides, every null pair: the trained null has few pairs, so "
+    "one pool for all real pairs); the share beyond chance matched to the observed bulk "
+    "(stats.share); BY per real pair of its matched cosines against the null pairs' pooled "
+    "matched cosines (null_large_enough false when that pool is below what BY needs)")
+
+
+def evidence_block(real: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   null: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_runs: int, *,
+                   name: str) -> dict:
+    """`evidence.by_null[name]` of the trained null, so the headline (`stats.verdict`) can
+    rest on it. real[(i, j)]: the real pair's (nearest cosines of A's features, of B's, matched
+    cosines); null: the same of each null pair. Keys the headline reads: share_beyond_chance
+    (`share.null_share`), significance {n_significant_by, n_matched, null_large_enough},
+    fraction_significant_by; no seed-count curve (the null runs are too few)."""
+    from saefast.stats import inference as inf
+    from saefast.stats import share as sh
+
+    near = np.sort(np.concatenate([np.r_[a, b] for a, b, _ in null]))
+    matched = np.sort(np.concatenate([m for _, _, m in null]))
+    z, by, n_all = {}, {}, 0
+    for key, (a, b, m) in real.items():
+        p = inf.feature_pvalues(np.r_[a, b], near)
+        z[key] = sh.zscores(p, near.size)
+        sig = inf.significance(m, matched)
+        by[key] = sig["by"].astype(float)
+        n_all += int(m.size)
+    n_by = int(sum(v.sum() for v in by.values()))
+    large = matched.size >= inf.min_null_size(max(m.size for _, _, m in real.values()))
+    return {
+        "null": {"kind": name, "description": "SAEs of the group's recipe on surrogate "
+                 "activations (the data's mean and covariance, no sparse structure)",
+                 "null_pairs": len(null), "pooled_nearest": int(near.size),
+                 "pooled_matched": int(matched.size)},
+        "skipped": False, "reason": None, "method": EVIDENCE_METHOD,
+        "share_beyond_chance": dict(sh.null_share(z, n_runs), pvalues="nearest"),
+        "significance": {"procedure": "benjamini-yekutieli", "alpha": inf.FDR_ALPHA,
+                         "family": "one pair", "n_matched": n_all, "n_significant_by": n_by,
+                         "fraction_significant_by": n_by / max(n_all, 1),
+                         "null_large_enough": bool(large)},
+        "fraction_significant_by": inf.run_interval(inf.PairedRuns.from_dict(n_runs, by),
+                                                    inf.mean()),
+    }

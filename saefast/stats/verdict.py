@@ -24,7 +24,8 @@ count the procedure gives with nothing shared.
 
 from __future__ import annotations
 
-DATA_SHAPED = ("covariance", "activations", "dictionary", "spectrum", "trained")
+DATA_SHAPED = ("covariance", "activations", "dictionary", "spectrum", "trained",
+               "trained_elliptical")
 
 RULE = ("the smallest share beyond chance over the data-shaped nulls (covariance, activations, "
         "dictionary, spectrum, trained: those computed) that pass the bulk check (the observed "
