@@ -184,12 +184,15 @@ def test_counts_nulls_and_curves_on_planted_runs():
         np.median([r["median"] for r in ev["redundancy"]["runs"]]), abs=0.1)  # random-ish runs
     curves = ev["seed_count_curve"]
     assert set(curves) == {"at_threshold", "beyond_chance", "null_at_threshold",
-                           "null_beyond_chance", "null_runs"}
+                           "null_beyond_chance", "null_runs", "null_by"}
     assert curves["null_runs"] == 4  # every run: 4 x 64 features is far below the cap
     real = [c["all"]["mean"] for c in curves["beyond_chance"]["curve"]]
     null = [c["all"]["mean"] for c in curves["null_beyond_chance"]["curve"]]
     assert real == sorted(real, reverse=True) and real[-1] > 0.2  # planted features recur
     assert max(null) < 0.02  # nothing recurs beyond chance among null dictionaries
+    null_by = curves["null_by"]  # BY on the null's own dictionaries: (almost) nothing passes
+    assert null_by["n_matched"] == 6 * 64
+    assert null_by["n_significant_by"] <= 0.02 * null_by["n_matched"]
     assert ev["null"]["shapes"][0]["n_cosines"] >= inf.min_null_size(F)
     bare, _, _ = run_evidence(runs, null=False)  # without a null: only what needs none
     assert bare["significance"] is None and bare["share_beyond_chance"] is None
