@@ -327,6 +327,9 @@ def print_report(console: Console, report: dict, title: str) -> None:
     if live:
         print_report(console, {"pairs": live.get("pairs", []), "summary": live.get("summary", {})},
                      title=f"{title} (live features only)")
+    elif s.get("live_only_note"):
+        console.print(f"live features only: {s['live_only_note']}", markup=False,
+                      highlight=False, soft_wrap=True)
 
 
 def print_info(console: Console, info: dict) -> None:

@@ -155,8 +155,27 @@ def test_the_evidence_is_judged_under_every_null_of_the_store(sweep):
         "share_beyond_chance"]["estimate"]
 
 
+def _with_dead(runs, root, dead):
+    """Copies of the runs with the features in `dead` marked dead in the first one, so the
+    live-only report differs from the full one."""
+    out = []
+    for i, run in enumerate(runs):
+        dst = root / run.name
+        shutil.copytree(run, dst)
+        if i == 0:
+            path = dst / "feature_analysis.json"
+            fa = json.loads(path.read_text())
+            for f in fa["features"]:
+                if f["feature_index"] in dead:
+                    f["dead"], f["fire_count"] = True, 0
+            path.write_text(json.dumps(fa))
+        out.append(dst)
+    return out
+
+
 def test_the_live_only_report_has_its_own_nulls_at_the_live_shape(sweep, tmp_path):
     _, runs, store = sweep
+    runs = _with_dead(runs, tmp_path / "runs", dead={0, 1})
     rep = reports.analyze_runs(runs, tmp_path / "a", plots=False, live_only=True, acts=store)
     live = rep["live_only"]
     n = live["summary"]["nulls"]
@@ -170,6 +189,15 @@ def test_the_live_only_report_has_its_own_nulls_at_the_live_shape(sweep, tmp_pat
         assert k["excess_median"]["estimate"] == pytest.approx(
             live["summary"]["global_median"] - k["median_cosine"])
     assert list(live["summary"]["evidence"]["by_null"]) == KINDS
+    assert {p["live_features_a"] for p in live["pairs"] if p["index_a"] == 0} == {14}  # no dead
+
+
+def test_with_no_dead_feature_the_live_only_report_is_not_computed_twice(sweep, tmp_path):
+    _, runs, store = sweep
+    rep = reports.analyze_runs(runs, tmp_path / "a", plots=False, live_only=True, acts=store)
+    assert rep["live_only"] is None and "no run has a dead feature" in \
+        rep["summary"]["live_only_note"]
+    assert rep["summary"]["evidence"]["headline"] is not None  # the full report is whole
 
 
 def test_the_sweep_table_shows_the_excess_over_the_covariance_null(sweep, capsys):

@@ -37,7 +37,8 @@ ORIGINAL_SUMMARY_KEYS = {"n_runs", "n_pairs", "threshold", "median_of_medians", 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return [make_run(root, f"s{i}", seed=i) for i in range(1, 4)]
+    # one dead feature in the first run, so the live-only report is not the full one
+    return [make_run(root, f"s{i}", seed=i, dead=(0,) if i == 1 else ()) for i in range(1, 4)]
 
 
 def original_study_pair(dir_a, dir_b, threshold=0.9):
@@ -116,7 +117,8 @@ def test_stability_report(runs):
     assert s["baseline"]["n_per_draw"] == F
     assert len(s["baseline"]["cosines"]) == s["baseline"]["n_draws"] * F  # every draw
     assert [r["name"] for r in s["runs"]] == ["s1", "s2", "s3"]
-    assert s["runs"][0]["n_live"] == F and s["certified"] and s["mode"] == "full"
+    assert s["runs"][0]["n_live"] == F - 1 and s["runs"][1]["n_live"] == F  # s1: one dead
+    assert s["certified"] and s["mode"] == "full"
     # the pair dicts equal the standalone function's
     solo = compute_sae_pair_alignment(dirs[0], dirs[2], threshold=0.9, top_k=3)
     assert rep["pairs"][1]["all_cosines"] == solo["all_cosines"]
@@ -348,6 +350,8 @@ def test_compute_analysis_holds_both_reports(runs):
     assert untimed(rep["live_only"]) == untimed(live)
     assert rep["live_only"]["summary"] == live["summary"]
     assert "live_only" not in compute_analysis(dirs[:2], baseline=False)
+    no_dead = compute_analysis(dirs[1:], live_only=True, baseline=False)  # s2, s3: all live
+    assert no_dead["live_only"] is None and no_dead["summary"]["live_only_note"]
     seen = []
     compute_analysis(dirs, live_only=True, baseline=False,
                      progress=lambda i, n, p: seen.append((i, n, p["mode"])))

@@ -155,7 +155,9 @@ def _report(tmp_path, kind, **kw):
             own = _unit(rng.standard_normal((F - n_shared, R)) @ basis.T)
             noisy = _unit(common + 0.05 / np.sqrt(D) * rng.standard_normal(common.shape))
             rows = np.vstack([noisy, own])[rng.permutation(F)]
-        runs.append(write_rows(tmp_path / "runs", f"run{s}", rows, seed=s))
+        # live-only: one feature dead in the first run, or the live-only report is the full one
+        dead = (0,) if kw.get("live_only") and s == 0 else ()
+        runs.append(write_rows(tmp_path / "runs", f"run{s}", rows, seed=s, dead=dead))
     store = _store(tmp_path / "store", sigma)
     return reports.analyze_runs(runs, tmp_path / "report", plots=False, acts=store, **kw)
 

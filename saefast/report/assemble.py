@@ -28,7 +28,9 @@ before made; the keys are documented where they are computed):
 4. full report: summary.equivalence (`stats.equivalence`) from the encoder matchings and the
    activation-correlation matchings of the held-out codes (`report.matchings` again), with
    each view's chance floor (`stats.view_nulls`);
-5. live_only=True: steps 2-3 on each run's live features, under the key "live_only";
+5. live_only=True: steps 2-3 on each run's live features, under the key "live_only"; when no
+   run has a dead feature that report would repeat the full one, so "live_only" is None and
+   summary.live_only_note says why (half a report's cost, and half the page, saved);
 6. with a null source: summary.nulls of both (`stats.null_summary.add_nulls`), the
    dictionary-covariance (and, asked for, spectrum-matched) nulls' kinds included, then
    the trained null's kinds (`report.trained_null`: its null runs' pairs matched like the
@@ -154,15 +156,19 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     held_out = report_nulls.held_out(run_dirs, nulls)
     kw = dict(threshold=threshold, top_k=top_k, solver=solver, baseline=baseline,
               progress=progress, matchings=matchings)
-    modes = (False, True) if live_only else (False,)
+    live_mode = live_only and _any_dead(saes)
+    modes = (False, True) if live_mode else (False,)
     dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
     report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
                      **kw)
     _equivalence(saes, report, threshold=threshold, solver=solver, held_out=held_out,
                  matchings=matchings)
-    if live_only:
+    if live_mode:
         report["live_only"] = _report(saes, live_only=True,
                                       other_nulls=others + _model(dicts[True], solver), **kw)
+    elif live_only:
+        report["live_only"] = None
+        report["summary"]["live_only_note"] = NO_DEAD_NOTE
     rows = {live: [stability.features(s, live)[1] for s in saes] for live in modes}
     if spectrum_null and data is not None and data.has_data:  # its per-feature evidence
         for live in modes:
@@ -188,6 +194,16 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
         report["summary"]["ablation"] = _ablation.ablation_block(saes, report["pairs"], **target)
     _agreement(report)  # last: with every view the pairs carry (the ablation's effects too)
     return report
+
+
+NO_DEAD_NOTE = ("no run has a dead feature, so the live-only report is the full report "
+                "(not computed twice)")
+
+
+def _any_dead(saes: list[LoadedSAE]) -> bool:
+    """Whether a live-only report differs from the full one; unknown liveness (no feature
+    file) counts as dead, so the live-only step runs and says what is missing."""
+    return any(s.dead is None or bool(s.dead.any()) for s in saes)
 
 
 def _dictionary(saes: list[LoadedSAE], live_only: bool):

@@ -334,4 +334,6 @@ def group_section(group: str, groups: list[str], report: dict | None, config: di
         parts += ["<h3>Live features only</h3>", markup.facts(_summary_facts(ls)), _nulls_table(ls.get("nulls")),
                   _evidence_table(ls.get("evidence")), _subspace_table(ls.get("subspace")),
                   _figures(images, LIVE_ONLY_PREFIX, group)]
+    elif s.get("live_only_note"):
+        parts += [f"<p>Live features only: {markup.e(s['live_only_note'])}.</p>"]
     return "".join(p for p in parts if p) + "</section>"

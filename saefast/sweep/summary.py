@@ -152,8 +152,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
             "headline": _headline(s),
             "equivalence": _equivalence(s),
             "subspace": ((s.get("subspace") or {}).get("verdict") or {}).get("text"),
-            "live_only_global_median": (report.get("live_only") or {}).get(
-                "summary", {}).get("global_median"),
+            "live_only_global_median": _live_only_median(report),
             "dead_fraction": _mean([o.metrics["train"]["dead_fraction"] for o in ok]),
             "held_out_fvu": _mean([(o.metrics.get("held_out") or {}).get("fvu") for o in ok]),
             "decoder_cosine_to_init": _mean(
@@ -171,3 +170,13 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
                  "failed": [{"name": o.spec.name, "error": o.error}
                             for o in outcomes if o.status == "failed"]},
     }
+
+
+def _live_only_median(report: dict) -> float | None:
+    """The live-only median; the full one where no feature is dead (no live-only report)."""
+    if report.get("live_only") is not None:
+        return report["live_only"].get("summary", {}).get("global_median")
+    if (report.get("summary") or {}).get("live_only_note"):
+        return report["summary"].get("global_median")
+    return None
+
