@@ -206,3 +206,62 @@ def test_cli_info_shows_the_threads_and_sweep_refuses_zero(capsys, tmp_path):
         assert "torch_intra_op_threads" in out and "3 worker processes x 1 thread(s)" in out
         assert main(["sweep", "--threads", "0", "--out", str(tmp_path / "o")]) == 2
     assert "threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def _report_text(path, out_dir):
+    """A stored report with what may differ between two sweep folders left out: the folder's
+    own path, timings and the inputs' fingerprint (file times)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()
+                    if k not in ("timings", "inputs_fingerprint") and "seconds" not in k}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return strip(json.loads(path.read_text().replace(str(out_dir), "OUT")))
+
+
+def test_reports_in_the_seed_workers_equal_the_reports_made_here(corpus, tmp_path, monkeypatch):
+    import shutil
+
+    from saefast.cli.main import main
+    from saefast.sweep import analyze, seed_pool
+
+    monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(analyze, "PARALLEL_WORK", 0)  # these tiny reports would stay here
+    calls = []
+    real_map = seed_pool.map_calls
+    monkeypatch.setattr(seed_pool, "map_calls",
+                        lambda c, **kw: calls.append([a[2][0] for a in c]) or real_map(c, **kw))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(json.dumps({
+        "name": "two groups",
+        "base": {"model": {"name": "tiny", "hook": HOOK},
+                 "data": {"corpus": str(corpus), "tokens": 800},
+                 "sae": {"n_features": 16, "k": 2}, "train": {"epochs": 2}},
+        "grid": {"sae.n_features": [16, 24], "train.seed": "1..3"}}))
+    par = tmp_path / "par"
+    assert main(["sweep", str(exp), "--out", str(par), "--threads", "2"]) == 0
+    assert len(calls) == 1 and len(calls[0]) == 2  # both groups' reports, in the workers
+    assert "f24" in calls[0][0]  # the larger first
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copytree(par / "runs", here / "runs")  # the same runs (file times kept)
+    monkeypatch.setenv(threads.WORKERS_ENV, "off")
+    assert main(["sweep", str(exp), "--out", str(here), "--threads", "2"]) == 0
+    assert len(calls) == 1  # this time in the sweep's process
+    reports = sorted(p.relative_to(par) for p in (par / "reports").glob("*/stability.json"))
+    assert len(reports) == 2
+    for rel in reports:
+        assert _report_text(par / rel, par) == _report_text(here / rel, here), rel
+    seed_pool.shutdown()
+
+
+def test_a_report_error_in_a_worker_is_raised_as_itself(tmp_path):
+    from saefast.errors import RunDirError
+    from saefast.sweep import seed_pool
+
+    missing = tmp_path / "no-run"
+    call = ("saefast.report.assemble", "compute_analysis", ([missing, missing],))
+    with pytest.raises(RunDirError, match="no-run"):
+        seed_pool.map_calls([call, call], workers=2, threads=1)
+    seed_pool.shutdown()

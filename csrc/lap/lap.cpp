@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -176,7 +177,7 @@ class Solver {
   void augment_all(std::vector<int64_t>* stuck) {
     for (int64_t i = 0; i < n_; ++i) {
       if (x_[i] >= 0) continue;
-      if (augment(i)) {
+      if (dense_augment(i)) {
         ++stats_.augmented;
       } else {
         ++stats_.stuck;
@@ -256,6 +257,12 @@ class Solver {
       }
     }
     if (sink < 0) return false;
+    finish(i0, sink);
+    return true;
+  }
+
+  // The dual update of the scanned columns and the augmentation along pred_ to the sink.
+  void finish(int64_t i0, int64_t sink) {
     const double D = d_[sink];
     // d_j <= D; the min() keeps v non-increasing even when rounding says d_j exceeds D by an
     // ulp, which callers rely on (a bound on max_j (cos_ij + v_j) stays valid across solves).
@@ -269,7 +276,64 @@ class Solver {
       if (i == i0) break;
       j = prev;
     }
-    return true;
+  }
+
+  // Every row of a dense graph holds every column, so a heap would take all m columns of each
+  // scanned row: Jonker-Volgenant's shortest path instead keeps one distance per column and
+  // finds the nearest unscanned one by a linear scan fused with the relaxation (O(m) per
+  // scanned row, no heap). Sparse graphs keep the heap (`augment`).
+  bool dense_augment(int64_t i0) {
+    if constexpr (!std::is_same_v<G, DenseGraph>) {
+      return augment(i0);
+    } else {
+      todo_.resize(m_);
+      final_.clear();
+      const double* row = g_.cost + i0 * m_;
+      int64_t best = -1, bt = -1;  // the nearest unscanned column and its slot in todo_
+      double mn = kInf;
+      for (int64_t j = 0; j < m_; ++j) {
+        todo_[j] = static_cast<int32_t>(j);
+        d_[j] = row[j] - v_[j];  // offset by u_i0: cancels in d_j - D
+        pred_[j] = i0;
+        pcost_[j] = row[j];
+        if (nearer(j, d_[j], best, mn)) best = bt = j, mn = d_[j];
+      }
+      int64_t live = m_, sink = -1;
+      while (best >= 0) {
+        const int64_t j = best;
+        if (y_[j] < 0) {  // the nearest column is free: the sink
+          sink = j;
+          break;
+        }
+        todo_[bt] = todo_[--live];  // j is scanned
+        final_.push_back(static_cast<int32_t>(j));
+        ++stats_.scanned;
+        const int64_t i = y_[j];
+        const double dj = mn, ui = mcost_[i] - v_[j];
+        const double* ci = g_.cost + i * m_;
+        best = bt = -1;
+        mn = kInf;
+        for (int64_t t = 0; t < live; ++t) {
+          const int64_t j2 = todo_[t];
+          const double nd = dj + (ci[j2] - v_[j2] - ui);
+          if (nd < d_[j2]) {
+            d_[j2] = nd;
+            pred_[j2] = i;
+            pcost_[j2] = ci[j2];
+          }
+          if (nearer(j2, d_[j2], best, mn)) best = j2, bt = t, mn = d_[j2];
+        }
+      }
+      if (sink < 0) return false;
+      finish(i0, sink);
+      return true;
+    }
+  }
+
+  // Column j at distance dj beats the best so far: nearer, or as near and free (a free column
+  // ends the search at once; ties are common with duplicated rows).
+  bool nearer(int64_t j, double dj, int64_t best, double mn) const {
+    return dj < mn || (dj == mn && best >= 0 && y_[j] < 0 && y_[best] >= 0);
   }
 
   const G& g_;
@@ -284,6 +348,7 @@ class Solver {
   uint32_t epoch_ = 0;
   std::vector<Entry> heap_;
   std::vector<int32_t> final_;
+  std::vector<int32_t> todo_;  // dense_augment: the unscanned columns
   Stats stats_;
 };
 

@@ -62,7 +62,8 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     trained_null = _trained_null(executor, runs, out_dir, nulls, events=events,
                                  memory_budget=memory_budget, threads=threads)
     t_null = time.perf_counter() - t_null
-    reports = analyze_groups(runs, out_dir, events=events, nulls=nulls) if analyze else {}
+    reports = (analyze_groups(runs, out_dir, events=events, nulls=nulls, threads=threads)
+               if analyze else {})
     summary = summarize(outcomes, reports)
     summary["trained_null"] = {"seconds": t_null, "kinds": list(nulls.kinds()),
                                "groups": trained_null}

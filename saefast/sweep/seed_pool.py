@@ -17,13 +17,14 @@ at exit) closes their stdin and they exit. A worker whose sweep died stops at it
 from __future__ import annotations
 
 import atexit
+import os
 import pickle
 import queue as queue_lib
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Callable
 
 from saefast.errors import SaefastError
 from saefast.train.progress import step_record
@@ -31,6 +32,9 @@ from saefast.train.progress import step_record
 if TYPE_CHECKING:
     from saefast.sweep.events import Events, RunOutcome
     from saefast.sweep.experiment import RunSpec
+
+
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class WorkerFailed(SaefastError, RuntimeError):
@@ -42,9 +46,12 @@ class _Worker:
 
     def __init__(self, threads: int, inbox: queue_lib.Queue, index: int):
         self.index = index
+        # BLAS threads as torch's: numpy's matrix products in a report task would otherwise
+        # take every core in every worker
+        env = dict(os.environ, **{v: str(threads) for v in BLAS_THREAD_VARS})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "saefast.sweep.seed_worker", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.reader = threading.Thread(target=self._read, args=(self.proc.stdout, inbox), daemon=True)
         self.reader.start()
 
@@ -121,7 +128,7 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
     device = parts[0][0].config.model.device
     share = (memory_budget or memory.available_bytes(device)) // len(parts)
     for w, part in zip(workers, parts):
-        w.send((part, data, out_dir, share))
+        w.send(("train", part, data, out_dir, share))
     results: dict[int, list[RunOutcome]] = {}
     latest: dict[int, tuple[int, int, dict]] = {}
     while len(results) < len(parts):
@@ -137,3 +144,57 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
             detail = payload or f"the worker process exited (code {workers[index].proc.poll()})"
             raise WorkerFailed(f"training {names} in a worker process failed: {detail}")
     return [outcome for i in range(len(parts)) for outcome in results[i]]
+
+
+def _again(error: tuple[str, str, str]) -> SaefastError:
+    """A worker's saefast error (module, class name, message) as the same class here."""
+    import importlib
+
+    module, name, message = error
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        if isinstance(cls, type) and issubclass(cls, SaefastError):
+            return cls(message)
+    except (ImportError, AttributeError, TypeError):
+        pass
+    return WorkerFailed(message)
+
+
+def map_calls(calls: list[tuple[str, str, tuple]], *, workers: int, threads: int,
+              on_start: Callable[[int], None] | None = None) -> list:
+    """Each call (module, function, args) run in a worker, up to `workers` at once, in the
+    order given (put the longest first); the results in that order. on_start(i) when call i
+    is handed to a worker. An error of saefast's is raised as it is; any other, or a worker
+    that dies, as WorkerFailed."""
+    pool = _pool(workers, threads)
+    todo = list(range(len(calls)))
+    busy: dict[int, int] = {}  # worker index -> call index
+    results: dict[int, object] = {}
+
+    def hand(worker: _Worker) -> None:
+        i = todo.pop(0)
+        busy[worker.index] = i
+        if on_start is not None:
+            on_start(i)
+        worker.send(("call", *calls[i]))
+
+    for w in pool:
+        if todo:
+            hand(w)
+    while busy:
+        index, kind, payload = _inbox.get()
+        if kind == "step":
+            continue
+        if kind == "done":
+            results[busy.pop(index)] = payload
+            if todo:
+                hand(pool[index])
+            continue
+        shutdown()
+        if kind == "raise":
+            raise _again(payload)
+        module, function, _ = calls[busy[index]]
+        detail = payload or f"the worker process exited (code {pool[index].proc.poll()})"
+        raise WorkerFailed(f"{module}.{function} in a worker process failed: {detail}")
+    return [results[i] for i in range(len(calls))]
+

@@ -1,8 +1,9 @@
 """A seed worker process: the other side of `sweep.seed_pool`.
 
-`python -m saefast.sweep.seed_worker THREADS` reads tasks (runs, activation store, OUT,
-memory share) as pickles from its stdin, trains each with `passes.run_pass_here` on THREADS
-torch threads, and sends back step progress and the outcomes (or the error) as pickles over
+`python -m saefast.sweep.seed_worker THREADS` reads tasks as pickles from its stdin: "train"
+(runs, activation store, OUT, memory share), trained with `passes.run_pass_here`, or "call"
+(module, function, args: a sweep's group reports, `seed_pool.map_calls`), on THREADS torch
+(and BLAS) threads, and sends back step progress and the result (or the error) as pickles over
 a copy of its stdout; anything the code prints goes to stderr instead. It is a fresh
 interpreter (fork after OpenMP has started is unsafe) that never imports the caller's main
 module, so a user's script needs no `if __name__ == "__main__"` guard (multiprocessing's
@@ -12,11 +13,13 @@ that started it has died (its checkpoints stay for the resumed sweep).
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
 from typing import IO
 
+from saefast.errors import SaefastError
 from saefast.sweep.events import Events
 
 
@@ -52,16 +55,24 @@ def main(threads: int) -> None:
     tasks = sys.stdin.buffer
     while True:
         try:
-            runs, data, out_dir, budget = pickle.load(tasks)
+            kind, *task = pickle.load(tasks)
         except EOFError:
             return
         try:
-            outcomes = passes.run_pass_here(runs, data, out_dir, events=PipeEvents(out, parent),
-                                            memory_budget=budget)
+            if kind == "train":
+                runs, data, out_dir, budget = task
+                result = passes.run_pass_here(runs, data, out_dir,
+                                              events=PipeEvents(out, parent), memory_budget=budget)
+            else:  # "call": module, function, args (`seed_pool.map_calls`)
+                module, function, args = task
+                result = getattr(importlib.import_module(module), function)(*args)
         except Exception as e:  # noqa: BLE001 - reported to the sweep, which raises
-            _send(out, ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            if kind == "call" and isinstance(e, SaefastError):  # raised again there: one line
+                _send(out, ("raise", (type(e).__module__, type(e).__qualname__, str(e))))
+            else:  # a training pass's failure names its runs (`seed_pool.run_parts`)
+                _send(out, ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
             continue
-        _send(out, ("done", outcomes))
+        _send(out, ("done", result))
 
 
 if __name__ == "__main__":
