@@ -1,6 +1,6 @@
 """A sweep on a busy CPU (issue 13): the default study alone, beside a CPU hog, beside itself.
 
-    python benchmarks/bench_busy.py [--sections pass,study] [--json out.json]
+    python benchmarks/bench_busy.py [--sections pass,study,reports] [--json out.json]
 
 pass    one pass of 5 seeds of the default study (30,000 tokens, blocks.0 and blocks.3,
         128 and 512 features), from its warm activation store: trained in this process with
@@ -17,6 +17,13 @@ study   `saefast sweep experiments/seed_repro.yaml` as a user runs it (a fresh p
         process with intra-op threads, the behaviour before). Alone and off run twice,
         interleaved, before and after the loaded runs (means). Ratios against alone, all in
         this run. On 2 cores a fair share beside one busy core or a second sweep is 2x.
+reports the report phase of the default study: its runs (and trained null runs) trained
+        once, then `saefast sweep` again in a fresh process on a fresh copy of them (file
+        times kept, so nothing is retrained), which computes the 6 reports and the page:
+        with the reports side by side in the seed workers (`sweep.analyze`, the default)
+        against SAEFAST_SEED_WORKERS=off (one after the other in the sweep's process, how
+        they ran before). Interleaved rounds, medians; the two sets of reports are checked
+        to agree (every number within 1e-6).
 """
 
 from __future__ import annotations
@@ -110,6 +117,57 @@ def study_section(args: argparse.Namespace) -> dict:
                         "weights_identical": same}}
 
 
+def reports_section(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="saefast-reports-"))
+    cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
+    modes = {"reports side by side in the seed workers": {},
+             "one after the other (SAEFAST_SEED_WORKERS=off)": {"SAEFAST_SEED_WORKERS": "off"}}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    try:
+        _warm_cache(cache)
+        _wait(_run(_sweep_cmd(work / "trained", cache)), time.perf_counter())
+        for r in range(args.rounds):
+            for i, (mode, env) in enumerate(modes.items()):
+                out = work / f"r{r}-{i}"
+                out.mkdir()
+                shutil.copytree(work / "trained" / "runs", out / "runs")  # copy2: times kept
+                t0 = time.perf_counter()
+                times[mode].append(_wait(_run(_sweep_cmd(out, cache), env), t0))
+        agree = _reports_agree(work / "r0-0", work / "r0-1")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {m: sorted(t)[len(t) // 2] for m, t in times.items()}
+    base = med["one after the other (SAEFAST_SEED_WORKERS=off)"]
+    rows = [[m, f"{t:.1f} s", f"{base / t:.2f}x"] for m, t in med.items()]
+    return {"title": f"the default study's 6 reports and page, median of {args.rounds} "
+                     "interleaved rounds (nothing retrained)",
+            "columns": ["how", "time", "speedup"], "rows": rows,
+            "results": {"times_s": times, "median_s": med, "reports_agree": agree}}
+
+
+def _reports_agree(a: Path, b: Path, tol: float = 1e-6) -> bool:
+    """Every stored report of sweep folder a equals b's: strings (other than paths) equal,
+    numbers within tol (BLAS sums differ by thread count in the last bits)."""
+    import json
+
+    def same(x, y) -> bool:
+        if isinstance(x, dict):
+            return isinstance(y, dict) and all(
+                k in ("timings", "inputs_fingerprint") or "seconds" in k or same(x[k], y.get(k))
+                for k in x)
+        if isinstance(x, list):
+            return isinstance(y, list) and len(x) == len(y) and all(map(same, x, y))
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and isinstance(y, (int, float)):
+            return x == y or abs(x - y) <= tol or (x != x and y != y)  # NaN: both
+        return x == y
+
+    files = sorted((a / "reports").glob("*/stability.json"))
+    return bool(files) and all(
+        same(json.loads(f.read_text().replace(str(a), "OUT")),
+             json.loads((b / "reports" / f.parent.name / f.name).read_text().replace(str(b), "OUT")))
+        for f in files)
+
+
 def _same_weights(ref: Path, others: list[Path]) -> bool:
     files = sorted((ref / "runs").glob("*/sae_weights.safetensors"))
     return bool(files) and all(
@@ -173,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", help="an activation cache to use (default: a fresh one, "
                                             "harvested first and not timed)")
     parser.add_argument("--json", help="write the results here")
-    run_sections(parser.parse_args(argv), {"pass": pass_section, "study": study_section})
+    run_sections(parser.parse_args(argv), {"pass": pass_section, "study": study_section,
+                                           "reports": reports_section})
 
 
 if __name__ == "__main__":

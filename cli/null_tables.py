@@ -102,12 +102,25 @@ def print_verdict(console: Console, rows: list[dict]) -> None:
             continue
         table.add_row(escape(row["group"]), value_cell(h["share"], h["share_ci"]),
                       SHORT.get(h["null"], h["null"]),
-                      f"{h['n_significant_by']}/{h['n_matched']}",
+                      _by_cell(h),
                       "-" if h["bulk_shift"] is None else f"{h['bulk_shift']:+.1f}")
     console.print(table)
     for row in rows:
         if row["headline"]["null"] is None:
             console.print(escape(f"{row['group']}: no headline: {row['headline']['reason']}"))
+        elif row["headline"].get("by_powered") is False:
+            console.print(escape(f"{row['group']}: BY n/a: {UNDERPOWERED}"), soft_wrap=True)
+
+
+UNDERPOWERED = ("the null's pool of matched cosines is too small for any p-value to reach "
+                "BY's first threshold at this many features, so no count is given (not 0)")
+
+
+def _by_cell(h: dict) -> str:
+    """BY-significant of matched, or n/a where the null cannot make any significant."""
+    if h.get("by_powered") is False:
+        return f"n/a/{h['n_matched']}"
+    return f"{h['n_significant_by']}/{h['n_matched']}"
 
 
 def print_nulls(console: Console, rows: list[dict]) -> None:

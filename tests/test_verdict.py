@@ -179,3 +179,30 @@ def test_a_null_the_bulk_sits_below_is_named_and_not_used():
     none = verdict.headline({"covariance": _evidence_block(sh.null_share(low, S))})
     assert none["null"] is None and "bulk check" in none["reason"]
     assert verdict.headline({"isotropic": _evidence_block(sh.null_share(fine, S))})["null"] is None
+
+
+def test_a_null_too_small_for_by_gives_no_count_not_zero():
+    """The trained null's few pairs cannot reach BY's first threshold at large F: the headline
+    says so (by_powered False) and the verdict table prints n/a with the reason, not 0."""
+    from rich.console import Console
+
+    from cli.null_tables import UNDERPOWERED, print_verdict
+    from saefast.sweep.summary import _headline
+
+    rng = np.random.default_rng(5)
+    fine = {(i, j): rng.standard_normal(400) for i in range(S) for j in range(i + 1, S)}
+    block = _evidence_block(sh.null_share(fine, S))
+    block["significance"].update(n_matched=5120, null_large_enough=False)
+    head = verdict.headline({"trained": block})
+    assert head["null"] == "trained" and head["by_powered"] is False
+    console = Console(record=True, width=200)
+    row = {"group": "g", "headline": _headline({"evidence": {"headline": head}})}
+    print_verdict(console, [row])
+    text = " ".join(console.export_text().split())
+    assert "n/a/5120" in text and " ".join(UNDERPOWERED.split()) in text and "0/5120" not in text
+    block["significance"]["null_large_enough"] = True
+    row = {"group": "g", "headline": _headline({"evidence": {"headline": verdict.headline(
+        {"trained": block})}})}
+    console = Console(record=True, width=200)
+    print_verdict(console, [row])
+    assert "0/5120" in console.export_text()

@@ -59,13 +59,15 @@ def headline(by_null: dict) -> dict:
     """The headline block (module doc) from `evidence.by_null`: {null (None where no null
     qualifies), share {estimate, ci, se, level, over_lambda, lambda_range} (the chosen null's
     bulk-matched share), bulk_shift {estimate, ci} (null SDs), n_significant_by, n_matched,
-    fraction_significant_by {estimate, ci}, null_by {n_significant_by, n_matched} (the same
+    by_powered (False: the null's pool is too small for BY at this size, so its count says
+    nothing), fraction_significant_by {estimate, ci}, null_by {n_significant_by, n_matched} (the same
     BY count on the null's own dictionaries, matched pairwise: what it is with nothing shared), in_all_others / null_in_all_others (seed-count
     curve, BY-significant, at N = S), candidates [...], rule, reason}."""
     cands = [candidate(k, b) for k, b in by_null.items() if k in DATA_SHAPED]
     used = [c for c in cands if c["used"]]
     out = {"rule": RULE, "candidates": cands, "null": None, "share": None, "bulk_shift": None,
-           "n_significant_by": None, "n_matched": None, "fraction_significant_by": None,
+           "n_significant_by": None, "n_matched": None, "by_powered": None,
+           "fraction_significant_by": None,
            "null_by": None,
            "in_all_others": None, "null_in_all_others": None, "reason": None}
     if not used:
@@ -84,6 +86,9 @@ def headline(by_null: dict) -> dict:
         bulk_shift=(None if share["bulk"]["shift"] is None else
                     {k: share["bulk"]["shift"].get(k) for k in ("estimate", "ci")}),
         n_significant_by=block["significance"]["n_significant_by"],
+        # False where the null's pool cannot reach BY's first threshold at this many features
+        # (the trained null's few pairs): its 0 is no evidence of absence
+        by_powered=block["significance"].get("null_large_enough"),
         n_matched=block["significance"]["n_matched"],
         fraction_significant_by={k: block["fraction_significant_by"].get(k)
                                  for k in ("estimate", "ci")},

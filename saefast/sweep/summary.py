@@ -67,6 +67,7 @@ def _headline(summary: dict) -> dict | None:
     share = h.get("share") or {}
     return {"null": h.get("null"), "share": share.get("estimate"), "share_ci": share.get("ci"),
             "n_significant_by": h.get("n_significant_by"), "n_matched": h.get("n_matched"),
+            "by_powered": h.get("by_powered"),
             "bulk_shift": (h.get("bulk_shift") or {}).get("estimate"),
             "reason": h.get("reason")}
 
