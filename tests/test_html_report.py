@@ -16,6 +16,7 @@ from saefast.cli.main import main
 from saefast.report import captions, cells
 from saefast.report import files as reports
 from saefast.report import html as html_report
+from saefast.report import html_groups
 from saefast.runs.layout import HTML_REPORT
 
 NAME = 'tiny <study> & "co"'
@@ -353,3 +354,23 @@ def test_a_headless_browser_loads_every_image(sweep, tmp_path):
                     "--window-size=1200,3000", f"--screenshot={shot}",
                     (out / HTML_REPORT).as_uri()], capture_output=True, timeout=120)
     assert _png_size(shot.read_bytes()) == (1200, 3000)
+
+
+def test_the_page_opens_with_what_the_study_found(sweep):
+    """The verdict comes first, before the study's metadata: each group's headline share
+    against the null it rests on, and the subspace verdict in words."""
+    out, _ = sweep
+    text, page = _page(out)
+    assert text.index('id="verdict"') < text.index('id="study"') < text.index('id="overview"')
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = summary["groups"]
+    table = next(t for t in page.tables if t[0][:3] == ["group", "in words", "beyond chance [90%]"])
+    (cells_,) = table[1:]
+    h = row["headline"]
+    assert cells_[1] == row["subspace"]
+    if h["null"] is not None:
+        assert cells_[2] == cells.value_cell(h["share"], h["share_ci"]) and cells_[3] == h["null"]
+    else:  # 3 runs of 720 tokens: no share with an interval, and the page says so
+        assert cells_[2:4] == ["-", "none"] and row["subspace"].startswith("not judged")
+    (prefix, words), = [f for f in html_groups.FINDINGS if row["subspace"].startswith(f[0])]
+    assert f"Of 1 group: 1 {words}." in " ".join(" ".join(page.text).split())

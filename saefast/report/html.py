@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from saefast.report import html_markup as markup
-from saefast.report.html_groups import group_section, overview, trends
+from saefast.report.html_groups import group_section, overview, trends, verdict
 
 # ---------------------------------------------------------------------------- the study
 
@@ -196,13 +196,15 @@ def render(summary: dict, reports: dict[str, dict], *,
     groups = markup.distinct([r["group"] for r in summary.get("groups") or []] + list(reports))
     configs = study.get("groups") or {}
     nav = "".join(f'<li><a href="#{a}">{markup.e(t)}</a></li>' for a, t in
-                  [("study", "The study"), ("overview", "Groups")]
+                  [("verdict", "What the study found"), ("study", "The study"),
+                   ("overview", "Groups")]
                   + ([("trends", "Trends per decade of tokens")] if trends(summary, groups) else [])
                   + [(markup.anchor(groups, g), g) for g in groups]
                   + [("method", "Method and definitions"), ("notes", "Notes")])
     body = [
         f"<h1>{markup.e(heading)}</h1>",
         f"<nav><ul>{nav}</ul></nav>",
+        verdict(summary, groups),
         _study_section(summary, study, title, generated),
         overview(summary, groups),
         trends(summary, groups),

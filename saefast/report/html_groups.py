@@ -45,6 +45,48 @@ FIGURES = [
 # ---------------------------------------------------------------------------- all groups
 
 
+# the subspace verdict's labels, as the text of `stats.subspace` starts
+FINDINGS = (("the same features", "show the same features"),
+            ("the same subspace", "share a subspace but not the same features"),
+            ("nothing beyond chance", "show nothing beyond chance"),
+            ("not judged", "are not judged (too few runs, or no null)"))
+
+
+def verdict(summary: dict, groups: list[str]) -> str:
+    """What the study found, first on the page: one sentence over the groups, then per group
+    the headline share against the strictest data-shaped null that fits (named), its BY
+    count and bulk shift, and the subspace verdict in words (`stats.verdict`, `stats.subspace`)."""
+    rows = [r for r in summary.get("groups") or [] if r.get("headline") or r.get("subspace")]
+    if not rows:
+        return ""
+    counts = []
+    for prefix, words in FINDINGS:
+        n = sum(1 for r in rows if (r.get("subspace") or "").startswith(prefix))
+        if n:
+            counts.append(f"{n} {words}")
+    lead = (f"Of {len(rows)} group{'s' if len(rows) != 1 else ''}: {'; '.join(counts)}."
+            if counts else "")
+
+    def by(h: dict) -> str:
+        if h.get("by_powered") is False:
+            return "n/a (null too small for BY)"
+        return f"{h.get('n_significant_by')} of {h.get('n_matched')}"
+
+    table = markup.table(
+        ["group", "in words", "beyond chance [90%]", "against", "BY-significant",
+         "bulk shift (null SDs)"],
+        [[markup.group_link(groups, r["group"]),
+          r.get("subspace") or (r.get("headline") or {}).get("reason") or "-"]
+         + ([value_cell(h["share"], h.get("share_ci")), h["null"], by(h),
+             "-" if h.get("bulk_shift") is None else f"{h['bulk_shift']:+.1f}"]
+            if (h := r.get("headline") or {}).get("null") else
+            ["-", "none", "-", "-"]) for r in rows],
+        "in words: the subspace verdict (the same features, the same subspace but not the "
+        "same features, or nothing beyond chance). " + captions.VERDICT, labels=2)
+    return (f'<section id="verdict"><h2>What the study found</h2><p>{markup.e(lead)}</p>'
+            f"{table}</section>")
+
+
 def overview(summary: dict, groups: list[str]) -> str:
     rows = summary.get("groups") or []
     if not rows:
