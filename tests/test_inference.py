@@ -328,3 +328,12 @@ def test_seed_count_curve_from_a_report(tmp_path):
     for c in curve[:-1]:
         lo, hi = c["all"]["jackknife"]["ci"]
         assert lo <= c["all"]["mean"] <= hi
+
+
+def test_a_fractions_interval_stays_within_zero_and_one():
+    """The jackknife's t interval of a fraction near 0 or 1 can leave [0, 1]; reports clip it
+    (equivalence.shared_fraction, the BY fractions), the estimate untouched."""
+    near_zero = {"estimate": 0.0004, "ci": [-0.0007, 0.0015]}
+    assert inf.fraction_interval(near_zero) == {"estimate": 0.0004, "ci": [0.0, 0.0015]}
+    assert inf.fraction_interval({"estimate": 0.999, "ci": [0.998, 1.002]})["ci"] == [0.998, 1.0]
+    assert inf.fraction_interval({"estimate": 0.5, "ci": None})["ci"] is None

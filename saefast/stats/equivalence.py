@@ -123,7 +123,8 @@ def encoder_block(saes: Sequence, pairs: list[dict], *, threshold: float, solver
                      "fraction_above": _interval(enc_matched, S, inf.fraction_at_least(t))},
         "decoder_pairs": {"median": _interval(enc_cos, S, inf.median()),
                           "fraction_above": _interval(enc_cos, S, inf.fraction_at_least(t))},
-        "shared_fraction": {f"{t_:g}": _interval(shared[t_], S, inf.mean()) for t_ in ts},
+        "shared_fraction": {f"{t_:g}": inf.fraction_interval(_interval(shared[t_], S, inf.mean()))
+                            for t_ in ts},
     }
 
 

@@ -83,10 +83,8 @@ def _interval(data: inf.PairedRuns, stat: inf.Statistic) -> dict:
 
 
 def _fraction(interval: dict) -> dict:
-    """A fraction's interval kept within [0, 1] (the jackknife's t interval is not)."""
-    if interval.get("ci"):
-        interval["ci"] = [float(np.clip(c, 0.0, 1.0)) for c in interval["ci"]]
-    return interval
+    """A fraction's interval kept within [0, 1] (`inference.fraction_interval`)."""
+    return inf.fraction_interval(interval)
 
 
 def _indicator(count: int, n: int) -> np.ndarray:

@@ -251,6 +251,13 @@ def jackknife(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL
             "replicates": reps.tolist()}
 
 
+def fraction_interval(interval: dict | None) -> dict | None:
+    """A fraction's interval kept within [0, 1] (the jackknife's t interval is not)."""
+    if interval and interval.get("ci"):
+        interval["ci"] = [float(np.clip(c, 0.0, 1.0)) for c in interval["ci"]]
+    return interval
+
+
 def run_interval(data: PairedRuns, stat: Statistic, *, level: float = DEFAULT_LEVEL,
                  about: str | None = None) -> dict:
     """What a report states for a statistic of paired runs: {estimate, ci, se, level,
