@@ -265,3 +265,27 @@ def test_a_report_error_in_a_worker_is_raised_as_itself(tmp_path):
     with pytest.raises(RunDirError, match="no-run"):
         seed_pool.map_calls([call, call], workers=2, threads=1)
     seed_pool.shutdown()
+
+
+def test_a_report_worker_that_dies_leaves_the_reports_to_the_sweep(monkeypatch, tmp_path):
+    """A worker dying in the report phase (out of memory, killed) does not lose the sweep:
+    the reports are made in the sweep's process instead, and it says so."""
+    from saefast.sweep import analyze, seed_pool
+
+    said = []
+
+    class Said(Events):
+        def message(self, text):
+            said.append(text)
+
+    def dies(calls, **kw):
+        raise seed_pool.WorkerFailed("the worker process exited (code -9)")
+
+    monkeypatch.setattr(seed_pool, "map_calls", dies)
+    monkeypatch.setattr(analyze, "PARALLEL_WORK", 0)
+    from saefast.report import files as reports
+
+    monkeypatch.setattr(reports, "stored_report", lambda *a, **k: None)
+    jobs = {"g1": (16, [], tmp_path, {}), "g2": (16, [], tmp_path, {})}
+    assert analyze._in_workers(jobs, tmp_path, Said(), threads=2) == {}
+    assert said and "made here instead" in said[0] and "code -9" in said[0]

@@ -85,8 +85,12 @@ def _in_workers(jobs: dict, out_dir: Path, events: Events, threads: int | None) 
         return {}
     todo.sort(key=lambda g: (report_work(jobs[g][0]) * len(jobs[g][1]) ** 2), reverse=True)
     calls = [(__name__, "report_task", (g, *jobs[g][1:], str(out_dir))) for g in todo]
-    results = seed_pool.map_calls(calls, workers=workers, threads=max(1, budget // workers),
-                                  on_start=lambda i: events.report_started(todo[i]))
+    try:
+        results = seed_pool.map_calls(calls, workers=workers, threads=max(1, budget // workers),
+                                      on_start=lambda i: events.report_started(todo[i]))
+    except seed_pool.WorkerFailed as e:  # a worker died (memory?): the rest are made here;
+        events.message(f"reports in worker processes failed, made here instead: {e}")
+        return {}  # the reports the workers finished are stored and reused
     return dict(zip(todo, results))
 
 
