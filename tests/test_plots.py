@@ -94,18 +94,29 @@ def _minimal(medians: dict, n_runs: int) -> dict:
 
 
 def test_heatmap_colours_span_the_pair_medians_not_the_diagonal():
-    rep = _minimal({(0, 1): 0.47, (0, 2): 0.53, (1, 2): 0.50}, 3)
+    rep = _minimal({(0, 1): 0.40, (0, 2): 0.60, (1, 2): 0.50}, 3)
     med = plots.pair_medians(rep)
     assert np.isnan(np.diag(med)).all()  # a run against itself is not a measurement
-    assert med[0, 1] == med[1, 0] == 0.47 and med[2, 0] == 0.53
-    assert plots.heatmap_scale(med) == (0.47, 0.53)
+    assert med[0, 1] == med[1, 0] == 0.40 and med[2, 0] == 0.60
+    assert plots.heatmap_scale(med) == (0.40, 0.60)
     fig = plots.pair_heatmap(rep)
     try:
         (im,) = fig.axes[0].get_images()
-        assert im.norm.vmin == 0.47 and im.norm.vmax == 0.53
-        rgba = im.cmap(im.norm(np.array([0.47, 0.53])))
-        assert np.abs(rgba[0] - rgba[1]).max() > 0.3  # 0.47 and 0.53 look different
+        assert im.norm.vmin == 0.40 and im.norm.vmax == 0.60
+        rgba = im.cmap(im.norm(np.array([0.40, 0.60])))
+        assert np.abs(rgba[0] - rgba[1]).max() > 0.3  # 0.40 and 0.60 look different
         assert np.ma.getmaskarray(im.get_array()).diagonal().all()  # diagonal drawn grey
+    finally:
+        plots.close(fig)
+    # seed noise (0.296-0.306) spans at least 0.10 about its middle: nearly one colour
+    noise = plots.pair_medians(_minimal({(0, 1): 0.296, (0, 2): 0.306, (1, 2): 0.30}, 3))
+    lo, hi = plots.heatmap_scale(noise)
+    assert (lo, hi) == pytest.approx((0.251, 0.351))
+    fig = plots.pair_heatmap(_minimal({(0, 1): 0.296, (0, 2): 0.306, (1, 2): 0.30}, 3))
+    try:
+        (im,) = fig.axes[0].get_images()
+        rgba = im.cmap(im.norm(np.array([0.296, 0.306])))
+        assert np.abs(rgba[0] - rgba[1]).max() < 0.15  # noise does not look like structure
     finally:
         plots.close(fig)
     # one pair: a band around its value; nothing at all: the full cosine range

@@ -64,16 +64,21 @@ def pair_medians(report: dict) -> np.ndarray:
     return med
 
 
+HEATMAP_MIN_SPAN = 0.10  # colours never span less: seed noise of +-0.005 is not structure
+
+
 def heatmap_scale(med: np.ndarray) -> tuple[float, float]:
     """(vmin, vmax) of the heatmap's colours: the range of the off-diagonal pair medians, so
-    0.47 and 0.53 get different colours (the 1.00 diagonal does not set the scale). A single
-    value (two runs) gets a band of +-0.05 around it."""
+    0.40 and 0.60 get different colours (the 1.00 diagonal does not set the scale), widened
+    about its middle to HEATMAP_MIN_SPAN: pairs at 0.296-0.306 (seed noise) are not painted
+    from one end of the colour map to the other. A single value (two runs) gets that band."""
     vals = med[np.isfinite(med)]
     if vals.size == 0:
         return 0.0, 1.0
     lo, hi = float(vals.min()), float(vals.max())
-    if hi - lo < 1e-6:
-        return lo - 0.05, hi + 0.05
+    if hi - lo < HEATMAP_MIN_SPAN:
+        mid = (lo + hi) / 2
+        return mid - HEATMAP_MIN_SPAN / 2, mid + HEATMAP_MIN_SPAN / 2
     return lo, hi
 
 
