@@ -195,6 +195,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
     console.print(f"HTML report: {escape(str(Path(args.out) / HTML_REPORT))}")
+    for warning in summary.get("warnings") or []:  # measured: runs that barely trained
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     failed = summary["runs"]["failed"]
     for f in failed:
         err_console.print(f"[red]failed:[/] {escape(f['name'])}: {escape(f['error'])}")
@@ -310,6 +312,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for report_path in sorted(layout.reports_dir(out).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
+    for warning in summary.get("warnings") or []:  # measured: runs that barely trained
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if not args.no_html:
         console.print(f"HTML report: {escape(str(page.write_html(out, summary)))}")
     return 0

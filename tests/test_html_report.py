@@ -374,3 +374,18 @@ def test_the_page_opens_with_what_the_study_found(sweep):
         assert cells_[2:4] == ["-", "none"] and row["subspace"].startswith("not judged")
     (prefix, words), = [f for f in html_groups.FINDINGS if row["subspace"].startswith(f[0])]
     assert f"Of 1 group: 1 {words}." in " ".join(" ".join(page.text).split())
+
+
+def test_a_sweep_that_barely_trained_says_so_in_the_terminal_and_on_the_page(sweep, capsys):
+    """800 tokens, 3 epochs: the tiny model's decoders stay ~0.95 cosine to their init; the
+    summary, `saefast report` and the page's notes all say the SAEs barely trained."""
+    out, _ = sweep
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = summary["groups"]
+    assert row["decoder_cosine_to_init"] >= 0.9  # what the warning rests on
+    (warning,) = summary["warnings"]
+    assert warning.startswith(row["group"]) and "barely trained" in warning
+    assert main(["report", str(out)]) == 0
+    assert "barely trained" in " ".join(capsys.readouterr().err.split())
+    _, page = _page(out)
+    assert " ".join(warning.split()) in " ".join(" ".join(page.text).split())

@@ -123,3 +123,19 @@ def test_a_sweep_with_a_shared_held_out_set_and_fixed_steps(tmp_path, corpus):
     (trend,) = json.loads((tmp_path / "out" / "summary.json").read_text())["trends"]
     assert trend["global_median"]["budgets"] == [300, 600] and trend["seeds"] == [1, 2]
     assert trend["global_median"]["ci"] is None
+
+
+def test_runs_that_barely_trained_are_flagged_from_what_they_measured():
+    """The warning after a sweep rests on what training measured (cosine to init, dead
+    share), not on a token count: a group at 0.99 cosine to its init is flagged whatever its
+    budget, one that moved is not."""
+    from saefast.sweep.summary import trained_warnings
+
+    rows = [{"group": "still-init", "decoder_cosine_to_init": 0.99, "dead_fraction": 0.0},
+            {"group": "mostly-dead", "decoder_cosine_to_init": 0.4, "dead_fraction": 0.65},
+            {"group": "trained", "decoder_cosine_to_init": 0.21, "dead_fraction": 0.0},
+            {"group": "unknown", "decoder_cosine_to_init": None, "dead_fraction": None}]
+    warnings = trained_warnings(rows)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("still-init:") and "0.99 cosine to their random init" in warnings[0]
+    assert warnings[1].startswith("mostly-dead:") and "65% of its features never fired" in warnings[1]

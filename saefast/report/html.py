@@ -147,6 +147,7 @@ def _notes(summary: dict, reports: dict[str, dict], images: dict[str, dict[str, 
     figures a report lists but that could not be read."""
     notes = [f"run {f.get('name')} failed: {f.get('error')}"
              for f in (summary.get("runs") or {}).get("failed") or []]
+    notes += summary.get("warnings") or []  # groups that barely trained
     for row in summary.get("groups") or []:
         if row["group"] not in reports:
             notes.append(f"{row['group']}: no report (fewer than two finished runs)")

@@ -164,6 +164,7 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
     configs = {o.spec.group: o.spec.config.to_dict() for o in outcomes}
     return {
         "groups": rows,
+        "warnings": trained_warnings(rows),
         # groups that differ only in tokens: slope per decade, seeds resampled jointly
         "trends": family_trends(reports, configs, null_medians=_null_medians),
         "runs": {"done": sum(o.status == "done" for o in outcomes),
@@ -180,4 +181,28 @@ def _live_only_median(report: dict) -> float | None:
     if (report.get("summary") or {}).get("live_only_note"):
         return report["summary"].get("global_median")
     return None
+
+
+# what the runs measured, not what their token count predicts: decoders still this close to
+# their random init, or this many features dead, have not learned the data, and their
+# agreement is the init's (shared seed rows aside, chance)
+UNTRAINED_COSINE = 0.9
+DEAD_FRACTION = 0.5
+
+
+def trained_warnings(rows: list[dict]) -> list[str]:
+    """One line per group whose runs barely trained, from what training measured: mean
+    decoder cosine to init >= UNTRAINED_COSINE or dead fraction >= DEAD_FRACTION."""
+    out = []
+    for r in rows:
+        cos, dead = r.get("decoder_cosine_to_init"), r.get("dead_fraction")
+        why = []
+        if cos is not None and cos >= UNTRAINED_COSINE:
+            why.append(f"its decoders are still {cos:.2f} cosine to their random init")
+        if dead is not None and dead >= DEAD_FRACTION:
+            why.append(f"{dead:.0%} of its features never fired in training")
+        if why:
+            out.append(f"{r['group']}: {' and '.join(why)}: the SAEs barely trained, so their "
+                       "agreement says little about the model (more tokens or steps)")
+    return out
 
