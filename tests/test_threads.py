@@ -283,9 +283,6 @@ def test_a_report_worker_that_dies_leaves_the_reports_to_the_sweep(monkeypatch, 
 
     monkeypatch.setattr(seed_pool, "map_calls", dies)
     monkeypatch.setattr(analyze, "PARALLEL_WORK", 0)
-    from saefast.report import files as reports
-
-    monkeypatch.setattr(reports, "stored_report", lambda *a, **k: None)
     jobs = {"g1": (16, [], tmp_path, {}), "g2": (16, [], tmp_path, {})}
     assert analyze._in_workers(jobs, tmp_path, Said(), threads=2) == {}
     assert said and "made here instead" in said[0] and "code -9" in said[0]

@@ -44,15 +44,17 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *, events: Events | None 
     from saefast.report import files as reports
 
     events = events or Events()
-    jobs = {}
+    jobs, stored = {}, {}
     for gname, members in groups(runs).items():
         args = _report_args(members, Path(out_dir), nulls)
         if args is not None:
             jobs[gname] = (members[0].config.sae.n_features, *args)
-    done = _in_workers(jobs, Path(out_dir), events, threads)
+            stored[gname] = reports.stored_report(*args[:2], **args[2])  # reused as it is
+    done = _in_workers({g: j for g, j in jobs.items() if stored[g] is None}, Path(out_dir),
+                       events, threads)
     out: dict[str, dict] = {}
     for gname, (_, dirs, report_dir, settings) in jobs.items():
-        out[gname] = done.get(gname) or reports.group_report(
+        out[gname] = stored[gname] or done.get(gname) or reports.group_report(
             dirs, report_dir, **settings, extra={"group": gname},
             on_start=lambda g=gname: events.report_started(g), matchings=matching_cache(out_dir))
     return out
@@ -67,21 +69,17 @@ def report_work(n_features: int) -> int:
 
 
 def _in_workers(jobs: dict, out_dir: Path, events: Events, threads: int | None) -> dict:
-    """The reports still to compute, side by side in the seed workers when that pays (module
-    docstring); {group: report} of those computed there, {} when none is."""
-    import os
-
-    from saefast.report import files as reports
+    """The reports to compute (`jobs`: none stored), side by side in the seed workers when
+    that pays (module docstring); {group: report} of those computed there, {} when none is."""
     from saefast.sweep import seed_pool
     from saefast.sweep import threads as sweep_threads
 
-    todo = [g for g, (f, dirs, report_dir, settings) in jobs.items()
-            if reports.stored_report(dirs, report_dir, **settings) is None]
+    todo = list(jobs)
     budget = sweep_threads.configured(threads)
     workers = min(budget, len(todo))
-    off = os.environ.get(sweep_threads.WORKERS_ENV, "auto").lower() in ("off", "0", "no", "false")
     small = all(jobs[g][0] <= PARALLEL_MAX_FEATURES for g in todo)
-    if off or workers < 2 or not small or sum(report_work(jobs[g][0]) for g in todo) < PARALLEL_WORK:
+    if (sweep_threads.workers_off() or workers < 2 or not small
+            or sum(report_work(jobs[g][0]) for g in todo) < PARALLEL_WORK):
         return {}
     todo.sort(key=lambda g: (report_work(jobs[g][0]) * len(jobs[g][1]) ** 2), reverse=True)
     calls = [(__name__, "report_task", (g, *jobs[g][1:], str(out_dir))) for g in todo]

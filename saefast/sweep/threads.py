@@ -77,14 +77,18 @@ def plan_pass(n_seeds: int, n_features: int, d_model: int, *, steps: int, batch_
     ones, GPUs and streams with the whole thread budget here."""
     threads = configured(threads)
     small = n_features * d_model <= SMALL_DICTIONARY
-    off = os.environ.get(WORKERS_ENV, "auto").lower() in ("off", "0", "no", "false")
-    if off or not device.startswith("cpu") or not cached or not small:
+    if workers_off() or not device.startswith("cpu") or not cached or not small:
         return PassPlan(1, threads)
     work = 2 * batch_size * n_features * d_model * steps * n_seeds
     workers = max(1, min(threads, n_seeds))
     if workers == 1 or work < MIN_PARALLEL_WORK:
         return PassPlan(1, 1)
     return PassPlan(workers, max(1, threads // workers))
+
+
+def workers_off() -> bool:
+    """$SAEFAST_SEED_WORKERS=off: everything in the sweep's process (passes and reports)."""
+    return os.environ.get(WORKERS_ENV, "auto").lower() in ("off", "0", "no", "false")
 
 
 def split(items: Sequence[T], parts: int) -> list[list[T]]:
