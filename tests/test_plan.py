@@ -139,3 +139,16 @@ def test_runs_that_barely_trained_are_flagged_from_what_they_measured():
     assert len(warnings) == 2
     assert warnings[0].startswith("still-init:") and "0.99 cosine to their random init" in warnings[0]
     assert warnings[1].startswith("mostly-dead:") and "65% of its features never fired" in warnings[1]
+
+
+def test_the_live_only_median_is_the_full_one_when_no_feature_is_dead():
+    """A report with no dead feature has no live-only twin (summary.live_only_note); the
+    sweep's `live` column then shows the full median, not a blank."""
+    from saefast.sweep.summary import _live_only_median
+
+    full = {"summary": {"global_median": 0.3, "live_only_note": "no run has a dead feature"},
+            "live_only": None}
+    assert _live_only_median(full) == 0.3
+    twin = {"summary": {"global_median": 0.3}, "live_only": {"summary": {"global_median": 0.4}}}
+    assert _live_only_median(twin) == 0.4
+    assert _live_only_median({"summary": {"global_median": 0.3}}) is None  # not asked for
