@@ -22,6 +22,13 @@ from saefast.errors import ConfigError, SaefastError
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
+
+def _warn(lines: list[str]) -> None:
+    """Each line on stderr as a warning (user text escaped, never read as markup)."""
+    for line in lines:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}")
+
+
 DEFAULT_OUT = "saefast-out"
 
 
@@ -172,8 +179,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = _executor(args)  # before any work: Ray missing is one line now
     exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
-    for warning in plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs):
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    _warn(plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs))
     if args.dry_run:  # the same checks a sweep makes before any work (run_sweep makes them)
         # with --executor ray the devices are the cluster's, not this machine's
         plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
@@ -195,8 +201,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         events.close()
     tables.print_summary(console, summary, Path(args.out))
     console.print(f"HTML report: {escape(str(Path(args.out) / HTML_REPORT))}")
-    for warning in summary.get("warnings") or []:  # measured: runs that barely trained
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    _warn(summary.get("warnings") or [])  # measured: groups that barely trained
     failed = summary["runs"]["failed"]
     for f in failed:
         err_console.print(f"[red]failed:[/] {escape(f['name'])}: {escape(f['error'])}")
@@ -254,9 +259,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     run_dirs = find_run_dirs(args.run_dirs)
-    warning = shared_init_warning(run_dirs)
-    if warning:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    _warn([w for w in [shared_init_warning(run_dirs)] if w])
     nulls = _nulls(args)
     if nulls.kinds():  # the null runs beside the runs, trained here when they are not yet
         from saefast.sweep import null_runs
@@ -312,8 +315,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for report_path in sorted(layout.reports_dir(out).glob(f"*/{reports.STABILITY_JSON}")):
         reports.redraw(report_path.parent)
     tables.print_summary(console, summary, out)
-    for warning in summary.get("warnings") or []:  # measured: runs that barely trained
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    _warn(summary.get("warnings") or [])  # measured: groups that barely trained
     if not args.no_html:
         console.print(f"HTML report: {escape(str(page.write_html(out, summary)))}")
     return 0
@@ -376,8 +378,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info["ray"] = ray_info()
     tables.print_info(console, info)
-    if info.get("torch_mismatch"):
-        err_console.print(f"[yellow]warning:[/] {escape(info['torch_mismatch'])}")
+    _warn([info["torch_mismatch"]] if info.get("torch_mismatch") else [])
     return 0
 
 
