@@ -254,6 +254,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from saefast.report import files as reports
+    from saefast.report import missing
     from saefast.report.inputs import shared_init_warning
     from saefast.runs.artifacts import find_run_dirs
 
@@ -276,6 +277,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
                    "corpus": args.corpus} if args.ablation_tokens else None))
     tables.print_report(console, report, title="stability")
+    _warn(missing.warnings(report, "report"))  # statistics that could not be computed
     console.print(f"report: {Path(args.out) / 'stability.json'}")
     return 0
 

@@ -1,6 +1,8 @@
 """Fixtures shared by the test modules: one corpus for every test that needs text, and a
 fresh activation/model cache per test for the modules that ask for it (`cache`)."""
 
+import os
+
 import pytest
 
 
@@ -21,3 +23,8 @@ def cache(tmp_path, monkeypatch):
     `pytestmark = pytest.mark.usefixtures("cache")`."""
     monkeypatch.setenv("SAEFAST_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+# a report step that raises fails the test instead of becoming a missing value
+# (`saefast.report.missing`); tests of the guard itself unset it
+os.environ.setdefault("SAEFAST_STRICT", "1")

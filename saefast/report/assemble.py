@@ -41,17 +41,21 @@ before made; the keys are documented where they are computed):
 8. when asked, summary.ablation (`stats.ablation`); last, summary.equivalence.agreement over
    every view the pairs now carry.
 
+Every step after 3 is guarded (`report.missing`): an error in one is recorded under
+summary.missing with its reason, and the steps after it still run.
+
 Nothing here writes a file but the matching cache; `report.files` writes the report.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from saefast.errors import ConfigError
 from saefast.match import resolve_solver
 from saefast.match.cache import MatchingCache
-from saefast.report import inputs
+from saefast.report import inputs, missing
 from saefast.report import matchings as pair_matchings
 from saefast.report import nulls as report_nulls
 from saefast.report import trained_null as report_trained
@@ -161,43 +165,56 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
     report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
                      **kw)
-    _equivalence(saes, report, threshold=threshold, solver=solver, held_out=held_out,
-                 matchings=matchings)
+    # every step after the core is guarded (`report.missing`): what fails is recorded as
+    # missing with its reason, and the rest of the report is still computed and written
+    guard = partial(missing.guarded, report)
+    guard("equivalence", lambda: _equivalence(saes, report, threshold=threshold, solver=solver,
+                                              held_out=held_out, matchings=matchings))
     if live_mode:
-        report["live_only"] = _report(saes, live_only=True,
-                                      other_nulls=others + _model(dicts[True], solver), **kw)
+        report["live_only"] = guard("live_only", lambda: _report(
+            saes, live_only=True, other_nulls=others + _model(dicts[True], solver), **kw))
     elif live_only:
         report["live_only"] = None
         report["summary"]["live_only_note"] = NO_DEAD_NOTE
+    modes = tuple(live for live in modes if not live or report.get("live_only") is not None)
     rows = {live: [stability.features(s, live)[1] for s in saes] for live in modes}
     if spectrum_null and data is not None and data.has_data:  # its per-feature evidence
-        for live in modes:
-            rep = report["live_only"] if live else report
-            ev = rep["summary"]["evidence"]
-            ev["by_null"][spectrum_evidence.NAME] = \
-                spectrum_evidence.spectrum_evidence(rep["pairs"], rows[live], data.moments.cov)
-            ev["headline"] = verdict.headline(ev["by_null"])  # over it too
+        guard("spectrum_null", lambda: _spectrum(report, modes, rows, data))
     if data is not None:
-        null_summary.add_nulls(report, data, solver=solver,
-                               dictionary={"full": dicts[False], "live_only": dicts.get(True)},
-                               spectrum_rows=({"full": rows[False], "live_only": rows.get(True)}
-                                              if spectrum_null else None))
-        report_trained.add_trained(report, saes, trained or [], solver=solver,
-                                   matchings=matchings)
+        guard("nulls", lambda: null_summary.add_nulls(
+            report, data, solver=solver,
+            dictionary={"full": dicts[False], "live_only": dicts.get(True)},
+            spectrum_rows=({"full": rows[False], "live_only": rows.get(True)}
+                           if spectrum_null else None)))
+        guard("trained_null", lambda: report_trained.add_trained(
+            report, saes, trained or [], solver=solver, matchings=matchings))
     if baseline:
         for live, rep in ((False, report), (True, report.get("live_only"))):
             if rep is not None:
-                _subspace(saes, rep, live, others + _model(dicts[live], solver), solver)
+                guard("subspace" + ("_live_only" if live else ""), lambda: _subspace(
+                    saes, rep, live, others + _model(dicts[live], solver), solver))
     if target is not None:
         from saefast.stats import ablation as _ablation
 
-        report["summary"]["ablation"] = _ablation.ablation_block(saes, report["pairs"], **target)
-    _agreement(report)  # last: with every view the pairs carry (the ablation's effects too)
+        report["summary"]["ablation"] = guard("ablation", lambda: _ablation.ablation_block(
+            saes, report["pairs"], **target))
+    if "equivalence" in report["summary"]:  # last: with every view the pairs carry
+        guard("agreement", lambda: _agreement(report))
     return report
 
 
 NO_DEAD_NOTE = ("no run has a dead feature, so the live-only report is the full report "
                 "(not computed twice)")
+
+
+def _spectrum(report: dict, modes: tuple, rows: dict, data) -> None:
+    """evidence.by_null.spectrum of each mode, and the headline taken again over it."""
+    for live in modes:
+        rep = report["live_only"] if live else report
+        ev = rep["summary"]["evidence"]
+        ev["by_null"][spectrum_evidence.NAME] = \
+            spectrum_evidence.spectrum_evidence(rep["pairs"], rows[live], data.moments.cov)
+        ev["headline"] = verdict.headline(ev["by_null"])
 
 
 def _any_dead(saes: list[LoadedSAE]) -> bool:

@@ -49,6 +49,7 @@ from saefast.fsio import (
     write_json_atomic,
 )
 from saefast.match.cache import MatchingCache
+from saefast.report import missing
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
 from saefast.report import trained_null as report_trained
@@ -109,17 +110,18 @@ def _save_figure(fig, path: Path) -> Path:
 
 def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     """Draw every figure of a report (and of its "live_only" report, prefixed live_only_)
-    into out_dir as pair_heatmap.png and cosine_histogram.png; returns the paths written."""
+    into out_dir as pair_heatmap.png and cosine_histogram.png; returns the paths written.
+    A figure that cannot be drawn is left out, recorded under summary.missing."""
     out_dir = Path(out_dir)
     paths = []
     for rep, prefix in ((report, ""), (report.get("live_only"), LIVE_ONLY_PREFIX)):
         if rep and rep.get("pairs"):
             for name, draw in ((HEATMAP_PNG, _plots.pair_heatmap),
-                               (HISTOGRAM_PNG, _plots.cosine_histogram)):
-                paths.append(_save_figure(draw(rep), out_dir / f"{prefix}{name}"))
-            curve = _plots.seed_count_curve(rep)  # None for reports without the evidence
-            if curve is not None:
-                paths.append(_save_figure(curve, out_dir / f"{prefix}{SEED_CURVE_PNG}"))
+                               (HISTOGRAM_PNG, _plots.cosine_histogram),
+                               (SEED_CURVE_PNG, _plots.seed_count_curve)):
+                fig = missing.guarded(report, f"figure {prefix}{name}", lambda: draw(rep))
+                if fig is not None:  # seed_count_curve: None for reports without evidence
+                    paths.append(_save_figure(fig, out_dir / f"{prefix}{name}"))
     return paths
 
 
@@ -155,6 +157,7 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
     files.append(STABILITY_JSON)
     report["files"] = files
     report.update(stamp)
+    missing.scrub(report)  # a value that could not be computed is None, its path listed
     write_json_atomic(out_dir / STABILITY_JSON, report)
     return report
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from saefast.report import missing
 from saefast.sweep.events import RunOutcome
 
 __all__ = ["summarize"]
@@ -164,7 +165,9 @@ def summarize(outcomes: list[RunOutcome], reports: dict[str, dict]) -> dict[str,
     configs = {o.spec.group: o.spec.config.to_dict() for o in outcomes}
     return {
         "groups": rows,
-        "warnings": trained_warnings(rows),
+        # groups that barely trained; statistics a report could not compute (`report.missing`)
+        "warnings": trained_warnings(rows) + [w for g in sorted(reports)
+                                              for w in missing.warnings(reports[g], g)],
         # groups that differ only in tokens: slope per decade, seeds resampled jointly
         "trends": family_trends(reports, configs, null_medians=_null_medians),
         "runs": {"done": sum(o.status == "done" for o in outcomes),
