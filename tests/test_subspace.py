@@ -114,6 +114,12 @@ def test_verdict_rule_on_one_block():
     same = sub.verdict({"estimate": 0.3, "ci": [0.2, 0.4]}, block)
     assert same["label"] == sub.SAME_FEATURES
     assert sub.verdict({"estimate": 0.03, "ci": [0.01, 0.05]}, block)["label"] == sub.SAME_SUBSPACE
+    # a share whose interval clears 0 but below what planted nulls reach (gemma python-docs:
+    # 0.05 [0.03, 0.08] vs the trained null) is stated beside the verdict, not claimed as it
+    small = sub.verdict({"estimate": 0.05, "ci": [0.03, 0.08], "null": "trained"}, block)
+    assert small["label"] == sub.SAME_SUBSPACE
+    assert "feature share 0.05 [0.03, 0.08] beyond chance, below the 0.10" in small["text"]
+    assert "feature share" not in block["verdict"]["text"]  # its interval includes 0
     assert block["verdict"]["note"] is None and block["verdict"]["judged_by"] == \
         ["isotropic", "covariance"]
     alone = sub.subspace_block(rows, [None] * S, models[:1], share=none)["verdict"]
