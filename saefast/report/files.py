@@ -75,7 +75,8 @@ SEED_CURVE_PNG = "seed_count_curve.png"
 # 5: PW-MCC beside the median; activation r leaves out features that never fire,
 # 6: the dictionary-covariance null, 7: summary.subspace and the spectrum-matched null, 8: the
 # bulk-matched share and the headline, 9: the encoder and activation views' floors
-# (stats.view_nulls) and the attribution check's interval, 10: the trained null, 11: report.missing and the verdict's 0.10 share)
+# (stats.view_nulls) and the attribution check's interval, 10: the trained null,
+# 11: report.missing and the verdict's 0.10 share)
 EVIDENCE_VERSION = 11
 LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
