@@ -80,6 +80,21 @@ def test_the_estimate_times_every_matching_a_report_makes(live_only):
     assert est["match_seconds"] == pytest.approx(3 * per_pair + plan.GROUP_REPORT_SECONDS)
 
 
+def test_the_harvest_estimate_knows_each_models_speed():
+    """gemma-270m's forward pass is ~20x MiniLM's per token here: a dry run of the gemma
+    domains study said ~40 s of harvest for what took ~6 minutes."""
+    from pathlib import Path
+
+    gemma = expand(load_experiment(Path(__file__).parents[1] / "experiments" /
+                                   "domains_gemma.yaml"))
+    est = plan.estimate(gemma, memory_budget=2**34)
+    tokens = est["harvest_tokens"]
+    assert tokens == 4 * 30000  # four corpora, 10K training tokens after a 20K held-out block
+    assert est["harvest_seconds"] >= tokens / plan.harvest_rate("gemma-270m") >= 180
+    minilm = expand(Experiment(), overrides={"data.tokens": 30000})
+    assert plan.estimate(minilm, memory_budget=2**34)["harvest_seconds"] < 30
+
+
 # ---------------------------------------------------------------------------- token budgets
 
 

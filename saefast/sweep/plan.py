@@ -42,7 +42,10 @@ TRAIN_FLOPS_PER_S = 50e9  # SAE training, counted as 4 x tokens x F x d per seed
 # the same on an H100 in strict float32: train_saes at 1.05M token-steps/s, 16,384 x 768,
 # batch 4,096 (docs/benchmarks.md); used for runs on cuda
 TRAIN_FLOPS_PER_S_CUDA = 5.2e13
-HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers
+HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers; models not listed below
+# other models' forward passes on the same box: gemma-270m to its middle layer, 30K tokens
+# per corpus in 43-72 s (experiments/domains_gemma.yaml, 2026-12-07)
+HARVEST_TOKENS_PER_S_BY_MODEL = {"minilm": HARVEST_TOKENS_PER_S, "gemma-270m": 500.0}
 MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
 MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
 SEED_STEP_SECONDS = 0.0015  # a small SAE's optimizer step is overhead, not FLOPs
@@ -303,6 +306,11 @@ def null_runs(members: list[RunSpec], nulls: NullsConfig | None) -> int:
     return seeds * len(nulls.kinds())
 
 
+def harvest_rate(model: str) -> float:
+    """Tokens per second one harvest of `model` runs at here (a guess for unlisted models)."""
+    return HARVEST_TOKENS_PER_S_BY_MODEL.get(model, HARVEST_TOKENS_PER_S)
+
+
 def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
              nulls: NullsConfig | None = None) -> dict[str, Any]:
     """Rough memory and time for --dry-run, from the rates above (including the costs that
@@ -317,6 +325,9 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
     harvest_tokens = sum(job.tokens for job in jobs)
     # a stream runs the model once per epoch and once more for the evaluation pass
     harvest_tokens += sum(c.data.tokens * (c.train.epochs + 1) for c in streams)
+    harvest_s = (sum(job.tokens / harvest_rate(job.model) for job in jobs)
+                 + sum(c.data.tokens * (c.train.epochs + 1) / harvest_rate(c.model.name)
+                       for c in streams))
     rows, train_s, match_s, peak, notes = [], 0.0, 0.0, 0, set()
     null_n, null_train_s, null_match_s = 0, 0.0, 0.0
     for gname, members in groups(runs).items():
@@ -350,8 +361,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
     return {
         "runs": len(runs), "groups": len(rows), "pairs": n_pairs, "rows": rows,
         "peak_memory_bytes": peak, "harvest_tokens": harvest_tokens,
-        "harvest_seconds": harvest_tokens / HARVEST_TOKENS_PER_S
-        + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
+        "harvest_seconds": harvest_s + MODEL_LOAD_SECONDS * (len(jobs) + len(streams)),
         "train_seconds": train_s, "match_seconds": match_s,
         "null_runs": null_n, "null_train_seconds": null_train_s,
         "null_match_seconds": null_match_s,
