@@ -270,12 +270,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             null_runs.train_for_dirs(run_dirs, nulls, events=events)
         finally:
             events.close()
-    report = reports.analyze_runs(
-        run_dirs, out, threshold=args.threshold, top_k=args.top_k, live_only=args.live_only,
-        solver=args.solver, acts=args.acts, spectrum_null=args.spectrum_null,
-        trained_null=nulls,
-        ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
-                   "corpus": args.corpus} if args.ablation_tokens else None))
+    events = tables.RichEvents(console)  # the report's steps, as a sweep shows them
+    try:
+        report = reports.analyze_runs(
+            run_dirs, out, threshold=args.threshold, top_k=args.top_k,
+            live_only=args.live_only, solver=args.solver, acts=args.acts,
+            spectrum_null=args.spectrum_null, trained_null=nulls,
+            ablation=({"tokens": args.ablation_tokens, "model": args.model, "hook": args.hook,
+                       "corpus": args.corpus} if args.ablation_tokens else None),
+            on_step=lambda step, i, n: events.report_step("report", step, i, n),
+            progress=lambda i, n, _pair: events.report_pair("report", i, n))
+    finally:
+        events.close()
     tables.print_report(console, report, title="stability")
     _warn(missing.warnings(report, "report"))  # statistics that could not be computed
     console.print(f"report: {Path(args.out) / 'stability.json'}")

@@ -69,6 +69,8 @@ class RichEvents(Events):
         self.harvest: Progress | None = None
         self.harvest_task = None
         self.live: Live | None = None  # the Ray executor's task table
+        self.report: Progress | None = None  # the steps of the report being computed
+        self.report_task = self.pairs_task = None
 
     def _start(self, total: int) -> None:
         if self.progress is None:
@@ -122,6 +124,29 @@ class RichEvents(Events):
         self.close()
         self.console.print(f"matching pairs of [bold]{escape(group)}[/]")
 
+    def report_step(self, group: str, step: str, index: int, total: int) -> None:
+        """A bar over the report's steps (`report.assemble.report_steps`), the step's name
+        beside it, and one over the pairs while they are matched."""
+        if self.report is None:
+            self._stop_harvest()
+            self.report = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=self.console, transient=True)
+            self.report.start()
+            self.report_task = self.report.add_task("report steps", total=total, info="")
+            self.pairs_task = self.report.add_task("pairs", total=1, info="", visible=False)
+        self.report.update(self.report_task, completed=index, total=total,
+                           info=escape(f"{group}: {step.replace('_', ' ')}"))
+        self.report.update(self.pairs_task, visible=step == "pairs")
+        if index + 1 >= total:  # "files", the last: the bar goes when the next report starts
+            self.report.update(self.report_task, completed=index)
+
+    def report_pair(self, group: str, done: int, total: int) -> None:
+        if self.report is not None:
+            self.report.update(self.pairs_task, completed=done, total=total,
+                               info=escape(f"{group}: pairs matched"))
+
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
 
@@ -133,6 +158,9 @@ class RichEvents(Events):
 
     def close(self) -> None:
         self._stop_harvest()
+        if self.report is not None:
+            self.report.stop()
+            self.report = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

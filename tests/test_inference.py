@@ -286,6 +286,28 @@ def test_threshold_edges_blockwise_is_exact(monkeypatch):
     np.testing.assert_allclose(best_b, (ua @ ub.T).max(0), atol=1e-12)
 
 
+def test_threshold_edges_restricted_by_nearest_are_the_same_edges():
+    """Only rows and columns whose nearest cosine can reach t are computed (a 16K null pair
+    at t 0.9 has a handful): the edges, and the maximum pair counts, are the full ones."""
+    g = np.random.default_rng(8)
+    a = g.standard_normal((300, 16))
+    b = np.r_[a[:40] + 0.05 * g.standard_normal((40, 16)), g.standard_normal((260, 16))]
+    b = b[g.permutation(300)]
+    near = rec.nearest_cosines(a, b)
+    for t in (0.5, 0.9, 0.995):
+        full, cut = rec.threshold_edges(a, b, t), rec.threshold_edges(a, b, t, near)
+        order = lambda e: np.lexsort((e[1], e[0]))  # noqa: E731
+        for x, y in zip(full, cut):
+            np.testing.assert_allclose(x[order(full)], y[order(cut)], rtol=0, atol=1e-15)
+        assert len(cut[0]) > 0
+        assert rec.max_pairs_at(a, b, [t], near) == rec.max_pairs_at(a, b, [t])
+    # a row whose float32 nearest sits just under t still has its float64 edges looked at
+    x = np.eye(4)[:2]
+    y = np.array([[1.0, 1e-6, 0, 0], [0, 0, 1.0, 0]])
+    near = (np.array([0.5 - rec.NEAREST_SLACK / 2, 0.0]), np.array([0.5, 0.0]))
+    assert rec.max_pairs_at(x, y, [0.5], near)[0.5] == 1
+
+
 # ---------------------------------------------------------------------------- seed-count curve
 
 

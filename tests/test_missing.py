@@ -115,3 +115,29 @@ def test_cli_prints_the_missing_step_and_exits_zero(runs, tmp_path):
     saved = json.loads((out / "stability.json").read_text())
     assert saved["summary"]["missing"]["agreement"].startswith("RuntimeError")
     assert not math.isnan(saved["summary"]["global_median"])
+
+
+def test_each_step_is_announced_in_order_then_the_files(runs, tmp_path):
+    """The progress a report gives (`on_step`): every step of `report_steps`, in order, with
+    its index and the count, "files" last; through a sweep's rich events without error."""
+    from rich.console import Console
+
+    from saefast.cli.tables import RichEvents
+    from saefast.report.assemble import report_steps
+
+    seen = []
+    events = RichEvents(Console(file=open(tmp_path / "out.txt", "w"), force_terminal=True))
+    events.report_started("g")
+
+    def step(name, index, total):
+        seen.append((name, index, total))
+        events.report_step("g", name, index, total)
+
+    reports.analyze_runs(runs, tmp_path / "r", plots=False, live_only=True, on_step=step,
+                         progress=lambda i, n, _p: events.report_pair("g", i, n))
+    events.close()
+    # no run has a dead feature: the live-only step is left out
+    names = report_steps(live=False, spectrum=False, nulls=True, baseline=True, ablation=False)
+    assert [s[0] for s in seen] == names and names[-1] == "files"
+    assert [s[1] for s in seen] == list(range(len(names)))
+    assert {s[2] for s in seen} == {len(names)}

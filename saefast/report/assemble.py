@@ -49,8 +49,7 @@ Nothing here writes a file but the matching cache; `report.files` writes the rep
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from saefast.errors import ConfigError
 from saefast.match import resolve_solver
@@ -134,7 +133,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                      nulls: report_nulls.NullSource | None = None,
                      matchings: MatchingCache | None = None,
                      ablation: dict | None = None, spectrum_null: bool = False,
-                     trained: list[report_trained.TrainedSource] | None = None) -> dict:
+                     trained: list[report_trained.TrainedSource] | None = None,
+                     on_step: StepCallback | None = None) -> dict:
     """The report `report.files` stores: the full report, plus (live_only=True) the live-only
     one under the key "live_only", built in the steps of the module docstring. Each run is
     loaded once; every argument is checked before any matching starts.
@@ -150,7 +150,9 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     (off by default: its draws cost several times the rest of a report, ~64 s for a 128-feature
     group of 5 runs in d = 384 on 2 loaded cores, and on smooth spectra its >= 8-direction
     bands make it too loose: docs/findings.md). trained: the trained null's runs
-    (`report.trained_null.resolve`), entered in summary.nulls.kinds beside the others."""
+    (`report.trained_null.resolve`), entered in summary.nulls.kinds beside the others.
+    on_step(name, index, total): called as each step starts (`report_steps` names them;
+    `report.files` adds its "files" step last), for a progress bar."""
     run_dirs = inputs.as_list(run_dirs)
     saes = _checked(run_dirs, threshold, top_k, solver)
     target = _ablation_target(saes, ablation) if ablation is not None else None
@@ -162,12 +164,22 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
               progress=progress, matchings=matchings)
     live_mode = live_only and _any_dead(saes)
     modes = (False, True) if live_mode else (False,)
+    names = report_steps(live=live_mode, spectrum=spectrum_null and data is not None
+                         and data.has_data, nulls=data is not None, baseline=baseline,
+                         ablation=target is not None)
+    tell = (lambda name: on_step(name, names.index(name), len(names))) if on_step else \
+        (lambda name: None)
+    tell("pairs")
     dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
     report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
                      **kw)
     # every step after the core is guarded (`report.missing`): what fails is recorded as
     # missing with its reason, and the rest of the report is still computed and written
-    guard = partial(missing.guarded, report)
+
+    def guard(name: str, fn):
+        tell(name.removesuffix("_live_only"))
+        return missing.guarded(report, name, fn)
+
     guard("equivalence", lambda: _equivalence(saes, report, threshold=threshold, solver=solver,
                                               held_out=held_out, matchings=matchings))
     if live_mode:
@@ -190,7 +202,7 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
             report, saes, trained or [], solver=solver, matchings=matchings))
     if baseline:
         for live, rep in ((False, report), (True, report.get("live_only"))):
-            if rep is not None:
+            if rep is not None:  # one step, both modes
                 guard("subspace" + ("_live_only" if live else ""), lambda: _subspace(
                     saes, rep, live, others + _model(dicts[live], solver), solver))
     if target is not None:
@@ -201,6 +213,18 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     if "equivalence" in report["summary"]:  # last: with every view the pairs carry
         guard("agreement", lambda: _agreement(report))
     return report
+
+
+StepCallback = Callable[[str, int, int], None]
+
+
+def report_steps(*, live: bool, spectrum: bool, nulls: bool, baseline: bool,
+                 ablation: bool) -> list[str]:
+    """The steps `compute_analysis` runs, in order, as its on_step names them, then "files"
+    (`report.files` writing the CSVs, figures and stability.json)."""
+    return (["pairs", "equivalence"] + ["live_only"] * live + ["spectrum_null"] * spectrum
+            + ["nulls", "trained_null"] * nulls + ["subspace"] * baseline
+            + ["ablation"] * ablation + ["agreement", "files"])
 
 
 NO_DEAD_NOTE = ("no run has a dead feature, so the live-only report is the full report "

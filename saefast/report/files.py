@@ -53,7 +53,7 @@ from saefast.report import missing
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
 from saefast.report import trained_null as report_trained
-from saefast.report.assemble import compute_analysis
+from saefast.report.assemble import StepCallback, compute_analysis
 from saefast.report.inputs import as_list
 from saefast.runs.artifacts import WEIGHTS
 from saefast.stats.stability import (
@@ -163,11 +163,26 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
     return report
 
 
+def _with_files_step(on_step: StepCallback | None):
+    """(on_step for compute_analysis, remembering the step count; a call announcing the last
+    step, "files", which is this module's)."""
+    if on_step is None:
+        return None, lambda: None
+    count = [0]
+
+    def step(name: str, index: int, total: int) -> None:
+        count[0] = total
+        on_step(name, index, total)
+
+    return step, lambda: on_step("files", count[0] - 1, count[0])
+
+
 def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K,
                  live_only=False, solver="auto", plots=True, baseline=True,
                  progress: Progress | None = None, acts=None, ablation: dict | None = None,
                  spectrum_null: bool = False,
-                 trained_null: NullsConfig | None = NullsConfig()) -> dict:
+                 trained_null: NullsConfig | None = NullsConfig(),
+                 on_step: StepCallback | None = None) -> dict:
     """Compute the stability report of run_dirs and write it to out_dir.
 
     Writes feature_recurrence.csv, pair_heatmap.png and cosine_histogram.png (plots=True),
@@ -181,18 +196,21 @@ def analyze_runs(run_dirs, out_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAUL
     spectrum_null: also the spectrum-matched null (`assemble.compute_analysis`).
     trained_null: the trained null's settings (default on: the null runs found beside
     the runs, trained before by a sweep or `saefast analyze`; None: no trained null).
+    on_step(name, index, total): as each step starts (`assemble.report_steps`).
     """
     check_output_dir(out_dir, "output folder")
     run_dirs = as_list(run_dirs)
     source = report_nulls.resolve(run_dirs, acts) if baseline else None
     trained = report_trained.resolve(run_dirs, trained_null) if baseline else []
+    step, files_step = _with_files_step(on_step)
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
                               ablation=ablation, spectrum_null=spectrum_null,
-                              trained=trained)
+                              trained=trained, on_step=step)
     report["settings"] = _settings(threshold=threshold, top_k=top_k, live_only=live_only,
                                    solver=solver, plots=plots, baseline=baseline, nulls=source,
                                    spectrum_null=spectrum_null, trained=trained)
+    files_step()
     return _write(report, Path(out_dir), plots=plots, stamp={})
 
 
@@ -255,7 +273,8 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
                  on_start: Callable[[], None] | None = None, plots: bool = True,
                  baseline: bool = True, progress: Progress | None = None,
                  acts=None, matchings: MatchingCache | None = None,
-                 trained_null: NullsConfig | None = NullsConfig()) -> dict:
+                 trained_null: NullsConfig | None = NullsConfig(),
+                 on_step: StepCallback | None = None) -> dict:
     """The report of one group of runs (a sweep's seed group) in report_dir, reused when it can be.
 
     Returns the stored report_dir/stability.json as is when its `inputs_fingerprint`
@@ -269,6 +288,7 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
     sweep's cache of pair matchings (`match.cache`; a remote executor fills it while runs
     train), read before matching and filled with what is matched here. `trained_null`: the
     trained null's settings (its null runs, trained before, are part of the reuse settings).
+    on_step(name, index, total): as each step of the report starts (`assemble.report_steps`).
     """
     check_args(threshold, top_k)
     extra = dict(extra or {})
@@ -285,10 +305,13 @@ def group_report(run_dirs, report_dir, *, threshold=DEFAULT_THRESHOLD, top_k=DEF
         return old
     if on_start is not None:
         on_start()
+    step, files_step = _with_files_step(on_step)
     report = compute_analysis(run_dirs, threshold=threshold, top_k=top_k, live_only=live_only,
                               solver=solver, baseline=baseline, progress=progress, nulls=source,
-                              matchings=matchings, trained=trained)
+                              matchings=matchings, trained=trained,
+                              on_step=step)
     report["settings"] = settings
+    files_step()
     return _write(report, report_dir, plots=plots,
                   stamp={**extra, "inputs_fingerprint": fingerprint})
 

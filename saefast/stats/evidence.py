@@ -98,7 +98,7 @@ def _pair_observed(p: dict, a, b, t: float) -> tuple[np.ndarray, np.ndarray]:
     cos = np.asarray(p["all_cosines"], dtype=np.float64)
     best_a, best_b = rec.nearest_cosines(a, b)
     near = np.concatenate([best_a, best_b])
-    most = rec.max_pairs_at(a, b, [t])[t]
+    most = rec.max_pairs_at(a, b, [t], (best_a, best_b))[t]
     one = int(np.count_nonzero(cos >= t))
     p["nearest"] = {"median": float(np.median(near)), "fraction_above": float(np.mean(near >= t)),
                     "n": int(near.size)}

@@ -12,10 +12,20 @@ from saefast.match import unit_rows
 from saefast.stats import recurrence as rec
 from saefast.stats.null_model import NullModel, report_null_size
 
-NULL_DICT_DRAWS = 8  # null dictionary sets for the nearest / max-cardinality / redundancy nulls
 NEAREST_NULL_MIN = 16000  # nearest cosines per side of a null pair shape, at least: the bulk-matched
 # share (stats.share) reads z up to ~4 (p ~ 3e-5); with 4,000 a bulk 2 null SDs up hit the
 # p-value floor and its share was off by up to 0.13, with 16,000 by <= 0.04
+# null dictionary sets for the nearest / max-cardinality / redundancy nulls: enough for
+# NEAREST_NULL_MIN values per pool, at least MIN_DRAWS (the draws' own spread) and at most
+# NULL_DICT_DRAWS for the max-cardinality and redundancy pools (8 up to 2,048 features, where
+# 8 draws are what the pool needs anyway; 2 at 16,384, where each null draw costs seconds)
+NULL_DICT_DRAWS = 8
+MIN_DRAWS = 2
+
+
+def null_draws(n: int) -> int:
+    """How many null dictionary sets of n features pool >= NEAREST_NULL_MIN values."""
+    return max(MIN_DRAWS, -(-NEAREST_NULL_MIN // max(1, n)))
 _BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
 
 
@@ -63,19 +73,21 @@ class EvidenceNulls:
         return self._matched[key]
 
     def pair(self, n_a: int, n_b: int) -> dict:
-        """Nearest and max-cardinality statistics of null pairs of this shape: at least
-        NULL_DICT_DRAWS draws, and enough that each side pools >= NEAREST_NULL_MIN nearest
-        cosines (Storey's pi0 needs p-values resolved near lambda, not in the far tail)."""
+        """Nearest and max-cardinality statistics of null pairs of this shape: enough draws
+        that each side pools >= NEAREST_NULL_MIN nearest cosines (Storey's pi0 needs p-values
+        resolved near lambda, not in the far tail; `null_draws`), max-cardinality on the
+        first NULL_DICT_DRAWS of them."""
         key = (n_a, n_b)
         if key not in self._pair:
             rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
             near_a, near_b, most = [], [], []
-            for k in range(max(NULL_DICT_DRAWS, -(-NEAREST_NULL_MIN // min(n_a, n_b)))):
+            for k in range(null_draws(min(n_a, n_b))):
                 a, b = self.null.sample([n_a, n_b], rng)
                 best_a, best_b = rec.nearest_cosines(a, b)
                 near_a.append(best_a), near_b.append(best_b)
                 if k < NULL_DICT_DRAWS:
-                    most.append(rec.max_pairs_at(a, b, [self.t])[self.t] / min(n_a, n_b))
+                    most.append(rec.max_pairs_at(a, b, [self.t], (best_a, best_b))[self.t]
+                                / min(n_a, n_b))
             near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
             near = np.concatenate([near_a, near_b])
             self._pair[key] = {"near_a": near_a, "near_b": near_b,
@@ -90,7 +102,7 @@ class EvidenceNulls:
         if n not in self._red:
             rng = np.random.default_rng([n, self.null.d, 12])
             self._red[n] = np.concatenate([redundancy(self.null.sample([n], rng)[0])
-                                           for _ in range(NULL_DICT_DRAWS)])
+                                           for _ in range(min(NULL_DICT_DRAWS, null_draws(n)))])
         return self._red[n]
 
     def shapes(self) -> list[dict]:

@@ -56,7 +56,9 @@ def analyze_groups(runs: list[RunSpec], out_dir: Path, *, events: Events | None 
     for gname, (_, dirs, report_dir, settings) in jobs.items():
         out[gname] = stored[gname] or done.get(gname) or reports.group_report(
             dirs, report_dir, **settings, extra={"group": gname},
-            on_start=lambda g=gname: events.report_started(g), matchings=matching_cache(out_dir))
+            on_start=lambda g=gname: events.report_started(g), matchings=matching_cache(out_dir),
+            on_step=lambda step, i, n, g=gname: events.report_step(g, step, i, n),
+            progress=lambda i, n, _pair, g=gname: events.report_pair(g, i, n))
     return out
 
 
