@@ -27,6 +27,11 @@ def print_equivalence(console: Console, rows: list[dict]) -> None:
                       value_cell(e["r"], e["r_ci"]), value_cell(e["same_partner"]),
                       value_cell(e["agreement"]))
     console.print(table)
+    for row in rows:  # more than 20 pairs: the views on a stated subset
+        used = row["equivalence"].get("pairs_used") or {}
+        if used.get("rule"):
+            console.print(f"{escape(row['group'])}: these views on {used['n']} of "
+                          f"{used['of']} pairs: {escape(used['rule'])}")
     floors = group_table("each view against chance (summary.equivalence floors)",
                          captions.FLOORS, captions.FLOORS_COLUMNS)
     for row in rows:

@@ -287,3 +287,25 @@ def test_activation_r_leaves_out_never_firing_features_and_counts_them():
     # the views' agreement ranks only the pairs that have an r
     agree = agreement(pairs, 3)["decoder~activation"]
     assert agree["estimate"] == pytest.approx(np.mean([p["rho"] for p in pairs]))
+
+
+def test_above_twenty_pairs_the_views_use_each_run_with_the_next(tmp_path, monkeypatch):
+    """At 20 seeds (190 pairs) the views would cost more than training at 16K features: past
+    EQUIVALENCE_MAX_PAIRS they take the stated ring subset, and say so."""
+    from planted_runs import make_run
+
+    from saefast.report import files as reports
+
+    runs = [make_run(tmp_path / "runs", f"s{i}", seed=i)[0] for i in range(1, 6)]  # 10 pairs
+    monkeypatch.setattr(eq, "EQUIVALENCE_MAX_PAIRS", 6)
+    rep = reports.analyze_runs(runs, tmp_path / "r", plots=False)
+    e = rep["summary"]["equivalence"]
+    assert e["pairs_used"] == {"n": 5, "of": 10, "rule": eq.SUBSET_RULE}
+    with_view = sorted((p["index_a"], p["index_b"]) for p in rep["pairs"] if "encoder" in p)
+    assert with_view == [(0, 1), (0, 4), (1, 2), (2, 3), (3, 4)]
+    assert e["encoder"]["decoder_pairs"]["median"]["ci"] is not None  # every run still left out
+    assert "agreement" in e
+    monkeypatch.setattr(eq, "EQUIVALENCE_MAX_PAIRS", 10)
+    rep = reports.analyze_runs(runs, tmp_path / "all", plots=False)
+    assert rep["summary"]["equivalence"]["pairs_used"] == {"n": 10, "of": 10, "rule": None}
+    assert all("encoder" in p for p in rep["pairs"])

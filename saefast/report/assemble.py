@@ -314,9 +314,9 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
     from saefast.stats import equivalence, view_nulls
 
     x, reason, where = held_out
-    pairs = report["pairs"]
+    pairs = equivalence.equivalence_pairs(report["pairs"], len(saes))
     codes, why = equivalence.held_out_codes(saes, x, reason)
-    report["summary"]["equivalence"] = equivalence.equivalence(
+    report["summary"]["equivalence"] = block = equivalence.equivalence(
         saes, pairs, threshold=threshold, solver=solver, codes=codes, codes_reason=why,
         source=where,
         encoder_matchings=pair_matchings.encoder_matchings(saes, pairs, solver=solver,
@@ -326,6 +326,9 @@ def _equivalence(saes, report: dict, *, threshold, solver, held_out: tuple,
     view_nulls.add_view_nulls(report["summary"]["equivalence"], saes, pairs,
                               threshold=threshold, codes=codes,
                               context_length=_context_length(saes))
+    block["pairs_used"] = {"n": len(pairs), "of": len(report["pairs"]),
+                           "rule": None if len(pairs) == len(report["pairs"])
+                           else equivalence.SUBSET_RULE}
 
 
 def _context_length(saes: list[LoadedSAE]) -> int | None:

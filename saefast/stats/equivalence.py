@@ -394,6 +394,23 @@ def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
     }
 
 
+# the views below cost a matching or more per pair (the encoder's, the activations'
+# correlation matching, their floors): every pair up to this many, then a stated subset
+EQUIVALENCE_MAX_PAIRS = 20
+SUBSET_RULE = ("each run with the next, cyclically (S pairs, every run in two): the views "
+               "cost a matching per pair, and S (S - 1) / 2 of them at 16,384 features and 20 "
+               "seeds would cost more than the training")
+
+
+def equivalence_pairs(pairs: list[dict], n_runs: int) -> list[dict]:
+    """The pairs the equivalence views are computed on: all of them up to
+    EQUIVALENCE_MAX_PAIRS, else SUBSET_RULE's (the same pair dicts, in report order)."""
+    if len(pairs) <= EQUIVALENCE_MAX_PAIRS:
+        return pairs
+    ring = {(min(i, (i + 1) % n_runs), max(i, (i + 1) % n_runs)) for i in range(n_runs)}
+    return [p for p in pairs if (p["index_a"], p["index_b"]) in ring]
+
+
 def equivalence(saes: Sequence, pairs: list[dict], *, threshold: float, solver: str = "auto",
                 codes: Sequence[Codes] | None, codes_reason: str | None = None,
                 source: str | None = None, encoder_matchings=None,

@@ -103,7 +103,8 @@ def _equivalence(summary: dict) -> dict[str, Any] | None:
             "r_left_out": ((act or {}).get("never_fire") or {}).get("decoder_pairs_left_out"),
             "same_partner": ((act or {}).get("same_partner") or {}).get("estimate"),
             "agreement": (((act or {}).get("correlation_matching") or {})
-                          .get("agreement_with_decoder") or {}).get("estimate")}
+                          .get("agreement_with_decoder") or {}).get("estimate"),
+            "pairs_used": e.get("pairs_used")}  # {n, of, rule}: a subset above 20 pairs
 
 
 def _evidence(summary: dict, key: str, field: str):
