@@ -22,7 +22,9 @@ from saefast.runs.artifacts import LoadedSAE
 from saefast.stats import equivalence
 from saefast.stats.stability import features
 
-CORRELATION = "correlation"  # the kind (and the method: exact, `equivalence.correlation_matching`)
+# the kind (and the method: exact, `equivalence.correlation_matching`, among firing features;
+# renamed when the method changed, so a cached matching of the old one is not read)
+CORRELATION = "correlation-firing"
 
 
 def pair_matching(sa: LoadedSAE, sb: LoadedSAE, *, live_only: bool, solver: str,
