@@ -282,6 +282,14 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         f"{runs.get('done', 0)} trained, {runs.get('skipped', 0)} already done, "
         f"{len(runs.get('failed', []))} failed; took {_duration(summary.get('seconds', 0))}. "
         f"Runs in {escape(str(out / 'runs'))}, reports and plots in {escape(str(out / 'reports'))}.")
+    phases, mem = summary.get("phases") or {}, summary.get("memory") or {}
+    if phases:  # where the time went, and the memory against the dry run's estimate
+        parts = [f"{name} {_duration(phases[key])}" for name, key in (
+            ("harvest and training", "runs_s"), ("trained null", "trained_null_s"),
+            ("reports", "reports_s"), ("page", "page_s")) if phases.get(key) is not None]
+        peak = (f"; peak memory {_gib(mem['peak_bytes'])} (estimate ~{_gib(mem['estimate_bytes'])})"
+                if mem.get("peak_bytes") else "")
+        console.print(f"time: {', '.join(parts)}{peak}")
 
 
 def print_trends(console: Console, trends: list[dict]) -> None:

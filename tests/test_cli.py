@@ -62,6 +62,12 @@ def test_sweep_writes_runs_reports_and_plots(finished_sweep):
     summary = json.loads((out / "summary.json").read_text())
     row = summary["groups"][0]
     assert row["runs"] == 3 and row["pairs"] == 3
+    # where the time went, by phase, and the peak memory beside the dry run's estimate
+    ph = summary["phases"]
+    assert set(ph) == {"runs_s", "trained_null_s", "reports_s", "page_s"}
+    assert all(v > 0 for v in ph.values()) and sum(ph.values()) <= summary["seconds"]
+    assert summary["memory"]["peak_bytes"] > 50 * 2**20  # a Python with torch: > 50 MiB
+    assert summary["memory"]["estimate_bytes"] > 0
     assert row["baseline_median"] is not None and row["dead_fraction"] is not None
     lo, hi = row["global_median_ci"]  # 90 % over runs
     assert lo <= row["global_median"] <= hi

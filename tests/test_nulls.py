@@ -230,3 +230,17 @@ def test_issue_number_rank_32_in_d_384():
     cov = nulls.covariance_null(sigma, 128, 128)
     assert iso["median_cosine"] == pytest.approx(0.122, abs=0.005)
     assert cov["median_cosine"] == pytest.approx(0.41, abs=0.01)
+
+
+def test_null_sizes_above_1024_fall_on_a_grid_that_few_shapes_share():
+    """Live-only pairs each have their own shape: at 20 seeds x 16K features drawing every
+    one was hours. Above SIZE_EXACT_MAX the nulls draw at sizes within 2.2 % of the run's."""
+    from saefast.stats.null_model import SIZE_EXACT_MAX, null_size
+
+    assert [null_size(n) for n in (1, 128, 512, SIZE_EXACT_MAX)] == [1, 128, 512, 1024]
+    assert null_size(2048) == 2048 and null_size(16384) == 16384  # powers of 2 stay
+    sizes = np.arange(SIZE_EXACT_MAX + 1, 70000)
+    grid = np.array([null_size(n) for n in sizes])
+    assert np.all(np.abs(grid / sizes - 1) <= 0.022) and np.all(np.diff(grid) >= 0)
+    live = np.random.default_rng(0).integers(14500, 16000, 20)  # 20 runs' live counts
+    assert len({null_size(n) for n in live}) <= 3

@@ -61,8 +61,8 @@ METHOD = {
                "intervals, t(S-1)",
     "activation": "each feature's activation on the runs' held-out tokens (its value in the "
                   "k-sparse code, 0 elsewhere); Pearson r of every decoder-matched pair; "
-                  "same_partner: the share of features whose max-correlation partner in the "
-                  "other run is their decoder partner; correlation_matching: one-to-one "
+                  "same_partner: the share of features whose max-correlation partner among the "
+                  "other run's firing features is their decoder partner; correlation_matching: one-to-one "
                   "assignment maximising total r (exact) among the features that fire on the "
                   "held-out tokens, and the share of decoder-matched pairs it also picks; "
                   "r computed exactly from the sparse codes "
@@ -299,6 +299,20 @@ class CorrelationScores:
         return torch.from_numpy(correlation_rows(self.a, self.b, rows))  # [f, m] float64
 
 
+def firing_partners(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray]:
+    """([F_a] each A feature's max-r partner among B's firing features, [F_b] the same for
+    B), -1 for a feature that never fires: one top-1 pass over the firing features only (at
+    16,384 features on a few hundred tokens most never fire, and all r with them are 0)."""
+    fa, fb = np.flatnonzero(a.std > 0), np.flatnonzero(b.std > 0)
+    best_b, best_a = np.full(a.F, -1, np.int64), np.full(b.F, -1, np.int64)
+    if len(fa) and len(fb):
+        sub_a = a if len(fa) == a.F else a.subset(fa)
+        sub_b = b if len(fb) == b.F else b.subset(fb)
+        _, row_idx, _, col_idx = correlation_topk(sub_a, sub_b, 1)  # both directions
+        best_b[fa], best_a[fb] = fb[row_idx[:, 0].numpy()], fa[col_idx[:, 0].numpy()]
+    return best_b, best_a
+
+
 def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The one-to-one assignment maximising total Pearson r among the features that fire on
     the held-out tokens: (a_idx, b_idx, r, info), exact. A feature that never fires has no r
@@ -392,9 +406,7 @@ def activation_block(codes: Sequence[Codes], pairs: list[dict], *, source: str,
         ia = np.asarray(p["a_indices"], dtype=np.int64)
         ib = np.asarray(p["b_indices"], dtype=np.int64)
         r = pair_correlations(a, b, ia, ib)
-        _, row_idx, _, col_idx = correlation_topk(a, b, 1)  # one pass, both directions
-        best_b = row_idx[:, 0].numpy()  # [F_a] max-r partner in B
-        best_a = col_idx[:, 0].numpy()  # [F_b] max-r partner in A
+        best_b, best_a = firing_partners(a, b)  # [F_a] max-r partner in B, [F_b] in A
         active = fires(a, b, ia, ib)  # a never-firing feature has no r and no partner
         hits = np.r_[(best_b[ia] == ib)[active], (best_a[ib] == ia)[active]].astype(float)
         ma, mb, mr, info = matched[i, j] if matched is not None else correlation_matching(a, b)

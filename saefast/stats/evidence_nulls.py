@@ -16,11 +16,11 @@ NEAREST_NULL_MIN = 16000  # nearest cosines per side of a null pair shape, at le
 # share (stats.share) reads z up to ~4 (p ~ 3e-5); with 4,000 a bulk 2 null SDs up hit the
 # p-value floor and its share was off by up to 0.13, with 16,000 by <= 0.04
 # null dictionary sets for the nearest / max-cardinality / redundancy nulls: enough for
-# NEAREST_NULL_MIN values per pool, at least MIN_DRAWS (the draws' own spread) and at most
-# NULL_DICT_DRAWS for the max-cardinality and redundancy pools (8 up to 2,048 features, where
-# 8 draws are what the pool needs anyway; 2 at 16,384, where each null draw costs seconds)
+# NEAREST_NULL_MIN values per pool and at most NULL_DICT_DRAWS for the max-cardinality and
+# redundancy pools (8 up to 2,048 features, where 8 draws are what the pool needs anyway; 1
+# from 16,000, where one draw fills the pool and each costs seconds)
 NULL_DICT_DRAWS = 8
-MIN_DRAWS = 2
+MIN_DRAWS = 1
 
 
 def null_draws(n: int) -> int:

@@ -35,6 +35,7 @@ from saefast.stats.matched import random_baseline
 from saefast.stats.null_model import (
     activation_null_model,
     covariance_null_model,
+    null_size,
     report_null_draws,
 )
 from saefast.stats.spectrum_bands import Spectrum
@@ -82,10 +83,11 @@ def null_shape(pairs: list[dict]) -> tuple[tuple[int, int], list[dict], str]:
     the shape was chosen. Full reports: the most common pair shape and its pairs (a seed
     group has one). Live-only reports, where every pair has its own live counts: the median
     (smaller, larger) live counts, compared with every pair (the null median changes little
-    over such spreads; the per-pair evidence uses each pair's exact shape)."""
+    over such spreads; the per-pair evidence uses each pair's own shape), above 1,024 rounded
+    to the grid the evidence draws at (`null_model.null_size`), so they share draws."""
     if pairs and pairs[0].get("mode") == "live_only":
         sides = np.array([sorted(matched_shape(p)) for p in pairs])  # [pairs, 2]
-        shape = tuple(int(round(float(np.median(sides[:, c])))) for c in (0, 1))
+        shape = tuple(null_size(int(round(float(np.median(sides[:, c]))))) for c in (0, 1))
         return shape, list(pairs), "the median live-feature counts of the pairs"
     shape, _ = Counter(matched_shape(p) for p in pairs).most_common(1)[0]
     return shape, [p for p in pairs if matched_shape(p) == shape], \

@@ -16,6 +16,7 @@ nothing here draws on the screen.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,24 +59,48 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
     t0 = time.perf_counter()
     outcomes = executor(runs, out_dir, cache_dir=cache_dir, events=events,
                         memory_budget=memory_budget, threads=threads)
-    t_null = time.perf_counter()
+    t_null = t_null_start = time.perf_counter()
     trained_null = _trained_null(executor, runs, out_dir, nulls, events=events,
                                  memory_budget=memory_budget, threads=threads)
     t_null = time.perf_counter() - t_null
+    t_reports = time.perf_counter()
     reports = (analyze_groups(runs, out_dir, events=events, nulls=nulls, threads=threads)
                if analyze else {})
+    t_reports = time.perf_counter() - t_reports
     summary = summarize(outcomes, reports)
     summary["trained_null"] = {"seconds": t_null, "kinds": list(nulls.kinds()),
                                "groups": trained_null}
     summary["seconds"] = time.perf_counter() - t0
+    summary["phases"] = {"runs_s": t_null_start - t0, "trained_null_s": t_null,
+                         "reports_s": t_reports, "page_s": None}
+    summary["memory"] = {"peak_bytes": peak_memory_bytes(),
+                         "estimate_bytes": plan.estimate(runs, memory_budget,
+                                                         nulls=nulls)["peak_memory_bytes"]}
     if experiment is not None:
         summary["experiment"] = experiment
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     if analyze:
         from saefast.report import page  # its plots import matplotlib: only when a page is made
 
+        t_page = time.perf_counter()
         page.write_html(out_dir, summary)
+        summary["phases"]["page_s"] = time.perf_counter() - t_page
+        summary["memory"]["peak_bytes"] = peak_memory_bytes()
+        summary["seconds"] = time.perf_counter() - t0
+        write_json_atomic(out_dir / SUMMARY_JSON, summary)  # with the page's time
     return summary
+
+
+def peak_memory_bytes() -> int:
+    """The largest resident memory this process or any of its finished children (seed and
+    report workers) reached so far (Linux and macOS `getrusage`; 0 where it is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return scale * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def _trained_null(executor: Executor, runs: list[RunSpec], out_dir: Path, nulls: NullsConfig,
