@@ -167,3 +167,15 @@ def test_the_live_only_median_is_the_full_one_when_no_feature_is_dead():
     twin = {"summary": {"global_median": 0.3}, "live_only": {"summary": {"global_median": 0.4}}}
     assert _live_only_median(twin) == 0.4
     assert _live_only_median({"summary": {"global_median": 0.3}}) is None  # not asked for
+
+
+def test_the_memory_estimate_covers_the_report_as_well_as_training():
+    """A 16K-feature sweep peaked in its report (1.16 GiB measured) above the training
+    pass's estimate (0.76 GiB): the dry run's peak is the larger of the two."""
+    runs = expand(Experiment(), overrides={"sae.n_features": 16384, "data.tokens": 5000},
+                  axes=[("train.seed", [1, 2, 3])])
+    est = plan.estimate(runs, memory_budget=2**34)
+    assert est["peak_memory_bytes"] == max(est["rows"][0]["memory_bytes"],
+                                           plan.report_bytes(16384, 3, 384))
+    assert est["peak_memory_bytes"] >= 1.16 * 2**30
+    assert plan.report_bytes(16384, 20, 384) > plan.report_bytes(16384, 3, 384)
