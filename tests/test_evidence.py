@@ -87,6 +87,9 @@ def test_redundancy_is_the_max_cosine_to_another_feature():
     np.fill_diagonal(c, -np.inf)
     np.testing.assert_allclose(evidence.redundancy(x), c.max(1), atol=1e-6)
     assert evidence.redundancy(x)[[2, 7]].min() > 0.999
+    # a null draw's pool takes its first rows only, each still against every row
+    np.testing.assert_allclose(evidence.redundancy(x, queries=9), c.max(1)[:9], atol=1e-6)
+    assert evidence.redundancy(x, queries=100).shape == (30,)
 
 
 def test_pvalues_of_pure_null_dictionaries_are_uniform():

@@ -26,6 +26,7 @@ MIN_DRAWS = 1
 def null_draws(n: int) -> int:
     """How many null dictionary sets of n features pool >= NEAREST_NULL_MIN values."""
     return max(MIN_DRAWS, -(-NEAREST_NULL_MIN // max(1, n)))
+REDUNDANCY_QUERIES = 4096  # rows of a null draw whose redundancy is pooled (all up to this)
 _BLOCK_BYTES = 32 << 20  # within-SAE cosines: one [block, n] float32 block at a time
 
 
@@ -34,16 +35,19 @@ def _unit_np(x) -> np.ndarray:
     return unit_rows(t.detach().cpu()).numpy()
 
 
-def redundancy(rows) -> np.ndarray:
+def redundancy(rows, queries: int | None = None) -> np.ndarray:
     """[n] each row's max cosine to ANOTHER row of the same dictionary (float32 unit rows,
-    blockwise; -inf for a dictionary of one row)."""
+    blockwise; -inf for a dictionary of one row); with `queries`, only the first that many
+    rows' (each still against all n): a null draw's rows are exchangeable, so its pool needs
+    no more, and at 16,384 features all of them cost seconds a draw."""
     u = torch.as_tensor(_unit_np(rows))
     n = u.shape[0]
-    out = np.full(n, -np.inf)
+    q = n if queries is None else min(n, int(queries))
+    out = np.full(q, -np.inf)
     block = max(1, _BLOCK_BYTES // (4 * n))
-    for s in range(0, n, block):
-        c = u[s:s + block] @ u.T  # [block, n]
-        idx = torch.arange(s, min(s + block, n))
+    for s in range(0, q, block):
+        c = u[s:min(s + block, q)] @ u.T  # [block, n]
+        idx = torch.arange(s, min(s + block, q))
         c[idx - s, idx] = -float("inf")
         out[s:s + block] = c.max(1).values.double().numpy()
     return out
@@ -101,8 +105,9 @@ class EvidenceNulls:
     def redundancy(self, n: int) -> np.ndarray:
         if n not in self._red:
             rng = np.random.default_rng([n, self.null.d, 12])
-            self._red[n] = np.concatenate([redundancy(self.null.sample([n], rng)[0])
-                                           for _ in range(min(NULL_DICT_DRAWS, null_draws(n)))])
+            self._red[n] = np.concatenate([
+                redundancy(self.null.sample([n], rng)[0], queries=REDUNDANCY_QUERIES)
+                for _ in range(min(NULL_DICT_DRAWS, null_draws(n)))])
         return self._red[n]
 
     def shapes(self) -> list[dict]:
