@@ -9,7 +9,7 @@ vectors (Gaussian with a decaying spectrum). Timed in one run, on the same machi
 
   decoder   encode A and B (the codes any activation view needs) + decoder matching
   activation encode A and B + the exact one-to-one matching on Pearson r of the codes
-             (`equivalence.Codes`, top-K per row and column, certified sparse solver)
+             (`correlation.Codes`, top-K per row and column, certified sparse solver)
 
 The issue's bar: activation <= 3x decoder at 16,384 features and 100K tokens.
 """
@@ -50,6 +50,7 @@ def activations(T: int, d: int, seed: int = 1) -> torch.Tensor:
 
 def main() -> None:
     from saefast.match import match_decoders
+    from saefast.stats import correlation as corr
     from saefast.stats import equivalence as eq
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,8 +71,8 @@ def main() -> None:
     m = match_decoders(a.decoder, b.decoder)
     decoder_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ca, cb = eq.Codes(*codes_a, args.features), eq.Codes(*codes_b, args.features)
-    ia, ib, r, info = eq.correlation_matching(ca, cb)
+    ca, cb = corr.Codes(*codes_a, args.features), corr.Codes(*codes_b, args.features)
+    ia, ib, r, info = corr.correlation_matching(ca, cb)
     corr_s = time.perf_counter() - t0
     both = np.intersect1d(ia * args.features + ib, m.rows * args.features + m.cols).size
 

@@ -12,6 +12,7 @@ from scipy.optimize import linear_sum_assignment
 
 from saefast.match import match_decoders
 from saefast.runs.artifacts import LoadedSAE
+from saefast.stats import correlation as corr
 from saefast.stats import equivalence as eq
 
 
@@ -24,7 +25,7 @@ def random_codes(T, F, k, seed, dead=()):
     vals = g.exponential(1.0, (T, k)) * (g.random((T, k)) > 0.1)  # some kept values are 0
     dense = np.zeros((T, F))
     np.put_along_axis(dense, idx, vals, 1)
-    return eq.Codes(torch.from_numpy(vals).float(), torch.from_numpy(idx), F), \
+    return corr.Codes(torch.from_numpy(vals).float(), torch.from_numpy(idx), F), \
         dense.astype(np.float32).astype(np.float64)
 
 
@@ -47,17 +48,17 @@ def two_runs():
 def test_correlations_from_sparse_codes_equal_the_dense_pearson(two_runs, monkeypatch):
     a, da, b, db = two_runs
     want = pearson(da, db)
-    monkeypatch.setattr(eq, "BLOCK_ELEMS", 7 * b.F)  # several row blocks, one ragged
-    np.testing.assert_allclose(eq.correlation_matrix(a, b), want, atol=1e-10)
+    monkeypatch.setattr(corr, "BLOCK_ELEMS", 7 * b.F)  # several row blocks, one ragged
+    np.testing.assert_allclose(corr.correlation_matrix(a, b), want, atol=1e-10)
     g = np.random.default_rng(0)
     ia, ib = g.permutation(a.F)[:30], g.permutation(b.F)[:30]
-    np.testing.assert_allclose(eq.pair_correlations(a, b, ia, ib), want[ia, ib], atol=1e-10)
-    rv, ri, cv, ci = eq.correlation_topk(a, b, 6)
+    np.testing.assert_allclose(corr.pair_correlations(a, b, ia, ib), want[ia, ib], atol=1e-10)
+    rv, ri, cv, ci = corr.correlation_topk(a, b, 6)
     np.testing.assert_allclose(rv.numpy(), -np.sort(-want, 1)[:, :6], atol=1e-10)
     np.testing.assert_allclose(cv.numpy(), -np.sort(-want.T, 1)[:, :6], atol=1e-10)
     np.testing.assert_allclose(np.take_along_axis(want, ri.numpy(), 1), rv.numpy(), atol=1e-10)
     np.testing.assert_allclose(np.take_along_axis(want.T, ci.numpy(), 1), cv.numpy(), atol=1e-10)
-    assert (eq.correlation_matrix(a, b)[[3, 17]] == 0).all()  # never active: r = 0
+    assert (corr.correlation_matrix(a, b)[[3, 17]] == 0).all()  # never active: r = 0
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -65,11 +66,11 @@ def test_correlations_from_sparse_codes_equal_the_dense_pearson(two_runs, monkey
 def test_the_correlation_matching_is_the_optimal_assignment(two_runs, flip, path, monkeypatch):
     a, da, b, db = two_runs
     if path != "dense":  # the certified solver on top-K candidates, rows recomputed as needed
-        monkeypatch.setattr(eq, "DENSE_MAX", 0)
-        monkeypatch.setattr(eq, "TOP_K", 3)
+        monkeypatch.setattr(corr, "DENSE_MAX", 0)
+        monkeypatch.setattr(corr, "TOP_K", 3)
     if flip:
         a, da, b, db = b, db, a, da
-    ia, ib, r, info = eq.correlation_matching(a, b)
+    ia, ib, r, info = corr.correlation_matching(a, b)
     want = pearson(da, db)
     # among the features that fire (a never-firing one ties at r = 0 with everyone)
     fa, fb = np.flatnonzero(da.std(0) > 0), np.flatnonzero(db.std(0) > 0)
@@ -192,8 +193,8 @@ def test_a_report_for_another_threshold_solves_no_correlation_matching_again(swe
     runs = _runs(swept)
     store = report_nulls.store_of_runs(runs)
     solved = []
-    real = eq.correlation_matching
-    monkeypatch.setattr(eq, "correlation_matching", lambda a, b: solved.append(1) or real(a, b))
+    real = corr.correlation_matching
+    monkeypatch.setattr(corr, "correlation_matching", lambda a, b: solved.append(1) or real(a, b))
     cache = MatchingCache(tmp_path / "matchings")
     first = reports.group_report(runs, tmp_path / "t9", plots=False, acts=store, matchings=cache)
     assert len(solved) == 3  # one per pair, then kept
@@ -232,7 +233,7 @@ def planted_codes(T, F, dead, seed, k=6):
         vals = np.take_along_axis(dense, top, 1)
         dense = np.zeros_like(dense)
         np.put_along_axis(dense, top, vals, 1)  # what a k-sparse code keeps
-        codes.append(eq.Codes(torch.from_numpy(vals).float(), torch.from_numpy(top), F))
+        codes.append(corr.Codes(torch.from_numpy(vals).float(), torch.from_numpy(top), F))
         denses.append(dense.astype(np.float32).astype(np.float64))
     return codes, denses
 
@@ -285,7 +286,7 @@ def test_activation_r_leaves_out_never_firing_features_and_counts_them():
     # the correlation matching's r: also only pairs where both features fire
     for p in pairs:
         cm = p["activation"]["correlation_matching"]
-        ia, ib, r, _ = eq.correlation_matching(codes[p["index_a"]], codes[p["index_b"]])
+        ia, ib, r, _ = corr.correlation_matching(codes[p["index_a"]], codes[p["index_b"]])
         both = (codes[p["index_a"]].std[ia] > 0) & (codes[p["index_b"]].std[ib] > 0)
         assert cm["median_r"] == pytest.approx(np.median(r[both]))
         assert cm["n_never_fire"] == np.count_nonzero(~both)

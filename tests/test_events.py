@@ -24,7 +24,8 @@ def _sinks():
 def test_events_are_no_ops_a_sink_overrides():
     e = Events()
     assert EVENTS == {"harvest_started", "harvest_progress", "pass_started", "run_step",
-                      "run_finished", "report_started", "message", "cluster_progress"}
+                      "run_finished", "report_started", "report_step", "report_pair", "message",
+                      "cluster_progress"}
     assert e.message("hello") is None and e.report_started("g") is None
 
 

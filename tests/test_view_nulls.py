@@ -8,6 +8,7 @@ import torch
 from test_equivalence import planted_codes, random_codes
 
 from saefast.runs.artifacts import LoadedSAE
+from saefast.stats import correlation as corr
 from saefast.stats import equivalence as eq
 from saefast.stats import view_nulls as vn
 
@@ -95,13 +96,13 @@ def test_permuted_codes_are_the_codes_of_permuted_tokens():
     order = vn.block_permutation(90, 7, np.random.default_rng(3))
     p = vn.permuted_codes(a, order)
     b, _ = random_codes(90, 12, 3, 4)
-    direct = eq.Codes(torch.from_numpy(a.values[order]).float(),
+    direct = corr.Codes(torch.from_numpy(a.values[order]).float(),
                       torch.from_numpy(a.indices[order]), 12)
     ia = np.arange(12)
-    np.testing.assert_allclose(eq.pair_correlations(b, p, ia, ia),
-                               eq.pair_correlations(b, direct, ia, ia), atol=1e-12)
-    np.testing.assert_allclose(eq.pair_correlations(p, b, ia, ia),  # as the A side too
-                               eq.pair_correlations(direct, b, ia, ia), atol=1e-12)
+    np.testing.assert_allclose(corr.pair_correlations(b, p, ia, ia),
+                               corr.pair_correlations(b, direct, ia, ia), atol=1e-12)
+    np.testing.assert_allclose(corr.pair_correlations(p, b, ia, ia),  # as the A side too
+                               corr.pair_correlations(direct, b, ia, ia), atol=1e-12)
 
 
 def _activation_pairs(codes, F):

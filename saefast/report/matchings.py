@@ -19,10 +19,10 @@ from saefast.match import Matching
 from saefast.match import cache as match_cache
 from saefast.match.cache import MatchingCache
 from saefast.runs.artifacts import LoadedSAE
-from saefast.stats import equivalence
+from saefast.stats import correlation
 from saefast.stats.stability import features
 
-# the kind (and the method: exact, `equivalence.correlation_matching`, among firing features;
+# the kind (and the method: exact, `correlation.correlation_matching`, among firing features;
 # renamed when the method changed, so a cached matching of the old one is not read)
 CORRELATION = "correlation-firing"
 
@@ -59,7 +59,7 @@ def encoder_matchings(saes, pairs: list[dict], *, solver: str,
         for p in pairs}
 
 
-def codes_identity(codes: equivalence.Codes) -> str:
+def codes_identity(codes: correlation.Codes) -> str:
     """What names one side of a correlation matching: the run's sparse codes of the held-out
     tokens (feature count, values and indices, byte for byte)."""
     h = hashlib.sha256(f"codes:{codes.F}:{codes.values.shape}:".encode())
@@ -68,15 +68,15 @@ def codes_identity(codes: equivalence.Codes) -> str:
     return h.hexdigest()
 
 
-def correlation_matching(a: equivalence.Codes, b: equivalence.Codes, *, id_a: str, id_b: str,
+def correlation_matching(a: correlation.Codes, b: correlation.Codes, *, id_a: str, id_b: str,
                          matchings: MatchingCache | None = None) -> tuple:
-    """`equivalence.correlation_matching(a, b)` -> (a_idx, b_idx, r, info), read from
+    """`correlation.correlation_matching(a, b)` -> (a_idx, b_idx, r, info), read from
     `matchings` when it was computed before (id_a / id_b: `codes_identity`)."""
     if matchings is None:
-        return equivalence.correlation_matching(a, b)
+        return correlation.correlation_matching(a, b)
 
     def solve() -> Matching:
-        a_idx, b_idx, r, info = equivalence.correlation_matching(a, b)
+        a_idx, b_idx, r, info = correlation.correlation_matching(a, b)
         return Matching(rows=a_idx, cols=b_idx, cosines=r, certified=bool(info["certified"]),
                         solver=CORRELATION, info=info)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from saefast.errors import ModelError
+from saefast.stats import correlation as corr
 from saefast.stats import equivalence as eq
 from saefast.stats import fisher
 from saefast.stats import inference as inf
@@ -306,9 +307,9 @@ def pair_effect_correlations(effects_a, idx_a, effects_b, idx_b, n_a: int, n_b: 
                              a_feats, b_feats) -> np.ndarray:
     """[n] Pearson r over tokens between the per-token effects of A's feature a_feats[t] and
     B's b_feats[t] (0 where a feature is not kept), from the sparse effects."""
-    ca = eq.Codes(effects_a, idx_a, n_a)
-    cb = eq.Codes(effects_b, idx_b, n_b)
-    return eq.pair_correlations(ca, cb, a_feats, b_feats)
+    ca = corr.Codes(effects_a, idx_a, n_a)
+    cb = corr.Codes(effects_b, idx_b, n_b)
+    return corr.pair_correlations(ca, cb, a_feats, b_feats)
 
 
 # ---------------------------------------------------------------------------- a report's block

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from saefast.match import unit_rows
-from saefast.stats import equivalence as eq
+from saefast.stats import correlation as corr
 from saefast.stats import inference as inf
 
 SEED = 0
@@ -212,7 +212,7 @@ def block_permutation(T: int, L: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.arange(starts[b], ends[b]) for b in order])
 
 
-def permuted_codes(codes: eq.Codes, order: np.ndarray) -> eq.Codes:
+def permuted_codes(codes: corr.Codes, order: np.ndarray) -> corr.Codes:
     """The same codes with token t' holding token order[t']'s code: per-feature moments
     unchanged, entries re-addressed (no re-sort)."""
     out = copy.copy(codes)
@@ -223,7 +223,7 @@ def permuted_codes(codes: eq.Codes, order: np.ndarray) -> eq.Codes:
     return out
 
 
-def token_floor(codes: Sequence[eq.Codes], pairs: list[dict], *,
+def token_floor(codes: Sequence[corr.Codes], pairs: list[dict], *,
                 context_length: int | None = None, seed: int = SEED) -> dict | None:
     """summary.equivalence.activation.floor: the token-permutation floor (module doc) of the
     decoder-matched pairs' r, its mean and 95 % quantile beside the observed r, the excess of
@@ -239,10 +239,10 @@ def token_floor(codes: Sequence[eq.Codes], pairs: list[dict], *,
         a, b = codes[i], codes[j]
         ia = np.asarray(p["a_indices"], np.int64)
         ib = np.asarray(p["b_indices"], np.int64)
-        active = eq.fires(a, b, ia, ib)  # permuting tokens keeps which features fire
+        active = corr.fires(a, b, ia, ib)  # permuting tokens keeps which features fire
         rng = np.random.default_rng([seed, i, j])
         D = draws_for(int(active.sum()))
-        r0 = np.stack([eq.pair_correlations(a, permuted_codes(b, block_permutation(T, L, rng)),
+        r0 = np.stack([corr.pair_correlations(a, permuted_codes(b, block_permutation(T, L, rng)),
                                             ia, ib)[active] for _ in range(D)])  # [D, n_active]
         key = (i, j)
         obs[key], flo[key] = np.asarray(p["activation"]["r"], float)[active], r0.ravel()
@@ -262,7 +262,7 @@ def token_floor(codes: Sequence[eq.Codes], pairs: list[dict], *,
 
 
 def add_view_nulls(equivalence: dict, saes: Sequence, pairs: list[dict], *, threshold: float,
-                   codes: Sequence[eq.Codes] | None, context_length: int | None) -> None:
+                   codes: Sequence[corr.Codes] | None, context_length: int | None) -> None:
     """Put each view's floor into summary.equivalence (encoder.null, activation.floor) and
     its per-pair part on the pairs, for the views the report has."""
     if equivalence.get("encoder"):
