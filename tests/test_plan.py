@@ -175,7 +175,24 @@ def test_the_memory_estimate_covers_the_report_as_well_as_training():
     runs = expand(Experiment(), overrides={"sae.n_features": 16384, "data.tokens": 5000},
                   axes=[("train.seed", [1, 2, 3])])
     est = plan.estimate(runs, memory_budget=2**34)
-    assert est["peak_memory_bytes"] == max(est["rows"][0]["memory_bytes"],
+    assert est["peak_memory_bytes"] == max(plan.PROCESS_BYTES + est["rows"][0]["memory_bytes"],
                                            plan.report_bytes(16384, 3, 384))
     assert est["peak_memory_bytes"] >= 1.16 * 2**30
     assert plan.report_bytes(16384, 20, 384) > plan.report_bytes(16384, 3, 384)
+
+
+def test_a_sweeps_peak_memory_is_within_the_dry_runs_estimate(tmp_path, corpus):
+    """Measured in a process of its own, as a user runs it (summary.json `memory`)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "saefast.cli.main", "sweep", "--model", "tiny", "--hook",
+         "blocks.1.hook_resid_pre", "--corpus", str(corpus), "--tokens", "800", "--features",
+         "16", "--k", "2", "--epochs", "2", "--seeds", "3", "--out", str(out),
+         "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    mem = json.loads((out / "summary.json").read_text())["memory"]
+    assert 0 < mem["peak_bytes"] <= mem["estimate_bytes"]
+    assert "peak memory" in " ".join(done.stdout.split())

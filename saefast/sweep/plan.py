@@ -207,12 +207,15 @@ def _per_pass(cfg: RunConfig, n_seeds: int, d_model: int, budget: int) -> int:
         train_tokens if resident(cfg, d_model, budget) else 0, budget, cfg.train.dtype)
 
 
-# A group's report in the sweep's process (measured: 16,384 features x 3 seeds in d = 384
-# peaked at 1.16 GiB, 2026-12-07): the process with torch, SciPy and matplotlib; each run
-# loaded (encoder, decoder, their float64 unit copies while matched); two runs' float64 copies
-# and their indexed copies at a time (the views' floors); each pair's per-feature lists
-# (cosines, indices, p-values under each null, as Python numbers); a 25 % margin
-REPORT_PROCESS_BYTES = 320 * 2**20
+# The sweep's process before it holds anything of its own: Python with torch, transformers,
+# TransformerLens, SciPy and matplotlib (measured: a 16-feature sweep of the tiny model peaked
+# at 0.58 GiB). A training pass's estimate (`pass_bytes`) comes on top of it.
+PROCESS_BYTES = 600 * 2**20
+# A group's report in that process (measured: 16,384 features x 3 seeds in d = 384 peaked at
+# 1.22 GiB, 2026-12-07): each run loaded (encoder, decoder, their float64 unit copies while
+# matched); two runs' float64 copies and their indexed copies at a time (the views' floors);
+# each pair's per-feature lists (cosines, indices, p-values under each null, as Python
+# numbers); a 25 % margin
 REPORT_RUN_BYTES_PER_CELL = 15  # per feature x d of a loaded run
 REPORT_WORK_BYTES_PER_CELL = 64  # per feature x d: float64 copies of two runs, and indexed
 REPORT_PAIR_BYTES_PER_FEATURE = 400
@@ -220,10 +223,11 @@ REPORT_MARGIN = 1.25
 
 
 def report_bytes(n_features: int, n_runs: int, d_model: int) -> int:
-    """Peak memory of one group's report (`REPORT_PROCESS_BYTES` and the constants after it)."""
+    """Peak memory of the sweep's process during one group's report (`PROCESS_BYTES` and the
+    constants after it)."""
     cells = int(n_features) * int(d_model)
     pairs = int(n_runs) * (int(n_runs) - 1) // 2
-    return int(REPORT_MARGIN * (REPORT_PROCESS_BYTES + n_runs * cells * REPORT_RUN_BYTES_PER_CELL
+    return int(REPORT_MARGIN * (PROCESS_BYTES + n_runs * cells * REPORT_RUN_BYTES_PER_CELL
                                 + cells * REPORT_WORK_BYTES_PER_CELL
                                 + pairs * int(n_features) * REPORT_PAIR_BYTES_PER_FEATURE))
 
@@ -361,7 +365,7 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
         except memory.MemoryBudgetError:
             per_pass = 0
         need = pass_bytes(c, max(per_pass, 1), d, budget)
-        peak = max(peak, need, report_bytes(c.sae.n_features, len(members), d))
+        peak = max(peak, PROCESS_BYTES + need, report_bytes(c.sae.n_features, len(members), d))
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
         rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
