@@ -72,13 +72,18 @@ class RichEvents(Events):
         self.report: Progress | None = None  # the steps of the report being computed
         self.report_task = self.pairs_task = None
 
+    def _bars(self, *, transient: bool) -> Progress:
+        """Started bars: name, bar, count, info, elapsed and remaining time."""
+        bars = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=self.console, transient=transient)
+        bars.start()
+        return bars
+
     def _start(self, total: int) -> None:
         if self.progress is None:
-            self.progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                TimeRemainingColumn(), console=self.console, transient=False)
-            self.progress.start()
+            self.progress = self._bars(transient=False)
             self.passes_task = self.progress.add_task("passes", total=total, info="")
             self.steps_task = self.progress.add_task("steps", total=1, info="")
 
@@ -129,11 +134,7 @@ class RichEvents(Events):
         beside it, and one over the pairs while they are matched."""
         if self.report is None:
             self._stop_harvest()
-            self.report = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                TimeRemainingColumn(), console=self.console, transient=True)
-            self.report.start()
+            self.report = self._bars(transient=True)
             self.report_task = self.report.add_task("report steps", total=total, info="")
             self.pairs_task = self.report.add_task("pairs", total=1, info="", visible=False)
         self.report.update(self.report_task, completed=index, total=total,
