@@ -173,10 +173,10 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
     dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
     report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
                      **kw)
-    # every step after the core is guarded (`report.missing`): what fails is recorded as
-    # missing with its reason, and the rest of the report is still computed and written
 
     def guard(name: str, fn):
+        """A step after the core, announced, and guarded (`report.missing`): what fails is
+        recorded as missing with its reason, and the rest is still computed and written."""
         tell(name.removesuffix("_live_only"))
         return missing.guarded(report, name, fn)
 
