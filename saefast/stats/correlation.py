@@ -177,15 +177,21 @@ class CorrelationScores:
         return torch.from_numpy(correlation_rows(self.a, self.b, rows))  # [f, m] float64
 
 
+def _firing(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, Codes, Codes]:
+    """(A's firing features, B's, A's codes of them, B's): a never-firing feature has r = 0
+    with everyone, so the searches below leave it out."""
+    fa, fb = np.flatnonzero(a.std > 0), np.flatnonzero(b.std > 0)
+    return (fa, fb, a if len(fa) == a.F else a.subset(fa),
+            b if len(fb) == b.F else b.subset(fb))
+
+
 def firing_partners(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray]:
     """([F_a] each A feature's max-r partner among B's firing features, [F_b] the same for
     B), -1 for a feature that never fires: one top-1 pass over the firing features only (at
     16,384 features on a few hundred tokens most never fire, and all r with them are 0)."""
-    fa, fb = np.flatnonzero(a.std > 0), np.flatnonzero(b.std > 0)
+    fa, fb, sub_a, sub_b = _firing(a, b)
     best_b, best_a = np.full(a.F, -1, np.int64), np.full(b.F, -1, np.int64)
     if len(fa) and len(fb):
-        sub_a = a if len(fa) == a.F else a.subset(fa)
-        sub_b = b if len(fb) == b.F else b.subset(fb)
         _, row_idx, _, col_idx = correlation_topk(sub_a, sub_b, 1)  # both directions
         best_b[fa], best_a[fb] = fb[row_idx[:, 0].numpy()], fa[col_idx[:, 0].numpy()]
     return best_b, best_a
@@ -200,13 +206,11 @@ def correlation_matching(a: Codes, b: Codes) -> tuple[np.ndarray, np.ndarray, np
     info["firing"] = [features of A, of B] taken. A dense solve with its gap bound up to
     DENSE_MAX pairs, else the certified sparse solver on the top-TOP_K candidates
     (info["certified"] says whether the proof closed)."""
-    fa, fb = np.flatnonzero(a.std > 0), np.flatnonzero(b.std > 0)
+    fa, fb, sub_a, sub_b = _firing(a, b)
     if len(fa) == 0 or len(fb) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0), {"certified": True, "gap_bound": 0.0,
                                           "firing": [int(len(fa)), int(len(fb))]}
-    sub_a = a if len(fa) == a.F else a.subset(fa)
-    sub_b = b if len(fb) == b.F else b.subset(fb)
     ia, ib, r, info = _correlation_assignment(sub_a, sub_b)
     info["firing"] = [int(len(fa)), int(len(fb))]
     return fa[ia], fb[ib], r, info

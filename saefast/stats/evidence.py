@@ -30,7 +30,7 @@ from saefast.stats import recurrence as rec
 from saefast.stats import share as sh
 from saefast.stats import verdict
 from saefast.stats.evidence_nulls import EvidenceNulls, redundancy
-from saefast.stats.null_model import NullModel, null_size
+from saefast.stats.null_model import NullModel
 
 FIRE_BINS = 10  # deciles of firing frequency
 NULL_CURVE_WORK = 1 << 30  # null seed-count curve: sum over null pairs of n_a n_b, at most
@@ -113,9 +113,8 @@ def _pair_under(p: dict, best_a, best_b, nulls: EvidenceNulls) -> dict:
     list, shares) and the null's nearest / max-cardinality numbers of the pair's shape."""
     cos = np.asarray(p["all_cosines"], dtype=np.float64)
     n_a, n_b = len(best_a), len(best_b)
-    size_a, size_b = null_size(n_a), null_size(n_b)  # above 1,024 on a grid: few shapes
-    sig = inf.significance(cos, nulls.matched(size_a, size_b))
-    np_ = nulls.pair(size_a, size_b)
+    sig = inf.significance(cos, nulls.matched(n_a, n_b))
+    np_ = nulls.pair(n_a, n_b)
     near_p = np.concatenate([inf.feature_pvalues(best_a, np_["near_a"]),
                              inf.feature_pvalues(best_b, np_["near_b"])])
     z = np.sort(np.concatenate([sh.zscores(near_p[:n_a], np_["near_a"].size),
@@ -308,7 +307,7 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
     n_all = sum(p["n_matched_pairs"] for p in pairs)
     storey = inf.share_beyond_chance()
     null_pairs = [under[k]["null"] for k in keys]
-    null_red = np.concatenate([nulls.redundancy(null_size(len(r))) for r in rows])
+    null_red = np.concatenate([nulls.redundancy(len(r)) for r in rows])
     curves = {"beyond_chance": _beyond_chance_curve(pairs, n_features, under)}
     short = model.short_of([len(r) for r in rows])
     powered = all(under[k]["null_large_enough"] for k in keys)

@@ -10,7 +10,7 @@ import torch
 
 from saefast.match import unit_rows
 from saefast.stats import recurrence as rec
-from saefast.stats.null_model import NullModel, report_null_size
+from saefast.stats.null_model import NullModel, null_size, report_null_size
 
 NEAREST_NULL_MIN = 16000  # nearest cosines per side of a null pair shape, at least: the bulk-matched
 # share (stats.share) reads z up to ~4 (p ~ 3e-5); with 4,000 a bulk 2 null SDs up hit the
@@ -23,7 +23,7 @@ NULL_DICT_DRAWS = 8
 MIN_DRAWS = 1
 
 
-def null_draws(n: int) -> int:
+def pool_draws(n: int) -> int:
     """How many null dictionary sets of n features pool >= NEAREST_NULL_MIN values."""
     return max(MIN_DRAWS, -(-NEAREST_NULL_MIN // max(1, n)))
 REDUNDANCY_QUERIES = 4096  # rows of a null draw whose redundancy is pooled (all up to this)
@@ -58,7 +58,8 @@ _MEMO: dict[tuple, dict] = {}  # per (null key, threshold): {"matched"|"pair"|"r
 
 class EvidenceNulls:
     """The null statistics a report needs, computed once per null, threshold and shape in a
-    process (a sweep's groups share them); `shapes()` lists those this report used."""
+    process (a sweep's groups share them); `shapes()` lists those this report used. Sizes
+    above 1,024 are drawn on `null_model.null_size`'s grid, so nearby shapes share draws."""
 
     def __init__(self, null: NullModel, threshold: float, solver: str):
         self.null, self.t, self.solver = null, float(threshold), solver
@@ -69,7 +70,7 @@ class EvidenceNulls:
         self._used: set[tuple[int, int]] = set()
 
     def matched(self, n_a: int, n_b: int) -> np.ndarray:
-        key = (n_a, n_b)
+        key = n_a, n_b = null_size(n_a), null_size(n_b)
         self._used.add(key)
         if key not in self._matched:
             n_min = report_null_size(n_a, n_b)  # >= what BY needs; shared with summary.nulls
@@ -79,13 +80,13 @@ class EvidenceNulls:
     def pair(self, n_a: int, n_b: int) -> dict:
         """Nearest and max-cardinality statistics of null pairs of this shape: enough draws
         that each side pools >= NEAREST_NULL_MIN nearest cosines (Storey's pi0 needs p-values
-        resolved near lambda, not in the far tail; `null_draws`), max-cardinality on the
+        resolved near lambda, not in the far tail; `pool_draws`), max-cardinality on the
         first NULL_DICT_DRAWS of them."""
-        key = (n_a, n_b)
+        key = n_a, n_b = null_size(n_a), null_size(n_b)
         if key not in self._pair:
             rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
             near_a, near_b, most = [], [], []
-            for k in range(null_draws(min(n_a, n_b))):
+            for k in range(pool_draws(min(n_a, n_b))):
                 a, b = self.null.sample([n_a, n_b], rng)
                 best_a, best_b = rec.nearest_cosines(a, b)
                 near_a.append(best_a), near_b.append(best_b)
@@ -103,11 +104,12 @@ class EvidenceNulls:
         return self._pair[key]
 
     def redundancy(self, n: int) -> np.ndarray:
+        n = null_size(n)
         if n not in self._red:
             rng = np.random.default_rng([n, self.null.d, 12])
             self._red[n] = np.concatenate([
                 redundancy(self.null.sample([n], rng)[0], queries=REDUNDANCY_QUERIES)
-                for _ in range(min(NULL_DICT_DRAWS, null_draws(n)))])
+                for _ in range(min(NULL_DICT_DRAWS, pool_draws(n)))])
         return self._red[n]
 
     def shapes(self) -> list[dict]:

@@ -101,9 +101,10 @@ def isotropic(n_a: int, n_b: int, d: int, *, solver: str = "auto") -> dict:
     """The isotropic null of dictionaries n_a x n_b in d as a report states it: the keys of
     `random_baseline`, with the draws the per-feature p-values use (the same memoised dict).
     Drawn on one torch thread, as the evidence draws it, so its bits do not depend on which
-    of the two asks first."""
+    of the two asks first; above 1,024 features at `null_size`'s grid, as the evidence."""
     from saefast.stats.evidence import single_thread
 
+    n_a, n_b = null_size(n_a), null_size(n_b)
     with single_thread():
         return random_baseline(n_a, n_b, d, seed=NULL_SEED, n_draws=report_null_draws(n_a, n_b),
                                solver=solver)

@@ -65,7 +65,6 @@ from saefast.match import Matching
 from saefast.runs.artifacts import LoadedSAE
 from saefast.stats import null_summary
 from saefast.stats.matched import DEFAULT_THRESHOLDS, matched_statistics
-from saefast.stats.null_model import null_size
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_TOP_K = 20
@@ -133,8 +132,7 @@ def pair_alignment(sa: LoadedSAE, sb: LoadedSAE, idx_a: np.ndarray, idx_b: np.nd
     d = int(sa.decoder.shape[1])
     null = None
     if baseline:
-        null = null_summary.isotropic(null_size(len(idx_a)), null_size(len(idx_b)), d,
-                                      solver=solver)  # above 1,024 features: on a grid
+        null = null_summary.isotropic(len(idx_a), len(idx_b), d, solver=solver)
     out: dict[str, Any] = {
         "run_a": str(sa.path),
         "run_b": str(sb.path),
