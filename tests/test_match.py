@@ -290,3 +290,24 @@ def test_match_decoders_on_an_explicit_cpu_device_is_the_default_matching():
     on_cpu = match_decoders(a, b, solver="native", device="cpu")
     assert on_cpu.certified and on_cpu.info["device"] == "cpu" and not on_cpu.info["tf32"]
     np.testing.assert_array_equal(on_cpu.cols, default.cols)
+
+
+@pytest.mark.parametrize("solver", ["scipy", "native-dense", "native-sparse"])
+@pytest.mark.parametrize("shape", [(90, 140), (140, 90)])
+def test_nearest_partners_are_each_rows_argmax(monkeypatch, solver, shape):
+    """Matching.nearest (what the report's nearest-cosine statistics reuse instead of a second
+    GEMM) names each row's most similar row of the other dictionary, both ways and in both
+    orientations of the solver."""
+    if solver.startswith("native"):
+        if not native_available():
+            pytest.skip("native solver not built")
+        if solver == "native-sparse":
+            _sparse_native(monkeypatch)
+    g = torch.Generator().manual_seed(shape[0])
+    a, b = torch.randn(shape[0], 16, generator=g), torch.randn(shape[1], 16, generator=g)
+    m = match_decoders(a, b, solver=solver.split("-")[0], candidates=4)
+    cos = torch.nn.functional.normalize(a.double(), dim=1) @ \
+        torch.nn.functional.normalize(b.double(), dim=1).T
+    assert m.nearest is not None
+    assert np.array_equal(m.nearest[0], cos.argmax(1).numpy())
+    assert np.array_equal(m.nearest[1], cos.argmax(0).numpy())

@@ -32,6 +32,7 @@ def test_a_stored_matching_reads_back_exactly_and_a_damaged_one_is_recomputed(tm
     for m in (first, again):
         assert np.array_equal(m.rows, fresh.rows) and np.array_equal(m.cols, fresh.cols)
         assert np.array_equal(m.cosines, fresh.cosines) and m.certified == fresh.certified
+        assert all(np.array_equal(x, y) for x, y in zip(m.nearest, fresh.nearest))
     path.write_bytes(b"not a zip")  # a torn or foreign file: matched again and replaced
     assert np.array_equal(match_cache.match(cache, a, b, kind="decoder", solver="auto").cosines,
                           fresh.cosines)

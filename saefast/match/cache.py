@@ -8,8 +8,9 @@ solver (or, for a kind not matched by `match_decoders`, its method's name), and 
 both inputs (and of the row subsets taken, for live-only), so a retrained run, another
 solver or another subset never reuses a stale matching, wherever the runs live.
 
-Files: `<folder>/<key>.npz` (rows, cols, cosines, certified, solver, timings, info), each
-written atomically; an unreadable file is recomputed.
+Files: `<folder>/<key>.npz` (rows, cols, cosines, certified, solver, timings, info, and the
+nearest partners `near_a`, `near_b` where the matching kept them), each written atomically;
+an unreadable file is recomputed.
 """
 
 from __future__ import annotations
@@ -78,10 +79,13 @@ class MatchingCache:
         try:
             with np.load(self.path(key), allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+                nearest = ((z["near_a"].astype(np.int64), z["near_b"].astype(np.int64))
+                           if "near_a" in z.files else None)
                 return Matching(rows=z["rows"].astype(np.int64), cols=z["cols"].astype(np.int64),
                                 cosines=z["cosines"].astype(np.float64),
                                 certified=bool(meta["certified"]), solver=str(meta["solver"]),
-                                timings=dict(meta["timings"]), info=dict(meta["info"]))
+                                timings=dict(meta["timings"]), info=dict(meta["info"]),
+                                nearest=nearest)
         except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: recompute
             return None
 
@@ -90,10 +94,13 @@ class MatchingCache:
 
         meta = json.dumps({"certified": bool(m.certified), "solver": m.solver,
                            "timings": m.timings, "info": m.info}, default=to_json)
+        near = {} if m.nearest is None else {"near_a": np.asarray(m.nearest[0], dtype=np.int64),
+                                             "near_b": np.asarray(m.nearest[1], dtype=np.int64)}
         with atomic_open(self.path(key), "wb") as f:  # a file object: numpy adds no suffix
             np.savez(f, rows=np.asarray(m.rows, dtype=np.int64),
                      cols=np.asarray(m.cols, dtype=np.int64),
-                     cosines=np.asarray(m.cosines, dtype=np.float64), meta=np.array(meta))
+                     cosines=np.asarray(m.cosines, dtype=np.float64), meta=np.array(meta),
+                     **near)
 
     def cached(self, key: str, compute: Callable[[], Matching]) -> Matching:
         """The matching stored under key; else compute()'s, stored there."""

@@ -225,19 +225,23 @@ def solve_dense(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
                                             "edges": int(cos.size), "rounds": 1}
 
 
-def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device=None
-                 ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+def solve_sparse(a: torch.Tensor, b: torch.Tensor, k: int, timings: dict, device=None,
+                 top1: list | None = None) -> tuple[np.ndarray, np.ndarray, bool, dict]:
     """Candidates + sparse solve + certificate (module docstring) for a [n, d], b [m, d] unit
     float32 rows on the CPU, n <= m, K = k. The candidates come from `candidate_device(device)`
     (a GPU's cosine_topk; TF32 there when torch allows it, with the margin widened to match);
     the solve and the certificate run on the CPU. Fills `timings`; returns (row_to_col [n],
-    cosines [n], certified, info: k, margin, device, rounds, rows_recomputed, edges, ...)."""
-    return solve_scores(CosineScores(a, b, device), k, timings)
+    cosines [n], certified, info: k, margin, device, rounds, rows_recomputed, edges, ...).
+    top1: a list that gets (each row's best column [n], each column's best row [m]) by the
+    candidates' float32 cosines (`Matching.nearest`)."""
+    return solve_scores(CosineScores(a, b, device), k, timings, top1)
 
 
-def solve_scores(scores, k: int, timings: dict) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+def solve_scores(scores, k: int, timings: dict, top1: list | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, bool, dict]:
     """The maximum-total-score assignment of every row to a distinct column, certified over
-    all n * m pairs, for any `scores` with CosineScores' interface (n <= m, K = k)."""
+    all n * m pairs, for any `scores` with CosineScores' interface (n <= m, K = k). top1: as
+    in `solve_sparse`."""
     from saefast.match import _lap
 
     n, m = scores.n, scores.m
@@ -245,6 +249,8 @@ def solve_scores(scores, k: int, timings: dict) -> tuple[np.ndarray, np.ndarray,
     t0 = time.perf_counter()
     row_vals, row_idx, col_vals, col_idx = scores.top_k(k)  # [n,k], [n,k], [m,k], [m,k]
     timings["candidates_s"] = time.perf_counter() - t0
+    if top1 is not None:
+        top1[:] = [row_idx[:, 0].numpy().astype(np.int64), col_idx[:, 0].numpy().astype(np.int64)]
 
     t0 = time.perf_counter()
     graph = _Graph(scores, *_lap.candidate_graph(row_idx, col_idx))

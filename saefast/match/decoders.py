@@ -51,6 +51,11 @@ class Matching:
     solver: str  # the solver that produced it ("native", "lapjv", "scipy")
     timings: dict[str, float] = field(default_factory=dict)  # seconds: gemm_s, solve_s, ...
     info: dict = field(default_factory=dict)  # native: k, edges, rounds, gap_bound, ...
+    # (each A row's nearest B row [n_a], each B row's nearest A row [n_b]) by the float32
+    # cosines the solver computed anyway (its candidates' first entries, or the dense
+    # matrix's argmax): the nearest-neighbour statistics reuse them instead of a second
+    # n_a x n_b GEMM. None where they were not kept (e.g. a matching cached before).
+    nearest: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def total(self) -> float:
@@ -114,6 +119,11 @@ def _cosine_matrix(a_unit: torch.Tensor, b_unit: torch.Tensor) -> tuple[np.ndarr
     return cos, time.perf_counter() - t0
 
 
+def _argmax(cos32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`Matching.nearest` of a dense [n_a, n_b] cosine matrix."""
+    return cos32.argmax(1).astype(np.int64), cos32.argmax(0).astype(np.int64)
+
+
 def _dense_matching(a_unit, b_unit, solver: str, solve: Callable) -> Matching:
     need = 12 * a_unit.shape[0] * b_unit.shape[0]  # [n_a, n_b] float32 + float64 copy
     if need > DENSE_BUDGET_BYTES:
@@ -130,7 +140,7 @@ def _dense_matching(a_unit, b_unit, solver: str, solve: Callable) -> Matching:
     cols = np.asarray(cols, dtype=np.int64)
     cosines = cos32[rows, cols].astype(np.float64)
     return Matching(rows=rows, cols=cols, cosines=cosines, certified=True, solver=solver,
-                    timings={"gemm_s": gemm_s, "solve_s": solve_s})
+                    timings={"gemm_s": gemm_s, "solve_s": solve_s}, nearest=_argmax(cos32))
 
 
 def _solve_lapjv(a_unit, b_unit, candidates=None) -> Matching:
@@ -174,15 +184,21 @@ def _solve_native(a_unit, b_unit, candidates=None, device=None) -> Matching:
         x, cos, info = certified.solve_dense(cos64)
         timings["solve_s"] = time.perf_counter() - t0
         proven = info["gap_bound"] <= certified.DUAL_TOL * n + 1e-12
+        nearest = _argmax(cos32)
     else:
-        x, cos, proven, info = certified.solve_sparse(a, b, min(k, n), timings, device=device)
+        top1: list = []
+        x, cos, proven, info = certified.solve_sparse(a, b, min(k, n), timings, device=device,
+                                                      top1=top1)
+        row_best, col_best = top1  # in the solver's orientation (n <= m)
+        nearest = (col_best, row_best) if transposed else (row_best, col_best)
     timings["total_s"] = time.perf_counter() - t_start
     rows, cols = np.arange(n, dtype=np.int64), x.astype(np.int64)
     if transposed:
         order = np.argsort(cols)
         rows, cols, cos = cols[order], rows[order], cos[order]
     return Matching(rows=rows, cols=cols, cosines=np.asarray(cos, np.float64),
-                    certified=bool(proven), solver="native", timings=timings, info=info)
+                    certified=bool(proven), solver="native", timings=timings, info=info,
+                    nearest=nearest)
 
 
 # name -> function(a_unit [n_a, d] float32, b_unit [n_b, d] float32, candidates) -> Matching

@@ -70,11 +70,13 @@ NO_HELD_OUT = "no held-out activations given (reports.analyze_runs passes the st
 
 
 def _pair(sa: LoadedSAE, sb: LoadedSAE, *, threshold, top_k, solver, live_only, baseline,
-          matchings: MatchingCache | None = None) -> dict[str, Any]:
+          matchings: MatchingCache | None = None) -> tuple[dict[str, Any], tuple | None]:
+    """(the pair dict, its matching's nearest neighbours `Matching.nearest` or None)."""
     idx_a, idx_b, m = pair_matchings.pair_matching(sa, sb, live_only=live_only, solver=solver,
                                                    matchings=matchings)
     return stability.pair_alignment(sa, sb, idx_a, idx_b, m, threshold=threshold, top_k=top_k,
-                                    live_only=live_only, baseline=baseline, solver=solver)
+                                    live_only=live_only, baseline=baseline,
+                                    solver=solver), m.nearest
 
 
 def _alignment(run_a, run_b, threshold, top_k, *, solver, baseline, live_only) -> dict:
@@ -83,7 +85,7 @@ def _alignment(run_a, run_b, threshold, top_k, *, solver, baseline, live_only) -
     inputs.check_distinct([sa, sb])
     stability.check_same_d([sa, sb])
     return _pair(sa, sb, threshold=threshold, top_k=top_k, solver=solver, live_only=live_only,
-                 baseline=baseline)
+                 baseline=baseline)[0]
 
 
 def compute_sae_pair_alignment(run_a, run_b, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP_K, *,
@@ -171,8 +173,9 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
         (lambda name: None)
     tell("pairs")
     dicts = {live: _dictionary(saes, live) if baseline else None for live in modes}
+    partners: dict[bool, dict] = {False: {}, True: {}}  # per mode: `_report`'s
     report = _report(saes, live_only=False, other_nulls=others + _model(dicts[False], solver),
-                     **kw)
+                     partners=partners[False], **kw)
 
     def guard(name: str, fn):
         """A step after the core, announced, and guarded (`report.missing`): what fails is
@@ -184,7 +187,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
                                               held_out=held_out, matchings=matchings))
     if live_mode:
         report["live_only"] = guard("live_only", lambda: _report(
-            saes, live_only=True, other_nulls=others + _model(dicts[True], solver), **kw))
+            saes, live_only=True, other_nulls=others + _model(dicts[True], solver),
+            partners=partners[True], **kw))
     elif live_only:
         report["live_only"] = None
         report["summary"]["live_only_note"] = NO_DEAD_NOTE
@@ -199,7 +203,8 @@ def compute_analysis(run_dirs, *, threshold=DEFAULT_THRESHOLD, top_k=DEFAULT_TOP
             spectrum_rows=({"full": rows[False], "live_only": rows.get(True)}
                            if spectrum_null else None)))
         guard("trained_null", lambda: report_trained.add_trained(
-            report, saes, trained or [], solver=solver, matchings=matchings))
+            report, saes, trained or [], solver=solver, matchings=matchings,
+            partners=partners))
     if baseline:
         for live, rep in ((False, report), (True, report.get("live_only"))):
             if rep is not None:  # one step, both modes
@@ -284,17 +289,22 @@ def _checked(run_dirs, threshold, top_k, solver) -> list[LoadedSAE]:
 
 
 def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, baseline,
-            progress, other_nulls=(), matchings: MatchingCache | None = None) -> dict:
-    """Steps 2-3: the pairs, the summary and the evidence of one mode."""
+            progress, other_nulls=(), matchings: MatchingCache | None = None,
+            partners: dict | None = None) -> dict:
+    """Steps 2-3: the pairs, the summary and the evidence of one mode. partners: a dict that
+    gets {(i, j): the pair's nearest neighbours by its matching, `Matching.nearest`} (the
+    trained null's evidence reuses them)."""
     from saefast.stats import evidence  # scipy.stats: imported only when a report is computed
 
     labels = stability.labels(saes)
     rows = [stability.features(s, live_only)[1] for s in saes]  # live-only: every run has some
     index_pairs = [(i, j) for i in range(len(saes)) for j in range(i + 1, len(saes))]
     pairs = []
+    partners = {} if partners is None else partners
     for p, (i, j) in enumerate(index_pairs):
-        pair = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k, solver=solver,
-                     live_only=live_only, baseline=baseline, matchings=matchings)
+        pair, partners[i, j] = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k,
+                                     solver=solver, live_only=live_only, baseline=baseline,
+                                     matchings=matchings)
         pair["index_a"], pair["index_b"] = i, j
         pairs.append(pair)
         if progress is not None:
@@ -303,7 +313,8 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
                                   solver=solver, live_only=live_only, baseline=baseline)
     summary["evidence"] = evidence.report_evidence(
         saes, labels, pairs, rows, threshold=threshold, solver=solver, baseline=baseline,
-        fire_rates=[read_fire_rates(s) for s in saes], other_nulls=other_nulls)
+        fire_rates=[read_fire_rates(s) for s in saes], other_nulls=other_nulls,
+        partners=partners)
     return {"pairs": pairs, "summary": summary}
 
 

@@ -102,22 +102,25 @@ def _seeds(saes: list[LoadedSAE]) -> list[int | None]:
 
 
 def _null_pairs(nulls: dict[int, LoadedSAE], *, live: bool, solver: str,
-                matchings: MatchingCache | None) -> dict[tuple[int, int], object]:
-    """{(s, t): matched cosines} of every pair of null runs, matched like the real pairs."""
-    order, out = sorted(nulls), {}
+                matchings: MatchingCache | None) -> tuple[dict, dict]:
+    """({(s, t): matched cosines}, {(s, t): nearest neighbours, `Matching.nearest`}) of every
+    pair of null runs, matched like the real pairs."""
+    order, cosines, partners = sorted(nulls), {}, {}
     for i, a in enumerate(order):
         for b in order[i + 1:]:
             _, _, m = pair_matchings.pair_matching(nulls[a], nulls[b], live_only=live,
                                                    solver=solver, matchings=matchings)
-            out[(a, b)] = m.cosines
-    return out
+            cosines[(a, b)], partners[(a, b)] = m.cosines, m.nearest
+    return cosines, partners
 
 
 def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource], *,
-                solver: str, matchings: MatchingCache | None = None) -> None:
+                solver: str, matchings: MatchingCache | None = None,
+                partners: dict[bool, dict] | None = None) -> None:
     """summary.nulls.kinds[<name>] of the report (and of its live-only report) for each
     source: `stats.trained_null` from the null pairs' matchings, or {kind, skipped, reason}.
-    Reports without summary.nulls (baseline=False) get nothing."""
+    Reports without summary.nulls (baseline=False) get nothing. partners: {live_only: {(i,
+    j): the real pair's nearest neighbours by its matching}} where the report kept them."""
     modes = [(report, False)]
     if report.get("live_only") is not None:
         modes.append((report["live_only"], True))
@@ -132,21 +135,25 @@ def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource
                 kinds[source.name] = stats.skipped(source.name, source.reason)
                 continue
             try:
-                cosines = _null_pairs(nulls, live=live, solver=solver, matchings=matchings)
+                cosines, null_partners = _null_pairs(nulls, live=live, solver=solver,
+                                                     matchings=matchings)
             except RunDirError as e:  # live-only: a null run with every feature dead
                 kinds[source.name] = stats.skipped(source.name, str(e))
                 continue
             kinds[source.name] = stats.trained_null(
                 rep["pairs"], seeds, cosines, name=source.name, surrogate=source.kind,
                 recipe=source.recipe, hist_edges=HIST_EDGES)
-            _add_evidence(rep, saes, nulls, cosines, live=live, name=source.name)
+            _add_evidence(rep, saes, nulls, cosines, live=live, name=source.name,
+                          partners=(partners or {}).get(live, {}), null_partners=null_partners)
 
 
 def _add_evidence(report: dict, saes: list[LoadedSAE], nulls: dict[int, LoadedSAE],
-                  cosines: dict[tuple[int, int], object], *, live: bool, name: str) -> None:
+                  cosines: dict[tuple[int, int], object], *, live: bool, name: str,
+                  partners: dict, null_partners: dict) -> None:
     """evidence.by_null[name] of the report (`stats.trained_null.evidence_block`: the
     real pairs' nearest and matched cosines against the null pairs' pooled ones), and the
-    headline taken again over it."""
+    headline taken again over it. partners, null_partners: the real and the null pairs'
+    nearest neighbours by their matchings (each may be missing: computed then)."""
     from saefast.stats import recurrence as rec
     from saefast.stats import verdict
     from saefast.stats.stability import features
@@ -159,13 +166,14 @@ def _add_evidence(report: dict, saes: list[LoadedSAE], nulls: dict[int, LoadedSA
     null = []
     for i, a in enumerate(order):
         for b in order[i + 1:]:
-            best_a, best_b = rec.nearest_cosines(null_rows[a], null_rows[b])
+            best_a, best_b = rec.nearest_cosines(null_rows[a], null_rows[b],
+                                                 null_partners.get((a, b)))
             null.append((best_a, best_b, np.asarray(cosines[(a, b)], dtype=np.float64)))
     rows = [features(s, live)[1] for s in saes]
     real = {}
     for p in report["pairs"]:
         i, j = p["index_a"], p["index_b"]
-        best_a, best_b = rec.nearest_cosines(rows[i], rows[j])
+        best_a, best_b = rec.nearest_cosines(rows[i], rows[j], partners.get((i, j)))
         real[(i, j)] = (best_a, best_b, np.asarray(p["all_cosines"], dtype=np.float64))
     ev["by_null"][name] = stats.evidence_block(real, null, len(saes), name=name)
     ev["headline"] = verdict.headline(ev["by_null"])

@@ -92,11 +92,12 @@ def _indicator(count: int, n: int) -> np.ndarray:
     return np.r_[np.ones(count), np.zeros(n - count)]
 
 
-def _pair_observed(p: dict, a, b, t: float) -> tuple[np.ndarray, np.ndarray]:
+def _pair_observed(p: dict, a, b, t: float, partners=None) -> tuple[np.ndarray, np.ndarray]:
     """Add one pair's null-free keys (nearest, max_cardinality) to the pair dict p; returns
-    the pair's nearest cosines (A's features [n_a], B's [n_b])."""
+    the pair's nearest cosines (A's features [n_a], B's [n_b]). partners: the pair's nearest
+    neighbours where its matching kept them (`Matching.nearest`), else None."""
     cos = np.asarray(p["all_cosines"], dtype=np.float64)
-    best_a, best_b = rec.nearest_cosines(a, b)
+    best_a, best_b = rec.nearest_cosines(a, b, partners)
     near = np.concatenate([best_a, best_b])
     most = rec.max_pairs_at(a, b, [t], (best_a, best_b))[t]
     one = int(np.count_nonzero(cos >= t))
@@ -229,7 +230,8 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
                  threshold: float, null: NullModel | None, solver: str = "auto",
                  fire_rates: Sequence[np.ndarray | None] | None = None,
                  cosine_to_init: Sequence[dict | None] | None = None,
-                 other_nulls: Sequence[NullModel] = ()) -> dict:
+                 other_nulls: Sequence[NullModel] = (),
+                 partners: dict | None = None) -> dict:
     """Add the per-pair keys to `pairs` (each with index_a/index_b into `rows`) and return the
     summary's `evidence` block. rows[r]: the decoder rows run r took part in the matchings
     with (all features, or the live ones), in the order of the pairs' indices' positions;
@@ -237,11 +239,15 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     null: the primary null, whose results are the pairs' keys and the block's top-level keys
     (None, a report without baseline: only what needs no null). other_nulls: further nulls
     (covariance, activations, dictionary), each judged the same way from the same matchings; every null's
-    block is under `by_null[name]` (the primary's too)."""
+    block is under `by_null[name]` (the primary's too). partners: {(index_a, index_b): each
+    pair's nearest neighbours by its matching (`Matching.nearest`) or None}: the nearest
+    cosines without a second GEMM per pair (missing: computed)."""
     t = float(threshold)
     S = len(rows)
-    near = {(p["index_a"], p["index_b"]): _pair_observed(p, rows[p["index_a"]], rows[p["index_b"]], t)
-            for p in pairs}
+    partners = partners or {}
+    near = {(p["index_a"], p["index_b"]): _pair_observed(
+        p, rows[p["index_a"]], rows[p["index_b"]], t, partners.get((p["index_a"], p["index_b"])))
+        for p in pairs}
     by = {(p["index_a"], p["index_b"]): p for p in pairs}
 
     def data(fn):
@@ -348,11 +354,11 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
 
 def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
                     fire_rates: Sequence[np.ndarray | None] | None = None,
-                    other_nulls: Sequence[NullModel] = ()) -> dict:
+                    other_nulls: Sequence[NullModel] = (), partners: dict | None = None) -> dict:
     """add_evidence for a stability report: saes (artifacts.LoadedSAE) in the order of the
     pairs' index_a/index_b, rows[r] the decoder rows run r was matched with; the isotropic
     null (primary) and the other_nulls unless baseline=False. fire_rates[r]: run r's firing
-    frequencies (`artifacts.read_fire_rates`) or None."""
+    frequencies (`artifacts.read_fire_rates`) or None. partners: as in `add_evidence`."""
     from saefast.stats.null_model import isotropic_null_model
 
     d = int(saes[0].decoder.shape[1])
@@ -364,7 +370,7 @@ def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
             solver=solver, fire_rates=fire_rates,
             cosine_to_init=[None if dd is None else {"label": lab, **dd}
                             for lab, dd in zip(labels, drift)],
-            other_nulls=other_nulls if baseline else ())
+            other_nulls=other_nulls if baseline else (), partners=partners)
 
 
 @contextmanager

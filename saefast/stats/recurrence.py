@@ -46,20 +46,29 @@ def _unit64(x) -> torch.Tensor:
     return unit_rows(t.detach().cpu()).double()
 
 
-def nearest_cosines(dec_a, dec_b) -> tuple[np.ndarray, np.ndarray]:
+def nearest_cosines(dec_a, dec_b, partners: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(best_a [n_a], best_b [n_b]): each row's best cosine among the other dictionary's rows.
 
-    The neighbour is chosen by `cosine_topk(k=1)` on float32 unit rows, then its cosine is
+    The neighbour is chosen by float32 cosines (`cosine_topk(k=1)` on unit rows, or
+    `partners`: (A's neighbours in B [n_a], B's in A [n_b]) chosen so before, e.g. by the
+    pair's matching, `Matching.nearest`, which saves the n_a x n_b GEMM), then its cosine is
     recomputed in float64 (only an exact float32 near-tie could pick another neighbour, whose
     cosine then differs from the best in the 7th digit)."""
-    from saefast.ops import cosine_topk
-
     a, b = _unit64(dec_a), _unit64(dec_b)
     if a.shape[1] != b.shape[1]:
         raise ConfigError(f"nearest_cosines: d differs ({a.shape[1]} vs {b.shape[1]})")
-    top = cosine_topk(a.float(), b.float(), 1)
-    best_a = (a * b[top.row_idx[:, 0]]).sum(1)  # [n_a]
-    best_b = (b * a[top.col_idx[:, 0]]).sum(1)  # [n_b]
+    if partners is None:
+        from saefast.ops import cosine_topk
+
+        top = cosine_topk(a.float(), b.float(), 1)
+        partners = (top.row_idx[:, 0], top.col_idx[:, 0])
+    near_a, near_b = (torch.as_tensor(np.asarray(p), dtype=torch.long) for p in partners)
+    if near_a.shape != (a.shape[0],) or near_b.shape != (b.shape[0],):
+        raise ConfigError("nearest_cosines: partners must give one neighbour per row of each "
+                          "dictionary")
+    best_a = (a * b[near_a]).sum(1)  # [n_a]
+    best_b = (b * a[near_b]).sum(1)  # [n_b]
     return best_a.numpy(), best_b.numpy()
 
 
