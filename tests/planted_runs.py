@@ -48,3 +48,15 @@ def write_rows(root, name, rows, seed, *, dead=()):
     return write_run_dir(root / name, W_enc=W_dec.clone(), b_enc=torch.zeros(n), W_dec=W_dec,
                          b_dec=torch.zeros(d), k=4, features=feats,
                          run_info={"name": name, "seed": seed})
+
+
+def plain_report(obj):
+    """A report as its stability.json reads: arrays (`report.arrays`) as lists, NaN as null
+    (what the writer scrubbed them to), for comparing a loaded report with a computed one."""
+    if isinstance(obj, dict):
+        return {k: plain_report(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [plain_report(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, float) and np.isnan(obj):
+        return None
+    return obj

@@ -5,6 +5,8 @@
                                         `settings`, `files` and, from group_report, the
                                         caller's `extra` keys and `inputs_fingerprint`;
                                         written LAST, so its presence means "finished"
+      stability_arrays.safetensors      its lists of >= 4,096 numbers (`report.arrays`:
+                                        large dictionaries), read back by load_report
       feature_recurrence.csv            one row per matched feature (`stability.recurrence_rows`)
       feature_recurrence_live_only.csv  live_only=True
       pair_heatmap.png, cosine_histogram.png,            plots=True (figures: `saefast.report.plots`)
@@ -49,6 +51,7 @@ from saefast.fsio import (
     write_json_atomic,
 )
 from saefast.match.cache import MatchingCache
+from saefast.report import arrays as report_arrays
 from saefast.report import missing
 from saefast.report import nulls as report_nulls
 from saefast.report import plots as _plots
@@ -82,7 +85,8 @@ LIVE_ONLY_PREFIX = "live_only_"
 RECURRENCE_COLUMNS = ["run", "feature_index", "n_recurs", "recurs_in", "best_cosine"]
 
 # keys a report computes itself; `extra` may not overwrite them
-_OWN_KEYS = {"pairs", "summary", "live_only", "settings", "files", "inputs_fingerprint"}
+_OWN_KEYS = {"pairs", "summary", "live_only", "settings", "files", "inputs_fingerprint",
+             report_arrays.KEY}
 
 
 # ---------------------------------------------------------------------------- single files
@@ -159,7 +163,12 @@ def _write(report: dict, out_dir: Path, *, plots: bool, stamp: dict[str, Any]) -
     report["files"] = files
     report.update(stamp)
     missing.scrub(report)  # a value that could not be computed is None, its path listed
-    write_json_atomic(out_dir / STABILITY_JSON, report)
+    tree, arrays = report_arrays.split(report)  # long lists: beside, in binary
+    entry = report_arrays.write(out_dir, arrays)
+    if entry is not None:
+        tree[report_arrays.KEY] = entry
+        tree["files"] = report["files"] = files[:-1] + [report_arrays.ARRAYS_FILE, STABILITY_JSON]
+    write_json_atomic(out_dir / STABILITY_JSON, tree)
     return report
 
 
@@ -237,11 +246,18 @@ def _stored(report_dir: Path, fingerprint: str, settings: dict) -> dict | None:
     if not isinstance(old, dict) or old.get("inputs_fingerprint") != fingerprint:
         return None
     if "settings" in old:
-        return old if old["settings"] == settings else None
-    s = old.get("summary") or {}  # written before `settings` existed: what it records
-    same = (s.get("threshold") == settings["threshold"] and s.get("top_k") == settings["top_k"]
-            and ("live_only" in old) == settings["live_only"])
-    return old if same else None
+        same = old["settings"] == settings
+    else:
+        s = old.get("summary") or {}  # written before `settings` existed: what it records
+        same = (s.get("threshold") == settings["threshold"]
+                and s.get("top_k") == settings["top_k"]
+                and ("live_only" in old) == settings["live_only"])
+    if not same:
+        return None
+    try:
+        return report_arrays.join(old, report_dir)
+    except RunDirError:  # its side file is missing, damaged or another report's: recompute
+        return None
 
 
 def _identity(run_dirs, *, threshold, top_k, live_only, solver, plots, baseline, acts,
@@ -327,7 +343,7 @@ def load_report(report_dir: str | Path) -> dict:
     report = read_json(path, error=RunDirError)  # corrupt or unreadable: one line naming it
     if not isinstance(report, dict) or "pairs" not in report or "summary" not in report:
         raise RunDirError(f"{path}: not a stability report (needs 'pairs' and 'summary')")
-    return report
+    return report_arrays.join(report, report_dir)  # its long lists, as numpy arrays
 
 
 def redraw(report_dir: str | Path) -> list[Path]:
