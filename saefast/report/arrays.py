@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from saefast.errors import RunDirError
-from saefast.fsio import atomic_path
+from saefast.fsio import atomic_open
 
 ARRAYS_FILE = "stability_arrays.safetensors"
 INLINE_MAX = 4096  # lists of fewer numbers stay in the JSON
@@ -81,15 +81,15 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def write(folder: str | Path, arrays: dict[str, np.ndarray]) -> dict | None:
     """Write `arrays` (from `split`) to folder/ARRAYS_FILE atomically; returns the report's
     `arrays` entry, or None (and no file: an old one is removed) when there are none."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     path = Path(folder) / ARRAYS_FILE
     if not arrays:
         path.unlink(missing_ok=True)
         return None
     ident = _digest(arrays)
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(arrays, str(tmp), metadata={"id": ident})
+    with atomic_open(path, "wb") as f:  # save_file would create it 0600, whatever the umask
+        f.write(save(arrays, metadata={"id": ident}))
     return {"file": ARRAYS_FILE, "id": ident, "count": len(arrays)}
 
 

@@ -256,7 +256,8 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
     nearest = inf.PairedRuns.from_dict(S, {k: np.concatenate(v) for k, v in near.items()})
     most = data(lambda p: _indicator(p["max_cardinality"]["count"], p["n_matched_pairs"]))
     one = data(lambda p: _indicator(p["max_cardinality"]["one_to_one_count"], p["n_matched_pairs"]))
-    red = [redundancy(r) for r in rows]
+    with outer_threads():  # one F x F product a run: seconds on one core at 16K features
+        red = [redundancy(r) for r in rows]
     ev = {
         "null": None, "level": inf.DEFAULT_LEVEL, "threshold": t, "method": dict(METHOD),
         "nearest": {"median": _interval(nearest, inf.median()),
@@ -381,8 +382,28 @@ def single_thread():
     study's reports: 6 s on one thread, 60 s on two). Also makes the float64 GEMMs' bits
     independent of the machine's thread count."""
     before = torch.get_num_threads()
+    _outer.append(before)
     torch.set_num_threads(1)
     try:
         yield
     finally:
+        _outer.pop()
         torch.set_num_threads(before)
+
+
+_outer: list[int] = []  # the thread counts single_thread() took away, innermost last
+
+
+@contextmanager
+def outer_threads():
+    """Inside single_thread(): the threads it took away back, for one large GEMM (each
+    output element is still one thread's dot product, so its bits do not change)."""
+    if not _outer:
+        yield
+        return
+    inner = torch.get_num_threads()
+    torch.set_num_threads(_outer[-1])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(inner)
