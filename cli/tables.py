@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from saefast.cli.null_tables import compact_table as _compact_table
 from saefast.cli.null_tables import (
@@ -58,6 +59,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+
+class _Remaining(TimeRemainingColumn):
+    """The remaining time, left blank for tasks added with eta=False."""
+
+    def render(self, task):
+        if task.fields.get("eta", True) is False:
+            return Text("")
+        return super().render(task)
+
 class RichEvents(Events):
     """A bar while harvesting; two while training: all passes, and the steps of the current
     pass with its loss. Text from the user (names, paths, errors) is printed literally."""
@@ -73,11 +83,12 @@ class RichEvents(Events):
         self.report_task = self.pairs_task = None
 
     def _bars(self, *, transient: bool) -> Progress:
-        """Started bars: name, bar, count, info, elapsed and remaining time."""
+        """Started bars: name, bar, count, info, elapsed and remaining time (none for a task
+        added with eta=False: its units differ too much in cost for a rate to mean a time)."""
         bars = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
             MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=self.console, transient=transient)
+            _Remaining(), console=self.console, transient=transient)
         bars.start()
         return bars
 
@@ -135,7 +146,9 @@ class RichEvents(Events):
         if self.report is None:
             self._stop_harvest()
             self.report = self._bars(transient=True)
-            self.report_task = self.report.add_task("report steps", total=total, info="")
+            # steps: one is the pairs (minutes at 16K features), others take a second
+            self.report_task = self.report.add_task("report steps", total=total, info="",
+                                                    eta=False)
             self.pairs_task = self.report.add_task("pairs", total=1, info="", visible=False)
         self.report.update(self.report_task, completed=index, total=total,
                            info=escape(f"{group}: {step.replace('_', ' ')}"))

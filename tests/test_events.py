@@ -48,3 +48,19 @@ def test_a_sink_defines_only_events_that_exist(cls, extra):
     an event of `Events` (or, for RichEvents, close)."""
     own = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
     assert own - EVENTS <= extra, own - EVENTS - extra
+
+
+def test_the_report_steps_bar_shows_no_remaining_time_and_the_pairs_bar_does():
+    """Report steps differ ~1000x in cost (the pairs take minutes at 16K features, most steps
+    a second), so a rate over steps would promise a wrong time; the pairs' rate does not."""
+    from saefast.cli.tables import _Remaining
+
+    events = RichEvents(Console(file=io.StringIO(), width=200))
+    events.report_step("g", "pairs", 0, 9)
+    events.report_pair("g", 3, 190)
+    column = _Remaining()
+    steps, pairs = (events.report.tasks[i] for i in (0, 1))
+    assert steps.description == "report steps" and pairs.description == "pairs"
+    assert column.render(steps).plain == ""
+    assert column.render(pairs).plain != ""
+    events.close()
