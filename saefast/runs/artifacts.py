@@ -295,13 +295,13 @@ def _looks_like_run(path: Path) -> bool:
                                               formats.SPARSIFY_WEIGHTS, formats.DL_WEIGHTS))
 
 
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+def find_run_dirs(paths: list[str | Path], *, one_group: bool = True) -> list[Path]:
     """What `analyze` was given, as run dirs: a folder of run dirs (a sweep's `runs/`, or
     its `--out`) stands for the runs in it. A run inside it that lacks its weights is an
     error, not skipped; runs of a sweep that belong to different seed groups (other layers,
     sizes, budgets: their seeds share initial weights, so matching them across groups
     inflates stability) are refused. (The same run given twice is refused where runs are
-    loaded, report.inputs.load_runs.)"""
+    loaded, report.inputs.load_runs.) one_group=False: a sweep's runs of every group (export)."""
     out: list[Path] = []
     for given in map(Path, paths):
         if not given.exists():
@@ -320,7 +320,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
             if not (p / WEIGHTS).is_file():
                 raise RunDirError(f"{p}: missing {WEIGHTS}")
         groups = sorted({read_run_json(p, missing_ok=True).get("group") for p in found} - {None})
-        if len(groups) > 1:
+        if one_group and len(groups) > 1:
             raise RunDirError(
                 f"{given} holds runs of {len(groups)} seed groups ({', '.join(groups[:3])}"
                 f"{', ...' if len(groups) > 3 else ''}); runs of one seed share initial weights "
