@@ -28,3 +28,17 @@ def cache(tmp_path, monkeypatch):
 # a report step that raises fails the test instead of becoming a missing value
 # (`saefast.report.missing`); tests of the guard itself unset it
 os.environ.setdefault("SAEFAST_STRICT", "1")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many peer tests (tests/test_peers.py: the real SAELens and sparsify)
+    ran, so a CI log shows whether they were skipped."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        n = sum(1 for r in terminalreporter.stats.get(outcome, [])
+                if "test_peers.py" in getattr(r, "nodeid", ""))
+        if n:
+            counts[outcome] = n
+    if counts:
+        terminalreporter.write_line("peer tests (SAELens, sparsify): " + ", ".join(
+            f"{n} {k}" for k, n in counts.items()))
