@@ -196,3 +196,6 @@ def test_a_sweeps_peak_memory_is_within_the_dry_runs_estimate(tmp_path, corpus):
     mem = json.loads((out / "summary.json").read_text())["memory"]
     assert 0 < mem["peak_bytes"] <= mem["estimate_bytes"]
     assert "peak memory" in " ".join(done.stdout.split())
+    for run in (out / "runs").glob("*-s*"):  # each run's training process, in its run.json
+        timings = json.loads((run / "run.json").read_text())["timings"]
+        assert 0 < timings["peak_memory_bytes"] <= mem["peak_bytes"]

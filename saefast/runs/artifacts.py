@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ def run_record(*, name: str, group: str, config: dict[str, Any], model: dict[str
 
     config: RunConfig.to_dict(); model: {name, hook, weights_hash, d_model}; corpus: {name,
     fingerprint}; tokens: {harvested, train, held_out, seen}; metrics and history: from
-    training; timings: {train_seconds, total_seconds, seeds_trained_together}; null_data: a
+    training; timings: {train_seconds, total_seconds, seeds_trained_together, peak_memory_bytes
+    (the training process's, `peak_memory_bytes`)}; null_data: a
     streamed run's saved training-row moments and token pool (`data.stream_nulls`), or None.
     machine: what trained it (`machine(device)`), since its timings depend on it."""
     from saefast import __version__
@@ -87,6 +89,19 @@ def machine(device: str) -> dict[str, Any]:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
+
+
+def peak_memory_bytes() -> int:
+    """The largest resident memory this process or any of its finished children (seed and
+    report workers) reached so far (Linux and macOS `getrusage`; 0 where it is missing): a
+    sweep's summary.json `memory.peak_bytes`, a run.json's `timings.peak_memory_bytes`."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return scale * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def write_run_dir(

@@ -193,7 +193,8 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
             null_data=None if null_data is None else str(null_data),
             timings={"train_seconds": result.metrics["train_seconds"],
                      "total_seconds": time.perf_counter() - t0,
-                     "seeds_trained_together": len(runs)})
+                     "seeds_trained_together": len(runs),
+                     "peak_memory_bytes": artifacts.peak_memory_bytes()})
         if got.record is not None:
             record["surrogate"] = got.record
         sae = result.sae

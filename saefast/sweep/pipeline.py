@@ -16,13 +16,13 @@ nothing here draws on the screen.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from saefast.config import NullsConfig
 from saefast.fsio import write_json_atomic
+from saefast.runs.artifacts import peak_memory_bytes
 from saefast.runs.layout import SUMMARY_JSON
 from saefast.sweep import null_runs, plan
 from saefast.sweep.analyze import analyze_groups
@@ -89,18 +89,6 @@ def run_sweep(runs: list[RunSpec], out_dir: str | Path, *, cache_dir: str | Path
         summary["seconds"] = time.perf_counter() - t0
         write_json_atomic(out_dir / SUMMARY_JSON, summary)  # with the page's time
     return summary
-
-
-def peak_memory_bytes() -> int:
-    """The largest resident memory this process or any of its finished children (seed and
-    report workers) reached so far (Linux and macOS `getrusage`; 0 where it is missing)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return scale * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def _trained_null(executor: Executor, runs: list[RunSpec], out_dir: Path, nulls: NullsConfig,
