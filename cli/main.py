@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from saefast.cli import tables
+from saefast.cli import export_command, tables
 from saefast.config import choices
 from saefast.errors import ConfigError, SaefastError
 
@@ -329,41 +329,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- export
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write runs as SAELens or EleutherAI sparsify checkpoints",
-                       description="Write each run (a run folder, or a sweep's OUT / OUT/runs "
-                                   "to take all of its runs) as a checkpoint of another tool, one "
-                                   "folder per run under --out named after the run: SAELens v6 "
-                                   "(cfg.json with the metadata Neuronpedia and SAEBench read, "
-                                   "sae_weights.safetensors, sparsity.safetensors; load with "
-                                   "sae_lens.SAE.load_from_disk) or sparsify (<hookpoint>/"
-                                   "cfg.json + sae.safetensors; load with sparsify.Sae."
-                                   "load_from_disk). The SAE computes exactly what the run does.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders holding runs")
-    p.add_argument("--format", required=True, choices=["sae-lens", "sparsify"], dest="fmt")
-    p.add_argument("--out", required=True, help="folder to write into (new or empty)")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.add_argument("--hookpoint", help="sparsify's module name for the runs' hook (default: "
-                                       "mapped from the TransformerLens hook, e.g. "
-                                       "blocks.3.hook_resid_pre -> encoder.layer.2 in BERT)")
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from saefast.runs.artifacts import find_run_dirs
-    from saefast.runs.export import export_runs
-
-    runs = find_run_dirs(args.runs, one_group=False)
-    written = export_runs(runs, args.out, args.fmt, force=args.force, hookpoint=args.hookpoint)
-    for run, path in zip(runs, written):
-        console.print(f"{escape(str(run))} -> {escape(str(path))}", highlight=False)
-    console.print(f"{len(written)} run(s) exported as {args.fmt} to {escape(str(args.out))}")
-    return 0
-
-
 # ---------------------------------------------------------------------------- corpora
 
 
@@ -439,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_analyze(sub)
     _add_report(sub)
-    _add_export(sub)
+    export_command.add(sub)
     _add_corpora(sub)
     _add_info(sub)
     return parser
