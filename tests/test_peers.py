@@ -102,3 +102,15 @@ def test_checkpoints_the_packages_save_are_read_and_matched_exactly(tmp_path):
         rows, cols = linear_sum_assignment(cos, maximize=True)
         assert pair["a_indices"] == rows.tolist() and pair["b_indices"] == cols.tolist()
         np.testing.assert_allclose(pair["all_cosines"], cos[rows, cols], atol=1e-6)
+
+
+def test_their_saes_on_saefast_ops_give_their_outputs_and_gradients():
+    """saefast.integrations.sae_lens / .sparsify inside the peer venv (saefast from this source
+    tree on PYTHONPATH: same torch, so its built ops load there): reconstructions, latents and
+    every parameter's gradient equal each package's own encode/decode."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run([PEER, str(Path(__file__).parent / "peers" / "peer_ops.py")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert done.stdout.count(" ok ") == 3, done.stdout
