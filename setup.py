@@ -218,7 +218,8 @@ setup(
     description="Fast sparse-autoencoder feature-stability tooling with a C++/CUDA core",
     python_requires=">=3.10",
     packages=["saefast", "saefast.ops", "saefast.data", "saefast.match", "saefast.runs", "saefast.train",
-              "saefast.stats", "saefast.report", "saefast.sweep", "saefast.sweep.ray", "saefast.cli"],
+              "saefast.stats", "saefast.report", "saefast.sweep", "saefast.sweep.ray", "saefast.cli",
+              "saefast.integrations"],
     package_dir={"saefast": "saefast", "saefast.cli": "cli"},
     package_data={"saefast.ops": ["schemas.inc"], "saefast": ["_build_failure.txt"]},
     install_requires=[
