@@ -59,7 +59,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-
 class _Remaining(TimeRemainingColumn):
     """The remaining time, left blank for tasks added with eta=False."""
 
@@ -67,6 +66,7 @@ class _Remaining(TimeRemainingColumn):
         if task.fields.get("eta", True) is False:
             return Text("")
         return super().render(task)
+
 
 class RichEvents(Events):
     """A bar while harvesting; two while training: all passes, and the steps of the current

@@ -5,7 +5,8 @@
     x_hat, top = sae_lens.forward(sae, x)       # a SAELens TopKSAE / TopKTrainingSAE
 
 Each computes what the package's own encode and decode compute (tests/test_peers.py checks
-outputs and gradients against the real packages) and refuses, in one line, the options whose
-math differs (skip connections, activation normalisation, decoder-norm rescaling). Neither
+outputs and gradients against the real packages), SAELens's decoder-norm rescaling
+included, and refuses, in one line, the options whose math differs (skip connections,
+transcoding, activation normalisation). Neither
 package is imported here: the functions read the module's parameters by name.
 """

@@ -178,24 +178,41 @@ def _sparsify(sae: LoadedSAE, dest: Path, hookpoint: str) -> Path:
     return folder
 
 
-def export_run(run_dir: str | Path, dest: str | Path, fmt: str, *,
-               hookpoint: str | None = None) -> Path:
-    """Write run_dir's SAE into the folder dest in format fmt; returns the folder that
-    loads (dest for SAELens, dest/<hookpoint> for sparsify)."""
+def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"export: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    run_dir, dest = Path(run_dir), Path(dest)
+
+
+def _prepared(run_dir: Path, fmt: str, hookpoint: str | None) -> tuple[LoadedSAE, str | None]:
+    """(the run's SAE, its sparsify hookpoint or None for SAELens): everything an export
+    checks before writing (it loads, has an encoder, a hookpoint is known)."""
     sae = load_sae(run_dir)
     _need_encoder(sae)
+    if fmt == "sae-lens":
+        return sae, None
+    info = sae.info or {}
+    return sae, hookpoint or sparsify_hookpoint(_raw_model(info), _hook(info))
+
+
+def _write(sae: LoadedSAE, run_dir: Path, dest: Path, point: str | None) -> Path:
     if dest.resolve() == run_dir.resolve() or (dest / RUN).exists():
         raise OutputError(f"{dest}: is a run directory; export writes beside runs, never into "
                           f"one (SAELens' {WEIGHTS} would replace the run's)")
     dest.mkdir(parents=True, exist_ok=True)
-    if fmt == "sae-lens":
+    if point is None:
         _saelens(sae, dest)
         return dest
-    info = sae.info or {}
-    return _sparsify(sae, dest, hookpoint or sparsify_hookpoint(_raw_model(info), _hook(info)))
+    return _sparsify(sae, dest, point)
+
+
+def export_run(run_dir: str | Path, dest: str | Path, fmt: str, *,
+               hookpoint: str | None = None) -> Path:
+    """Write run_dir's SAE into the folder dest in format fmt; returns the folder that
+    loads (dest for SAELens, dest/<hookpoint> for sparsify)."""
+    _check_format(fmt)
+    run_dir = Path(run_dir)
+    sae, point = _prepared(run_dir, fmt, hookpoint)
+    return _write(sae, run_dir, Path(dest), point)
 
 
 def export_runs(run_dirs, out: str | Path, fmt: str, *, force: bool = False,
@@ -209,14 +226,9 @@ def export_runs(run_dirs, out: str | Path, fmt: str, *, force: bool = False,
         raise ConfigError("export: no runs given")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputError(f"{out}: not empty; pass --force to write into it")
-    if fmt not in FORMATS:
-        raise ConfigError(f"export: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    _check_format(fmt)
     names = [r.resolve().name for r in run_dirs]
     if len(set(names)) != len(names):
         raise ConfigError("export: two runs share a folder name; export them separately")
-    for r in run_dirs:  # check all before writing any
-        sae = load_sae(r)
-        _need_encoder(sae)
-        if fmt == "sparsify" and hookpoint is None:
-            sparsify_hookpoint(_raw_model(sae.info or {}), _hook(sae.info or {}))
-    return [export_run(r, out / n, fmt, hookpoint=hookpoint) for r, n in zip(run_dirs, names)]
+    ready = [_prepared(r, fmt, hookpoint) for r in run_dirs]  # all checked before any write
+    return [_write(sae, r, out / n, point) for r, n, (sae, point) in zip(run_dirs, names, ready)]
