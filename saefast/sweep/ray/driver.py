@@ -28,6 +28,7 @@ __all__ = ["SweepDriver", "task_result", "get", "TRANSIENT"]
 # memory); a worker that dies is retried by Ray whatever the cause. Others fail at once.
 TRANSIENT = [OSError, MemoryError]
 POLL_SECONDS = 0.5  # how often the driver looks at the tasks and redraws
+ABORT_GRACE_SECONDS = 30.0  # a cancelled task's time to stop by itself before it is killed
 
 
 def task_result(ray, ref) -> tuple[Any, BaseException | None]:
@@ -201,10 +202,21 @@ class SweepDriver:
         return outcomes
 
     def abort(self) -> None:
-        """Cancel every outstanding task (their finished work stays on disk)."""
-        for ref in self.tasks:
-            self.ray.cancel(ref, force=True)
+        """Cancel every outstanding task (their finished work stays on disk) and wait until
+        they have stopped, so that nothing writes into OUT after the driver has moved on.
+
+        Cancelling is cooperative first (KeyboardInterrupt inside the task), forced only for
+        a task still running ABORT_GRACE_SECONDS later: Ray 2.60's driver aborts (a failed
+        RAY_CHECK, "Tried to complete task that was not pending") when a task it force-cancels
+        finishes at the same moment, which took the whole driver process with it."""
+        refs = list(self.tasks)
         self.tasks.clear()
+        for ref in refs:
+            self.ray.cancel(ref, force=False)
+        if refs:
+            _, running = self.ray.wait(refs, num_returns=len(refs), timeout=ABORT_GRACE_SECONDS)
+            for ref in running:
+                self.ray.cancel(ref, force=True)
         self.ray.kill(self.board)
 
     def _progress(self) -> None:
