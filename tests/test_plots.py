@@ -2,6 +2,8 @@
 colours scaled to the pair medians, the null drawn with every draw."""
 
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +149,60 @@ def test_histogram_draws_every_draw_of_the_null(tmp_path):
     finally:
         plots.close(fig)
     assert any("random null: 1 draw, n=" in lab for lab in labels), labels
+
+
+def _curve(values):
+    """A seed-count curve with these 'in all' means at N = 2, 3, ... ('half' the same)."""
+    return {"curve": [{"n_runs": n, "all": {"mean": v, "jackknife": None},
+                       "half": {"mean": v, "jackknife": None}}
+                      for n, v in enumerate(values, start=2)]}
+
+
+def _curve_report(values):
+    keys = ("at_threshold", "beyond_chance", "null_at_threshold", "null_beyond_chance")
+    return {"summary": {"threshold": 0.9, "n_runs": len(values) + 1,
+                        "evidence": {"level": 0.9, "null": {"kind": "isotropic"},
+                                     "seed_count_curve": {k: _curve(values) for k in keys}}}}
+
+
+def test_seed_count_curves_stay_visible_and_their_legend_is_off_the_data():
+    """Curves that coincide (all at 0, as most are) are drawn side by side, each with its own
+    marker, the y range fits small shares, and the legend sits below the axes, readable."""
+    fig = plots.seed_count_curve(_curve_report([0.0] * 6))
+    try:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        legend = ax.get_legend()
+        assert legend.get_window_extent().y1 < ax.get_window_extent().y0  # under the axes
+        assert min(t.get_fontsize() for t in legend.get_texts()) >= 9
+        xs = {tuple(np.round(line.get_xdata(), 6)) for line in ax.get_lines()
+              if len(line.get_xdata()) == 6}
+        assert len(xs) == 8  # 4 curves x (all, half): no two drawn at the same places
+        markers = {line.get_marker() for line in ax.get_lines() if len(line.get_xdata()) == 6}
+        assert len(markers - {"_"}) == 4  # "_": the error bars' caps
+        assert any("every curve is 0" in t.get_text() for t in ax.texts)
+    finally:
+        plots.close(fig)
+    fig = plots.seed_count_curve(_curve_report([0.05, 0.04, 0.03]))
+    try:
+        lo, hi = fig.axes[0].get_ylim()
+        assert 0.05 < hi <= 0.1 and lo < 0  # 5 % is not pressed onto a 0-1 axis
+        assert not fig.axes[0].texts
+    finally:
+        plots.close(fig)
+    fig = plots.seed_count_curve(_curve_report([0.9, 0.8]))
+    try:
+        assert fig.axes[0].get_ylim()[1] == pytest.approx(1.02)
+    finally:
+        plots.close(fig)
+
+
+def test_the_histogram_legend_is_below_the_bars():
+    dirs = make_runs(Path(tempfile.mkdtemp()), n_runs=2)
+    fig = plots.cosine_histogram(compute_stability_report(dirs))
+    try:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        assert ax.get_legend().get_window_extent().y1 < ax.get_window_extent().y0
+    finally:
+        plots.close(fig)

@@ -129,7 +129,7 @@ def cosine_histogram(report: dict):
     bins = np.linspace(lo, 1.0, 81)
     if (s.get("nulls") or {}).get("kinds"):  # whole stored null bins (0.005) in each bin
         bins = np.arange(np.floor(lo / NULL_BIN) * NULL_BIN, 1.0 + NULL_BIN / 2, NULL_BIN)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     ax.hist(obs, bins=bins, density=True, alpha=0.65, color="tab:blue",
             label=f"observed: {len(report['pairs'])} pairs, n={obs.size} matches")
     obs_med = float(np.median(obs))
@@ -152,7 +152,8 @@ def cosine_histogram(report: dict):
     ax.set_ylabel("density")
     ax.set_title(f"Matched decoder cosines{_mode_note(report)} vs the nulls\n"
                  f"{s['n_runs']} runs, {obs.size} matched pairs of features", fontsize=10)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    _legend_below(ax, ncol=1)
+    fig.tight_layout()
     return fig
 
 
@@ -188,17 +189,39 @@ def _draw_nulls(ax, nulls: dict | None, bins: np.ndarray) -> bool:
     return True
 
 
-def _curve_lines(ax, curve: dict, color: str, label: str) -> None:
-    """One seed-count curve: in all N-1 others (solid) and in at least half (dashed)."""
+def _curve_lines(ax, curve: dict, color: str, label: str, dodge: float = 0.0,
+                 marker: str = "o") -> float:
+    """One seed-count curve: in all N-1 others (solid) and in at least half (dashed). dodge
+    shifts it sideways (in runs) and each curve has its own marker, so curves that coincide
+    stay visible side by side instead of hiding under the last one drawn. Returns the
+    highest point drawn (interval tops included)."""
+    top = 0.0
     pts = curve["curve"]
-    n = np.array([p["n_runs"] for p in pts])
-    for kind, ls in (("all", "-"), ("half", "--")):
+    n = np.array([p["n_runs"] for p in pts], dtype=np.float64)
+    for kind, ls, shift in (("all", "-", -0.5), ("half", "--", 0.5)):
         y = np.array([p[kind]["mean"] for p in pts])
         err = np.array([[y_ - p[kind]["jackknife"]["ci"][0], p[kind]["jackknife"]["ci"][1] - y_]
                         if p[kind]["jackknife"] else [0.0, 0.0] for p, y_ in zip(pts, y)]).T
-        ax.errorbar(n, y, yerr=np.clip(err, 0, None), color=color, linestyle=ls, marker="o",
-                    markersize=3, capsize=2,
+        ax.errorbar(n + dodge + shift * CURVE_DODGE / 2, y, yerr=np.clip(err, 0, None),
+                    color=color, linestyle=ls, marker=marker, markersize=4, capsize=2,
+                    fillstyle="full" if kind == "all" else "none",
                     label=f"{label}: in {'all' if kind == 'all' else '>= half'} of N-1 others")
+        top = max(top, float(np.nanmax(y + np.clip(err[1], 0, None), initial=0.0)))
+    return top
+
+
+CURVE_DODGE = 0.08  # runs between neighbouring curves' points
+CURVE_MARKERS = "osD^v<>p"
+
+
+def _dodges(n: int) -> list[float]:
+    return [(i - (n - 1) / 2) * CURVE_DODGE * 2 for i in range(n)]
+
+
+def _legend_below(ax, ncol: int = 2) -> None:
+    """The legend under the axes, readable and off the data."""
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=ncol,
+              frameon=False)
 
 
 _NULL_COLORS = {"isotropic": "tab:orange", "covariance": "tab:green", "activations": "tab:purple",
@@ -222,16 +245,17 @@ def seed_count_curve(report: dict):
               for k, b in (ev.get("by_null") or {}).items()
               if not b.get("skipped") and "seed_count_curve" in b}
     two = len(beyond) > 1
-    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(13 if two else 7.5, 4.5),
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(14 if two else 8, 6.5),
                              squeeze=False)
     ax = axes[0, 0]
     styles = {"at_threshold": ("tab:blue", f"cosine >= {s['threshold']:g}"),
               "beyond_chance": ("tab:orange", "BY-significant"),
               "null_at_threshold": ("grey", f"null, cosine >= {s['threshold']:g}"),
               "null_beyond_chance": ("black", "null, BY-significant")}
-    for key, (color, label) in styles.items():
-        if curves.get(key):
-            _curve_lines(ax, curves[key], color, label)
+    present = [k for k in styles if curves.get(k)]
+    tops = {ax: max((_curve_lines(ax, curves[key], *styles[key], dodge=dodge, marker=marker)
+                     for key, dodge, marker in zip(present, _dodges(len(present)),
+                                                   CURVE_MARKERS)), default=0.0)}
     null = ev.get("null") or {}
     level = f"{100 * ev['level']:g}% " if ev.get("level") else ""
     ax.set_title(f"Seed-count curve{_mode_note(report)}: features recurring across runs\n"
@@ -239,15 +263,25 @@ def seed_count_curve(report: dict):
                  fontsize=10)
     if two:
         right = axes[0, 1]
-        for kind, curve in beyond.items():
-            _curve_lines(right, curve, _NULL_COLORS.get(kind, "tab:red"), f"beyond {kind}")
+        tops[right] = max(_curve_lines(right, curve, _NULL_COLORS.get(kind, "tab:red"),
+                                       f"beyond {kind}", dodge=dodge, marker=marker)
+                          for (kind, curve), dodge, marker in zip(
+                              beyond.items(), _dodges(len(beyond)), CURVE_MARKERS))
         right.set_title(f"BY-significant (FDR 5%) against each null\n{level}jackknife "
                         "intervals over runs", fontsize=10)
     for a in axes[0]:
         a.set_xlabel("N runs (seeds)")
         a.set_ylabel("share of a run's features")
-        a.set_ylim(-0.02, 1.02)
+        # the y range fits the curves (at least 0 to 0.1), so shares of a few percent
+        # are not pressed flat onto the axis of a 0-1 scale
+        top = min(1.02, max(0.1, 1.15 * tops[a]))
+        a.set_ylim(-0.04 * top, top)
+        a.axhline(0, color="lightgrey", linewidth=0.8, zorder=0)
+        if tops[a] == 0:
+            a.text(0.5, 0.5, "every curve is 0 at every N:\nno feature recurs in these runs",
+                   transform=a.transAxes, ha="center", va="center", fontsize=10,
+                   color="dimgrey")
         a.set_xticks(range(2, int(s["n_runs"]) + 1))
-        a.legend(fontsize=7, loc="best", framealpha=0.9)
+        _legend_below(a)
     fig.tight_layout()
     return fig
