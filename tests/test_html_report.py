@@ -17,6 +17,7 @@ from saefast.report import captions, cells
 from saefast.report import files as reports
 from saefast.report import html as html_report
 from saefast.report import html_groups
+from saefast.report import html_markup as markup
 from saefast.runs.layout import HTML_REPORT
 
 NAME = 'tiny <study> & "co"'
@@ -163,6 +164,9 @@ def test_no_network_references(sweep):
             if tag == "a" and key == "href":
                 assert value.startswith("#")  # links stay inside the page
     assert "@import" not in text and "url(" not in text
+    # nor local paths: the activation store is named, not located (a page is shared)
+    cache = out.parent / "cache"
+    assert str(cache) not in text and "activation store " in text
 
 
 def test_every_group_has_its_numbers(sweep):
@@ -372,8 +376,12 @@ def test_the_page_opens_with_what_the_study_found(sweep):
         assert cells_[2] == cells.value_cell(h["share"], h["share_ci"]) and cells_[3] == h["null"]
     else:  # 3 runs of 720 tokens: no share with an interval, and the page says so
         assert cells_[2:4] == ["-", "none"] and row["subspace"].startswith("not judged")
-    (prefix, words), = [f for f in html_groups.FINDINGS if row["subspace"].startswith(f[0])]
-    assert f"Of 1 group: 1 {words}." in " ".join(" ".join(page.text).split())
+    (prefix, one, _), = [f for f in html_groups.FINDINGS if row["subspace"].startswith(f[0])]
+    flat = " ".join(" ".join(page.text).split())
+    assert f"Of 1 group: 1 {one}." in flat
+    # how to read it is on the page, after the verdict and before the study's metadata
+    assert text.index("How to read this page") < text.index('id="study"')
+    assert all(markup.e(item) in text for item in captions.HOW_TO_READ)
 
 
 def test_a_sweep_that_barely_trained_says_so_in_the_terminal_and_on_the_page(sweep, capsys):

@@ -80,3 +80,22 @@ TRAINING = (
     "dead: never fired on the training tokens. cos to init: decoder rows vs their random "
     "init (near 1: barely trained). FVU: held-out fraction of variance unexplained. Means "
     "over the group's runs.")
+
+# the README's "How to read it", on the page itself: a shared page travels without the README
+HOW_TO_READ = (
+    "Start with the verdict above: the share of features that recur beyond chance [90% "
+    "interval over runs] against the data-shaped null that explains the most; 'the same "
+    "subspace' means the dictionaries agree no more than random directions in the "
+    "activations' own subspace would.",
+    "The run (seed), not the pair or the feature, is the independent unit: every interval is "
+    "over runs (delete-one-run jackknife), so 5 seeds give rough intervals.",
+    "Beating the isotropic null only shows that training moved the decoders into the "
+    "activations' subspace; the covariance, activation, dictionary and trained nulls are the "
+    "ones that decide whether features recur.",
+    "The trained null is the same recipe trained on Gaussian surrogate activations with the "
+    "data's mean and covariance: agreement above it is agreement that second-order statistics "
+    "and the training recipe do not explain.",
+    "The per-group sections below hold the evidence: medians and PW-MCC with their nulls, the "
+    "seed-count curve (features found in all or half of the other runs), training health "
+    "(dead share, cosine to init: decoders still near their init have not learned).",
+)

@@ -4,6 +4,7 @@ and one section per group (its facts, nulls, per-feature evidence and figures)."
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from saefast.report import captions
@@ -46,10 +47,13 @@ FIGURES = [
 
 
 # the subspace verdict's labels, as the text of `stats.subspace` starts
-FINDINGS = (("the same features", "show the same features"),
-            ("the same subspace", "share a subspace but not the same features"),
-            ("nothing beyond chance", "show nothing beyond chance"),
-            ("not judged", "are not judged (too few runs, or no null)"))
+# (verdict prefix, what one group does, what several do)
+FINDINGS = (("the same features", "shows the same features", "show the same features"),
+            ("the same subspace", "shares a subspace but not the same features",
+             "share a subspace but not the same features"),
+            ("nothing beyond chance", "shows nothing beyond chance", "show nothing beyond chance"),
+            ("not judged", "is not judged (too few runs, or no null)",
+             "are not judged (too few runs, or no null)"))
 
 
 def verdict(summary: dict, groups: list[str]) -> str:
@@ -60,10 +64,10 @@ def verdict(summary: dict, groups: list[str]) -> str:
     if not rows:
         return ""
     counts = []
-    for prefix, words in FINDINGS:
+    for prefix, one, several in FINDINGS:
         n = sum(1 for r in rows if (r.get("subspace") or "").startswith(prefix))
         if n:
-            counts.append(f"{n} {words}")
+            counts.append(f"{n} {one if n == 1 else several}")
     lead = (f"Of {len(rows)} group{'s' if len(rows) != 1 else ''}: {'; '.join(counts)}."
             if counts else "")
 
@@ -83,8 +87,9 @@ def verdict(summary: dict, groups: list[str]) -> str:
             ["-", "none", "-", "-"]) for r in rows],
         "in words: the subspace verdict (the same features, the same subspace but not the "
         "same features, or nothing beyond chance). " + captions.VERDICT, labels=2)
+    how = "".join(f"<li>{markup.e(item)}</li>" for item in captions.HOW_TO_READ)
     return (f'<section id="verdict"><h2>What the study found</h2><p>{markup.e(lead)}</p>'
-            f"{table}</section>")
+            f"{table}<h3>How to read this page</h3><ul>{how}</ul></section>")
 
 
 def overview(summary: dict, groups: list[str]) -> str:
@@ -221,7 +226,9 @@ def _nulls_table(nulls: dict | None) -> str:
                      excess_cell(n.get("excess_pw_mcc"))])
     shape = nulls.get("shape") or {}
     data = nulls.get("data") or {}
+    # the store's or file's name, not its path: a page is shared, a cache path is local
     where = data.get("store") or data.get("file")
+    where = where and ("activation store " if data.get("store") else "") + PurePath(where).name
     cap = (f"Each null matched like the real dictionaries at shape "
            f"{shape.get('n_a', '-')} x {shape.get('n_b', '-')}, d = {shape.get('d', '-')}"
            + (f"; data: {where}, {data.get('n_rows')} training rows, covariance effective rank "
