@@ -29,6 +29,7 @@ Ray worker's one thread gives the local executor's bits.
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -104,7 +105,7 @@ class RayExecutor(Executor):
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = self.address or "a local instance"
             raise ExecutorError(f"cannot start or reach the Ray cluster ({where}): "
-                                f"{first_line(e)}") from None
+                                f"{first_line(e)}{_auth_hint(self.address)}") from None
 
     def _nodes(self) -> list[dict]:
         return [n for n in self.ray.nodes() if n.get("Alive")]
@@ -263,3 +264,13 @@ def executor_from_args(address: str | None, retries: int, threads: int | None) -
 
 
 __all__ = ["RayExecutor", "import_ray", "ray_info", "executor_from_args", "RAY_MISSING"]
+
+
+def _auth_hint(address: str | None) -> str:
+    """Ray refuses a driver without the cluster's token (on by default for `ray start
+    --head` since Ray 2.59) with only 'Failed to connect': say how the token gets here."""
+    if not address or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("; if the cluster uses token authentication (Ray's default for `ray start --head`), "
+            "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (from `ray get-auth-token` on the head) "
+            "in this shell")
