@@ -57,7 +57,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(_python_block("## Python API"), "README.md", "exec"), scope)
     assert len(scope["run_dirs"]) == 5
-    assert (tmp_path / "report_dir" / "stability.json").is_file()
+    assert (tmp_path / "saefast-out" / "analysis" / "stability.json").is_file()
     assert scope["x_hat"].shape == (16, 384) and scope["row_v"].shape == (128, 4)
 
 
