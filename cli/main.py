@@ -171,24 +171,28 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from saefast.runs.layout import HTML_REPORT
-    from saefast.sweep import pipeline, plan
+    from saefast.sweep import plan
     from saefast.train.memory import parse_bytes
 
-    n_threads = _apply_threads(args.threads)
-    executor = _executor(args)  # before any work: Ray missing is one line now
     exp, runs = _sweep_runs(args)
     budget = parse_bytes(args.memory_budget)
-    _warn(plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs))
-    if args.dry_run:  # the same checks a sweep makes before any work (run_sweep makes them)
-        # with --executor ray the devices are the cluster's, not this machine's
-        plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
+    # names, corpus sizes, devices and folders before torch or a model loads: a typo fails in
+    # a second (run_sweep checks again, for library callers); with --executor ray the devices
+    # are the cluster's, not this machine's
+    checked = plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
+    n_threads = _apply_threads(args.threads)
+    executor = _executor(args)  # before any work: Ray missing is one line now
+    _warn(checked + plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs))
+    if args.dry_run:  # the checks above are all a sweep makes before its work
         todo, done = plan.pending(runs, Path(args.out))
         # the Ray executor does not train the trained null: no cost line for it
         nulls = _nulls(args, exp.nulls) if args.executor == "local" else None
         tables.print_plan(console, runs, plan.estimate(todo, budget, nulls=nulls) if todo else None,
                           Path(args.out), done=len(done))
         return 0
+    from saefast.runs.layout import HTML_REPORT
+    from saefast.sweep import pipeline
+
     events = tables.RichEvents(console)
     try:
         study = ({"name": exp.name, "description": exp.description, "file": args.config}

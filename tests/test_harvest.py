@@ -107,7 +107,8 @@ def test_unknown_model_and_hook(corpus, monkeypatch):
     monkeypatch.setattr(M, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ModelError, match=r"unknown model 'no-such/model': not a built-in \(minilm, gemma-270m, tiny\)"):
         harvest("no-such/model", HOOKS, str(corpus), 10)
-    with pytest.raises(HookError, match=r"unknown hook 'blocks.0.hook_resid_pr' \(close: blocks.0.hook_resid_pre.*"
+    with pytest.raises(HookError, match=r"unknown hook 'blocks.0.hook_resid_pr' for model 'tiny' "
+                                          r"\(it has blocks 0-1; close: blocks.0.hook_resid_pre.*"
                                           r"pattern: blocks.N.hook_resid_pre\)"):
         harvest("tiny", ["blocks.0.hook_resid_pr"], str(corpus), 10)
     with pytest.raises(ConfigError, match="context_length 512 does not fit"):

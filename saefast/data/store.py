@@ -27,8 +27,9 @@ budget extends a store from the chunk where it stopped.
 
 Every file is written atomically (`saefast.fsio`): a shard (and its token ids) first, then
 meta.json, so a killed writer leaves a store that is valid up to its last shard. One process
-writes a store at a time (`write_lock`: flock on `.write.lock` in the store); another sweep
-harvesting the same store waits, then finds what the first wrote and harvests only the rest.
+writes a store at a time (`write_lock`, in `store_lock`: flock on `.write.lock` in the store);
+another sweep harvesting the same store waits, then finds what the first wrote and harvests
+only the rest; a harvest that fails before its first shard leaves no folder.
 
 Layout 2 adds the token ids (what the activation-sampled null needs: distinct tokens) as a
 shard kind beside the activation shards; a shard's meta entry names its ids file. A store
@@ -41,20 +42,19 @@ import transformer_lens.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from saefast.data.corpora import BUILTIN_CORPORA, corpus_fingerprint
 from saefast.data.models import cache_root, model_weights_hash
+from saefast.data.store_lock import WRITE_LOCK, write_lock  # noqa: F401  (part of this API)
 from saefast.data.windows import TokenSource
 from saefast.errors import StoreError, first_line
 from saefast.fsio import atomic_open, read_json, write_json_atomic
@@ -103,32 +103,6 @@ def store_dir(key: dict, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------- writing
-
-WRITE_LOCK = ".write.lock"  # flock'ed by the one process that writes the store
-
-
-@contextlib.contextmanager
-def write_lock(stores: list[Path], on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the write lock of every store (in sorted order, so two harvests of overlapping
-    hooks cannot deadlock) while inside. A store another process is writing is waited for
-    (`on_wait` says so first); its writer must be opened after the lock is held, so that it
-    starts from what the other process finished. Locks are the OS's (fcntl.flock): a killed
-    writer releases them."""
-    import fcntl
-
-    with contextlib.ExitStack() as stack:
-        for path in sorted(set(stores)):
-            path.mkdir(parents=True, exist_ok=True)
-            f = stack.enter_context(open(path / WRITE_LOCK, "a"))
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait is not None:
-                    on_wait(f"waiting for another saefast process writing {path}")
-                fcntl.flock(f, fcntl.LOCK_EX)
-            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
-        yield
-
 
 @dataclass
 class StoreWriter:

@@ -1,6 +1,7 @@
 """What a sweep will do before it does it: checks, harvests, seed passes, estimates.
 
-- `preflight`: devices and output paths are checked before any work starts, so a typo
+- `preflight`: model, hook and corpus names, each corpus's size against the tokens asked,
+  devices and output paths are checked before any work starts (and by --dry-run), so a typo
   fails in a second with one line, not after a harvest.
 - `pending`: which runs are finished (skipped on resume) and which are left; a run dir of the
   same name but another config is refused.
@@ -57,16 +58,43 @@ GROUP_REPORT_SECONDS = 0.5  # the null and the plots of a group
 
 
 def preflight(runs: list[RunSpec], out_dir: str | Path, cache_dir: str | Path | None = None,
-              *, devices: bool = True) -> None:
-    """Refuse what would fail later: a device this torch cannot use, an output or cache
-    folder that cannot be written. Nothing is created. devices=False: the runs train
-    elsewhere (a Ray cluster checks its own nodes), not on this machine's devices."""
+              *, devices: bool = True) -> list[str]:
+    """Refuse what would fail later: an unknown model, hook or corpus, more tokens than a
+    built-in corpus holds, a device this torch cannot use, an output or cache folder that
+    cannot be written. Nothing is loaded or created. devices=False: the runs train elsewhere
+    (a Ray cluster checks its own nodes), not on this machine's devices. Returns warnings (a
+    budget within a corpus size's estimate error)."""
+    warnings = check_inputs(runs)
     for path in (layout.runs_dir(out_dir), layout.reports_dir(out_dir)):
         check_output_dir(path, "--out")
     if cache_dir is not None:
         check_output_dir(cache_dir, "--cache-dir")
     for device in sorted({r.config.model.device for r in runs}) if devices else ():
         check_device(device)
+    return warnings
+
+
+def check_inputs(runs: list[RunSpec]) -> list[str]:
+    """The names (`data.names`) and each built-in corpus's size (`data.corpus_size`) against
+    the most tokens its runs read, harvested or streamed; warnings for budgets near a size."""
+    from saefast.data import corpus_size, names
+
+    for model in sorted({r.config.model.name for r in runs}):
+        names.check_model(model)
+        names.check_hooks(model, sorted({r.config.model.hook for r in runs
+                                         if r.config.model.name == model}))
+    for corpus in sorted({r.config.data.corpus for r in runs}):
+        names.check_corpus(corpus)
+    most: dict[tuple, RunConfig] = {}  # per harvest (device aside), the run reading the most
+    for c in sorted((r.config for r in runs), key=harvested_count):
+        most[(c.model.name, c.data.corpus, c.model.context_length, c.model.drop_special_tokens)] = c
+    warnings = []
+    for (model, corpus, context, drop), cfg in most.items():
+        held = f" (with {cfg.data.held_out_tokens:,} held out)" if cfg.data.held_out_tokens else ""
+        line = corpus_size.check_budget(model, corpus, harvested_count(cfg), context_length=context,
+                                        drop_special_tokens=drop, what=held)
+        warnings += [line] if line else []
+    return warnings
 
 
 def check_device(device: str) -> None:
