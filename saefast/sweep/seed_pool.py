@@ -12,6 +12,9 @@ Tasks and messages are pickles over a worker's stdin and stdout (`seed_worker` s
 is a fresh interpreter). Workers are kept for the rest of the sweep (starting one imports
 torch, ~2 s); `shutdown` (called by `sweep.local.LocalExecutor` and each Ray pass task, and
 at exit) closes their stdin and they exit. A worker whose sweep died stops at its next step.
+Interrupted (Ctrl-C, or a Ray task cancelled) while it waits on its workers, the sweep stops
+them with SIGTERM and waits for them, so their checkpoints are whole; a worker that Ctrl-C
+reached first has already stopped quietly (exit code INTERRUPTED).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import atexit
 import os
 import pickle
 import queue as queue_lib
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING
 
 from saefast.errors import SaefastError
 from saefast.train.progress import step_record
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
 
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+INTERRUPTED = 130  # a worker's exit code when SIGINT or SIGTERM stopped it (128 + SIGINT)
 
 
 class WorkerFailed(SaefastError, RuntimeError):
@@ -68,7 +75,11 @@ class _Worker:
         pickle.dump(task, self.proc.stdin)
         self.proc.stdin.flush()
 
-    def close(self) -> None:
+    def close(self, *, stop: bool = False) -> None:
+        """Close its stdin and wait for it to exit (it finishes the task it has); with
+        stop, SIGTERM it first (it unwinds at once and exits)."""
+        if stop and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.stdin.close()
         except OSError:
@@ -78,6 +89,10 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def interrupted(self) -> bool:
+        """Whether it exited because a Ctrl-C reached it (the sweep's own is then due)."""
+        return self.proc.poll() in (INTERRUPTED, -signal.SIGINT)
 
 
 _workers: list[_Worker] = []
@@ -95,12 +110,31 @@ def _pool(n: int, threads: int) -> list[_Worker]:
     return _workers[:n]
 
 
-def shutdown() -> None:
-    """Stop the workers (they hold no state between passes)."""
+def shutdown(*, stop: bool = False) -> None:
+    """Close the workers (they hold no state between passes); stop: interrupt them first."""
     global _workers, _threads
     for w in _workers:
-        w.close()
+        w.close(stop=stop)
     _workers, _threads = [], None
+
+
+@contextmanager
+def _stopped_if_interrupted() -> Iterator[None]:
+    """(A decorator.) Interrupted meanwhile, the workers are stopped (not left training
+    until their pass ends, nor waited on at exit) before the interruption goes on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        shutdown(stop=True)
+        raise
+
+
+def _failed(worker: _Worker) -> None:
+    """A worker died or raised: the others are closed; a worker that Ctrl-C stopped means
+    the sweep is being interrupted, which the caller reports, not a failure."""
+    shutdown()
+    if worker.interrupted():
+        raise KeyboardInterrupt
 
 
 atexit.register(shutdown)
@@ -118,6 +152,7 @@ def merged_stats(latest: dict[int, tuple[int, int, dict]]) -> tuple[int, int, di
     return step, total, step_record(per_seed, sum(rates) / len(rates))
 
 
+@_stopped_if_interrupted()
 def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: Events,
               memory_budget: int | None, threads: int) -> list[RunOutcome]:
     """Train each part in a worker (len(parts) workers of `threads` threads); the outcomes
@@ -139,7 +174,7 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
         elif kind == "done":
             results[index] = payload
         else:  # "error" (the worker's traceback) or "exit" (it died)
-            shutdown()
+            _failed(workers[index])
             names = ", ".join(r.name for r in parts[index])
             detail = payload or f"the worker process exited (code {workers[index].proc.poll()})"
             raise WorkerFailed(f"training {names} in a worker process failed: {detail}")
@@ -160,6 +195,7 @@ def _again(error: tuple[str, str, str]) -> SaefastError:
     return WorkerFailed(message)
 
 
+@_stopped_if_interrupted()
 def map_calls(calls: list[tuple[str, str, tuple]], *, workers: int, threads: int,
               on_start: Callable[[int], None] | None = None) -> list:
     """Each call (module, function, args) run in a worker, up to `workers` at once, in the
@@ -190,7 +226,7 @@ def map_calls(calls: list[tuple[str, str, tuple]], *, workers: int, threads: int
             if todo:
                 hand(pool[index])
             continue
-        shutdown()
+        _failed(pool[index])
         if kind == "raise":
             raise _again(payload)
         module, function, _ = calls[busy[index]]

@@ -8,7 +8,10 @@ a copy of its stdout; anything the code prints goes to stderr instead. It is a f
 interpreter (fork after OpenMP has started is unsafe) that never imports the caller's main
 module, so a user's script needs no `if __name__ == "__main__"` guard (multiprocessing's
 spawn would need one). It exits when its stdin closes, and at its next step when the sweep
-that started it has died (its checkpoints stay for the resumed sweep).
+that started it has died (its checkpoints stay for the resumed sweep). Ctrl-C reaches the
+whole process group, so a worker gets it beside the sweep: it stops quietly with code
+INTERRUPTED (the sweep alone says "interrupted"), as it does on the SIGTERM by which the
+sweep stops its workers when only the sweep was interrupted (`seed_pool`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import signal
 import sys
 from typing import IO
 
 from saefast.errors import SaefastError
 from saefast.sweep.events import Events
+from saefast.sweep.seed_pool import INTERRUPTED
 
 
 class PipeEvents(Events):
@@ -41,7 +46,31 @@ def _send(out: IO[bytes], message: tuple) -> None:
     out.flush()
 
 
-def main(threads: int) -> None:
+def _stop(signum: int, frame: object) -> None:
+    """SIGINT or SIGTERM: unwind (temp files go, checkpoints stay), ignoring a second one
+    (the terminal's Ctrl-C and the sweep's SIGTERM both come) that would break the unwinding.
+    Ignored by a handler, not SIG_IGN: one already pending would be printed as a race."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+    raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+def main(threads: int) -> int:
+    """Serve tasks until stdin closes (0) or a signal stops it (INTERRUPTED)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # first: importing torch takes seconds
+        signal.signal(sig, _stop)
+    try:
+        _serve(threads)
+    except KeyboardInterrupt:  # the sweep reports the interruption, once
+        return INTERRUPTED
+    return 0
+
+
+def _serve(threads: int) -> None:
     import traceback
 
     import torch
@@ -76,4 +105,4 @@ def main(threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    sys.exit(main(int(sys.argv[1])))
