@@ -29,6 +29,10 @@ from saefast.cli.null_tables import (
     print_nulls,
     print_verdict,
 )
+from saefast.cli.plain_events import PlainEvents
+from saefast.cli.progress_text import duration as _duration
+from saefast.cli.progress_text import plural as _plural
+from saefast.cli.progress_text import step_info
 from saefast.cli.view_tables import print_equivalence
 from saefast.report import captions
 from saefast.report.cells import (
@@ -47,18 +51,6 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**28 else f"{n_bytes / 2**20:.0f} MiB"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 class _Remaining(TimeRemainingColumn):
     """The remaining time, left blank for tasks added with eta=False."""
 
@@ -70,7 +62,15 @@ class _Remaining(TimeRemainingColumn):
 
 class RichEvents(Events):
     """A bar while harvesting; two while training: all passes, and the steps of the current
-    pass with its loss. Text from the user (names, paths, errors) is printed literally."""
+    pass with its loss. Text from the user (names, paths, errors) is printed literally.
+
+    On a console that is not a terminal (a log file, a pipe) it is a `PlainEvents` instead:
+    bars there cannot redraw and end as one frozen frame cut to the width."""
+
+    def __new__(cls, console: Console):
+        if cls is RichEvents and not (console.is_interactive or console.is_jupyter):
+            return PlainEvents(console)
+        return super().__new__(cls)
 
     def __init__(self, console: Console):
         self.console = console
@@ -207,21 +207,6 @@ def cluster_table(progress: ClusterProgress) -> Table:
 
 
 RUNNING_ROWS = 8  # running passes listed under the cluster table
-
-
-def step_info(stats: dict) -> str:
-    """tok/s, then loss and dead fraction per seed (up to 4 seeds), else mean and range."""
-    per_seed = stats.get("per_seed") or {}
-    speed = f"{stats['tokens_per_second']:,.0f} tok/s"
-    if 1 < len(per_seed) <= 4:
-        seeds = "  ".join(f"s{s} {v['loss']:.3g}/{v['dead']:.0%}" for s, v in per_seed.items())
-        return f"{speed}  loss/dead {seeds}"
-    if len(per_seed) > 4:
-        losses = [v["loss"] for v in per_seed.values()]
-        deads = [v["dead"] for v in per_seed.values()]
-        return (f"{speed}  loss {stats['loss']:.4g} ({min(losses):.3g}-{max(losses):.3g})  "
-                f"dead {stats['dead']:.0%} ({min(deads):.0%}-{max(deads):.0%}) over seeds")
-    return f"{speed}  loss {stats['loss']:.4g}  dead {stats['dead']:.0%}"
 
 
 def _seed_list(seeds: list[int]) -> str:

@@ -1,6 +1,7 @@
-"""sweep/events.py and its sinks (cli.tables.RichEvents, sweep.seed_worker.PipeEvents,
-sweep.ray.tasks.StepsToBoard): every sink is an `Events` subclass, so an event that does not
-exist (a misspelt name) is an AttributeError, never dropped silently."""
+"""sweep/events.py and its sinks (cli.tables.RichEvents, cli.plain_events.PlainEvents,
+sweep.seed_worker.PipeEvents, sweep.ray.tasks.StepsToBoard): every sink is an `Events`
+subclass, so an event that does not exist (a misspelt name) is an AttributeError, never
+dropped silently. A console that is not a terminal gets plain lines, not rich's bars."""
 
 import io
 import os
@@ -8,6 +9,7 @@ import os
 import pytest
 from rich.console import Console
 
+from saefast.cli.plain_events import PlainEvents
 from saefast.cli.tables import RichEvents
 from saefast.sweep.events import Events
 from saefast.sweep.ray.tasks import StepsToBoard
@@ -17,8 +19,9 @@ EVENTS = {name for name in vars(Events) if not name.startswith("_")}
 
 
 def _sinks():
-    return [Events(), RichEvents(Console(file=io.StringIO())),
-            PipeEvents(io.BytesIO(), os.getppid()), StepsToBoard(None, "pass 0")]
+    return [Events(), RichEvents(Console(file=io.StringIO(), force_terminal=True)),
+            PlainEvents(Console(file=io.StringIO())), PipeEvents(io.BytesIO(), os.getppid()),
+            StepsToBoard(None, "pass 0")]
 
 
 def test_events_are_no_ops_a_sink_overrides():
@@ -41,11 +44,11 @@ def test_a_misspelt_event_raises(sink):
         sink.close()
 
 
-@pytest.mark.parametrize("cls, extra", [(RichEvents, {"close"}), (PipeEvents, set()),
-                                        (StepsToBoard, set())])
+@pytest.mark.parametrize("cls, extra", [(RichEvents, {"close"}), (PlainEvents, {"close"}),
+                                        (PipeEvents, set()), (StepsToBoard, set())])
 def test_a_sink_defines_only_events_that_exist(cls, extra):
     """A misspelt definition would never be called: every public method a sink defines is
-    an event of `Events` (or, for RichEvents, close)."""
+    an event of `Events` (or, for the CLI's, close)."""
     own = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
     assert own - EVENTS <= extra, own - EVENTS - extra
 
@@ -55,7 +58,7 @@ def test_the_report_steps_bar_shows_no_remaining_time_and_the_pairs_bar_does():
     a second), so a rate over steps would promise a wrong time; the pairs' rate does not."""
     from saefast.cli.tables import _Remaining
 
-    events = RichEvents(Console(file=io.StringIO(), width=200))
+    events = RichEvents(Console(file=io.StringIO(), width=200, force_terminal=True))
     events.report_step("g", "pairs", 0, 9)
     events.report_pair("g", 3, 190)
     column = _Remaining()
@@ -64,3 +67,65 @@ def test_the_report_steps_bar_shows_no_remaining_time_and_the_pairs_bar_does():
     assert column.render(steps).plain == ""
     assert column.render(pairs).plain != ""
     events.close()
+
+
+def test_a_console_that_is_not_a_terminal_gets_plain_lines():
+    assert type(RichEvents(Console(file=io.StringIO()))) is PlainEvents
+    assert type(RichEvents(Console(file=io.StringIO(), force_terminal=True))) is RichEvents
+
+
+def test_plain_lines_say_each_phase_and_a_long_one_every_30_seconds():
+    """Passes, runs and report steps a line each; steps and pairs, which come many times a
+    second, a line only when 30 s have passed since the last."""
+    from saefast.sweep.events import RunOutcome
+
+    now = [0.0]
+    buf = io.StringIO()
+    events = PlainEvents(Console(file=buf, width=40), clock=lambda: now[0])
+    events.pass_started("g seeds 1,2", 2, 0, 1)
+    stats = {"tokens_per_second": 1000.0, "loss": 0.5, "dead": 0.0}
+    for step in range(1, 200):  # 199 steps over 99.5 s: lines at 30, 60, 90 s
+        now[0] += 0.5
+        events.run_step(step, 200, stats)
+    spec = type("Spec", (), {"name": "a-very-long-run-name-that-does-not-fit-40-columns-s1"})()
+    metrics = {"held_out": {"fvu": 0.25, "dead_fraction": 0.5}, "train_seconds": 100.0}
+    events.run_finished(RunOutcome(spec, "done", metrics=metrics))
+    events.report_started("g")
+    events.report_step("g", "pairs", 0, 3)
+    events.report_pair("g", 1, 10)
+    events.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "pass 1/1: g seeds 1,2 (2 SAEs together)"
+    assert [ln.split(",")[0] for ln in lines[1:4]] == [
+        "  step 60/200 (30%)", "  step 120/200 (60%)", "  step 180/200 (90%)"]
+    assert lines[4] == (f"run {spec.name}: trained, held-out FVU 0.25, dead 50%, "
+                        "1 min 40 s of training")  # whole, though wider than the console
+    assert lines[5:] == ["matching pairs of g", "  g: report step 1/3: pairs (0 s)"]
+
+
+def test_a_sweep_into_a_log_file_writes_readable_lines(corpus, tmp_path):
+    """`saefast sweep ... > log 2>&1`: a line per pass and run, then the summary; no
+    spinner frame, nothing cut with an ellipsis."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    argv = [sys.executable, "-m", "saefast.cli.main", "sweep", "--model", "tiny",
+            "--hook", "blocks.0.hook_resid_pre", "--corpus", str(corpus), "--tokens", "800",
+            "--features", "16", "--k", "2", "--epochs", "2", "--seeds", "3",
+            "--no-trained-null", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    with open(log, "w") as f:
+        rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
+                            check=False).returncode
+    text = log.read_text()
+    assert rc == 0, text
+    assert not any(0x2800 <= ord(c) <= 0x28FF for c in text), text  # rich's spinner frames
+    assert "…" not in text and "\x1b[" not in text, text
+    lines = text.splitlines()
+    assert "harvested 800 tokens in" in text and "pass 1/1: " in text, text
+    for seed in (1, 2, 3):
+        trained = [ln for ln in lines if ln.startswith("run ") and f"-s{seed}: trained, " in ln]
+        assert len(trained) == 1, text
+    assert "3 trained, 0 already done, 0 failed" in " ".join(text.split()), text
+    assert "HTML report: " in text

@@ -1,0 +1,118 @@
+"""Progress as plain lines, for a console that is not a terminal (`saefast sweep ... > log`):
+a line per harvest, pass, finished run and report step, and within a long phase a line at
+most every `EVERY` seconds. Bars cannot redraw in a file: rich would leave one frozen frame
+cut to the width, so nothing here is redrawn, coloured or cut (`tables.RichEvents` hands a
+console that is not a terminal to this class)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+
+from saefast.cli.progress_text import duration, plural, step_info
+from saefast.sweep.events import ClusterProgress, Events, RunOutcome
+from saefast.sweep.plan import HarvestJob
+
+EVERY = 30.0  # seconds between two lines of one phase: a log stays short, a tail stays alive
+
+
+class PlainEvents(Events):
+    """One line per event worth a line; steps, harvest chunks, matched pairs and a cluster's
+    counts only every `every` seconds (they come many times a second)."""
+
+    def __init__(self, console: Console, every: float = EVERY,
+                 clock: Callable[[], float] = time.monotonic):
+        self.console, self.every, self.clock = console, every, clock
+        self._phase = self._last = clock()  # when the phase began, when its last line was
+        self._harvested = False
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _begin(self) -> None:
+        self._phase = self._last = self.clock()
+
+    def _due(self) -> bool:
+        now = self.clock()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True
+
+    def _elapsed(self) -> str:
+        return duration(self.clock() - self._phase)
+
+    def harvest_started(self, job: HarvestJob) -> None:
+        self._begin()
+        self._harvested = False
+        self._say(f"harvesting {job.tokens:,} tokens of {job.corpus} through {job.model} at "
+                  f"{', '.join(job.hooks)}")
+
+    def harvest_progress(self, done: int, total: int) -> None:
+        if done >= total:
+            if not self._harvested:  # said once, however often the last chunk is reported
+                self._harvested = True
+                self._say(f"harvested {total:,} tokens in {self._elapsed()}")
+        elif self._due():
+            self._say(f"harvest: {done:,}/{total:,} tokens ({done / max(total, 1):.0%}), "
+                      f"{self._elapsed()}")
+
+    def pass_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
+        self._begin()
+        self._say(f"pass {index + 1}/{total}: {label} ({plural(n_seeds, 'SAE')} together)")
+
+    def run_step(self, step: int, total: int, stats: dict) -> None:
+        if step < total and self._due():
+            self._say(f"  step {step:,}/{total:,} ({step / max(total, 1):.0%}), "
+                      f"{self._elapsed()}: {step_info(stats)}")
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        name = outcome.spec.name
+        if outcome.status == "failed":
+            self._say(f"run {name} failed: {outcome.error}")
+        elif outcome.status == "skipped":
+            self._say(f"run {name}: already done")
+        else:
+            self._say(f"run {name}: trained{_metrics(outcome.metrics or {})}")
+
+    def report_started(self, group: str) -> None:
+        self._begin()
+        self._say(f"matching pairs of {group}")
+
+    def report_step(self, group: str, step: str, index: int, total: int) -> None:
+        self._last = self.clock()
+        self._say(f"  {group}: report step {index + 1}/{total}: {step.replace('_', ' ')} "
+                  f"({self._elapsed()})")
+
+    def report_pair(self, group: str, done: int, total: int) -> None:
+        if done < total and self._due():
+            self._say(f"  {group}: {done:,}/{total:,} pairs matched, {self._elapsed()}")
+
+    def message(self, text: str) -> None:
+        self._say(text)
+
+    def cluster_progress(self, progress: ClusterProgress) -> None:
+        if self._due():
+            self._say("ray: " + "; ".join(
+                f"{name} " + ", ".join(f"{counts.get(k, 0)} {k}"
+                                       for k in ("queued", "running", "done", "failed"))
+                for name, counts in (("passes", progress.passes),
+                                     ("pair batches", progress.pairs))))
+
+    def close(self) -> None:
+        """Nothing to stop (`RichEvents.close` stops its bars; the CLI calls either)."""
+
+
+def _metrics(metrics: dict) -> str:
+    """", held-out FVU 0.21, dead 3%, 12 s" from what a run's metrics hold."""
+    held = metrics.get("held_out") or metrics.get("train") or {}
+    parts = []
+    if held.get("fvu") is not None:
+        parts.append(f"{'held-out' if metrics.get('held_out') else 'train'} FVU {held['fvu']:.3g}")
+    if held.get("dead_fraction") is not None:
+        parts.append(f"dead {held['dead_fraction']:.0%}")
+    if metrics.get("train_seconds") is not None:
+        parts.append(f"{duration(metrics['train_seconds'])} of training")
+    return (", " + ", ".join(parts)) if parts else ""
