@@ -1,4 +1,5 @@
-"""Corpora: built-ins, local files, Hugging Face names (parsing and errors only: no network)."""
+"""Corpora: built-ins, local files, Hugging Face names (parsing and errors only: no network;
+an unreachable or offline Hub refused at once: data/hub.py)."""
 
 from __future__ import annotations
 
@@ -98,7 +99,26 @@ def test_hf_names_parse():
             parse_hf_corpus(bad)
 
 
-def test_hf_load_failure_is_a_corpus_error(monkeypatch):
+@pytest.fixture
+def hub_online(monkeypatch):
+    """The Hub as reachable and no offline setting, whatever this machine's network."""
+    from saefast.data import hub
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: True)
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    from saefast.data import hub
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
+
+
+def test_hf_load_failure_is_a_corpus_error(monkeypatch, hub_online):
     import types
 
     def offline(*args, **kwargs):
@@ -109,7 +129,7 @@ def test_hf_load_failure_is_a_corpus_error(monkeypatch):
         list(iter_documents("hf:some/dataset"))
 
 
-def test_hf_rows_without_text_field(monkeypatch):
+def test_hf_rows_without_text_field(monkeypatch, hub_online):
     import types
 
     rows = [{"content": "x"}]
@@ -119,6 +139,104 @@ def test_hf_rows_without_text_field(monkeypatch):
         list(iter_documents("hf:some/dataset"))
     rows[:] = [{"text": "a"}, {"text": " "}, {"text": "b"}]
     assert list(iter_documents("hf:some/dataset")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("offline", ["unreachable", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_an_offline_hub_is_one_line_at_once_without_retries(monkeypatch, hub_unreachable, offline):
+    """Without network the libraries retry for ~25 s before failing: the Hub unreachable (a
+    socket refused) or offline by setting, the real datasets library is asked in its offline
+    mode, which answers from the local cache at once: here, that it is not there."""
+    import socket
+    import time
+
+    pytest.importorskip("datasets")
+    if offline != "unreachable":
+        monkeypatch.setenv(offline, "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was asked")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    start = time.monotonic()
+    with pytest.raises(CorpusError) as err:
+        next(iter_documents("hf:saefast-tests/no-such-dataset"))
+    assert time.monotonic() - start < 10  # importing datasets is most of it
+    why = "huggingface.co is unreachable" if offline == "unreachable" else f"{offline} is set"
+    assert str(err.value) == (
+        f"corpus 'hf:saefast-tests/no-such-dataset': {why} and the dataset "
+        "'saefast-tests/no-such-dataset' is not in the local Hugging Face cache (a local .txt "
+        "or .jsonl corpus needs no network)")
+
+
+def test_a_sweep_on_an_offline_hub_corpus_fails_in_one_line(monkeypatch, hub_unreachable,
+                                                           tmp_path, capsys):
+    """`saefast sweep --corpus hf:...` without network: one line, exit 2, in seconds (not
+    the ~25 s of retries), and no activation store is left behind."""
+    import time
+
+    from saefast.cli.main import main
+
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    rc = main(["sweep", "--model", "tiny", "--hook", "blocks.0.hook_resid_pre", "--corpus",
+               "hf:saefast-tests/no-such-dataset", "--tokens", "2000", "--features", "16",
+               "--seeds", "2", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])
+    seconds = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: corpus 'hf:saefast-tests/no-such-"
+                                                  "dataset': HF_HUB_OFFLINE is set and"), err
+    assert seconds < 15, seconds  # the tiny model's start on a busy 2-core box is most of it
+    assert not list((tmp_path / "c").glob("activations/*/*"))
+
+
+def test_hf_datasets_offline_0_overrides_hf_hub_offline(monkeypatch):
+    """datasets' own reading: HF_DATASETS_OFFLINE, when set at all, decides for datasets."""
+    from saefast.data import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert hub.offline_setting() is None
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "yes")
+    assert hub.offline_setting() == "HF_DATASETS_OFFLINE"
+
+
+def test_an_unreachable_hub_reads_a_cached_dataset_in_offline_mode(monkeypatch, hub_unreachable):
+    """A dataset in the local cache still trains offline: loaded with the libraries' offline
+    flags on (no retries), which are put back after."""
+    import huggingface_hub.constants as hub_constants
+
+    datasets = pytest.importorskip("datasets")
+    seen = []
+
+    def cached(name, split, streaming):
+        seen.append((hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE))
+        return iter([{"text": "from the cache"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", cached)
+    before = (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    assert list(iter_documents("hf:some/dataset")) == ["from the cache"]
+    assert seen == [(True, True)]
+    assert (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+
+
+def test_the_hub_is_checked_where_requests_go(monkeypatch):
+    """HF_ENDPOINT (a mirror) and a proxy: the host checked is the one a request reaches."""
+    from saefast.data import hub
+
+    for var in ("HF_ENDPOINT", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+                "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    assert hub.address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
+    assert hub.address() == ("mirror.example", 8080)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    assert hub.address() == ("proxy.example", 3128)
+    monkeypatch.setenv("no_proxy", "hf-mirror.example")
+    assert hub.address() == ("hf-mirror.example", 443)
 
 
 # ---------------------------------------------------------------------------- math

@@ -18,7 +18,9 @@ A corpus is named by one string:
 - a local folder: every ``.txt`` / ``.jsonl`` file below it, in sorted path order.
 - ``hf:<name>[:<split>]``: a Hugging Face dataset streamed with
   ``datasets.load_dataset(name, split=split, streaming=True)`` (split defaults to
-  ``train``), field ``"text"``; needs the network.
+  ``train``), field ``"text"``; needs the network, or the dataset in the local Hugging Face
+  cache: offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, or the Hub unreachable: `hub`) it is
+  read from that cache, or refused at once in one line, without the libraries' retries.
 
 The python-* corpora are shuffled at the document level with a fixed seed (``SHUFFLE_SEED``) so
 that a small token budget spans several topics instead of the first one alphabetically;
@@ -30,6 +32,7 @@ a different fingerprint and so a different activation cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,7 +41,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
-from saefast.errors import CorpusError
+from saefast.data import hub
+from saefast.errors import CorpusError, first_line
 
 DEFAULT_CORPUS = "python-docs"
 BUILTIN_CORPORA = ("python-docs", "python-code", "math", "multilingual")
@@ -248,15 +252,16 @@ def _hash_strings(parts: list[str]) -> str:
 
 def _iter_hf(corpus: str) -> Iterator[str]:
     name, split = parse_hf_corpus(corpus)
+    why_offline = hub.unavailable()
     try:
         import datasets
 
-        stream = datasets.load_dataset(name, split=split, streaming=True)
-        rows = iter(stream)
-        first = next(rows, None)
+        with hub.offline() if why_offline else contextlib.nullcontext():
+            stream = datasets.load_dataset(name, split=split, streaming=True)
+            rows = iter(stream)
+            first = next(rows, None)
     except Exception as err:  # offline, unknown dataset, bad split: all one line for people
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CorpusError(f"corpus '{corpus}': could not load from Hugging Face ({reason[:200]})") from None
+        raise _hf_error(corpus, name, why_offline, err) from None
     if first is None:
         raise CorpusError(f"corpus '{corpus}' is empty: split '{split}' has no rows")
     if "text" not in first:
@@ -265,6 +270,18 @@ def _iter_hf(corpus: str) -> Iterator[str]:
         text = row.get("text")
         if isinstance(text, str) and text.strip():
             yield text
+
+
+def _hf_error(corpus: str, name: str, why_offline: str | None, err: Exception) -> CorpusError:
+    if why_offline is None:
+        return CorpusError(f"corpus '{corpus}': could not load from Hugging Face "
+                           f"({first_line(err)})")
+    if isinstance(err, (ConnectionError, FileNotFoundError)):  # what datasets offline says
+        return CorpusError(f"corpus '{corpus}': {why_offline} and the dataset '{name}' is not in "
+                           "the local Hugging Face cache (a local .txt or .jsonl corpus needs "
+                           "no network)")
+    return CorpusError(f"corpus '{corpus}': {why_offline}, and the local Hugging Face cache "
+                       f"could not give '{name}' ({first_line(err)})")
 
 
 def _chain(first: dict, rows: Iterator[dict]) -> Iterator[dict]:
