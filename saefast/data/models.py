@@ -36,11 +36,11 @@ import hashlib
 import json
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from saefast.data import hub
 from saefast.errors import HookError, ModelError, first_line
 from saefast.fsio import atomic_dir, read_json, write_json_atomic
 
@@ -245,12 +245,12 @@ def _quiet_progress():
     import warnings
 
     try:
-        from huggingface_hub import utils as hub
+        from huggingface_hub import utils as hf_hub
         from transformers.utils import logging as hf_logging
     except ImportError:
         yield
         return
-    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), hf_hub.are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
     try:
         yield
@@ -259,7 +259,7 @@ def _quiet_progress():
             warnings.simplefilter("ignore")
             if was_on:
                 hf_logging.enable_progress_bar()
-            (hub.disable_progress_bars if hub_was_off else hub.enable_progress_bars)()
+            (hf_hub.disable_progress_bars if hub_was_off else hf_hub.enable_progress_bars)()
 
 
 def _load_hf(name: str, device: str):
@@ -275,8 +275,8 @@ def _load_hf(name: str, device: str):
     except Exception as err:
         reason = first_line(err)
     if not _hub_reachable():
-        raise ModelError(f"{prefix} could not be loaded from Hugging Face (huggingface.co is "
-                         f"unreachable and it is not in the local cache)")
+        raise ModelError(f"{prefix} could not be loaded from Hugging Face ({hub.address()[0]} "
+                         f"is unreachable and it is not in the local cache)")
     try:
         return TransformerBridge.boot_transformers(name, device=device)
     except Exception as err:
@@ -349,11 +349,8 @@ def _hub_offline():
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    # the Hub's host as the libraries reach it (a mirror in HF_ENDPOINT, a proxy): data.hub
+    return hub.reachable(timeout)
 
 
 def _hf_cached_commit(name: str) -> str | None:
