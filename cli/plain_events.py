@@ -27,6 +27,7 @@ class PlainEvents(Events):
         self.console, self.every, self.clock = console, every, clock
         self._phase = self._last = clock()  # when the phase began, when its last line was
         self._harvested = False
+        self._cluster_finished: tuple | None = None  # tasks done and failed at the last line
 
     def _say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -94,12 +95,17 @@ class PlainEvents(Events):
         self._say(text)
 
     def cluster_progress(self, progress: ClusterProgress) -> None:
-        if self._due():
-            self._say("ray: " + "; ".join(
-                f"{name} " + ", ".join(f"{counts.get(k, 0)} {k}"
-                                       for k in ("queued", "running", "done", "failed"))
-                for name, counts in (("passes", progress.passes),
-                                     ("pair batches", progress.pairs))))
+        # a line when a task finishes or fails (a short sweep's only news), else when due
+        finished = tuple(counts.get(k, 0) for counts in (progress.passes, progress.pairs)
+                         for k in ("done", "failed"))
+        if finished == self._cluster_finished and not self._due():
+            return
+        self._cluster_finished, self._last = finished, self.clock()
+        self._say("Ray cluster: " + "; ".join(
+            f"{name} " + ", ".join(f"{counts.get(k, 0)} {k}"
+                                   for k in ("queued", "running", "done", "failed"))
+            for name, counts in (("passes", progress.passes),
+                                 ("pair batches", progress.pairs))))
 
     def close(self) -> None:
         """Nothing to stop (`RichEvents.close` stops its bars; the CLI calls either)."""

@@ -103,6 +103,31 @@ def test_plain_lines_say_each_phase_and_a_long_one_every_30_seconds():
     assert lines[5:] == ["matching pairs of g", "  g: report step 1/3: pairs (0 s)"]
 
 
+def test_plain_cluster_lines_say_each_finished_task_and_otherwise_every_30_seconds():
+    from saefast.sweep.events import ClusterProgress
+
+    now = [0.0]
+    buf = io.StringIO()
+    events = PlainEvents(Console(file=buf), clock=lambda: now[0])
+
+    def progress(done, running):
+        return ClusterProgress(passes={"queued": 2 - done - running, "running": running,
+                                       "done": done, "failed": 0},
+                               pairs={"queued": 0, "running": 0, "done": 0, "failed": 0},
+                               nodes={})
+
+    events.cluster_progress(progress(0, 1))  # the first: said
+    for _ in range(10):  # polled twice a second with nothing new: quiet
+        now[0] += 0.5
+        events.cluster_progress(progress(0, 1))
+    events.cluster_progress(progress(1, 1))  # a pass finished: said at once
+    now[0] += 31
+    events.cluster_progress(progress(1, 1))  # nothing new, but 30 s on: said
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and all(ln.startswith("Ray cluster: passes ") for ln in lines)
+    assert "1 done" in lines[1] and "pair batches 0 queued" in lines[1]
+
+
 def test_a_sweep_into_a_log_file_writes_readable_lines(corpus, tmp_path):
     """`saefast sweep ... > log 2>&1`: a line per pass and run, then the summary; no
     spinner frame, nothing cut with an ellipsis."""
