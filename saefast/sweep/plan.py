@@ -42,7 +42,7 @@ D_MODEL_GUESS = {"minilm": 384, "tiny": 64, "gemma-270m": 640,
 # SAE training, counted as 4 x tokens x F x d per seed: 20 seeds of 16,384 x 384 train at
 # 5,150-5,500 token-steps/s summed (batch 256, k 8: 1.3e11; docs/benchmarks.md). The 50e9
 # used before put experiments/scale_16k.yaml's 16,384-feature group at 2.8 h of training;
-# it trained at ~3K token-steps/s on a box shared with other work (~1.9 h)
+# it trained at ~3K token-steps/s on a box shared with other work (488 steps in ~2 h)
 TRAIN_FLOPS_PER_S = 1.2e11
 # the same on an H100 in strict float32: train_saes at 1.05M token-steps/s, 16,384 x 768,
 # batch 4,096 (docs/benchmarks.md); used for runs on cuda
