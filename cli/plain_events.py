@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from saefast.cli.progress_text import duration, plural, step_info
+from saefast.cli.progress_text import duration, plural, remaining, step_info
 from saefast.sweep.events import ClusterProgress, Events, RunOutcome
 from saefast.sweep.plan import HarvestJob
 
@@ -26,6 +26,7 @@ class PlainEvents(Events):
                  clock: Callable[[], float] = time.monotonic):
         self.console, self.every, self.clock = console, every, clock
         self._phase = self._last = clock()  # when the phase began, when its last line was
+        self._origin: tuple[str, float, float] | None = None  # (what, count, when) rates start at
         self._harvested = False
         self._cluster_finished: tuple | None = None  # tasks done and failed at the last line
 
@@ -34,6 +35,16 @@ class PlainEvents(Events):
 
     def _begin(self) -> None:
         self._phase = self._last = self.clock()
+        self._origin = None
+
+    def _left(self, what: str, done: float, total: float) -> str:
+        """", ~N min left" at the rate since the first count of `what` this phase (a resumed
+        pass starts at its checkpoint's step, so the rate cannot start at 0)."""
+        now = self.clock()
+        if self._origin is None or self._origin[0] != what:
+            self._origin = (what, done, now)
+            return ""
+        return remaining(self._origin[1], self._origin[2], done, now, total)
 
     def _due(self) -> bool:
         now = self.clock()
@@ -56,18 +67,31 @@ class PlainEvents(Events):
             if not self._harvested:  # said once, however often the last chunk is reported
                 self._harvested = True
                 self._say(f"harvested {total:,} tokens in {self._elapsed()}")
-        elif self._due():
-            self._say(f"harvest: {done:,}/{total:,} tokens ({done / max(total, 1):.0%}), "
-                      f"{self._elapsed()}")
+        else:
+            left = self._left("harvest", done, total)
+            if self._due():
+                self._say(f"harvest: {done:,}/{total:,} tokens ({done / max(total, 1):.0%}), "
+                          f"{self._elapsed()}{left}")
 
     def pass_started(self, label: str, n_seeds: int, index: int, total: int) -> None:
         self._begin()
         self._say(f"pass {index + 1}/{total}: {label} ({plural(n_seeds, 'SAE')} together)")
 
     def run_step(self, step: int, total: int, stats: dict) -> None:
+        left = self._left("steps", step, total)
         if step < total and self._due():
             self._say(f"  step {step:,}/{total:,} ({step / max(total, 1):.0%}), "
-                      f"{self._elapsed()}: {step_info(stats)}")
+                      f"{self._elapsed()}{left}: {step_info(stats)}")
+
+    def run_evaluation(self, done: int, total: int) -> None:
+        if done == 0:  # a phase of its own: its clock and rate start here
+            self._begin()
+        left = self._left("evaluation", done, total)
+        if done == 0:
+            self._say(f"  counting firings over the {total:,} training tokens")
+        elif done < total and self._due():
+            self._say(f"  firing counts: {done:,}/{total:,} tokens ({done / max(total, 1):.0%}), "
+                      f"{self._elapsed()}{left}")
 
     def run_finished(self, outcome: RunOutcome) -> None:
         name = outcome.spec.name
@@ -88,8 +112,9 @@ class PlainEvents(Events):
                   f"({self._elapsed()})")
 
     def report_pair(self, group: str, done: int, total: int) -> None:
+        left = self._left(f"pairs of {group}", done, total)
         if done < total and self._due():
-            self._say(f"  {group}: {done:,}/{total:,} pairs matched, {self._elapsed()}")
+            self._say(f"  {group}: {done:,}/{total:,} pairs matched, {self._elapsed()}{left}")
 
     def message(self, text: str) -> None:
         self._say(text)

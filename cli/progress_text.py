@@ -12,6 +12,13 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def remaining(done0: float, t0: float, done: float, now: float, total: float) -> str:
+    """", ~4 min 10 s left" from the rate since (done0, t0), or "" before there is a rate."""
+    if done <= done0 or now <= t0 or done >= total:
+        return ""
+    return f", ~{duration((total - done) * (now - t0) / (done - done0))} left"
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

@@ -125,12 +125,22 @@ class RichEvents(Events):
         self._start(total)
         self.progress.update(self.passes_task, completed=index,
                              info=escape(f"{label} ({n_seeds} SAE{'s' if n_seeds > 1 else ''} together)"))
-        self.progress.reset(self.steps_task, total=1, info="")
+        self.progress.reset(self.steps_task, total=1, info="", description="steps")
 
     def run_step(self, step: int, total: int, stats: dict) -> None:
         if self.progress is not None:
             self.progress.update(self.steps_task, completed=step, total=total,
                                  info=step_info(stats))
+
+    def run_evaluation(self, done: int, total: int) -> None:
+        """The steps bar, once training ends, counts the training tokens encoded again for
+        the firing counts (minutes at 16K features)."""
+        if self.progress is None:
+            return
+        if done == 0:  # a fresh rate and clock: the steps' would promise a wrong time
+            self.progress.reset(self.steps_task, total=total, description="firing counts",
+                                info="tokens encoded after training")
+        self.progress.update(self.steps_task, completed=done, total=total)
 
     def run_finished(self, outcome: RunOutcome) -> None:
         if outcome.status == "failed":

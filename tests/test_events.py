@@ -27,7 +27,7 @@ def _sinks():
 def test_events_are_no_ops_a_sink_overrides():
     e = Events()
     assert EVENTS == {"harvest_started", "harvest_progress", "pass_started", "run_step",
-                      "run_finished", "report_started", "report_step", "report_pair", "message",
+                      "run_evaluation", "run_finished", "report_started", "report_step", "report_pair", "message",
                       "cluster_progress"}
     assert e.message("hello") is None and e.report_started("g") is None
 
@@ -101,6 +101,48 @@ def test_plain_lines_say_each_phase_and_a_long_one_every_30_seconds():
     assert lines[4] == (f"run {spec.name}: trained, held-out FVU 0.25, dead 50%, "
                         "1 min 40 s of training")  # whole, though wider than the console
     assert lines[5:] == ["matching pairs of g", "  g: report step 1/3: pairs (0 s)"]
+
+
+def test_plain_lines_of_a_long_phase_say_the_time_left_at_the_rate_so_far():
+    """Steps (from a resumed pass's first step, not from 0), the firing-count pass after
+    training, and pairs: a line every 30 s with the time left at the phase's own rate."""
+    now = [0.0]
+    buf = io.StringIO()
+    events = PlainEvents(Console(file=buf), clock=lambda: now[0])
+    events.pass_started("g seeds 1,2", 2, 0, 1)
+    stats = {"tokens_per_second": 1000.0, "loss": 0.5, "dead": 0.0}
+    for step in range(100, 200):  # resumed at step 100; one step a second
+        events.run_step(step, 400, stats)
+        now[0] += 1.0
+    events.run_evaluation(0, 1000)  # then 10 tokens a second
+    for done in range(10, 1000, 10):
+        now[0] += 1.0
+        events.run_evaluation(done, 1000)
+    events.report_started("g")
+    events.report_step("g", "pairs", 0, 3)
+    for done in range(1, 10):  # a pair every 20 s
+        now[0] += 20.0
+        events.report_pair("g", done, 10)
+    lines = buf.getvalue().splitlines()
+    steps = [ln for ln in lines if ln.startswith("  step ")]
+    assert steps[0].startswith("  step 130/400 (32%), 30 s, ~4 min 30 s left: ")  # 270 steps at 1/s
+    counting = lines.index("  counting firings over the 1,000 training tokens")
+    assert lines[counting + 1] == "  firing counts: 300/1,000 tokens (30%), 30 s, ~70 s left"
+    pairs = [ln for ln in lines if "pairs matched" in ln]
+    assert pairs[0] == "  g: 2/10 pairs matched, 40 s, ~2 min 40 s left"  # 8 pairs at 20 s
+
+
+def test_the_steps_bar_counts_the_firing_pass_with_its_own_clock():
+    events = RichEvents(Console(file=io.StringIO(), width=200, force_terminal=True))
+    events.pass_started("g seeds 1,2", 2, 0, 1)
+    events.run_step(50, 50, {"tokens_per_second": 1.0, "loss": 0.5, "dead": 0.0})
+    events.run_evaluation(0, 1000)
+    events.run_evaluation(400, 1000)
+    task = events.progress.tasks[1]
+    assert (task.description, task.completed, task.total) == ("firing counts", 400, 1000)
+    events.pass_started("g seeds 3,4", 2, 1, 2)  # the next pass counts steps again
+    assert events.progress.tasks[1].description == "steps"
+    events.close()
 
 
 def test_plain_cluster_lines_say_each_finished_task_and_otherwise_every_30_seconds():

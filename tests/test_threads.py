@@ -85,10 +85,13 @@ def _run_weights(out, runs):
 
 class _Steps(Events):
     def __init__(self):
-        self.steps = []
+        self.steps, self.evaluated = [], []
 
     def run_step(self, step, total, stats):
         self.steps.append((step, total, stats))
+
+    def run_evaluation(self, done, total):
+        self.evaluated.append((done, total))
 
 
 def test_seeds_in_worker_processes_equal_the_seeds_trained_here(corpus, tmp_path, monkeypatch):
@@ -118,6 +121,9 @@ def test_seeds_in_worker_processes_equal_the_seeds_trained_here(corpus, tmp_path
     assert events.steps, "no step progress from the workers"
     step, total, stats = events.steps[-1]
     assert step == total and set(stats["per_seed"]) == {1, 2, 3}
+    # and so did the firing-count pass after training: from 0 to every training token
+    train_tokens = info["tokens"]["train"]
+    assert events.evaluated[0] == (0, train_tokens) and events.evaluated[-1] == (train_tokens,) * 2
     assert not (tmp_path / "par" / "runs" / ".checkpoints").exists() or not any(
         (tmp_path / "par" / "runs" / ".checkpoints").iterdir())
 

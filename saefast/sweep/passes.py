@@ -173,7 +173,8 @@ def run_pass_here(runs: list[RunSpec], data: Path | StreamSource, out_dir: Path,
     null_data, gather = _stream_null_data(got, out_dir, t0_, t1_)
     results = train.train_saes(
         train_src, eval_src, cfg.sae, cfg.train, seeds, device=cfg.model.device,
-        on_step=events.run_step, checkpoint_dir=ckpt_dir, data_key=got.key)
+        on_step=events.run_step, on_evaluation=events.run_evaluation,
+        checkpoint_dir=ckpt_dir, data_key=got.key)
     if gather is not None:  # the streamed rows' moments and token pool, for the nulls
         gather.finish().save(null_data)
     outcomes = []

@@ -166,11 +166,16 @@ def run_parts(parts: list[list[RunSpec]], data: Path, out_dir: Path, *, events: 
         w.send(("train", part, data, out_dir, share))
     results: dict[int, list[RunOutcome]] = {}
     latest: dict[int, tuple[int, int, dict]] = {}
+    evaluated: dict[int, tuple[int, int]] = {}  # part -> (tokens done, total)
     while len(results) < len(parts):
         index, kind, payload = _inbox.get()
         if kind == "step":
             latest[index] = payload
             events.run_step(*merged_stats(latest))
+        elif kind == "evaluation":  # the slowest part's, as for steps
+            evaluated[index] = payload
+            events.run_evaluation(min(d for d, _ in evaluated.values()),
+                                  max(t for _, t in evaluated.values()))
         elif kind == "done":
             results[index] = payload
         else:  # "error" (the worker's traceback) or "exit" (it died)

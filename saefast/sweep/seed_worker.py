@@ -29,7 +29,7 @@ from saefast.sweep.seed_pool import INTERRUPTED
 
 
 class PipeEvents(Events):
-    """A worker's Events: step progress goes to the sweep; the sweep's own process reports
+    """A worker's Events: step and firing-count progress go to the sweep; the sweep's own process reports
     every other event, so they stay the no-ops of `Events`."""
 
     def __init__(self, out: IO[bytes], parent: int):
@@ -39,6 +39,11 @@ class PipeEvents(Events):
         if os.getppid() != self.parent:  # the sweep was killed: stop, its checkpoints stay
             os._exit(1)
         _send(self.out, ("step", (step, total, stats)))
+
+    def run_evaluation(self, done: int, total: int) -> None:
+        if os.getppid() != self.parent:
+            os._exit(1)
+        _send(self.out, ("evaluation", (done, total)))
 
 
 def _send(out: IO[bytes], message: tuple) -> None:

@@ -5,6 +5,7 @@ its init, and whether training had converged (the held-out FVU trace). Used by t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -33,7 +34,8 @@ def convergence(trace: list[dict]) -> dict:
 
 @torch.no_grad()
 def evaluate_many(saes: list[TopKSAE], acts: TokenSource | torch.Tensor, *, device: str = "cpu",
-                  batch_size: int = 8192) -> list[dict]:
+                  batch_size: int = 8192,
+                  on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Reconstruction metrics of each SAE over acts [N, d], plus how often each feature fired.
 
     One read of each batch feeds every SAE (a stream runs the model once for all of them).
@@ -49,6 +51,8 @@ def evaluate_many(saes: list[TopKSAE], acts: TokenSource | torch.Tensor, *, devi
     sq_err = [zero.clone() for _ in saes]
     l0_sum = [torch.zeros((), dtype=torch.int64, device=device) for _ in saes]
     fire = [torch.zeros(sae.n_features, dtype=torch.int64, device=device) for sae in saes]  # [F]
+    if on_progress is not None:
+        on_progress(0, n)
     for start in range(0, n, batch_size):
         x64 = source.read(start, min(start + batch_size, n)).to(device).double()  # [b, d]
         total += x64.sum(dim=0)
@@ -60,6 +64,8 @@ def evaluate_many(saes: list[TopKSAE], acts: TokenSource | torch.Tensor, *, devi
             active = values > 0  # [b, k]
             l0_sum[j] += active.sum()
             fire[j].index_add_(0, indices.reshape(-1), active.reshape(-1).to(torch.int64))
+        if on_progress is not None:
+            on_progress(min(start + batch_size, n), n)
     sq_err, l0_sum = [float(e) for e in sq_err], [int(c) for c in l0_sum]
     fire = [f.cpu() for f in fire]
     total_var = float(total_sq) - float(total.pow(2).sum()) / max(n, 1)  # sum of squared deviations

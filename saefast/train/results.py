@@ -3,6 +3,7 @@ the divergence that stopped it; and the held-out FVU traced while it trained."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,13 +33,16 @@ def trace_fvu(group: SeedGroup, progress: Progress, eval_src: TokenSource, devic
 
 def results(group: SeedGroup, progress: Progress, train_src: TokenSource,
             eval_src: TokenSource | None, shared: dict, *, cuda_graphs: dict | None,
-            device: str) -> list[TrainResult | TrainingDiverged]:
+            device: str, on_evaluation: Callable[[int, int], None] | None = None,
+            ) -> list[TrainResult | TrainingDiverged]:
     """One result per seed, in order. `shared`: the metrics every seed has alike (steps,
     epochs, lr, ...), first in each seed's metrics; `cuda_graphs`: the graphs' stats, if used.
-    Train metrics come first, then held-out: a stream reads on from where it stopped."""
+    Train metrics come first, then held-out: a stream reads on from where it stopped.
+    on_evaluation(done, total): the training tokens encoded so far for the firing counts."""
     live = progress.live()
     saes = [group.saes[i] for i in live]
-    train_evals = dict(zip(live, evaluate_many(saes, train_src, device=device)))
+    train_evals = dict(zip(live, evaluate_many(saes, train_src, device=device,
+                                                   on_progress=on_evaluation)))
     held_evals: dict[int, dict] = {}
     if eval_src is not None and eval_src.n_tokens > 0:
         held_evals = dict(zip(live, evaluate_many(saes, eval_src, device=device)))

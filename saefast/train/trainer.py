@@ -78,6 +78,7 @@ def train_saes(
     *,
     device: str = "cpu",
     on_step: StepCallback | None = None,
+    on_evaluation: Callable[[int, int], None] | None = None,
     checkpoint_dir: Path | None = None,
     data_key: str = "",
     log_every: int = 50,
@@ -92,7 +93,8 @@ def train_saes(
     ends with the same weights as an uninterrupted call. `stop_after_steps` simulates a kill.
     `sync_free` (default: on CUDA devices) keeps losses, NaN checks and dead counts on the
     device and reads them every `log_every` steps (`seed_loss_sync_free`, `DeviceLog`);
-    `on_step` is then called at those read-outs only. `cuda_graphs` (default: on CUDA, unless
+    `on_step` is then called at those read-outs only. `on_evaluation(done, total)` follows
+    the encode pass over the training tokens after training (the firing counts). `cuda_graphs` (default: on CUDA, unless
     SAEFAST_CUDA_GRAPHS=0) replays each seed's step from a captured CUDA graph
     (`saefast.train.cuda_graphs`); metrics["cuda_graphs"] says how many steps it replayed.
     """
@@ -153,7 +155,8 @@ def train_saes(
               "seeds_trained_together": len(seeds),
               "tokens_per_second": progress.tokens_this_call * len(seeds) / max(train_s, 1e-9)}
     graphs = steps.graphs.stats.as_dict() if steps.graphs is not None else None
-    return results(group, progress, train_src, eval_src, shared, cuda_graphs=graphs, device=device)
+    return results(group, progress, train_src, eval_src, shared, cuda_graphs=graphs, device=device,
+                   on_evaluation=on_evaluation)
 
 
 def _step_path(device: str, sync_free: bool | None, cuda_graphs: bool | None) -> tuple[bool, bool]:
