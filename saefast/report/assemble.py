@@ -52,7 +52,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from saefast.errors import ConfigError
-from saefast.match import resolve_solver
+from saefast.match import parallel, resolve_solver
 from saefast.match.cache import MatchingCache
 from saefast.report import inputs, missing
 from saefast.report import matchings as pair_matchings
@@ -299,16 +299,23 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
     labels = stability.labels(saes)
     rows = [stability.features(s, live_only)[1] for s in saes]  # live-only: every run has some
     index_pairs = [(i, j) for i in range(len(saes)) for j in range(i + 1, len(saes))]
-    pairs = []
     partners = {} if partners is None else partners
-    for p, (i, j) in enumerate(index_pairs):
-        pair, partners[i, j] = _pair(saes[i], saes[j], threshold=threshold, top_k=top_k,
-                                     solver=solver, live_only=live_only, baseline=baseline,
-                                     matchings=matchings)
-        pair["index_a"], pair["index_b"] = i, j
+
+    def one(ij: tuple[int, int]) -> tuple[dict, tuple | None]:
+        pair, near = _pair(saes[ij[0]], saes[ij[1]], threshold=threshold, top_k=top_k,
+                           solver=solver, live_only=live_only, baseline=baseline,
+                           matchings=matchings)
+        pair["index_a"], pair["index_b"] = ij
+        finished.append(pair)
+        return pair, near
+
+    finished: list[dict] = []  # in the order the pairs finish, for progress
+    done = (lambda n, total: progress(n, total, finished[n - 1])) if progress else None
+    pairs = []
+    for (i, j), (pair, near) in zip(index_pairs, parallel.map_ordered(one, index_pairs,
+                                                                       on_done=done)):
         pairs.append(pair)
-        if progress is not None:
-            progress(p + 1, len(index_pairs), pair)
+        partners[i, j] = near
     summary = stability.summarise(saes, labels, pairs, threshold=threshold, top_k=top_k,
                                   solver=solver, live_only=live_only, baseline=baseline)
     summary["evidence"] = evidence.report_evidence(

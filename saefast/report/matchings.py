@@ -15,7 +15,7 @@ import hashlib
 
 import numpy as np
 
-from saefast.match import Matching
+from saefast.match import Matching, parallel
 from saefast.match import cache as match_cache
 from saefast.match.cache import MatchingCache
 from saefast.runs.artifacts import LoadedSAE
@@ -54,9 +54,9 @@ def encoder_matchings(saes, pairs: list[dict], *, solver: str,
     """{(i, j): encoder matching} of every pair of the report; None when a run has no encoder."""
     if any(s.encoder is None for s in saes):
         return None
-    return {(p["index_a"], p["index_b"]): encoder_matching(
-        saes[p["index_a"]], saes[p["index_b"]], solver=solver, matchings=matchings)
-        for p in pairs}
+    keys = [(p["index_a"], p["index_b"]) for p in pairs]
+    return dict(zip(keys, parallel.map_ordered(lambda ij: encoder_matching(
+        saes[ij[0]], saes[ij[1]], solver=solver, matchings=matchings), keys)))
 
 
 def codes_identity(codes: correlation.Codes) -> str:
@@ -91,6 +91,7 @@ def correlation_matchings(codes, pairs: list[dict], *,
     if codes is None:
         return None
     ids = [codes_identity(c) for c in codes] if matchings is not None else [""] * len(codes)
-    return {(i, j): correlation_matching(codes[i], codes[j], id_a=ids[i], id_b=ids[j],
-                                         matchings=matchings)
-            for i, j in ((p["index_a"], p["index_b"]) for p in pairs)}
+    keys = [(p["index_a"], p["index_b"]) for p in pairs]
+    return dict(zip(keys, parallel.map_ordered(lambda ij: correlation_matching(
+        codes[ij[0]], codes[ij[1]], id_a=ids[ij[0]], id_b=ids[ij[1]], matchings=matchings),
+        keys)))

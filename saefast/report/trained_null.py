@@ -19,6 +19,7 @@ import numpy as np
 
 from saefast.config import NullsConfig
 from saefast.errors import RunDirError, SaefastError
+from saefast.match import parallel
 from saefast.match.cache import MatchingCache
 from saefast.report import matchings as pair_matchings
 from saefast.runs import trained_null as plans
@@ -105,13 +106,12 @@ def _null_pairs(nulls: dict[int, LoadedSAE], *, live: bool, solver: str,
                 matchings: MatchingCache | None) -> tuple[dict, dict]:
     """({(s, t): matched cosines}, {(s, t): nearest neighbours, `Matching.nearest`}) of every
     pair of null runs, matched like the real pairs."""
-    order, cosines, partners = sorted(nulls), {}, {}
-    for i, a in enumerate(order):
-        for b in order[i + 1:]:
-            _, _, m = pair_matchings.pair_matching(nulls[a], nulls[b], live_only=live,
-                                                   solver=solver, matchings=matchings)
-            cosines[(a, b)], partners[(a, b)] = m.cosines, m.nearest
-    return cosines, partners
+    order = sorted(nulls)
+    keys = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+    found = parallel.map_ordered(lambda ab: pair_matchings.pair_matching(
+        nulls[ab[0]], nulls[ab[1]], live_only=live, solver=solver, matchings=matchings)[2], keys)
+    return ({k: m.cosines for k, m in zip(keys, found)},
+            {k: m.nearest for k, m in zip(keys, found)})
 
 
 def add_trained(report: dict, saes: list[LoadedSAE], sources: list[TrainedSource], *,
