@@ -7,6 +7,7 @@ console that is not a terminal to this class)."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from saefast.sweep.events import ClusterProgress, Events, RunOutcome
 from saefast.sweep.plan import HarvestJob
 
 EVERY = 30.0  # seconds between two lines of one phase: a log stays short, a tail stays alive
+RATE_WINDOW = 300.0  # seconds of counts the time left is estimated from
 
 
 class PlainEvents(Events):
@@ -26,7 +28,8 @@ class PlainEvents(Events):
                  clock: Callable[[], float] = time.monotonic):
         self.console, self.every, self.clock = console, every, clock
         self._phase = self._last = clock()  # when the phase began, when its last line was
-        self._origin: tuple[str, float, float] | None = None  # (what, count, when) rates start at
+        self._what = ""  # what the counts in _samples count
+        self._samples: deque[tuple[float, float]] = deque()  # (when, count), oldest first
         self._harvested = False
         self._cluster_finished: tuple | None = None  # tasks done and failed at the last line
 
@@ -35,16 +38,21 @@ class PlainEvents(Events):
 
     def _begin(self) -> None:
         self._phase = self._last = self.clock()
-        self._origin = None
+        self._what = ""
 
     def _left(self, what: str, done: float, total: float) -> str:
-        """", ~N min left" at the rate since the first count of `what` this phase (a resumed
-        pass starts at its checkpoint's step, so the rate cannot start at 0)."""
+        """", ~N min left" at the rate of `what` over the last RATE_WINDOW seconds: not from
+        0 (a resumed pass starts at its checkpoint's step), and not from the phase's start
+        (pairs read from the matching cache go by in a second, the rest take minutes)."""
         now = self.clock()
-        if self._origin is None or self._origin[0] != what:
-            self._origin = (what, done, now)
-            return ""
-        return remaining(self._origin[1], self._origin[2], done, now, total)
+        if what != self._what:
+            self._what = what
+            self._samples.clear()
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - RATE_WINDOW:
+            self._samples.popleft()  # keep one sample at or before the window's start
+        t0, done0 = self._samples[0]
+        return remaining(done0, t0, done, now, total)
 
     def _due(self) -> bool:
         now = self.clock()

@@ -132,6 +132,23 @@ def test_plain_lines_of_a_long_phase_say_the_time_left_at_the_rate_so_far():
     assert pairs[0] == "  g: 2/10 pairs matched, 40 s, ~2 min 40 s left"  # 8 pairs at 20 s
 
 
+def test_the_time_left_follows_the_last_minutes_not_a_fast_start():
+    """A resumed report reads its first 60 pairs from the matching cache in a second, then
+    matches one every 20 s: ten minutes on, the time left is the slow rate's."""
+    now = [0.0]
+    buf = io.StringIO()
+    events = PlainEvents(Console(file=buf), clock=lambda: now[0])
+    events.report_started("g")
+    for done in range(1, 61):
+        now[0] += 0.01
+        events.report_pair("g", done, 190)
+    for done in range(61, 91):
+        now[0] += 20.0
+        events.report_pair("g", done, 190)
+    last = [ln for ln in buf.getvalue().splitlines() if "pairs matched" in ln][-1]
+    assert last == "  g: 90/190 pairs matched, 10 min 01 s, ~33 min 20 s left"  # 100 x 20 s
+
+
 def test_the_steps_bar_counts_the_firing_pass_with_its_own_clock():
     events = RichEvents(Console(file=io.StringIO(), width=200, force_terminal=True))
     events.pass_started("g seeds 1,2", 2, 0, 1)
