@@ -80,6 +80,21 @@ def test_the_estimate_times_every_matching_a_report_makes(live_only):
     assert est["match_seconds"] == pytest.approx(3 * per_pair + plan.GROUP_REPORT_SECONDS)
 
 
+def test_at_20_seeds_the_estimate_counts_encoder_matchings_of_the_views_pairs_only():
+    """190 decoder matchings, but the equivalence views (and so the encoder matchings) on
+    one pair a run (stats.equivalence.equivalence_pairs), as the report makes them."""
+    from saefast.stats import equivalence
+
+    assert plan.EQUIVALENCE_MAX_PAIRS == equivalence.EQUIVALENCE_MAX_PAIRS
+    runs = expand(Experiment(), overrides={"sae.n_features": 16384},
+                  axes=[("train.seed", list(range(1, 21)))])
+    est = plan.estimate(runs, memory_budget=2**34)
+    one = plan.MATCH_SECONDS_16K
+    assert est["pairs"] == 190
+    assert est["match_seconds"] == pytest.approx(
+        190 * (one + plan.PAIR_SECONDS) + 20 * one + plan.GROUP_REPORT_SECONDS)
+
+
 def test_the_harvest_estimate_knows_each_models_speed():
     """gemma-270m's forward pass is ~20x MiniLM's per token here: a dry run of the gemma
     domains study said ~40 s of harvest for what took ~6 minutes."""

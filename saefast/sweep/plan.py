@@ -51,7 +51,11 @@ HARVEST_TOKENS_PER_S = 10_000.0  # MiniLM, middle layers; models not listed belo
 # other models' forward passes on the same box: gemma-270m to its middle layer, 30K tokens
 # per corpus in 43-72 s (experiments/domains_gemma.yaml, 2026-12-07)
 HARVEST_TOKENS_PER_S_BY_MODEL = {"minilm": HARVEST_TOKENS_PER_S, "gemma-270m": 500.0}
-MATCH_SECONDS_16K = 2.5  # one certified matching of two 16,384-feature dictionaries
+# one certified matching of two trained 16,384-feature dictionaries, machine seconds with
+# two pairs at a time on the two cores (experiments/scale_16k.yaml: 190 pairs ~7.1 s each;
+# candidates' GEMM ~3.6 s of one core, sparse solve ~7.5, certificate ~1.5)
+MATCH_SECONDS_16K = 7.0
+EQUIVALENCE_MAX_PAIRS = 20  # stats.equivalence's (the plan imports no stats)
 MODEL_LOAD_SECONDS = 7.0  # importing transformer_lens and loading a model, per harvest or stream
 SEED_STEP_SECONDS = 0.0015  # a small SAE's optimizer step is overhead, not FLOPs
 PAIR_SECONDS = 0.05  # a small pair's fixed cost: matching, live-only, recurrence
@@ -316,6 +320,17 @@ def pair_seconds(cfg: RunConfig) -> float:
     return len(report_matchings(cfg.match)) * one + PAIR_SECONDS
 
 
+def group_match_seconds(cfg: RunConfig, n_runs: int, *, views: bool = True) -> float:
+    """Seconds to match a group's pairs in its report: the decoder matchings (and live-only
+    ones) of every pair, and with `views` the encoder matchings of the pairs the equivalence
+    views use (all up to 20 pairs, else one a run: `stats.equivalence.equivalence_pairs`)."""
+    one = (cfg.sae.n_features / 16384) ** 2 * MATCH_SECONDS_16K
+    pairs = n_runs * (n_runs - 1) // 2
+    decoder = len([k for k in report_matchings(cfg.match) if k.startswith("decoder")])
+    encoder = 0 if not views else pairs if pairs <= EQUIVALENCE_MAX_PAIRS else n_runs
+    return pairs * (decoder * one + PAIR_SECONDS) + encoder * one
+
+
 # ---------------------------------------------------------------------------- estimates
 
 
@@ -400,18 +415,21 @@ def estimate(runs: list[RunSpec], memory_budget: int | None = None, *,
         need = pass_bytes(c, max(per_pass, 1), d, budget)
         peak = max(peak, PROCESS_BYTES + need, report_bytes(c.sae.n_features, len(members), d))
         flops = 4 * token_steps(c) * c.sae.n_features * d  # a seed
+        # then its firing counts: one encode pass over the training tokens (2 F d a token;
+        # measured at 16,384 features: ~1/3 of a one-epoch training)
+        flops += 2 * train_tokens * c.sae.n_features * d
         steps = c.train.steps or math.ceil(train_tokens / c.train.batch_size) * c.train.epochs
         rate = TRAIN_FLOPS_PER_S_CUDA if c.model.device.startswith("cuda") else TRAIN_FLOPS_PER_S
         seed_s = max(flops / rate, steps * SEED_STEP_SECONDS)
         train_s += len(members) * seed_s
         pairs = len(members) * (len(members) - 1) // 2
-        match_s += pairs * pair_seconds(c)
+        match_s += group_match_seconds(c, len(members))
         n_null = null_runs(members, nulls)
         null_n += n_null
         null_train_s += n_null * seed_s
         kinds = len(nulls.kinds()) if nulls is not None and n_null else 0
         per_kind = n_null // kinds if kinds else 0
-        null_match_s += kinds * per_kind * (per_kind - 1) // 2 * pair_seconds(c)
+        null_match_s += kinds * group_match_seconds(c, per_kind, views=False) if per_kind else 0.0
         match_s += GROUP_REPORT_SECONDS if pairs else 0.0
         rows.append({"group": gname, "seeds": [r.config.train.seed for r in members],
                      "passes": -(-len(members) // per_pass) if per_pass else None,
