@@ -171,7 +171,7 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from saefast.sweep import plan
+    from saefast.sweep import plan, plan_warnings
     from saefast.train.memory import parse_bytes
 
     exp, runs = _sweep_runs(args)
@@ -182,7 +182,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     checked = plan.preflight(runs, args.out, args.cache_dir, devices=args.executor == "local")
     n_threads = _apply_threads(args.threads)
     executor = _executor(args)  # before any work: Ray missing is one line now
-    _warn(checked + plan.undertrained_warnings(runs) + plan.unmatched_warnings(runs))
+    _warn(checked + plan_warnings.undertrained_warnings(runs) + plan_warnings.unmatched_warnings(runs))
     if args.dry_run:  # the checks above are all a sweep makes before its work
         todo, done = plan.pending(runs, Path(args.out))
         # the Ray executor does not train the trained null: no cost line for it

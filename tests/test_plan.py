@@ -10,7 +10,8 @@ import torch
 from saefast.config import ConfigError, MatchConfig, RunConfig, apply_overrides
 from saefast.sweep import plan
 from saefast.sweep.experiment import Experiment, expand, load_experiment
-from saefast.sweep.plan import data_ranges, harvest_jobs, undertrained_warnings
+from saefast.sweep.plan import data_ranges, harvest_jobs
+from saefast.sweep.plan_warnings import undertrained_warnings
 
 
 def test_one_harvest_serves_all_hooks_at_the_largest_budget():
