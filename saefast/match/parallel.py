@@ -34,15 +34,19 @@ def workers(n_items: int, threads: int | None = None) -> int:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to n while inside (process-wide), then restored (also
+    `sweep.threads.torch_threads`, for a pass's training)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    prev = torch.get_num_threads()
+    if n != prev:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if torch.get_num_threads() != prev:
+            torch.set_num_threads(prev)
 
 
 def map_ordered(fn: Callable[[T], R], items: Sequence[T], *,
@@ -64,7 +68,7 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], *,
     import torch
 
     results: list = [None] * n
-    with _torch_threads(max(1, torch.get_num_threads() // w)), \
+    with torch_threads(max(1, torch.get_num_threads() // w)), \
             ThreadPoolExecutor(max_workers=w, thread_name_prefix="saefast-pairs") as pool:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         try:

@@ -19,11 +19,11 @@ others, in a worker or not, with 1 or 2 threads (tests/test_threads.py).
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence, TypeVar
+from typing import Sequence, TypeVar
 
 from saefast.errors import ConfigError
+from saefast.match.parallel import torch_threads  # noqa: F401  (passes and tests call it here)
 
 ENV = "SAEFAST_THREADS"
 # "off": every pass trains in the sweep's process with the whole thread budget inside each op
@@ -101,21 +101,6 @@ def split(items: Sequence[T], parts: int) -> list[list[T]]:
         out.append(list(items[start:start + size]))
         start += size
     return out
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to n while inside (process-wide), then restored."""
-    import torch
-
-    prev = torch.get_num_threads()
-    if n != prev:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != prev:
-            torch.set_num_threads(prev)
 
 
 def info(threads: int | None = None) -> dict:
