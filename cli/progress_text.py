@@ -5,10 +5,13 @@ from __future__ import annotations
 
 
 def duration(seconds: float) -> str:
-    if seconds < 90:
+    """"45 s", "4 min 07 s", "2.5 h"; whole seconds are rounded first, so 119.6 s reads
+    "2 min 00 s", not "1 min 60 s"."""
+    if seconds < 89.5:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+        whole = round(seconds)
+        return f"{whole // 60} min {whole % 60:02d} s"
     return f"{seconds / 3600:.1f} h"
 
 

@@ -213,3 +213,13 @@ def test_a_sweep_into_a_log_file_writes_readable_lines(corpus, tmp_path):
         assert len(trained) == 1, text
     assert "3 trained, 0 already done, 0 failed" in " ".join(text.split()), text
     assert "HTML report: " in text
+
+
+def test_durations_round_whole_seconds_before_splitting_minutes():
+    from saefast.cli.progress_text import duration, remaining
+
+    assert duration(119.6) == "2 min 00 s"  # not "1 min 60 s"
+    assert duration(89.4) == "89 s" and duration(89.6) == "1 min 30 s"
+    assert duration(247.0) == "4 min 07 s"
+    assert duration(7200) == "2.0 h"
+    assert remaining(0, 0.0, 10, 10.0, 20) == ", ~10 s left"
