@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from planted_runs import write_rows
-from saefast.match import parallel
+from saefast.match import match_decoders, parallel
 
 
 def test_results_come_back_in_order_and_progress_counts_every_item():
@@ -72,3 +72,60 @@ def test_a_report_matched_in_two_threads_equals_one_matched_in_one(tmp_path, mon
     for a, b in zip(one, two):
         for key in ("a_indices", "b_indices", "all_cosines", "nearest", "median_cosine"):
             assert a[key] == b[key], key
+
+
+def _fresh_null_memos(monkeypatch):
+    """Every memo of null draws emptied, so the second computation draws again."""
+    from saefast.stats import evidence_nulls, matched, nulls, recurrence
+
+    monkeypatch.setattr(evidence_nulls, "_MEMO", {})
+    monkeypatch.setattr(matched, "_BASELINE_CACHE", {})
+    monkeypatch.setattr(nulls, "_NULL_CACHE", {})
+    monkeypatch.setattr(recurrence, "_NN_CACHE", {})
+
+
+def test_the_evidence_and_subspace_nulls_drawn_side_by_side_equal_those_drawn_in_turn(
+        monkeypatch):
+    """The evidence judges each null, and the subspace block draws each null, in threads
+    (one torch / BLAS thread each): every number equals the one-worker computation, drawn
+    afresh (memos emptied) both times, and the two-worker run did use two workers."""
+    import json
+
+    from saefast.stats import evidence, subspace
+    from saefast.stats.null_model import covariance_null_model, isotropic_null_model
+
+    rng = np.random.default_rng(3)
+    d, n = 16, 96
+    scales = np.linspace(3.0, 0.2, d)  # anisotropic: the covariance null differs
+    base = rng.standard_normal((n, d)) * scales
+    rows = [(base + 0.7 * rng.standard_normal((n, d)) * scales).astype(np.float32)
+            for _ in range(3)]
+    cov = np.diag(scales ** 2)
+    pairs_of = []
+    for i in range(3):
+        for j in range(i + 1, 3):
+            m = match_decoders(rows[i], rows[j])
+            pairs_of.append({"index_a": i, "index_b": j, "a_indices": m.rows.tolist(),
+                             "b_indices": m.cols.tolist(), "all_cosines": m.cosines.tolist(),
+                             "threshold": 0.5, "n_matched_pairs": int(m.cosines.size)})
+    rates = [rng.uniform(0.001, 0.1, n) for _ in range(3)]
+    used = []
+    real_map = parallel.map_ordered
+
+    def spy(fn, items, **kw):
+        used.append(kw.get("n_workers"))
+        return real_map(fn, items, **kw)
+
+    out = {}
+    for w in (1, 2):
+        _fresh_null_memos(monkeypatch)
+        monkeypatch.setattr(parallel, "workers", lambda k, threads=None, w=w: min(w, k))
+        monkeypatch.setattr(parallel, "map_ordered", spy)
+        models = [isotropic_null_model(d), covariance_null_model(cov, "diag")]
+        pairs = [dict(p) for p in pairs_of]
+        ev = evidence.add_evidence(pairs, rows, n_features=[n] * 3, labels=["a", "b", "c"],
+                                   threshold=0.5, null=models[0], other_nulls=models[1:])
+        sub = subspace.subspace_block(rows, rates, models, labels=["a", "b", "c"])
+        out[w] = json.dumps([ev, sub, pairs], sort_keys=True, default=str)
+    assert used.count(2) == 2  # the evidence's nulls and the subspace's, two at a time
+    assert out[1] == out[2]

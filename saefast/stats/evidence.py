@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from saefast.match import match_decoders
+from saefast.match import match_decoders, parallel
 from saefast.stats import inference as inf
 from saefast.stats import recurrence as rec
 from saefast.stats import share as sh
@@ -273,8 +273,13 @@ def add_evidence(pairs: list[dict], rows: list, *, n_features: Sequence[int], la
         "significance": None, "share_beyond_chance": None, "share_beyond_chance_matched": None,
         "fraction_significant_by": None, "by_null": {},
     }
-    for k, model in enumerate(([null] if null is not None else []) + list(other_nulls)):
-        block, under = _under_null(pairs, rows, near, n_features, model, t, solver)
+    models = ([null] if null is not None else []) + list(other_nulls)
+    # each null's draws, matchings and GEMMs are its own (memoised per null): side by side on
+    # the threads single_thread() took away, one torch thread each, so the same bits as in turn
+    judged = parallel.map_ordered(
+        lambda model: _under_null(pairs, rows, near, n_features, model, t, solver), models,
+        n_workers=parallel.workers(len(models), threads=_outer[-1] if _outer else None))
+    for k, (model, (block, under)) in enumerate(zip(models, judged)):
         ev["by_null"][model.name] = block
         if k == 0:  # the primary null: its results are the pairs' keys and the top level
             for key, p in by.items():

@@ -32,6 +32,7 @@ import numpy as np
 
 from saefast.data.moments import as_float_array, check_finite
 from saefast.errors import ConfigError
+from saefast.match import parallel
 from saefast.stats import inference as inf
 from saefast.stats.null_model import NullModel
 
@@ -221,17 +222,23 @@ def subspace_block(rows_per_run: Sequence, rates_per_run: Sequence, null_models:
     small = max(sizes) * d * d <= ONE_THREAD_MAX
     with threadpool_limits(limits=1 if small else None):
         bases = [top_subspace(x, w, ranks[-1]) for x, w in zip(rows_per_run, rates)]
-        drawn = {}
-        for model in null_models:
-            short = next((why for why in (model.short_of([sizes[i], sizes[j]])
-                                          for i, j in pairs) if why), None)
-            if short is not None:
-                out["nulls"][model.name] = {"skipped": True, "reason": f"skipped: {short}"}
-                continue
-            out["nulls"][model.name] = {"description": model.description,
-                                        "vetoes": model.name not in NON_VETO}
-            drawn[model.name] = null_overlaps(model, sizes, rates, ranks, n_draws=n_draws,
-                                              seed=seed)
+    drawable = []
+    for model in null_models:
+        short = next((why for why in (model.short_of([sizes[i], sizes[j]])
+                                      for i, j in pairs) if why), None)
+        if short is not None:
+            out["nulls"][model.name] = {"skipped": True, "reason": f"skipped: {short}"}
+            continue
+        out["nulls"][model.name] = {"description": model.description,
+                                    "vetoes": model.name not in NON_VETO}
+        drawable.append(model)
+    # the nulls side by side, one BLAS thread each (NumPy's normal draws, GEMMs and eighs
+    # release the GIL): at 16K features their draws were 18 s of one thread's report
+    w = parallel.workers(len(drawable))
+    with threadpool_limits(limits=1 if small or w > 1 else None):
+        drawn = dict(zip([m.name for m in drawable], parallel.map_ordered(
+            lambda m: null_overlaps(m, sizes, rates, ranks, n_draws=n_draws, seed=seed),
+            drawable, n_workers=w)))
     for k, r in enumerate(ranks):
         values = inf.PairedRuns.from_dict(S, {(i, j): [overlap(bases[i], bases[j], r)]
                                               for i, j in pairs})
