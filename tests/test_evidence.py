@@ -92,6 +92,24 @@ def test_redundancy_is_the_max_cosine_to_another_feature():
     assert evidence.redundancy(x, queries=100).shape == (30,)
 
 
+def test_redundancy_in_blocks_of_rows_meets_every_pair_once_from_either_side(monkeypatch):
+    """All rows: each block of rows is multiplied only with the rows from its own on, its
+    cosines updating both sides' maxima; with blocks of 4 rows (and a last block of 3), the
+    near-duplicates that lie in different blocks are still each other's nearest."""
+    g = np.random.default_rng(1)
+    x = g.standard_normal((31, 8))
+    x[29] = -2 * x[1] + 1e-3 * g.standard_normal(8)  # anti-parallel: not a duplicate
+    x[30] = 2 * x[0] + 1e-3 * g.standard_normal(8)  # first block and last block
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = u @ u.T
+    np.fill_diagonal(c, -np.inf)
+    monkeypatch.setattr(evidence_nulls, "_BLOCK_BYTES", 4 * 4 * 31)
+    got = evidence.redundancy(x)
+    np.testing.assert_allclose(got, c.max(1), atol=1e-6)
+    assert got[[0, 30]].min() > 0.999 and got[[1, 29]].max() < 0.999
+    np.testing.assert_allclose(evidence.redundancy(x, queries=9), c.max(1)[:9], atol=1e-6)
+
+
 def test_pvalues_of_pure_null_dictionaries_are_uniform():
     """Independent groups of two random runs: one random feature's matched and nearest
     p-values per group are uniform (KS), and BY finds (almost) nothing."""

@@ -99,6 +99,32 @@ def test_isotropic_null_overlap_is_r_over_d_and_weights_are_the_runs_own():
         assert abs(got[:, k].mean() - r / 32) < 4 * se
 
 
+def test_null_draws_of_runs_with_silent_features_draw_only_the_firing_rows():
+    """A run whose features mostly never fire: its null dictionaries are drawn with only as
+    many rows as fire (weights 0 add nothing to the Gram). Same distribution as drawing every
+    row and weighting it with the rates permuted: the mean overlaps agree, while one top
+    subspace with the silent rows in equals the one without them."""
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((100, 32))
+    rates = np.r_[rng.uniform(0.01, 0.2, 12), np.zeros(88)]
+    rng.shuffle(rates)
+    firing = rates > 0
+    full = sub.top_subspace(rows, rates, 6)
+    assert sub.overlap(full, sub.top_subspace(rows[firing], rates[firing], 6), 6) == \
+        pytest.approx(1, abs=1e-9)
+    ranks = [2, 6]
+    got = sub.null_overlaps(isotropic_null_model(32), [100, 100], [rates, rates], ranks,
+                            n_draws=300, seed=1)
+    draw = np.random.default_rng(9)
+    ref = np.array([[sub.overlap(*(sub.top_subspace(draw.standard_normal((100, 32)),
+                                                    draw.permutation(rates), max(ranks))
+                                   for _ in range(2)), r) for r in ranks]
+                    for _ in range(300)])
+    for k in range(len(ranks)):
+        se = np.hypot(got[:, k].std(), ref[:, k].std()) / np.sqrt(300)
+        assert abs(got[:, k].mean() - ref[:, k].mean()) < 4 * se
+
+
 def test_verdict_rule_on_one_block():
     sigma, q = _sigma()
     rng = np.random.default_rng(2)

@@ -43,14 +43,27 @@ def redundancy(rows, queries: int | None = None) -> np.ndarray:
     u = torch.as_tensor(_unit_np(rows))
     n = u.shape[0]
     q = n if queries is None else min(n, int(queries))
-    out = np.full(q, -np.inf)
     block = max(1, _BLOCK_BYTES // (4 * n))
-    for s in range(0, q, block):
-        c = u[s:min(s + block, q)] @ u.T  # [block, n]
-        idx = torch.arange(s, min(s + block, q))
-        c[idx - s, idx] = -float("inf")
-        out[s:s + block] = c.max(1).values.double().numpy()
-    return out
+    if q < n:
+        out = torch.full((q,), -float("inf"))
+        for s in range(0, q, block):
+            c = u[s:min(s + block, q)] @ u.T  # [block, n]
+            idx = torch.arange(s, min(s + block, q))
+            c[idx - s, idx] = -float("inf")
+            out[s:s + block] = c.max(1).values
+        return out.double().numpy()
+    # all rows: the cosine matrix is symmetric, so each block of rows meets only the rows
+    # from its own on, and each cosine updates both its row's max and its column's (half
+    # the products of the full [n, n])
+    out = torch.full((n,), -float("inf"))
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        c = u[s:e] @ u[s:].T  # [e - s, n - s]
+        idx = torch.arange(e - s)
+        c[idx, idx] = -float("inf")
+        out[s:e] = torch.maximum(out[s:e], c.max(1).values)
+        out[s:] = torch.maximum(out[s:], c.max(0).values)
+    return out.double().numpy()
 
 
 _MEMO: dict[tuple, dict] = {}  # per (null key, threshold): {"matched"|"pair"|"red": {shape: ...}}

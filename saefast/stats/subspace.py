@@ -118,6 +118,8 @@ def top_subspace(rows, rates, r: int) -> np.ndarray:
 
     u = _unit_weighted(rows, rates)
     d = u.shape[1]
+    if rates is not None:  # rows of features that never fire add nothing to the Gram
+        u = u[np.asarray(rates, dtype=np.float64).ravel() > 0]
     if not 1 <= r <= d:
         raise ConfigError(f"subspace: rank {r} is not in 1..{d}")
     if r <= u.shape[0] < d:  # fewer rows than d: from the [n, n] Gram, n^2 d + n^3
@@ -156,8 +158,12 @@ def null_overlaps(model: NullModel, sizes: Sequence[int], rates: Sequence, ranks
     out = np.empty((n_draws, len(ranks)))
     for k in range(n_draws):
         i, j = pairs[k % len(pairs)]
-        a, b = model.sample([sizes[i], sizes[j]], rng)
-        wa, wb = (None if rates[x] is None else rng.permutation(rates[x]) for x in (i, j))
+        # rows weighted 0 (never firing) add nothing, so only the firing rows are drawn,
+        # their rates in a random order: the same distribution as all n rows drawn
+        wa, wb = (None if rates[x] is None else rng.permutation(rates[x][rates[x] > 0])
+                  for x in (i, j))
+        a, b = model.sample([sizes[i] if wa is None else len(wa),
+                             sizes[j] if wb is None else len(wb)], rng)
         ua, ub = top_subspace(a, wa, ranks[-1]), top_subspace(b, wb, ranks[-1])
         out[k] = [overlap(ua, ub, r) for r in ranks]
     return out
