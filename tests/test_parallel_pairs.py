@@ -129,3 +129,22 @@ def test_the_evidence_and_subspace_nulls_drawn_side_by_side_equal_those_drawn_in
         out[w] = json.dumps([ev, sub, pairs], sort_keys=True, default=str)
     assert used.count(2) == 2  # the evidence's nulls and the subspace's, two at a time
     assert out[1] == out[2]
+
+
+def test_a_value_two_threads_ask_for_together_is_computed_once():
+    """Pairs matched side by side ask for the same null draws at once: the second waits for
+    the first's result (the same object) instead of drawing again; other keys do not wait."""
+    import time
+
+    cache, calls = {}, []
+
+    def compute(key):
+        calls.append(key)
+        time.sleep(0.3)
+        return [key]
+
+    got = parallel.map_ordered(lambda key: parallel.computed_once(cache, key,
+                                                                  lambda: compute(key)),
+                               ["null", "null", "other", "null"], n_workers=4)
+    assert sorted(calls) == ["null", "other"]
+    assert got[0] is got[1] is got[3] and got[2] == ["other"]

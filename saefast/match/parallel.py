@@ -13,9 +13,10 @@ thread's dot product whatever the thread count.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 MAX_WORKERS = 8  # pairs at once at most (each holds its candidates and certificate rows)
 
@@ -81,3 +82,21 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], *,
                 future.cancel()  # what has not started does not start
             raise
     return results
+
+
+_KEY_LOCKS: dict[tuple, threading.Lock] = {}
+_KEY_LOCKS_GUARD = threading.Lock()
+
+
+def computed_once(cache: dict, key: Any, compute: Callable[[], R]) -> R:
+    """cache[key], computing it if missing, once: a thread that asks for a key another
+    thread is computing waits for that result instead of computing it again (two pairs
+    matched side by side both needed the same null draws, a 16K matching each)."""
+    if key in cache:
+        return cache[key]
+    with _KEY_LOCKS_GUARD:
+        lock = _KEY_LOCKS.setdefault((id(cache), key), threading.Lock())
+    with lock:
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]

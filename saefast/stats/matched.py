@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from saefast.errors import ConfigError
+from saefast.match.parallel import computed_once
 
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -60,14 +61,19 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
     pooled list. Deterministic (the generator is seeded by the key) and memoised per
     (n_a, n_b, d, seed, n_draws, solver): treat the returned dict as read-only.
     """
-    from saefast.match import match_decoders
-
     for name, v in (("n_a", n_a), ("n_b", n_b), ("d", d), ("n_draws", n_draws)):
         if int(v) != v or v < 1:
             raise ConfigError(f"random_baseline: {name} must be a positive integer, got {v!r}")
     key = (int(n_a), int(n_b), int(d), int(seed), int(n_draws))
-    if (key, solver) in _BASELINE_CACHE:
-        return _BASELINE_CACHE[key, solver]
+    # the solver is recorded in the result, so it is in the key; pairs matched side by side
+    # ask for the same null together, and it is drawn once
+    return computed_once(_BASELINE_CACHE, (key, solver), lambda: _draw_baseline(key, solver))
+
+
+def _draw_baseline(key: tuple, solver: str) -> dict:
+    from saefast.match import match_decoders
+
+    n_a, n_b, d, _, n_draws = key
     rng = np.random.default_rng(list(key))  # same shapes + seed -> same null, whatever the order
     draws, used = [], None
     for _ in range(n_draws):
@@ -88,5 +94,4 @@ def random_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0, n_draws: int =
         "fraction_above": stats["fraction_above"],
         "cosines": pooled.tolist(),  # every draw's matched cosines, draw after draw
     }
-    _BASELINE_CACHE[key, solver] = result  # the solver is recorded in it, so it is in the key
     return result
