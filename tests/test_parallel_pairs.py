@@ -148,3 +148,47 @@ def test_a_value_two_threads_ask_for_together_is_computed_once():
                                ["null", "null", "other", "null"], n_workers=4)
     assert sorted(calls) == ["null", "other"]
     assert got[0] is got[1] is got[3] and got[2] == ["other"]
+
+
+def test_the_evidence_null_draws_go_ahead_beside_the_pairs_and_change_nothing(tmp_path,
+                                                                            monkeypatch):
+    """A report queues its evidence's null draws behind its pair matchings (they depend on
+    the shapes only): when the evidence starts, its null pools are already drawn, and the
+    report equals one whose evidence drew them itself (memos emptied before each)."""
+    import json
+
+    from saefast.report.assemble import compute_stability_report
+    from saefast.stats import evidence, evidence_nulls
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((300, 24)) * np.linspace(2.0, 0.3, 24)
+    runs = [write_rows(tmp_path, f"r{s}", base + 0.8 * rng.standard_normal(base.shape), s)
+            for s in range(3)]
+    real_add = evidence.add_evidence
+    memo_at_start = []
+
+    def add(*args, **kw):
+        memo_at_start.append(sum(len(m["pair"]) for m in evidence_nulls._MEMO.values()))
+        return real_add(*args, **kw)
+
+    monkeypatch.setattr(evidence, "add_evidence", add)
+    reports = {}
+    for ahead in (True, False):
+        _fresh_null_memos(monkeypatch)
+        if not ahead:
+            monkeypatch.setattr(evidence, "report_prefetch", lambda *a, **k: ([], []))
+        report = compute_stability_report(runs)
+        reports[ahead] = json.dumps(_untimed([report["pairs"], report["summary"]["evidence"]]),
+                                    sort_keys=True, default=str)
+    assert memo_at_start[0] >= 1 and memo_at_start[1] == 0  # drawn ahead, or not
+    assert reports[True] == reports[False]
+
+
+def _untimed(x):
+    """x without its wall-clock fields (keys ending in _s or naming seconds)."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items()
+                if not (k.endswith("_s") or "seconds" in k)}
+    if isinstance(x, list):
+        return [_untimed(v) for v in x]
+    return x

@@ -301,19 +301,39 @@ def _report(saes: list[LoadedSAE], *, threshold, top_k, solver, live_only, basel
     index_pairs = [(i, j) for i in range(len(saes)) for j in range(i + 1, len(saes))]
     partners = {} if partners is None else partners
 
-    def one(ij: tuple[int, int]) -> tuple[dict, tuple | None]:
-        pair, near = _pair(saes[ij[0]], saes[ij[1]], threshold=threshold, top_k=top_k,
+    def one(item) -> tuple[dict, tuple | None] | None:
+        if callable(item):  # a null draw of the evidence's, ahead (memoised there)
+            try:
+                item()
+            except Exception:  # noqa: BLE001 - the evidence draws it again and reports it
+                pass
+            return None
+        pair, near = _pair(saes[item[0]], saes[item[1]], threshold=threshold, top_k=top_k,
                            solver=solver, live_only=live_only, baseline=baseline,
                            matchings=matchings)
-        pair["index_a"], pair["index_b"] = ij
+        pair["index_a"], pair["index_b"] = item
         finished.append(pair)
         return pair, near
 
     finished: list[dict] = []  # in the order the pairs finish, for progress
-    done = (lambda n, total: progress(n, total, finished[n - 1])) if progress else None
+    shown = [0]
+
+    def done(_n: int, _total: int) -> None:  # progress counts pairs, not the null draws
+        while shown[0] < len(finished):
+            shown[0] += 1
+            progress(shown[0], len(index_pairs), finished[shown[0] - 1])
+
+    # the evidence's null draws depend on the pairs' shapes only: drawn beside the matchings
+    # in one queue, the null matchings first (each pair waits for its isotropic baseline),
+    # the rest after the pairs, so no core waits for another
+    first, rest = evidence.report_prefetch(
+        saes[0].decoder.shape[1], [(len(rows[i]), len(rows[j])) for i, j in index_pairs],
+        [len(r) for r in rows], threshold=threshold, solver=solver, baseline=baseline,
+        other_nulls=other_nulls)
     pairs = []
-    for (i, j), (pair, near) in zip(index_pairs, parallel.map_ordered(one, index_pairs,
-                                                                       on_done=done)):
+    got = parallel.map_ordered(one, [*first, *index_pairs, *rest],
+                               on_done=done if progress else None)[len(first):]
+    for (i, j), (pair, near) in zip(index_pairs, got):
         pairs.append(pair)
         partners[i, j] = near
     summary = stability.summarise(saes, labels, pairs, threshold=threshold, top_k=top_k,

@@ -379,6 +379,29 @@ def report_evidence(saes, labels, pairs, rows, *, threshold, solver, baseline,
             other_nulls=other_nulls if baseline else (), partners=partners)
 
 
+def report_prefetch(d: int, shapes: Sequence[tuple[int, int]], sizes: Sequence[int], *,
+                    threshold: float, solver: str, baseline: bool,
+                    other_nulls: Sequence[NullModel] = ()) -> tuple[list, list]:
+    """Tasks that draw ahead what `report_evidence` will ask its nulls for (the same null
+    models, `EvidenceNulls.prefetch`), as (matched pools, the rest), for a report to run
+    beside its pair matchings: the matched pools first (the pairs' isotropic baseline is one
+    of them), the rest after the pairs. shapes: the pairs' (n_a, n_b); sizes: the runs' row
+    counts. None without baseline; a null that cannot draw these shapes is left to the
+    evidence (which says why it skips it)."""
+    from saefast.stats.null_model import isotropic_null_model
+
+    first, rest = [], []
+    if not baseline:
+        return first, rest
+    for model in [isotropic_null_model(int(d), solver=solver), *other_nulls]:
+        if any(model.short_of([a, b]) for a, b in shapes):
+            continue
+        matched, other = EvidenceNulls(model, float(threshold), solver).prefetch(shapes, sizes)
+        first += matched
+        rest += other
+    return first, rest
+
+
 @contextmanager
 def single_thread():
     """torch on one thread inside: the evidence is thousands of small ops (null draws,

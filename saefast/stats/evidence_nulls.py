@@ -5,10 +5,13 @@ computed once per null, threshold and shape in a process (a sweep's groups share
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from saefast.match import unit_rows
+from saefast.match.parallel import computed_once
 from saefast.stats import recurrence as rec
 from saefast.stats.null_model import NullModel, null_size, report_null_size
 
@@ -85,10 +88,10 @@ class EvidenceNulls:
     def matched(self, n_a: int, n_b: int) -> np.ndarray:
         key = n_a, n_b = null_size(n_a), null_size(n_b)
         self._used.add(key)
-        if key not in self._matched:
-            n_min = report_null_size(n_a, n_b)  # >= what BY needs; shared with summary.nulls
-            self._matched[key] = np.sort(self.null.matched(n_a, n_b, n_min))
-        return self._matched[key]
+        # n_min >= what BY needs; shared with summary.nulls. Each memo entry is computed
+        # once even when threads ask together (a report draws ahead: `prefetch`)
+        return computed_once(self._matched, key, lambda: np.sort(
+            self.null.matched(n_a, n_b, report_null_size(n_a, n_b))))
 
     def pair(self, n_a: int, n_b: int) -> dict:
         """Nearest and max-cardinality statistics of null pairs of this shape: enough draws
@@ -96,34 +99,50 @@ class EvidenceNulls:
         resolved near lambda, not in the far tail; `pool_draws`), max-cardinality on the
         first NULL_DICT_DRAWS of them."""
         key = n_a, n_b = null_size(n_a), null_size(n_b)
-        if key not in self._pair:
-            rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
-            near_a, near_b, most = [], [], []
-            for k in range(pool_draws(min(n_a, n_b))):
-                a, b = self.null.sample([n_a, n_b], rng)
-                best_a, best_b = rec.nearest_cosines(a, b)
-                near_a.append(best_a), near_b.append(best_b)
-                if k < NULL_DICT_DRAWS:
-                    most.append(rec.max_pairs_at(a, b, [self.t], (best_a, best_b))[self.t]
-                                / min(n_a, n_b))
-            near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
-            near = np.concatenate([near_a, near_b])
-            self._pair[key] = {"near_a": near_a, "near_b": near_b,
-                               "nearest_median": float(np.median(near)),
-                               "nearest_fraction_above": float(np.mean(near >= self.t)),
-                               "max_cardinality_fraction": float(np.mean(most)),
-                               "one_to_one_fraction":
-                                   float(np.mean(self.matched(n_a, n_b) >= self.t))}
-        return self._pair[key]
+        return computed_once(self._pair, key, lambda: self._draw_pair(n_a, n_b))
+
+    def _draw_pair(self, n_a: int, n_b: int) -> dict:
+        rng = np.random.default_rng([n_a, n_b, self.null.d, 11])
+        near_a, near_b, most = [], [], []
+        for k in range(pool_draws(min(n_a, n_b))):
+            a, b = self.null.sample([n_a, n_b], rng)
+            best_a, best_b = rec.nearest_cosines(a, b)
+            near_a.append(best_a), near_b.append(best_b)
+            if k < NULL_DICT_DRAWS:
+                most.append(rec.max_pairs_at(a, b, [self.t], (best_a, best_b))[self.t]
+                            / min(n_a, n_b))
+        near_a, near_b = np.sort(np.concatenate(near_a)), np.sort(np.concatenate(near_b))
+        near = np.concatenate([near_a, near_b])
+        return {"near_a": near_a, "near_b": near_b,
+                "nearest_median": float(np.median(near)),
+                "nearest_fraction_above": float(np.mean(near >= self.t)),
+                "max_cardinality_fraction": float(np.mean(most)),
+                "one_to_one_fraction": float(np.mean(self.matched(n_a, n_b) >= self.t))}
 
     def redundancy(self, n: int) -> np.ndarray:
         n = null_size(n)
-        if n not in self._red:
-            rng = np.random.default_rng([n, self.null.d, 12])
-            self._red[n] = np.concatenate([
-                redundancy(self.null.sample([n], rng)[0], queries=REDUNDANCY_QUERIES)
-                for _ in range(min(NULL_DICT_DRAWS, pool_draws(n)))])
-        return self._red[n]
+        return computed_once(self._red, n, lambda: self._draw_redundancy(n))
+
+    def _draw_redundancy(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng([n, self.null.d, 12])
+        return np.concatenate([
+            redundancy(self.null.sample([n], rng)[0], queries=REDUNDANCY_QUERIES)
+            for _ in range(min(NULL_DICT_DRAWS, pool_draws(n)))])
+
+    def prefetch(self, shapes: Sequence[tuple[int, int]], sizes: Sequence[int]
+                 ) -> tuple[list, list]:
+        """Zero-argument tasks that draw ahead what a report's evidence will ask this null
+        for, as (matched, rest): the matched pools of each pair shape (matchings, which the
+        nearest pools and the report's pairs also wait for), then the nearest pools of each
+        shape and the redundancy pool of each run size, largest first. A report runs them
+        beside its own pair matchings, which they do not depend on, so no core waits; the
+        evidence then finds them memoised."""
+        shapes = sorted({(null_size(a), null_size(b)) for a, b in shapes},
+                        key=lambda ab: -ab[0] * ab[1])
+        sizes = sorted({null_size(n) for n in sizes}, reverse=True)
+        return ([lambda ab=ab: self.matched(*ab) for ab in shapes],
+                [lambda ab=ab: self.pair(*ab) for ab in shapes]
+                + [lambda n=n: self.redundancy(n) for n in sizes])
 
     def shapes(self) -> list[dict]:
         out = []
