@@ -282,6 +282,12 @@ def test_an_activation_null_with_too_few_distinct_tokens_is_skipped_with_the_rea
                                other_nulls=[activation_null_model(small, "small")])
     act = ev["by_null"]["activations"]
     assert act["skipped"] and "100 distinct tokens, 128 features (64 + 64)" in act["reason"]
+    # nothing is drawn ahead for it either: only the isotropic null's matched, nearest and
+    # redundancy pools (one shape, one size)
+    first, rest = evidence.report_prefetch(
+        D, [(F, F)] * 3, [F] * 3, threshold=T, solver="auto", baseline=True,
+        other_nulls=[activation_null_model(small, "small")])
+    assert (len(first), len(rest)) == (1, 2)
     mid = TokenPool(g.standard_normal((500, D)), np.arange(500) % 150)  # pairs fit, 3 runs don't
     ev = evidence.add_evidence(pairs, [r[0] for r in runs], n_features=[F] * 3,
                                labels=list("abc"), threshold=T, null=isotropic_null_model(D),

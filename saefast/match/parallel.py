@@ -12,8 +12,8 @@ thread's dot product whatever the thread count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, TypeVar

@@ -303,8 +303,8 @@ def _under_null(pairs, rows, near, n_features, model: NullModel, t: float, solve
     {"null": ..., "skipped": True, "reason": ...} and no per-pair results."""
     S = len(rows)
     desc = {"kind": model.name, "description": model.description}
-    short = next((r for r in (model.short_of([len(rows[p["index_a"]]), len(rows[p["index_b"]])])
-                              for p in pairs) if r), None)
+    short = model.short_of_pairs([(len(rows[p["index_a"]]), len(rows[p["index_b"]]))
+                                  for p in pairs])
     if short is not None:
         return {"null": desc, "skipped": True, "reason": f"skipped: {short}"}, {}
     nulls = EvidenceNulls(model, t, solver)
@@ -394,7 +394,7 @@ def report_prefetch(d: int, shapes: Sequence[tuple[int, int]], sizes: Sequence[i
     if not baseline:
         return first, rest
     for model in [isotropic_null_model(int(d), solver=solver), *other_nulls]:
-        if any(model.short_of([a, b]) for a, b in shapes):
+        if model.short_of_pairs(shapes):
             continue
         matched, other = EvidenceNulls(model, float(threshold), solver).prefetch(shapes, sizes)
         first += matched

@@ -63,6 +63,10 @@ class NullModel:
         return (f"the {self.name} null has {self.capacity} distinct tokens, {need} features "
                 f"({' + '.join(str(int(n)) for n in sizes)}) need distinct tokens")
 
+    def short_of_pairs(self, shapes: Sequence[Sequence[int]]) -> str | None:
+        """`short_of` of the first pair shape (n_a, n_b) the null cannot draw, or None."""
+        return next((why for why in (self.short_of(ab) for ab in shapes) if why), None)
+
 
 def null_draws(n_a: int, n_b: int, n_min: int) -> int:
     """Draws of an n_a x n_b matching (min(n_a, n_b) cosines each) that pool >= n_min cosines,

@@ -230,8 +230,7 @@ def subspace_block(rows_per_run: Sequence, rates_per_run: Sequence, null_models:
         bases = [top_subspace(x, w, ranks[-1]) for x, w in zip(rows_per_run, rates)]
     drawable = []
     for model in null_models:
-        short = next((why for why in (model.short_of([sizes[i], sizes[j]])
-                                      for i, j in pairs) if why), None)
+        short = model.short_of_pairs([(sizes[i], sizes[j]) for i, j in pairs])
         if short is not None:
             out["nulls"][model.name] = {"skipped": True, "reason": f"skipped: {short}"}
             continue
